@@ -1,0 +1,27 @@
+"""cnnkit: a toolkit for convolutional neural networks, from pixels to decisions and back.
+
+`import cnnkit` is cheap: the torch-based parts load on first use, so the NumPy engine
+(`cnnkit.engine`) works on a machine without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "create_model": "cnnkit.models.registry",
+    "list_models": "cnnkit.models.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "create_model", "list_models"]

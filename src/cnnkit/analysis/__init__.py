@@ -1,0 +1,1 @@
+"""Model analysis: per-layer shapes, parameters, MACs, receptive field, memory, effective RF."""

@@ -1,0 +1,49 @@
+"""The `cnnkit` command: one entry point, a sub-command per task.
+
+Each sub-command lives beside the code it drives (e.g. `cnnkit.data.commands`) and
+exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from cnnkit.errors import CnnkitError
+
+# Modules that contribute sub-commands, imported on start; each defines `register`.
+COMMAND_MODULES = (
+    "cnnkit.train.demo",
+    "cnnkit.analysis.commands",
+    "cnnkit.data.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnkit",
+        description="cnnkit: build, train, explain and ship convolutional neural networks.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CnnkitError as error:
+        print(f"cnnkit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

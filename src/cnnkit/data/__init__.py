@@ -1,0 +1,1 @@
+"""Data: image files, dataset formats and the built-in wafer maps, to normalized, augmented batches."""

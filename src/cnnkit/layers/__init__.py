@@ -1,0 +1,1 @@
+"""PyTorch building blocks of CNNs, one concept per file."""

@@ -1,0 +1,60 @@
+"""One registry for the zoo: a dict of name -> builder and a decorator that refuses duplicates."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+
+ModelBuilder = Callable[..., nn.Module]
+F = TypeVar("F", bound=ModelBuilder)
+
+_REGISTRY: dict[str, ModelBuilder] = {}
+
+
+def register_model(builder: F) -> F:
+    """Register `builder` under its function name; a second model with the same name is an error."""
+    name = builder.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = builder
+    return builder
+
+
+def _load_zoo() -> None:
+    # Explicit imports: each family module registers its models when imported.
+    from cnnkit.models import zoo  # noqa: F401
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of registered models, optionally filtered by a shell-style pattern."""
+    _load_zoo()
+    names = sorted(_REGISTRY)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    pretrained: str | Path | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded)."""
+    _load_zoo()
+    if name not in _REGISTRY:
+        close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise CnnkitError(f"unknown model {name!r}{hint} (see `cnnkit.list_models()`)")
+    if pretrained is None:
+        return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **overrides)
+    from cnnkit.models.pretrained import build_with_weights
+
+    return build_with_weights(_REGISTRY[name], Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)

@@ -1,0 +1,1 @@
+"""Training: the trainer, checkpoints, transfer learning, distributed runs, and the demo."""
