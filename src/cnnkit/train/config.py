@@ -1,0 +1,99 @@
+"""One frozen config for a training run, loadable from YAML; unknown keys are an error."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cnnkit.errors import CnnkitError
+
+OptimizerName = Literal["sgd", "adamw"]
+ScheduleName = Literal["cosine", "step", "onecycle", "constant"]
+Precision = Literal["fp32", "bf16", "fp16"]
+NanPolicy = Literal["stop", "skip"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a run computes (the run directory stores it as config.yaml)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: OptimizerName = "adamw"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.05
+    schedule: ScheduleName = "cosine"
+    warmup_epochs: float = 0.0
+    step_size_epochs: int = 30
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    grad_clip_norm: float | None = None
+    ema_decay: float | None = None
+    early_stopping_patience: int | None = None
+    monitor: str = "val_top1"
+    monitor_mode: Literal["max", "min"] = "max"
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    device: str | None = None
+    seed: int = 0
+    deterministic: bool = True
+    num_workers: int = 0
+    nan_policy: NanPolicy = "stop"
+    checkpoint_every_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise CnnkitError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise CnnkitError(f"config: lr must be > 0, got {self.lr}")
+        for name, allowed in (
+            ("optimizer", OptimizerName),
+            ("schedule", ScheduleName),
+            ("precision", Precision),
+            ("nan_policy", NanPolicy),
+        ):
+            if getattr(self, name) not in allowed.__args__:
+                raise CnnkitError(f"config: {name} must be one of {allowed.__args__}, got {getattr(self, name)!r}")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def config_from_dict(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """Build a TrainConfig, refusing keys it does not know (a typo must not be silently ignored)."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise CnnkitError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+    return TrainConfig(**values)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML mapping of TrainConfig fields."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise CnnkitError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise CnnkitError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise CnnkitError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+    return config_from_dict(values, source=str(path))
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,70 @@
+"""Multi-process training through PyTorch DDP, as started by `torchrun` (gloo on CPU, nccl on GPU)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistributedContext:
+    """This process's place in the job; the default is a single process (rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes checkpoints and logs."""
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if not self.enabled:
+            return model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        # gloo reduces CPU tensors; nccl needs them on the GPU.
+        work = tensor.to(self.device)
+        dist.all_reduce(work, op=dist.ReduceOp.SUM)
+        return work.cpu()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_from_torchrun(device: str | None = None) -> DistributedContext:
+    """Join the process group that `torchrun` describes in RANK/WORLD_SIZE/LOCAL_RANK (the launcher's
+    contract, not a cnnkit switch); a plain `python` start gives the single-process context."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return DistributedContext(device=torch.device(device) if device else _default_device(0))
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+    chosen = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(chosen)
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
+
+
+def _default_device(local_rank: int) -> torch.device:
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def shutdown(context: DistributedContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,53 @@
+"""Evaluation of a model over a dataset: the loop shared by the trainer and `cnnkit eval`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cnnkit.train.metrics import ClassificationMeter
+from cnnkit.train.sampling import EpochSampler, SampleTransform, SeededSamples
+
+# (images, targets, generator) -> (images, soft_targets or None): runs on the device, per batch.
+BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def ordered_loader(dataset: Dataset, transform: SampleTransform | None, *, batch_size: int, seed: int,
+                   num_workers: int = 0, rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+    """Batches of `dataset` in order (this rank's share), for evaluation."""
+    sampler = EpochSampler(len(dataset), seed=seed, shuffle=False, rank=rank, world_size=world_size)
+    return DataLoader(SeededSamples(dataset, transform, seed=seed), batch_size=batch_size, sampler=sampler,
+                      num_workers=num_workers, pin_memory=pin_memory)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    num_classes: int,
+    device: torch.device,
+    batch_transform: BatchTransform | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    channels_last: bool = False,
+) -> ClassificationMeter:
+    """Loss, top-k and confusion of `model` in eval mode over `loader` (mode restored after)."""
+    was_training = model.training
+    model.eval()
+    meter = ClassificationMeter(num_classes)
+    for images, targets in loader:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if batch_transform is not None:
+            images, _ = batch_transform(images, targets, torch.Generator(device=device))
+        with autocast():
+            logits = model(images)
+        meter.update(logits, targets, float(F.cross_entropy(logits.float(), targets)))
+    model.train(was_training)
+    return meter

@@ -1,0 +1,116 @@
+"""`fit`: one training run into a run directory with a documented layout.
+
+    RUN/config.yaml        the TrainConfig used
+    RUN/split.json         the data split (written by the caller that made it)
+    RUN/metrics.csv        one row per epoch: train_/val_ loss, top1, top5, lr
+    RUN/best.safetensors   weights of the best epoch by config.monitor (EMA weights when enabled)
+    RUN/last.pt            model, optimizer, scaler, EMA, progress and RNG states (for --resume)
+    RUN/tensorboard/       TensorBoard event files
+    RUN/summary.json       final train/val/test metrics, class names, model name, default_cfg
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import Dataset
+
+from cnnkit.errors import CnnkitError
+from cnnkit.train.callbacks import Callback, CsvLogger, ProgressBar, TensorBoardLogger
+from cnnkit.train.checkpoint import atomic_write
+from cnnkit.train.config import TrainConfig, save_config
+from cnnkit.train.distributed import DistributedContext
+from cnnkit.train.sampling import SampleTransform
+from cnnkit.train.trainer import BatchTransform, Trainer
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a later `cnnkit predict` needs to rebuild the model and preprocess a new image."""
+
+    model_name: str
+    class_names: Sequence[str]
+    default_cfg: dict[str, Any] = field(default_factory=dict)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """Datasets of (image, label) and the transforms that go with them."""
+
+    train: Dataset
+    val: Dataset | None = None
+    test: Dataset | None = None
+    train_transform: SampleTransform | None = None
+    eval_transform: SampleTransform | None = None
+    batch_transform: BatchTransform | None = None
+    eval_batch_transform: BatchTransform | None = None
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    info: RunInfo,
+    *,
+    run_dir: str | Path,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    param_groups: Sequence[dict] | None = None,
+    distributed: DistributedContext | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train `model`, write the run directory, and return the summary (also in summary.json)."""
+    run_dir = Path(run_dir)
+    dist = distributed or DistributedContext()
+    last = run_dir / "last.pt"
+    if resume and not last.exists():
+        raise CnnkitError(f"--resume: no checkpoint to resume from at {last}")
+    if not resume and last.exists():
+        raise CnnkitError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    all_callbacks = list(callbacks)
+    if dist.is_main:
+        all_callbacks += [CsvLogger(run_dir / "metrics.csv"), TensorBoardLogger(run_dir / "tensorboard")]
+        if not quiet:
+            all_callbacks.append(ProgressBar())
+    trainer = Trainer(
+        model, data.train, config, num_classes=len(info.class_names), run_dir=run_dir, val_data=data.val,
+        sample_transform=data.train_transform, eval_transform=data.eval_transform,
+        batch_transform=data.batch_transform, eval_batch_transform=data.eval_batch_transform,
+        param_groups=param_groups, callbacks=all_callbacks, distributed=dist,
+    )
+    start = time.perf_counter()
+    final = trainer.fit(resume_from=last if resume else None)
+    dist.barrier()
+    summary: dict[str, Any] = {
+        "model_name": info.model_name,
+        "model_overrides": dict(info.model_overrides),
+        "class_names": list(info.class_names),
+        "default_cfg": dict(info.default_cfg),
+        "epochs_run": trainer.state.epoch,
+        "best_epoch": trainer.state.best_epoch,
+        "best_metric": trainer.state.best_metric,
+        "monitor": config.monitor,
+        "final": final,
+        "train_seconds": time.perf_counter() - start,
+    }
+    if data.test is not None:
+        best = run_dir / "best.safetensors"
+        trainer.eval_model.load_state_dict(load_file(best))
+        summary["test"] = trainer.evaluate_dataset(data.test, data.eval_transform, prefix="test_")
+        summary["test_per_class"] = trainer.last_eval_meter.per_class_accuracy()
+        summary["test_confusion"] = trainer.last_eval_meter.confusion.tolist()
+    if dist.is_main:
+        text = json.dumps(summary, indent=2, default=float)
+        atomic_write(run_dir / "summary.json", lambda f: f.write(text.encode()))
+    return summary

@@ -1,0 +1,97 @@
+"""Optimizers with weight decay only where it belongs, and per-step learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from cnnkit.train.config import TrainConfig
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def no_decay_parameter_names(model: nn.Module) -> set[str]:
+    """Biases, normalisation weights and 1-D parameters such as layer scale: decaying them
+    towards zero only hurts (Goyal et al. 2017; the convention of timm and fastai)."""
+    names: set[str] = set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            if isinstance(module, _NORM_TYPES) or param.ndim <= 1:
+                names.add(full)
+    return names
+
+
+def parameter_groups(
+    model: nn.Module, weight_decay: float, lr_scale: dict[str, float] | None = None
+) -> list[dict]:
+    """Trainable parameters split into decay / no-decay groups, optionally with a per-parameter LR
+    scale (layer-wise LR decay); each group carries `lr_scale`, applied by the schedule."""
+    skip = no_decay_parameter_names(model)
+    groups: dict[tuple[float, float], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = 0.0 if name in skip else weight_decay
+        scale = 1.0 if lr_scale is None else lr_scale.get(name, 1.0)
+        group = groups.setdefault((decay, scale), {"params": [], "weight_decay": decay, "lr_scale": scale})
+        group["params"].append(param)
+    return list(groups.values())
+
+
+def build_optimizer(groups: Iterable[dict], config: TrainConfig) -> torch.optim.Optimizer:
+    groups = list(groups)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base LR at optimizer step `step` (0-based), for the configured schedule.
+
+    cosine: linear warm-up then half-cosine to 0 (Loshchilov & Hutter 2017); step: x gamma every
+    `step_size_epochs`; onecycle: Smith & Topin 2019 with 30% warm-up from lr/25 and cosine
+    annealing to lr/1e4, as torch's OneCycleLR.
+    """
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
+        peak = max(1, int(0.3 * total_steps))
+        start, end = 1 / 25, 1 / 25 / 1e4
+        if step < peak:
+            return _cosine(start, 1.0, step / peak)
+        return _cosine(1.0, end, (step - peak) / max(1, total_steps - peak))
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.schedule == "cosine":
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return _cosine(1.0, 0.0, progress)
+    if config.schedule == "step":
+        return config.step_gamma ** (step // (config.step_size_epochs * steps_per_epoch))
+    return 1.0
+
+
+def _cosine(start: float, end: float, progress: float) -> float:
+    return end + (start - end) * (1 + math.cos(math.pi * min(1.0, progress))) / 2
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * factor * group.get("lr_scale", 1.0)
+
+
+def layerwise_lr_scale(model: nn.Module, decay: float, stage_prefixes: Sequence[str]) -> dict[str, float]:
+    """LR scale per parameter name: the last stage gets 1, each earlier one `decay` times less
+    (Howard & Ruder 2018, discriminative fine-tuning). Parameters in no listed stage belong to
+    the earliest (stem) level."""
+    depth = len(stage_prefixes)
+    scales: dict[str, float] = {}
+    for name, _ in model.named_parameters():
+        level = 0
+        for index, prefix in enumerate(stage_prefixes):
+            if name == prefix or name.startswith(prefix + "."):
+                level = index + 1
+        scales[name] = decay ** (depth - level)
+    return scales

@@ -1,0 +1,330 @@
+"""The training loop: a small `Trainer` that emits events to callbacks and checkpoints its whole state.
+
+A run directory holds `config.yaml`, `metrics.csv`, `best.safetensors` (weights of the best
+epoch by `config.monitor`), `last.pt` (everything a resume needs), `tensorboard/` and
+`summary.json` (see `cnnkit.train.run_dir`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cnnkit.errors import CnnkitError
+from cnnkit.train import checkpoint as ckpt
+from cnnkit.train.callbacks import EVENTS, Callback
+from cnnkit.train.config import TrainConfig
+from cnnkit.train.distributed import DistributedContext
+from cnnkit.train.ema import ModelEma
+from cnnkit.train.evaluate import BatchTransform, evaluate_model, ordered_loader
+from cnnkit.train.metrics import ClassificationMeter
+from cnnkit.train.optim import build_optimizer, lr_factor, parameter_groups, set_learning_rate
+from cnnkit.train.sampling import EpochSampler, SampleTransform, SeededSamples, _mix_seed
+
+
+
+class TrainingDiverged(CnnkitError):
+    """The loss became NaN or Inf; the last good checkpoint is left untouched."""
+
+
+@dataclass
+class TrainState:
+    """Where the run is: saved in every checkpoint."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    epochs_without_improvement: int = 0
+    skipped_batches: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """CUDA when available, else CPU; `requested` overrides ("cpu", "cuda:1", ...)."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Trainer:
+    """Fits `model` on `train_data` (a dataset of (image, label)); see `fit` for the loop."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Dataset,
+        config: TrainConfig,
+        *,
+        num_classes: int,
+        run_dir: str | Path,
+        val_data: Dataset | None = None,
+        sample_transform: SampleTransform | None = None,
+        eval_transform: SampleTransform | None = None,
+        batch_transform: BatchTransform | None = None,
+        eval_batch_transform: BatchTransform | None = None,
+        param_groups: Sequence[dict] | None = None,
+        callbacks: Sequence[Callback] = (),
+        distributed: DistributedContext | None = None,
+    ) -> None:
+        self.config, self.num_classes = config, num_classes
+        self.run_dir = Path(run_dir)
+        self.dist = distributed or DistributedContext()
+        self.device = pick_device(config.device) if not self.dist.enabled else self.dist.device
+        self.model = model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.batch_transform, self.eval_batch_transform = batch_transform, eval_batch_transform
+        self.callbacks = list(callbacks)
+        self.state = TrainState()
+        self.train_sampler = EpochSampler(
+            len(train_data), seed=config.seed, shuffle=True, rank=self.dist.rank, world_size=self.dist.world_size
+        )
+        self.train_loader = self._loader(SeededSamples(train_data, sample_transform, seed=config.seed),
+                                         self.train_sampler, drop_last=True)
+        if self.steps_per_epoch == 0:
+            raise CnnkitError(
+                f"training set of {len(train_data)} samples is smaller than one batch of {config.batch_size} "
+                f"per process: lower --batch-size"
+            )
+        self.val_loader = None if val_data is None else self._ordered_loader(val_data, eval_transform)
+        groups = param_groups if param_groups is not None else parameter_groups(self.model, config.weight_decay)
+        self.optimizer = build_optimizer(groups, config)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.ema = ModelEma(self.model, config.ema_decay) if config.ema_decay else None
+        self.forward_model = self.dist.wrap(self.model)
+        if config.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self.epoch_metrics: dict[str, float] = {}
+        self.current_lr, self.last_loss, self.batch_size_seen = config.lr, math.nan, 0
+
+    # ----------------------------------------------------------------- data
+    def _loader(self, dataset: Dataset, sampler: EpochSampler, *, drop_last: bool) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset, batch_size=self.config.batch_size, sampler=sampler, drop_last=drop_last,
+            num_workers=workers, persistent_workers=False, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_sampler.per_rank // self.config.batch_size
+
+    # ----------------------------------------------------------------- events
+    def _emit(self, event: str) -> None:
+        assert event in EVENTS
+        for callback in self.callbacks:
+            getattr(callback, event)(self)
+
+    # ----------------------------------------------------------------- loop
+    def fit(self, *, resume_from: str | Path | None = None) -> dict[str, float]:
+        """Train for `config.epochs`, validating after each; returns the last epoch's metrics."""
+        if resume_from is not None:
+            self.load_state(resume_from)
+        with _deterministic(self.config.deterministic):
+            if resume_from is None:
+                torch.manual_seed(self.config.seed)
+            self._emit("before_fit")
+            while self.state.epoch < self.config.epochs and not self._should_stop():
+                self._train_epoch()
+                self._end_epoch()
+            self._emit("after_fit")
+        return self.epoch_metrics
+
+    def _train_epoch(self) -> None:
+        self.train_sampler.set_epoch(self.state.epoch, skip=self.state.batch_in_epoch * self.config.batch_size)
+        self.meter = self._resumed_meter or ClassificationMeter(self.num_classes)
+        self._resumed_meter = None
+        self._set_train_mode()
+        self._emit("before_epoch")
+        total_steps = self.config.epochs * self.steps_per_epoch
+        for images, targets in self.train_loader:
+            self.current_lr = self.config.lr * lr_factor(self.config, self.state.step, total_steps, self.steps_per_epoch)
+            set_learning_rate(self.optimizer, self.config.lr, self.current_lr / self.config.lr)
+            self._emit("before_batch")
+            self._train_step(images, targets)
+            self.state.batch_in_epoch += 1
+            self.state.step += 1
+            self._emit("after_batch")
+            every = self.config.checkpoint_every_steps
+            if every and self.state.step % every == 0 and self.state.batch_in_epoch < self.steps_per_epoch:
+                self.save_state()
+
+    def _train_step(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        images, targets = self._to_device(images), targets.to(self.device, non_blocking=True)
+        soft_targets = None
+        if self.batch_transform is not None:
+            generator = torch.Generator(device=self.device).manual_seed(_mix_seed(self.config.seed, self.state.step))
+            images, soft_targets = self.batch_transform(images, targets, generator)
+        with self._autocast():
+            logits = self.forward_model(images)
+            loss = F.cross_entropy(logits.float(), soft_targets if soft_targets is not None else targets,
+                                   label_smoothing=self.config.label_smoothing)
+        if not torch.isfinite(loss):
+            self._on_non_finite(loss)
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.last_loss, self.batch_size_seen = float(loss.detach()), images.shape[0]
+        self.meter.update(logits, targets, self.last_loss)
+
+    def _on_non_finite(self, loss: torch.Tensor) -> None:
+        where = (f"step {self.state.step} (epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch + 1}), "
+                 f"learning rate {self.current_lr:.3g}")
+        if self.config.nan_policy == "skip":
+            self.state.skipped_batches += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            self.batch_size_seen = 0
+            return
+        raise TrainingDiverged(
+            f"loss is {float(loss.detach())} at {where}; stopped. The last good checkpoint in {self.run_dir} is intact "
+            f"(lower the learning rate, add gradient clipping, or set nan_policy: skip)"
+        )
+
+    def _end_epoch(self) -> None:
+        metrics = self._reduced(self.meter).compute("train_")
+        metrics["lr"] = self.current_lr
+        if self.state.skipped_batches:
+            metrics["skipped_batches"] = float(self.state.skipped_batches)
+        if self.val_loader is not None:
+            metrics.update(self.evaluate(self.val_loader, prefix="val_"))
+        self.epoch_metrics = metrics
+        self.state.history.append({"epoch": float(self.state.epoch), **metrics})
+        improved = self._track_best(metrics)
+        self._emit("after_epoch")
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        if improved and self.dist.is_main:
+            ckpt.save_weights(self.eval_model, self.run_dir / "best.safetensors")
+        self.save_state()
+
+    def _track_best(self, metrics: dict[str, float]) -> bool:
+        monitor = self.config.monitor if self.config.monitor in metrics else "train_loss"
+        mode = self.config.monitor_mode if monitor == self.config.monitor else "min"
+        value = metrics[monitor]
+        best = self.state.best_metric
+        improved = best is None or (value > best if mode == "max" else value < best)
+        if improved:
+            self.state.best_metric, self.state.best_epoch = value, self.state.epoch
+            self.state.epochs_without_improvement = 0
+        else:
+            self.state.epochs_without_improvement += 1
+        return improved
+
+    def _should_stop(self) -> bool:
+        patience = self.config.early_stopping_patience
+        return patience is not None and self.state.epochs_without_improvement >= patience
+
+    # ----------------------------------------------------------------- evaluation
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate(self, loader: DataLoader, *, prefix: str = "") -> dict[str, float]:
+        """Loss and accuracy of the (EMA) model over `loader`, reduced across ranks."""
+        meter = evaluate_model(self.eval_model, loader, num_classes=self.num_classes, device=self.device,
+                               batch_transform=self.eval_batch_transform, autocast=self._autocast,
+                               channels_last=self.config.channels_last)
+        self.last_eval_meter = self._reduced(meter)
+        return self.last_eval_meter.compute(prefix)
+
+    def evaluate_dataset(self, dataset: Dataset, transform: SampleTransform | None, *, prefix: str) -> dict[str, float]:
+        return self.evaluate(self._ordered_loader(dataset, transform), prefix=prefix)
+
+    def _ordered_loader(self, dataset: Dataset, transform: SampleTransform | None) -> DataLoader:
+        return ordered_loader(dataset, transform, batch_size=self.config.batch_size, seed=self.config.seed,
+                              num_workers=self.config.num_workers, rank=self.dist.rank,
+                              world_size=self.dist.world_size, pin_memory=self.device.type == "cuda")
+
+    # ----------------------------------------------------------------- helpers
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.config.channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _set_train_mode(self) -> None:
+        """train() everywhere, except norm layers whose parameters are all frozen: their running
+        statistics stay fixed too (fine-tuning a frozen backbone must not drift its BN stats)."""
+        self.model.train()
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                params = list(module.parameters(recurse=False))
+                if params and not any(p.requires_grad for p in params):
+                    module.eval()
+
+    def _reduced(self, meter: ClassificationMeter) -> ClassificationMeter:
+        if self.dist.enabled:
+            meter.load_counts(self.dist.all_reduce_sum(meter.merge_counts()))
+        return meter
+
+    # ----------------------------------------------------------------- checkpoints
+    _resumed_meter: ClassificationMeter | None = None
+
+    def save_state(self) -> None:
+        """Atomically write `last.pt`: model, optimizer, scaler, EMA, progress and RNG states."""
+        if not self.dist.is_main:
+            return
+        state: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "trainer": asdict(self.state),
+            "meter": self.meter.merge_counts() if self.state.batch_in_epoch else None,
+            "rng": ckpt.capture_rng_state(),
+            "requires_grad": [name for name, p in self.model.named_parameters() if p.requires_grad],
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        ckpt.save_checkpoint(state, self.run_dir / "last.pt")
+
+    def load_state(self, path: str | Path) -> None:
+        state = ckpt.load_checkpoint(path)
+        trainable = set(state["requires_grad"])
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name in trainable)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.state = TrainState(**state["trainer"])
+        if state["meter"] is not None:
+            self._resumed_meter = ClassificationMeter(self.num_classes)
+            self._resumed_meter.load_counts(state["meter"])
+        ckpt.restore_rng_state(state["rng"])
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    """torch's deterministic-algorithms switch is process-global: set it for the run only."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=True)

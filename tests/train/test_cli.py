@@ -1,0 +1,89 @@
+"""End to end through the `cnnkit` command: train one epoch, eval, predict, config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two classes of 16x16 PNGs: reddish and bluish squares with noise."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for name, channel in (("blue", 2), ("red", 0)):
+        (root / name).mkdir()
+        for i in range(24):
+            pixels = rng.integers(0, 80, size=(16, 16, 3), dtype=np.uint8)
+            pixels[..., channel] = rng.integers(170, 256, size=(16, 16), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    code = main(["train", str(tiny_folder), "--model", "compact_cnn", "--epochs", "2", "--batch-size", "8",
+                 "--lr", "0.003", "--img-size", "16", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_complete_run(trained_run: Path, capsys: pytest.CaptureFixture) -> None:
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.yaml", "split.json", "metrics.csv", "best.safetensors", "last.pt", "summary.json"} <= names
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["class_names"] == ["blue", "red"]
+    assert summary["default_cfg"]["input_size"] == [3, 16, 16], "channels come from the data"
+    split = json.loads((trained_run / "split.json").read_text())
+    sizes = {name: len(indices) for name, indices in split["indices"].items()}
+    assert sum(sizes.values()) == 48
+    assert all(abs(sizes[name] - 48 * f) < 1 for name, f in (("train", 0.7), ("val", 0.15), ("test", 0.15)))
+
+
+def test_eval_and_predict_use_the_run(trained_run: Path, tiny_folder: Path, capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    assert main(["eval", str(trained_run), str(tiny_folder), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "test" and result["test_top1"] >= 0.75
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert result["test_top1"] == pytest.approx(summary["test"]["test_top1"]), "eval reproduces the run's test split"
+    images = [str(tiny_folder / "red" / "0.png"), str(tiny_folder / "blue" / "1.png")]
+    assert main(["predict", str(trained_run), *images, "--json", "--top-k", "2"]) == 0
+    predictions = json.loads(capsys.readouterr().out)
+    assert [p["image"] for p in predictions] == images
+    assert sum(t["probability"] for t in predictions[0]["top"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_names_a_bad_image_and_goes_on(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    code = main(["predict", str(trained_run), str(broken), str(tiny_folder / "red" / "2.png")])
+    captured = capsys.readouterr()
+    assert code == 1 and "broken.png" in captured.err and "red/2.png" in captured.out
+
+
+def test_yaml_config_sets_flags_and_refuses_unknown_keys(tiny_folder: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 1\nlearning_rate: 0.1\n")
+    assert main(["train", str(tiny_folder), "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown key(s) learning_rate" in capsys.readouterr().err
+    good = tmp_path / "good.yaml"
+    good.write_text("epochs: 1\nbatch_size: 8\nimg_size: 16\nmodel: compact_cnn\nseed: 5\n")
+    assert main(["train", str(tiny_folder), "--config", str(good), "--epochs", "1", "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 0
+    config = (tmp_path / "r" / "config.yaml").read_text()
+    assert "seed: 5" in config and "batch_size: 8" in config
+
+
+def test_train_refuses_to_overwrite_a_run(trained_run: Path, tiny_folder: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", str(tiny_folder), "--out", str(trained_run), "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err

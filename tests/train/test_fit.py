@@ -1,0 +1,88 @@
+"""The run directory of `fit`, metrics, the LR finder, and the YAML config."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnkit.errors import CnnkitError
+from cnnkit.train.config import TrainConfig, load_config
+from cnnkit.train.fit import DataBundle, RunInfo, fit
+from cnnkit.train.lr_find import lr_find, suggest_lr
+from cnnkit.train.metrics import ClassificationMeter
+
+from train.toy_job import toy_data, toy_model
+
+CONFIG = TrainConfig(epochs=3, batch_size=16, lr=0.05, optimizer="sgd", seed=0, weight_decay=1e-4)
+INFO = RunInfo(model_name="toy", class_names=["left", "right"], default_cfg={"input_size": [1, 8, 8]})
+
+
+def test_fit_writes_the_documented_run_directory(tmp_path: Path) -> None:
+    data = DataBundle(train=toy_data(), val=toy_data(32, seed=1), test=toy_data(32, seed=2))
+    summary = fit(toy_model(), data, CONFIG, INFO, run_dir=tmp_path, quiet=True)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.yaml", "metrics.csv", "best.safetensors", "last.pt", "tensorboard", "summary.json"} <= names
+    assert any((tmp_path / "tensorboard").iterdir()), "no TensorBoard event file"
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert {"train_loss", "train_top1", "val_loss", "val_top1", "lr"} <= rows[0].keys()
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["class_names"] == ["left", "right"] and on_disk["model_name"] == "toy"
+    assert on_disk["test"]["test_top1"] > 0.9, "the toy task is easy"
+    assert load_config(tmp_path / "config.yaml") == CONFIG
+    model = toy_model()
+    model.load_state_dict(load_file(tmp_path / "best.safetensors"))
+    assert summary["best_epoch"] in (0, 1, 2)
+
+
+def test_fit_refuses_to_overwrite_or_resume_nothing(tmp_path: Path) -> None:
+    data = DataBundle(train=toy_data())
+    with pytest.raises(CnnkitError, match="no checkpoint to resume"):
+        fit(toy_model(), data, CONFIG, INFO, run_dir=tmp_path, resume=True, quiet=True)
+    fit(toy_model(), data, CONFIG.replace(epochs=1), INFO, run_dir=tmp_path, quiet=True)
+    with pytest.raises(CnnkitError, match="already holds a run"):
+        fit(toy_model(), data, CONFIG, INFO, run_dir=tmp_path, quiet=True)
+
+
+def test_dataset_smaller_than_a_batch_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="smaller than one batch"):
+        fit(toy_model(), DataBundle(train=toy_data(8)), CONFIG, INFO, run_dir=tmp_path, quiet=True)
+
+
+def test_meter_top1_top5_and_per_class_known_answer() -> None:
+    meter = ClassificationMeter(num_classes=6, top_k=5)
+    logits = torch.tensor([[6.0, 5, 4, 3, 2, 1], [1.0, 2, 3, 4, 5, 6], [0.0, 9, 0, 0, 0, 0]])
+    targets = torch.tensor([0, 0, 1])  # right, wrong but outside the top 5 (0 is last), right
+    meter.update(logits, targets, loss=0.5)
+    metrics = meter.compute("val_")
+    assert metrics["val_top1"] == pytest.approx(2 / 3) and metrics["val_top5"] == pytest.approx(2 / 3)
+    assert metrics["val_loss"] == pytest.approx(0.5)
+    per_class = meter.per_class_accuracy()
+    assert per_class[:2] == [0.5, 1.0]
+
+
+def test_lr_find_suggests_a_learning_rate_inside_the_sweep_and_leaves_the_model() -> None:
+    model = toy_model()
+    before = [p.clone() for p in model.parameters()]
+    result = lr_find(model, toy_data(), CONFIG, num_steps=60, start_lr=1e-5, end_lr=10)
+    assert 1e-5 <= result.suggestion <= 10
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert result.lrs == sorted(result.lrs)
+
+
+def test_suggest_lr_finds_the_steepest_descent() -> None:
+    lrs = [10.0**e for e in range(-6, 1)]
+    losses = [2.0, 2.0, 1.9, 1.0, 0.9, 0.85, 0.8]  # steepest between 1e-4 and 1e-3
+    assert suggest_lr(lrs, losses) in (1e-4, 1e-3)
+
+
+def test_yaml_config_with_unknown_key_fails_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 2\nlearning_rate: 0.1\n")
+    with pytest.raises(CnnkitError, match=r"unknown key\(s\) learning_rate"):
+        load_config(path)

@@ -1,0 +1,151 @@
+"""Checkpoints survive a kill, and a resumed run ends bit-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnkit.train import checkpoint as ckpt
+from cnnkit.train.callbacks import Callback
+from cnnkit.train.trainer import TrainingDiverged
+
+from train.toy_job import make_trainer
+
+TOY_JOB = Path(__file__).with_name("toy_job.py")
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load_checkpoint(run_dir / "last.pt")["model"]
+
+
+def _assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs after resume"
+
+
+class StopAfter(Callback):
+    """Simulates a crash: raises after `steps` optimizer steps (the checkpoint of that step exists)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def after_batch(self, trainer) -> None:
+        if trainer.state.step == self.steps:
+            trainer.save_state()
+            raise KeyboardInterrupt
+
+
+def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path) -> None:
+    make_trainer(str(tmp_path / "full"), epochs=3).fit()
+    interrupted = make_trainer(str(tmp_path / "cut"), epochs=3)
+    interrupted.callbacks.append(StopAfter(steps=8))  # 6 steps per epoch: mid second epoch
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    make_trainer(str(tmp_path / "cut"), epochs=3).fit(resume_from=tmp_path / "cut" / "last.pt")
+    _assert_bit_identical(_final_weights(tmp_path / "full"), _final_weights(tmp_path / "cut"))
+    full_ckpt = ckpt.load_checkpoint(tmp_path / "full" / "last.pt")
+    cut_ckpt = ckpt.load_checkpoint(tmp_path / "cut" / "last.pt")
+    _assert_bit_identical(full_ckpt["ema"], cut_ckpt["ema"])
+    assert full_ckpt["trainer"]["history"] == cut_ckpt["trainer"]["history"]
+
+
+def _run_job(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(TOY_JOB), str(run_dir), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path: Path) -> None:
+    reference = _run_job(tmp_path / "reference")
+    assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()
+    for kill_after in (0.3, 1.1):  # seconds after the first checkpoint: different points of the run
+        run_dir = tmp_path / f"killed_{kill_after}"
+        job = _run_job(run_dir, "--pause", "0.02")
+        deadline = time.monotonic() + 60
+        while not (run_dir / "last.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(kill_after)
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+        assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+        resumed = _run_job(run_dir, "--resume")
+        assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
+        _assert_bit_identical(_final_weights(tmp_path / "reference"), _final_weights(run_dir))
+        _assert_bit_identical(load_file(tmp_path / "reference" / "best.safetensors"),
+                              load_file(run_dir / "best.safetensors"))
+
+
+def test_interrupted_checkpoint_write_keeps_previous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint({"step": torch.tensor(1)}, path)
+
+    def crash_midway(obj, handle, *args, **kwargs):
+        handle.write(b"partial bytes of a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint({"step": torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert int(ckpt.load_checkpoint(path)["step"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], "temporary file left behind"
+
+
+class PoisonAfter(Callback):
+    """Makes the model output NaN from optimizer step `step` on."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def before_batch(self, trainer) -> None:
+        if trainer.state.step == self.step:
+            with torch.no_grad():
+                trainer.model[-1].bias.fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_step_and_lr_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    trainer = make_trainer(str(tmp_path), epochs=3)
+    trainer.config = trainer.config.replace(checkpoint_every_steps=None)
+    trainer.callbacks.append(PoisonAfter(step=8))
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 8 \(epoch 2, batch 3\), learning rate"):
+        trainer.fit()
+    saved = ckpt.load_checkpoint(tmp_path / "last.pt")
+    assert saved["trainer"]["epoch"] == 1 and saved["trainer"]["step"] == 6
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_nan_policy_skip_skips_the_batch(tmp_path: Path) -> None:
+    trainer = make_trainer(str(tmp_path), epochs=1)
+    trainer.config = trainer.config.replace(nan_policy="skip")
+    poisoned = {"count": 0}
+
+    class PoisonOnce(Callback):
+        def before_batch(self, t) -> None:
+            if t.state.step == 2:
+                t.forward_model = _NanOnce(t.forward_model, poisoned)
+
+    trainer.callbacks.append(PoisonOnce())
+    trainer.fit()
+    assert trainer.state.skipped_batches == 1
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+class _NanOnce(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module, counter: dict) -> None:
+        super().__init__()
+        self.inner, self.counter = inner, counter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        if self.counter["count"] == 0:
+            self.counter["count"] += 1
+            return out * float("nan")
+        return out

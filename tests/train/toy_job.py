@@ -1,0 +1,74 @@
+"""A tiny deterministic training job, run in a subprocess by the kill-and-resume tests.
+
+usage: python toy_job.py RUN_DIR [--resume] [--epochs N] [--pause SECONDS]
+       torchrun --nproc_per_node 2 toy_job.py RUN_DIR --distributed
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from cnnkit.train.callbacks import Callback
+from cnnkit.train.config import TrainConfig
+from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
+from cnnkit.train.trainer import Trainer
+
+
+def toy_data(n: int = 96, seed: int = 0) -> TensorDataset:
+    """Two classes of 8x8 single-channel images: a bright left half or a bright right half, plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.randn(n, 1, 8, 8, generator=generator) * 0.5
+    images[labels == 0, :, :, :4] += 1.0
+    images[labels == 1, :, :, 4:] += 1.0
+    return TensorDataset(images, labels)
+
+
+def toy_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.2),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 2),
+    )
+
+
+def noisy_flip(image: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    """A random augmentation, so that resuming must also restore augmentation randomness."""
+    return image + 0.1 * torch.randn(image.shape, generator=generator)
+
+
+class Pause(Callback):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def after_batch(self, trainer: Trainer) -> None:
+        time.sleep(self.seconds)
+
+
+def make_trainer(run_dir: str, epochs: int, pause: float = 0.0, distributed: DistributedContext | None = None) -> Trainer:
+    config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, optimizer="sgd", weight_decay=1e-4,
+                         warmup_epochs=1, seed=3, checkpoint_every_steps=1, ema_decay=0.9)
+    callbacks = [Pause(pause)] if pause else []
+    return Trainer(toy_model(), toy_data(), config, num_classes=2, run_dir=run_dir, val_data=toy_data(32, seed=1),
+                   sample_transform=noisy_flip, callbacks=callbacks, distributed=distributed)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--pause", type=float, default=0.0)
+    parser.add_argument("--distributed", action="store_true", help="join the torchrun process group")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    context = init_from_torchrun("cpu") if args.distributed else None
+    trainer = make_trainer(args.run_dir, args.epochs, args.pause, context)
+    trainer.fit(resume_from=f"{args.run_dir}/last.pt" if args.resume else None)
+    if context is not None:
+        shutdown(context)
