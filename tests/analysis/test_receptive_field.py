@@ -1,0 +1,204 @@
+"""Receptive field and jump: known answers for stacks, dilations, stems, merges and global ops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import cnnkit
+from cnnkit.analysis.summary import summary
+
+
+def conv_stack(strides: list[int], dilations: list[int] | None = None, *, kernel: int = 3) -> nn.Sequential:
+    dilations = dilations or [1] * len(strides)
+    return nn.Sequential(
+        *(
+            nn.Conv2d(4 if i else 3, 4, kernel, stride, padding=dilation * (kernel // 2), dilation=dilation)
+            for i, (stride, dilation) in enumerate(zip(strides, dilations))
+        )
+    )
+
+
+def test_three_stacked_3x3_convs_see_7_pixels() -> None:
+    rows = summary(conv_stack([1, 1, 1]), (3, 32, 32)).rows
+    assert [row.rf for row in rows] == [3, 5, 7]
+    assert [row.jump for row in rows] == [1, 1, 1]
+
+
+def test_stride_2_in_the_second_layer_gives_9() -> None:
+    rows = summary(conv_stack([1, 2, 1]), (3, 32, 32)).rows
+    assert [row.rf for row in rows] == [3, 5, 9]
+    assert [row.jump for row in rows] == [1, 2, 2]
+
+
+def test_dilations_1_2_4_8_give_3_7_15_31() -> None:
+    rows = summary(conv_stack([1, 1, 1, 1], [1, 2, 4, 8]), (3, 64, 64)).rows
+    assert [row.rf for row in rows] == [3, 7, 15, 31]
+
+
+def test_resnet_stem_as_sequential_gives_7_then_11() -> None:
+    stem = nn.Sequential(
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+    )
+    rows = summary(stem).rows
+    assert [(row.kind, row.rf, row.jump) for row in rows] == [
+        ("Conv2d", 7, 2),
+        ("BatchNorm2d", 7, 2),
+        ("ReLU", 7, 2),
+        ("MaxPool2d", 11, 4),
+    ]
+
+
+def test_zoo_resnet50_stem_gives_7_then_11() -> None:
+    if "resnet50" not in cnnkit.list_models():
+        pytest.skip("resnet50 is not registered in the zoo yet")
+    rows = {row.name: row for row in summary(cnnkit.create_model("resnet50")).rows}
+    assert (rows["conv1"].rf, rows["maxpool"].rf) == (7, 11)
+    assert (rows["conv1"].jump, rows["maxpool"].jump) == (2, 4)
+
+
+class Residual(nn.Module):
+    """out = deep(x) + shallow(x): two branches with different receptive fields."""
+
+    def __init__(self, *, deep_first: bool) -> None:
+        super().__init__()
+        deep = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+        shallow = nn.Conv2d(4, 4, 1)
+        self.a, self.b = (deep, shallow) if deep_first else (shallow, deep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.b(x)
+
+
+@pytest.mark.parametrize("deep_first", [True, False])
+def test_residual_output_rf_is_the_max_of_its_branches(deep_first: bool) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), Residual(deep_first=deep_first))
+    result = summary(model, (3, 16, 16))
+    # Stem 3; deep branch 3 + 2 + 2 = 7; shallow (1x1) branch 3: the sum sees 7.
+    assert result.output_rf_hw == (7, 7)
+
+
+class Concat(nn.Module):
+    """Inception-style: 1x1, 3x3 and 5x5 branches concatenated along channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(nn.Conv2d(3, 2, k, padding=k // 2) for k in (1, 5, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+def test_concat_output_rf_is_the_max_of_its_branches() -> None:
+    result = summary(nn.Sequential(Concat(), nn.Conv2d(6, 6, 3, padding=1)), (3, 16, 16))
+    assert [row.rf for row in result.rows] == [1, 5, 3, 7]
+
+
+def test_global_pool_acts_as_a_window_over_the_whole_map() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    rows = summary(model, (3, 16, 16)).rows
+    # conv: r=3, j=2 on an 8x8 grid; global pool: r = 3 + (8 - 1) * 2 = 17 >= 16 input pixels.
+    assert [row.rf for row in rows] == [3, 17, 17, 17]
+
+
+def test_flatten_then_linear_covers_the_whole_map() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 8 * 8, 5))
+    rows = summary(model, (3, 8, 8)).rows
+    # Flatten only reshapes (r stays 3); the linear layer mixes all 8x8 positions: 3 + 7 = 10.
+    assert [row.rf for row in rows] == [3, 3, 10]
+
+
+class ChannelsLastMlp(nn.Module):
+    """ConvNeXt-style: permute to (N, H, W, C), a Linear over channels, permute back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def test_channel_mixing_linear_keeps_the_receptive_field() -> None:
+    result = summary(nn.Sequential(ChannelsLastMlp(), nn.Conv2d(4, 4, 3, padding=1)), (3, 16, 16))
+    assert [row.rf for row in result.rows] == [3, 3, 5]
+
+
+class SqueezeExcite(nn.Module):
+    """x * sigmoid(fc(mean over H, W)): every output pixel depends on the whole map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return x * torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
+
+
+def test_squeeze_excitation_widens_the_rf_to_the_whole_input_but_keeps_the_grid() -> None:
+    result = summary(nn.Sequential(SqueezeExcite(), nn.Conv2d(4, 4, 3, padding=1)), (3, 16, 16))
+    # mean: 3 + (16 - 1) * 1 = 18; the next 3x3 conv on the unchanged 16x16 grid (jump 1) adds 2.
+    assert result.output_rf_hw == (20, 20)
+    assert result.rows[-1].jump == 1
+
+
+def test_asymmetric_kernels_are_tracked_per_axis() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, (1, 7), padding=(0, 3)), nn.Conv2d(4, 4, (7, 1), stride=(2, 1), padding=(3, 0))
+    )
+    rows = summary(model, (3, 32, 32)).rows
+    assert [(row.rf_hw, row.jump_hw) for row in rows] == [((1, 7), (1, 1)), ((7, 7), (2, 1))]
+
+
+def test_zoo_vgg16_pool5_matches_the_published_212() -> None:
+    # Araujo et al. 2019, "Computing Receptive Fields of CNNs", Table 1: VGG-16 r = 212.
+    if "vgg16" not in cnnkit.list_models():
+        pytest.skip("vgg16 is not registered in the zoo yet")
+    with torch.device("meta"):
+        model = cnnkit.create_model("vgg16")
+    rows = {row.name: row for row in summary(model).rows}
+    assert (rows["features.30"].kind, rows["features.30"].rf, rows["features.30"].jump) == ("MaxPool2d", 212, 32)
+
+
+def test_adaptive_pool_to_a_divisor_is_a_pool_of_kernel_and_stride_i_over_o() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(4))
+    rows = summary(model, (3, 8, 8)).rows
+    # 8 -> 4 is a 2x2 pool with stride 2: r = 3 + (2 - 1) * 1 = 4, j = 2.
+    assert (rows[1].rf, rows[1].jump) == (4, 2)
+
+
+class InPlaceResidual(nn.Module):
+    """ResNet style: out = shallow(x); out += deep(x), the merge done in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shallow = nn.Conv2d(3, 4, 1)
+        self.deep = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.shallow(x)
+        out += self.deep(x)
+        return torch.relu_(out)
+
+
+def test_in_place_merge_takes_the_max_too() -> None:
+    assert summary(InPlaceResidual(), (3, 16, 16)).output_rf_hw == (5, 5)
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's shuffle: a 5-D view, a transpose and a view back; no spatial mixing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def test_channel_shuffle_keeps_the_spatial_axes() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), ChannelShuffle(), nn.Conv2d(4, 4, 3, padding=1))
+    assert [row.rf for row in summary(model, (3, 16, 16)).rows] == [3, 3, 5]
