@@ -1,0 +1,107 @@
+"""DenseNet-BC-121 and -161 (Huang et al. 2017, "Densely Connected Convolutional Networks", table 1).
+
+Names follow torchvision: `features.conv0/norm0/relu0/pool0`, `features.denseblockN.denselayerM`,
+`features.transitionN`, `features.norm5`, `classifier`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnkit.layers.conv_norm_act import NormFactory
+from cnnkit.layers.dense import DenseBlock, Transition
+from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.heads import pooled_linear_head
+from cnnkit.models.registry import ModelBuilder, register_model
+from cnnkit.models.weight_init import init_kaiming_
+
+
+@dataclass(frozen=True)
+class DenseNetConfig:
+    """Growth rate k, layers per dense block, stem width, and the bottleneck factor (4k channels)."""
+
+    growth_rate: int
+    block_config: tuple[int, ...]
+    num_init_features: int
+    bn_size: int = 4
+
+
+class DenseNet(ClassifierModel):
+    """(N, in_chans, H, W) -> (N, num_classes); features (N, C, H/32, W/32) after norm5 + ReLU."""
+
+    def __init__(
+        self,
+        config: DenseNetConfig,
+        default_cfg: DefaultCfg,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        norm_layer: NormFactory = nn.BatchNorm2d,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.default_cfg = default_cfg
+        width = config.num_init_features
+        self.features = nn.Sequential(
+            OrderedDict(
+                conv0=nn.Conv2d(in_chans, width, 7, 2, 3, bias=False),
+                norm0=norm_layer(width),
+                relu0=nn.ReLU(inplace=True),
+                pool0=nn.MaxPool2d(3, 2, 1),
+            )
+        )
+        last = len(config.block_config) - 1
+        for i, num_layers in enumerate(config.block_config):
+            block = DenseBlock(num_layers, width, config.growth_rate, config.bn_size, drop_rate, norm_layer)
+            self.features.add_module(f"denseblock{i + 1}", block)
+            width = block.out_channels
+            if i != last:
+                # Compression 0.5 (the "C" of DenseNet-BC).
+                self.features.add_module(f"transition{i + 1}", Transition(width, width // 2, norm_layer))
+                width //= 2
+        self.features.add_module("norm5", norm_layer(width))
+        self.num_features = width
+        self.classifier = nn.Linear(width, num_classes)
+        init_kaiming_(self, mode="fan_in")
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.features(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return pooled_linear_head(x, self.classifier, drop_rate=0.0, training=self.training, pre_logits=pre_logits)
+
+
+DENSENET_CFG = DefaultCfg(first_conv="features.conv0", classifier="classifier")
+
+
+def register_densenet(name: str, config: DenseNetConfig, summary: str) -> ModelBuilder:
+    """Register builder `name` for `config` with explicit keyword overrides."""
+
+    def builder(
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        norm_layer: NormFactory | None = None,
+        drop_rate: float = 0.0,
+    ) -> DenseNet:
+        cfg = replace(DENSENET_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes)
+        return DenseNet(
+            config, cfg, num_classes, in_chans, norm_layer=norm_layer or nn.BatchNorm2d, drop_rate=drop_rate
+        )
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = (
+        f"{summary}\n\nOverrides: norm_layer (e.g. `make_norm_layer('group')`), "
+        "drop_rate (dropout on each dense layer's new features)."
+    )
+    return register_model(builder)
+
+
+densenet121 = register_densenet("densenet121", DenseNetConfig(32, (6, 12, 24, 16), 64), "DenseNet-BC-121, k=32.")
+densenet161 = register_densenet("densenet161", DenseNetConfig(48, (6, 12, 36, 24), 96), "DenseNet-BC-161, k=48.")
