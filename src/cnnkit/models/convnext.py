@@ -1,0 +1,136 @@
+"""ConvNeXt (Liu et al. 2022, "A ConvNet for the 2020s"), torchvision layout.
+
+A 4x4 stride-4 "patchify" stem, four stages of ConvNeXt blocks separated by LayerNorm + 2x2
+stride-2 downsampling convs, and a LayerNorm -> Linear head. Sizes are `(channels, num_layers)`
+stage tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import partial
+
+import torch
+from torch import nn
+
+from cnnkit.layers.conv_norm_act import ConvNormAct
+from cnnkit.layers.convnext_block import ConvNeXtBlock
+from cnnkit.layers.layer_norm import LayerNorm2d
+from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.registry import register_model
+
+NORM_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ConvNeXtStage:
+    """`num_layers` ConvNeXt blocks at width `channels`."""
+
+    channels: int
+    num_layers: int
+
+
+CONVNEXT_TINY: tuple[ConvNeXtStage, ...] = (
+    ConvNeXtStage(channels=96, num_layers=3),
+    ConvNeXtStage(channels=192, num_layers=3),
+    ConvNeXtStage(channels=384, num_layers=9),
+    ConvNeXtStage(channels=768, num_layers=3),
+)
+CONVNEXT_SMALL: tuple[ConvNeXtStage, ...] = (
+    ConvNeXtStage(channels=96, num_layers=3),
+    ConvNeXtStage(channels=192, num_layers=3),
+    ConvNeXtStage(channels=384, num_layers=27),
+    ConvNeXtStage(channels=768, num_layers=3),
+)
+
+# torchvision's evaluation transform for its ConvNeXt weights: resize 236, centre crop 224, bilinear.
+CONVNEXT_CFG = DefaultCfg(first_conv="features.0.0", classifier="classifier.2", crop_pct=224 / 236)
+
+
+class ConvNeXt(ClassifierModel):
+    """(N, in_chans, H, W) -> (N, num_classes); `features.0` stem, `features.1,3,5,7` stages,
+    `features.2,4,6` downsamplers; stochastic depth rises linearly from 0 to `stochastic_depth_prob`.
+    """
+
+    def __init__(
+        self,
+        stages: tuple[ConvNeXtStage, ...],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        stochastic_depth_prob: float = 0.1,
+        layer_scale: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if not stages:
+            raise ValueError("ConvNeXt needs at least one stage")
+        norm_layer = partial(LayerNorm2d, eps=NORM_EPS)
+        features: list[nn.Module] = [
+            ConvNormAct(
+                in_chans,
+                stages[0].channels,
+                4,
+                stride=4,
+                padding=0,
+                norm_layer=norm_layer,
+                activation_layer=None,
+                bias=True,
+            )
+        ]
+        total_blocks = sum(stage.num_layers for stage in stages)
+        block_id = 0
+        for index, stage in enumerate(stages):
+            blocks: list[nn.Module] = []
+            for _ in range(stage.num_layers):
+                # max(1, .) keeps a one-block network well defined (torchvision divides by total - 1).
+                sd_prob = stochastic_depth_prob * block_id / max(1, total_blocks - 1)
+                blocks.append(ConvNeXtBlock(stage.channels, layer_scale, sd_prob, norm_eps=NORM_EPS))
+                block_id += 1
+            features.append(nn.Sequential(*blocks))
+            if index + 1 < len(stages):
+                next_channels = stages[index + 1].channels
+                features.append(
+                    nn.Sequential(
+                        norm_layer(stage.channels), nn.Conv2d(stage.channels, next_channels, kernel_size=2, stride=2)
+                    )
+                )
+        self.features = nn.Sequential(*features)
+        self.num_features = stages[-1].channels
+        self.classifier = nn.Sequential(
+            norm_layer(self.num_features), nn.Flatten(1), nn.Linear(self.num_features, num_classes)
+        )
+        self.num_classes = num_classes
+        self.default_cfg = replace(CONVNEXT_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, LayerNorm, flatten -> (N, C) pre-logits; then the Linear `classifier.2`."""
+        x = self.classifier[:-1](nn.functional.adaptive_avg_pool2d(x, 1))
+        return x if pre_logits else self.classifier[-1](x)
+
+
+@register_model
+def convnext_tiny(
+    num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.1, layer_scale: float = 1e-6
+) -> ConvNeXt:
+    """ConvNeXt-T (28.6 M parameters)."""
+    return ConvNeXt(
+        CONVNEXT_TINY, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
+    )
+
+
+@register_model
+def convnext_small(
+    num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.4, layer_scale: float = 1e-6
+) -> ConvNeXt:
+    """ConvNeXt-S (50.2 M parameters)."""
+    return ConvNeXt(
+        CONVNEXT_SMALL, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
+    )
