@@ -26,6 +26,13 @@ def register_model(builder: F) -> F:
     return builder
 
 
+def unregister_model(name: str) -> None:
+    """Remove model `name` from the registry (for tests that register a throw-away model)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"model {name!r} is not registered")
+    del _REGISTRY[name]
+
+
 def _load_zoo() -> None:
     # Explicit imports: each family module registers its models when imported.
     from cnnkit.models import zoo  # noqa: F401
@@ -47,7 +54,11 @@ def create_model(
     pretrained: str | Path | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded)."""
+    """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded).
+
+    With `pretrained`, a classifier of another size is re-initialised and the first conv adapted
+    to `in_chans` (see `cnnkit.models.pretrained.load_pretrained`; notes go to the 'cnnkit' logger).
+    """
     _load_zoo()
     if name not in _REGISTRY:
         close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
@@ -57,4 +68,5 @@ def create_model(
         return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **overrides)
     from cnnkit.models.pretrained import build_with_weights
 
-    return build_with_weights(_REGISTRY[name], Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
+    builder = _REGISTRY[name]
+    return build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)

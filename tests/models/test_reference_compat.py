@@ -1,0 +1,192 @@
+"""The zoo against its references: published parameter counts, torchvision/timm state-dict names
+and numerics (via the committed fixtures of tools/make_reference_fixtures.py), and a smoke test of
+every registered model's contract (forward, backward, features, pre-logits, default_cfg).
+
+Tests are grouped per model by pytest (module-scoped `built` fixture), so each model is built once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+import torch
+from torch import nn
+
+from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.registry import create_model, list_models
+from models.reference.name_keyed_fill import fill_probe, name_keyed_state_dict, reference_input
+
+REFERENCE_DIR = Path(__file__).parent / "reference"
+ZOO_JSON = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "zoo.json"
+MANIFEST = json.loads((REFERENCE_DIR / "manifest.json").read_text())
+ZOO: dict[str, dict[str, Any]] = json.loads(ZOO_JSON.read_text())["models"] if ZOO_JSON.is_file() else {}
+REFERENCE_NAMES: list[str] = MANIFEST["models"]
+REGISTERED = list_models()
+
+# zoo.json counts lenet5 with its own head and input; every other entry uses create_model's defaults.
+BUILD_KWARGS: dict[str, dict[str, int]] = {"lenet5": {"num_classes": 10, "in_chans": 1}}
+SMOKE_SIZE_LIMIT = 64  # small inputs keep the smoke test fast; models accept down to this
+SMOKE_SIZE: dict[str, int] = {"inception_v3": 80}  # its stem needs >= 75
+LOGITS_RELATIVE_TOLERANCE = 1e-8
+
+
+class Built(NamedTuple):
+    name: str
+    model: nn.Module
+
+
+def build_kwargs(name: str) -> dict[str, int]:
+    return BUILD_KWARGS.get(name, {})
+
+
+def require_registered(name: str) -> None:
+    if name not in REGISTERED:
+        pytest.skip(f"model {name!r} is not in the registry yet (its family has not landed)")
+
+
+@pytest.fixture(scope="module")
+def built(request: pytest.FixtureRequest) -> Built:
+    """Model `request.param` from the registry, float32, built once for all tests of this module."""
+    require_registered(request.param)
+    return Built(request.param, create_model(request.param, **build_kwargs(request.param)))
+
+
+def on_meta(name: str, **kwargs: int) -> nn.Module:
+    """The model's structure without storage or init cost (for shape-only checks)."""
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+def load_reference(name: str) -> dict[str, Any]:
+    with gzip.open(REFERENCE_DIR / f"{name}.json.gz", "rt") as handle:
+        return json.load(handle)
+
+
+def test_fill_matches_the_one_the_fixtures_were_made_with():
+    assert fill_probe() == MANIFEST["fill_probe"], (
+        f"the name-keyed fill changed (torch RNG stream?); fixtures were made with {MANIFEST['versions']}: "
+        "regenerate them with tools/make_reference_fixtures.py"
+    )
+
+
+@pytest.mark.skipif(not ZOO, reason=f"published figures {ZOO_JSON} not found (a user's checkout has no ../shared)")
+def test_every_torchvision_and_timm_entry_has_a_fixture():
+    expected = sorted(name for name, entry in ZOO.items() if entry["source"] in ("torchvision", "timm"))
+    assert REFERENCE_NAMES == expected
+    absent = [name for name in expected if not (REFERENCE_DIR / f"{name}.json.gz").is_file()]
+    assert not absent, f"no fixture for {absent}: run tools/make_reference_fixtures.py"
+
+
+@pytest.mark.parametrize("built", sorted(ZOO), indirect=True)
+def test_parameter_count_matches_published(built: Built):
+    count = sum(p.numel() for p in built.model.parameters())
+    published = ZOO[built.name]["params"]
+    assert count == published, f"{built.name}: {count:,} parameters, published {published:,}"
+
+
+@pytest.mark.parametrize("built", REFERENCE_NAMES, indirect=True)
+def test_state_dict_names_and_shapes_match_reference(built: Built):
+    reference = [(key, tuple(shape), dtype) for key, shape, dtype in load_reference(built.name)["state_dict"]]
+    ours = [(key, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for key, v in built.model.state_dict().items()]
+    missing = sorted({key for key, _, _ in reference} - {key for key, _, _ in ours})
+    unexpected = sorted({key for key, _, _ in ours} - {key for key, _, _ in reference})
+    assert not missing and not unexpected, f"{built.name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+    shapes = {key: (shape, dtype) for key, shape, dtype in ours}
+    wrong = [
+        f"{key} {shapes[key]} vs {(shape, dtype)}"
+        for key, shape, dtype in reference
+        if shapes[key] != (shape, dtype)
+    ]
+    assert not wrong, f"{built.name}: shape/dtype differs from the reference: {wrong[:5]}"
+
+
+@pytest.mark.parametrize("built", REFERENCE_NAMES, indirect=True)
+def test_state_dict_order_matches_reference(built: Built):
+    reference = [key for key, _, _ in load_reference(built.name)["state_dict"]]
+    ours = list(built.model.state_dict())
+    first = next((i for i, (a, b) in enumerate(zip(ours, reference)) if a != b), min(len(ours), len(reference)))
+    window = slice(first, first + 2)
+    assert ours == reference, f"{built.name}: order differs from entry {first}: {ours[window]} vs {reference[window]}"
+
+
+@pytest.mark.parametrize("name", REFERENCE_NAMES)
+def test_logits_match_reference_after_name_keyed_fill(name: str):
+    require_registered(name)
+    reference = load_reference(name)
+    model = on_meta(name).eval()
+    if any(key not in model.state_dict() for key, _ in model.named_buffers()):
+        model = create_model(name).double().eval()  # non-persistent buffers hold computed values
+    # assign=True swaps the fill's float64 tensors in: no storage or init for the meta skeleton.
+    model.load_state_dict(name_keyed_state_dict(model), strict=True, assign=True)
+    with torch.no_grad():
+        logits = model(reference_input(reference["input_size"]))
+    expected = torch.tensor(reference["logits"], dtype=torch.float64)
+    assert logits.shape == expected.shape
+    error = (logits - expected).abs().max().item()
+    scale = expected.abs().max().item()
+    assert error <= LOGITS_RELATIVE_TOLERANCE * scale, f"{name}: max |logit error| {error:.3e} vs scale {scale:.3e}"
+
+
+def smoke_input(name: str, cfg: DefaultCfg) -> torch.Tensor:
+    channels, height, _ = cfg.input_size
+    size = SMOKE_SIZE.get(name, min(height, SMOKE_SIZE_LIMIT))
+    return torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("built", REGISTERED, indirect=True)
+def test_default_cfg_names_real_first_conv_and_classifier(built: Built):
+    model, kwargs = built.model, build_kwargs(built.name)
+    assert isinstance(model, ClassifierModel) and isinstance(model.default_cfg, DefaultCfg)
+    cfg = model.default_cfg
+    first_conv, classifier = model.get_submodule(cfg.first_conv), model.get_submodule(cfg.classifier)
+    assert isinstance(first_conv, nn.Conv2d), f"{cfg.first_conv} is a {type(first_conv).__name__}"
+    assert isinstance(classifier, (nn.Linear, nn.Conv2d)), f"{cfg.classifier} is a {type(classifier).__name__}"
+    assert first_conv.in_channels == cfg.input_size[0] == kwargs.get("in_chans", 3)
+    assert classifier.weight.shape[0] == cfg.num_classes == kwargs.get("num_classes", 1000)
+
+
+@pytest.mark.parametrize("built", REGISTERED, indirect=True)
+def test_forward_backward_reach_every_parameter(built: Built):
+    model = built.model.train()
+    x = smoke_input(built.name, model.default_cfg)
+    logits = model(x)
+    assert logits.shape == (2, model.default_cfg.num_classes)
+    assert torch.isfinite(logits).all()
+    model.zero_grad(set_to_none=True)
+    logits.square().mean().backward()
+    no_grad = [
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())
+    ]
+    assert not no_grad, f"{built.name}: no (finite) gradient for {no_grad[:5]}"
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("built", REGISTERED, indirect=True)
+def test_features_are_maps_and_pre_logits_feed_the_classifier(built: Built):
+    model = built.model.eval()
+    x = smoke_input(built.name, model.default_cfg)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        pre_logits = model.forward_head(features, pre_logits=True)
+        logits = model.forward_head(features)
+        assert torch.equal(logits, model(x))
+    assert features.ndim == 4 and features.shape[0] == 2, f"features {tuple(features.shape)}"
+    assert pre_logits.ndim == 2 and pre_logits.shape[0] == 2, f"pre-logits {tuple(pre_logits.shape)}"
+    classifier = model.get_submodule(model.default_cfg.classifier)
+    if isinstance(classifier, nn.Linear):
+        assert pre_logits.shape[1] == classifier.in_features
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_builder_honours_num_classes_and_in_chans(name: str):
+    model = on_meta(name, num_classes=7, in_chans=2)
+    cfg = model.default_cfg
+    assert (cfg.num_classes, cfg.input_size[0]) == (7, 2)
+    assert model.get_submodule(cfg.first_conv).weight.shape[1] == 2
+    assert model.get_submodule(cfg.classifier).weight.shape[0] == 7

@@ -1,0 +1,68 @@
+"""The model registry: one name per builder, discoverable, with clear errors for unknown names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+from cnnkit.models.registry import create_model, list_models, register_model, unregister_model
+
+CALLS: list[dict[str, object]] = []
+
+
+def zoo_infra_registry_probe(num_classes: int = 1000, in_chans: int = 3, **overrides: object) -> nn.Module:
+    """A throw-away builder that records what create_model passed it."""
+    CALLS.append({"num_classes": num_classes, "in_chans": in_chans, **overrides})
+    return nn.Linear(in_chans, num_classes)
+
+
+@pytest.fixture
+def probe() -> Iterator[str]:
+    CALLS.clear()
+    register_model(zoo_infra_registry_probe)
+    yield zoo_infra_registry_probe.__name__
+    unregister_model(zoo_infra_registry_probe.__name__)
+
+
+def test_register_model_refuses_a_duplicate_name(probe):
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(zoo_infra_registry_probe)
+    zoo_name = list_models()[0]
+
+    def impostor(num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
+        return nn.Identity()
+
+    impostor.__name__ = zoo_name
+    with pytest.raises(ValueError, match=f"{zoo_name!r} is already registered"):
+        register_model(impostor)
+
+
+def test_unregister_removes_and_refuses_unknown(probe):
+    assert probe in list_models()
+    unregister_model(probe)
+    assert probe not in list_models()
+    with pytest.raises(ValueError, match="is not registered"):
+        unregister_model(probe)
+    register_model(zoo_infra_registry_probe)  # the fixture removes it again
+
+
+def test_create_model_passes_classes_channels_and_overrides(probe):
+    model = create_model(probe, num_classes=5, in_chans=2, width=8)
+    assert CALLS == [{"num_classes": 5, "in_chans": 2, "width": 8}]
+    assert isinstance(model, nn.Linear) and (model.in_features, model.out_features) == (2, 5)
+
+
+def test_unknown_model_is_a_clear_error_with_suggestions(probe):
+    expected = r"unknown model 'zoo_infra_registry_prob'; similar: zoo_infra_registry_probe"
+    with pytest.raises(CnnkitError, match=expected):
+        create_model("zoo_infra_registry_prob")
+
+
+def test_list_models_is_sorted_and_filters_by_pattern(probe):
+    names = list_models()
+    assert names == sorted(names) and len(names) == len(set(names))
+    assert list_models("zoo_infra_*") == [probe]
+    assert list_models("no_such_model_*") == []

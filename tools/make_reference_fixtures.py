@@ -1,0 +1,129 @@
+"""Write the reference-compatibility fixtures in tests/models/reference/ from torchvision/timm.
+
+Provenance of the CI oracle that checks cnnkit's state-dict names and numerics. For every model of
+../shared/reference/zoo.json whose source is torchvision or timm, it records the ordered state-dict
+keys, shapes and dtypes (buffers included) and the float64 eval-mode logits after the name-keyed
+fill (tests/models/reference/name_keyed_fill.py) on the fixed reference input.
+
+Runs ONLY in the scratch venv that holds the torchvision/timm source (never in the project venv):
+
+    cd /work/scratch/ref && PYTHONPATH=. /work/scratch/refvenv/bin/python /work/main/tools/make_reference_fixtures.py
+
+Options: `--models resnet18 vgg11` to regenerate a subset, `--zoo PATH`, `--out DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_DIR = REPO_ROOT / "tests" / "models" / "reference"
+ZOO_JSON = REPO_ROOT.parent / "shared" / "reference" / "zoo.json"
+
+# Constructor arguments beyond the defaults: no auxiliary heads, no (slow, scipy) custom init,
+# no input re-normalisation, as cnnkit's builders do.
+CONSTRUCTOR_KWARGS: dict[str, dict[str, Any]] = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False, "transform_input": False},
+}
+# The smallest input size every model accepts; inception_v3 needs at least 75.
+INPUT_SIZE: dict[str, int] = {"inception_v3": 80}
+DEFAULT_INPUT_SIZE = 64
+
+
+def load_fill_module() -> ModuleType:
+    """Import name_keyed_fill.py by path, so the tests directory never shadows the venv's packages."""
+    path = FIXTURE_DIR / "name_keyed_fill.py"
+    spec = importlib.util.spec_from_file_location("name_keyed_fill", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_reference(name: str, source: str) -> nn.Module:
+    """The torchvision/timm model `name` with random weights and its default 1000-class head."""
+    kwargs = CONSTRUCTOR_KWARGS.get(name, {})
+    if source == "torchvision":
+        import torchvision.models
+
+        return torchvision.models.get_model(name, weights=None, **kwargs)
+    if source == "timm":
+        import timm
+
+        return timm.create_model(name, pretrained=False, **kwargs)
+    raise ValueError(f"{name}: unknown source {source!r}")
+
+
+def reference_record(name: str, source: str, fill: ModuleType) -> dict[str, Any]:
+    """State-dict layout and filled float64 logits of one reference model."""
+    model = build_reference(name, source).eval()
+    layout = [
+        [key, list(value.shape), str(value.dtype).removeprefix("torch.")] for key, value in model.state_dict().items()
+    ]
+    model = model.double()
+    model.load_state_dict(fill.name_keyed_state_dict(model), strict=True)
+    size = INPUT_SIZE.get(name, DEFAULT_INPUT_SIZE)
+    with torch.no_grad():
+        logits = model(fill.reference_input(size))
+    if not torch.isfinite(logits).all():
+        raise RuntimeError(f"{name}: non-finite logits after the name-keyed fill")
+    return {
+        "model": name,
+        "source": source,
+        "constructor_kwargs": CONSTRUCTOR_KWARGS.get(name, {}),
+        "input_size": size,
+        "state_dict": layout,
+        "logits": logits.tolist(),
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries the fixtures come from."""
+    import timm
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", type=Path, default=ZOO_JSON)
+    parser.add_argument("--out", type=Path, default=FIXTURE_DIR)
+    parser.add_argument("--models", nargs="*", default=None, help="subset of zoo.json names (default: all)")
+    args = parser.parse_args(argv)
+
+    fill = load_fill_module()
+    zoo = json.loads(args.zoo.read_text())["models"]
+    reference = {name: entry["source"] for name, entry in zoo.items() if entry["source"] in ("torchvision", "timm")}
+    names = args.models or sorted(reference)
+    for name in names:
+        record = reference_record(name, reference[name], fill)
+        path = args.out / f"{name}.json.gz"
+        # mtime=0: the same fixture gives the same bytes, so regenerating does not churn git.
+        with gzip.GzipFile(path, "wb", mtime=0) as handle:
+            handle.write(json.dumps(record).encode("utf-8"))
+        scale = max(abs(v) for row in record["logits"] for v in row)
+        print(f"{name}: {len(record['state_dict'])} entries, max |logit| {scale:.3g} -> {path.name}", flush=True)
+    manifest = {
+        "about": "Written by tools/make_reference_fixtures.py; see its docstring.",
+        "versions": versions(),
+        "fill_probe": fill.fill_probe(),
+        "models": sorted(reference),
+    }
+    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
