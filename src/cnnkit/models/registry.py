@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,12 +50,15 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 def create_model(
     name: str,
-    num_classes: int = 1000,
-    in_chans: int = 3,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
     pretrained: str | Path | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded).
+
+    `num_classes` and `in_chans` default to the model's own (1000 and 3 for ImageNet models,
+    10 and 1 for lenet5); `overrides` are the keyword options of the model's builder.
 
     With `pretrained`, a classifier of another size is re-initialised and the first conv adapted
     to `in_chans` (see `cnnkit.models.pretrained.load_pretrained`; notes go to the 'cnnkit' logger).
@@ -64,9 +68,22 @@ def create_model(
         close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise CnnkitError(f"unknown model {name!r}{hint} (see `cnnkit.list_models()`)")
+    builder = _REGISTRY[name]
+    _check_overrides(name, builder, overrides)
+    defaults = inspect.signature(builder).parameters
+    num_classes = defaults["num_classes"].default if num_classes is None else num_classes
+    in_chans = defaults["in_chans"].default if in_chans is None else in_chans
     if pretrained is None:
-        return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **overrides)
+        return builder(num_classes=num_classes, in_chans=in_chans, **overrides)
     from cnnkit.models.pretrained import build_with_weights
 
-    builder = _REGISTRY[name]
     return build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
+
+
+def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]) -> None:
+    accepted = set(inspect.signature(builder).parameters) - {"num_classes", "in_chans"}
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise CnnkitError(
+            f"model {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted)) or 'none'}"
+        )

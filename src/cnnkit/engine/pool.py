@@ -1,0 +1,134 @@
+"""Max, average and global average pooling over (N, C, H, W) arrays, with torch's semantics.
+
+Windows are read through the same copy-free strided view as the convolution; backward passes
+scatter-add into the (padded) input with one strided slice per kernel offset, so overlapping
+windows accumulate their gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from cnnkit.engine._utils import (
+    ConvGeometry,
+    IntPair,
+    check_nchw,
+    check_positive,
+    output_size,
+    pad_spatial,
+    padded_hw,
+    pair,
+    unpad_spatial,
+    window_view,
+)
+
+
+def _pool_geometry(
+    x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair], padding: IntPair
+) -> ConvGeometry:
+    """Validate a pooling call and resolve it as a one-group, undilated window sweep (floor mode)."""
+    check_nchw(x)
+    kernel = check_positive(pair(kernel_size, name="kernel_size"), name="kernel_size")
+    strides = kernel if stride is None else check_positive(pair(stride, name="stride"), name="stride")
+    ph, pw = pair(padding, name="padding")
+    if not (0 <= ph <= kernel[0] // 2 and 0 <= pw <= kernel[1] // 2):
+        raise ValueError(f"padding must be between 0 and half the kernel size {kernel}, got {(ph, pw)}")
+    out_hw = (
+        output_size(x.shape[2], kernel[0], strides[0], 2 * ph, 1),
+        output_size(x.shape[3], kernel[1], strides[1], 2 * pw, 1),
+    )
+    if out_hw[0] < 1 or out_hw[1] < 1:
+        raise ValueError(f"x of spatial size {x.shape[2:]} is too small for pooling kernel {kernel}")
+    return ConvGeometry(kernel, strides, (1, 1), ((ph, ph), (pw, pw)), 1, out_hw)
+
+
+def _offsets(geo: ConvGeometry) -> list[tuple[int, slice, slice]]:
+    """(flat window index i*kW + j, rows, cols) for every kernel offset (i, j)."""
+    return [
+        (i * geo.kernel[1] + j, *geo.offset_slices(i, j)) for i in range(geo.kernel[0]) for j in range(geo.kernel[1])
+    ]
+
+
+def _unpadded_copy(dxp: np.ndarray, geo: ConvGeometry, hw: tuple[int, int]) -> np.ndarray:
+    """Contiguous gradient w.r.t. the unpadded input, cut out of the padded one."""
+    return np.ascontiguousarray(unpad_spatial(dxp, geo.padding, hw))
+
+
+def _check_dy(dy: np.ndarray, x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Raise ValueError unless dy has the pooled output's shape; return it in x's dtype."""
+    expected = (*x.shape[:2], *out_hw)
+    if dy.shape != expected:
+        raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
+    return dy.astype(x.dtype, copy=False)
+
+
+def max_pool2d(
+    x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0
+) -> np.ndarray:
+    """Window maxima of (N, C, H, W) `x`; padding counts as -inf. stride None means kernel_size."""
+    geo = _pool_geometry(x, kernel_size, stride, padding)
+    xp = pad_spatial(x, geo.padding, fill=-np.inf)
+    (_, first_rows, first_cols), *rest = _offsets(geo)
+    y = xp[:, :, first_rows, first_cols].copy()
+    for _, rows, cols in rest:
+        np.maximum(y, xp[:, :, rows, cols], out=y)
+    return y
+
+
+def max_pool2d_backward(
+    dy: np.ndarray, x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0
+) -> np.ndarray:
+    """Route each dy entry to its window's arg-max: the first maximum in row-major order, as torch."""
+    geo = _pool_geometry(x, kernel_size, stride, padding)
+    dy = _check_dy(dy, x, geo.out_hw)
+    xp = pad_spatial(x, geo.padding, fill=-np.inf)
+    windows = window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
+    n, c = x.shape[:2]
+    # (N, C, kH*kW, H_out, W_out): argmax over the flattened window returns its first maximum.
+    winner = windows.reshape(n, c, -1, *geo.out_hw).argmax(axis=2)
+    dxp = np.zeros(xp.shape, dtype=x.dtype)
+    for k, rows, cols in _offsets(geo):
+        dxp[:, :, rows, cols] += np.where(winner == k, dy, 0)
+    return _unpadded_copy(dxp, geo, x.shape[2:])
+
+
+def avg_pool2d(
+    x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0
+) -> np.ndarray:
+    """Window means of (N, C, H, W) `x`; zero padding counts in the mean (torch's count_include_pad)."""
+    geo = _pool_geometry(x, kernel_size, stride, padding)
+    xp = pad_spatial(x, geo.padding)
+    y = np.zeros((*x.shape[:2], *geo.out_hw), dtype=x.dtype)
+    for _, rows, cols in _offsets(geo):
+        y += xp[:, :, rows, cols]
+    y /= geo.kernel[0] * geo.kernel[1]
+    return y
+
+
+def avg_pool2d_backward(
+    dy: np.ndarray, x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0
+) -> np.ndarray:
+    """Spread each dy entry evenly over its window (kH*kW cells, padding included)."""
+    geo = _pool_geometry(x, kernel_size, stride, padding)
+    share = _check_dy(dy, x, geo.out_hw) / (geo.kernel[0] * geo.kernel[1])
+    dxp = np.zeros((*x.shape[:2], *padded_hw(x.shape[2:], geo.padding)), dtype=x.dtype)
+    for _, rows, cols in _offsets(geo):
+        dxp[:, :, rows, cols] += share
+    return _unpadded_copy(dxp, geo, x.shape[2:])
+
+
+def global_avg_pool2d(x: np.ndarray) -> np.ndarray:
+    """Mean over H and W of (N, C, H, W) `x`: (N, C) (Lin et al. 2014, Network in Network)."""
+    check_nchw(x)
+    return x.mean(axis=(2, 3))
+
+
+def global_avg_pool2d_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Spread each (N, C) dy entry evenly over its H*W positions: (N, C, H, W)."""
+    check_nchw(x)
+    if dy.shape != x.shape[:2]:
+        raise ValueError(f"dy must have shape {x.shape[:2]}, got {dy.shape}")
+    share = dy.astype(x.dtype, copy=False) / (x.shape[2] * x.shape[3])
+    return np.ascontiguousarray(np.broadcast_to(share[:, :, None, None], x.shape))

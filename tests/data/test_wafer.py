@@ -1,0 +1,135 @@
+"""The built-in wafer maps: determinism, balance, WM-811K encoding, masks, geometry of each class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnkit.data.wafer import WAFER_CLASSES, WaferMaps, make_wafer_maps, wafer_splits
+
+
+@pytest.fixture(scope="module")
+def maps() -> WaferMaps:
+    return make_wafer_maps(40, rng=np.random.default_rng(0))
+
+
+def _radius(size: int) -> np.ndarray:
+    """Each die's distance from the wafer centre, in wafer radii (independent of the generator)."""
+    y, x = np.mgrid[0:size, 0:size]
+    center = (size - 1) / 2
+    return np.hypot(x - center, y - center) / (size / 2 - 0.5)
+
+
+def _class(maps: WaferMaps, name: str) -> WaferMaps:
+    return maps.subset(np.flatnonzero(maps.labels == WAFER_CLASSES.index(name)))
+
+
+def test_class_names_in_wm811k_order() -> None:
+    assert WAFER_CLASSES == ("none", "center", "donut", "edge-loc", "edge-ring", "loc", "near-full", "random", "scratch")
+
+
+def test_same_seed_same_maps_different_seed_different_maps(maps: WaferMaps) -> None:
+    again = make_wafer_maps(40, rng=np.random.default_rng(0))
+    other = make_wafer_maps(40, rng=np.random.default_rng(1))
+    for field in ("maps", "labels", "masks"):
+        np.testing.assert_array_equal(getattr(maps, field), getattr(again, field))
+    assert not np.array_equal(maps.maps, other.maps)
+    assert not np.array_equal(maps.labels, other.labels)
+
+
+def test_balanced_shuffled_and_typed(maps: WaferMaps) -> None:
+    assert len(maps) == 40 * 9
+    np.testing.assert_array_equal(np.bincount(maps.labels, minlength=9), np.full(9, 40))
+    assert np.any(np.diff(maps.labels) < 0), "samples are not shuffled"
+    assert maps.maps.dtype == np.uint8 and maps.labels.dtype == np.int64 and maps.masks.dtype == bool
+    assert maps.maps.shape == maps.masks.shape == (360, 32, 32)
+    assert maps.class_names == WAFER_CLASSES
+
+
+def test_wm811k_encoding_and_circular_wafer(maps: WaferMaps) -> None:
+    assert set(np.unique(maps.maps)) == {0, 1, 2}
+    inside = _radius(32) <= 1.0
+    np.testing.assert_array_equal(maps.maps != 0, np.broadcast_to(inside, maps.maps.shape))
+    images = maps.images()
+    assert images.shape == (360, 1, 32, 32) and images.dtype == np.float32
+    np.testing.assert_array_equal(images[:, 0] * 2, maps.maps)
+    assert maps.images(np.float64).dtype == np.float64
+
+
+def test_masks_are_failing_dies_inside_the_wafer(maps: WaferMaps) -> None:
+    assert np.all(maps.maps[maps.masks] == 2), "a defect-mask die is not failing"
+    counts = maps.masks.sum(axis=(1, 2))
+    is_none = maps.labels == 0
+    assert np.all(counts[is_none] == 0)
+    assert np.all(counts[~is_none] > 0)
+    # Background noise exists outside the masks, but stays sparse (at most a few percent).
+    noise = (maps.maps == 2) & ~maps.masks
+    assert noise.any()
+    assert noise.sum(axis=(1, 2)).max() < 0.08 * (_radius(32) <= 1).sum()
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high"),
+    [("center", 0.0, 0.3), ("loc", 0.3, 0.75), ("donut", 0.3, 0.7), ("edge-loc", 0.75, 1.0), ("edge-ring", 0.8, 1.0)],
+)
+def test_defects_sit_at_their_radial_position(maps: WaferMaps, name: str, low: float, high: float) -> None:
+    radius = _radius(32)
+    members = _class(maps, name)
+    mean_radius = np.array([radius[mask].mean() for mask in members.masks])
+    assert np.all((mean_radius >= low) & (mean_radius <= high)), f"{name}: mean radii {np.round(mean_radius, 2)}"
+    # And they vary: position and size differ between samples.
+    assert mean_radius.std() > 0.01
+    assert len({int(mask.sum()) for mask in members.masks}) > 5
+
+
+def test_blob_classes_have_their_centroid_off_centre_except_center(maps: WaferMaps) -> None:
+    radius = _radius(32)
+    center_hit = [mask[radius < 0.15].any() for mask in _class(maps, "center").masks]
+    loc_hit = [mask[radius < 0.1].any() for mask in _class(maps, "loc").masks]
+    assert all(center_hit) and not any(loc_hit)
+
+
+def test_density_classes(maps: WaferMaps) -> None:
+    dies = (_radius(32) <= 1).sum()
+    failing = {name: (_class(maps, name).maps == 2).sum(axis=(1, 2)) / dies for name in ("none", "random", "near-full")}
+    assert failing["none"].max() < 0.06
+    assert 0.12 < failing["random"].min() and failing["random"].max() < 0.45
+    assert failing["near-full"].min() > 0.7
+
+
+def test_scratch_is_a_thin_line(maps: WaferMaps) -> None:
+    for mask in _class(maps, "scratch").masks:
+        rows, cols = np.nonzero(mask)
+        extent = max(np.ptp(rows), np.ptp(cols)) + 1
+        # A line: about as many dies as its extent (a blob of that extent would have ~extent^2).
+        assert extent >= 5 and mask.sum() <= 2.5 * extent
+
+
+@pytest.mark.parametrize("size", [16, 17, 48])
+def test_any_size_from_16(size: int) -> None:
+    small = make_wafer_maps(3, size, rng=np.random.default_rng(2))
+    assert small.maps.shape == (27, size, size)
+    np.testing.assert_array_equal(small.maps[0] != 0, _radius(size) <= 1.0)
+    assert np.all(small.masks[small.labels != 0].sum(axis=(1, 2)) > 0)
+
+
+def test_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="size must be >= 16"):
+        make_wafer_maps(2, 15, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="n_per_class must be >= 1"):
+        make_wafer_maps(0, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="too small"):
+        wafer_splits(3, seed=0)
+
+
+def test_splits_are_stratified_disjoint_and_deterministic() -> None:
+    splits = wafer_splits(20, 16, seed=3)
+    expected = {"train": 14, "val": 3, "test": 3}
+    for name, split in splits.items():
+        np.testing.assert_array_equal(np.bincount(split.labels, minlength=9), np.full(9, expected[name]))
+    # Maps with a few failing dies are unique draws (an all-pass "none" wafer may legitimately repeat).
+    seen = [map_.tobytes() for split in splits.values() for map_ in split.maps if (map_ == 2).sum() >= 3]
+    assert len(seen) > 150 and len(set(seen)) == len(seen), "a map appears in two splits"
+    again = wafer_splits(20, 16, seed=3)
+    np.testing.assert_array_equal(again["test"].maps, splits["test"].maps)
+    assert not np.array_equal(wafer_splits(20, 16, seed=4)["test"].maps, splits["test"].maps)

@@ -1,0 +1,98 @@
+"""Module mechanics: torch-like names, modes, gradients reset, state dicts in and out (incl. .npz)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from oracle import assert_matches_torch
+from torch import nn
+
+from cnnkit import engine as E
+
+
+def engine_model(seed: int = 0) -> E.Sequential:
+    rng = np.random.default_rng(seed)
+    return E.Sequential(
+        E.Conv2d(1, 3, 3, rng=rng), E.BatchNorm2d(3), E.ReLU(), E.Dropout(0.5, rng=rng),
+        E.Flatten(), E.Linear(12, 2, rng=rng),
+    )  # fmt: skip
+
+
+def torch_model() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(), nn.Linear(12, 2))
+
+
+def test_names_and_order_equal_torch() -> None:
+    ours, theirs = engine_model(), torch_model()
+    assert [name for name, _ in ours.named_parameters()] == [name for name, _ in theirs.named_parameters()]
+    assert [name for name, _ in ours.named_buffers()] == [name for name, _ in theirs.named_buffers()]
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
+
+
+def test_torch_state_dict_loads_and_gives_torch_output() -> None:
+    ours, theirs = engine_model(), torch_model()
+    with torch.no_grad():
+        theirs[1].running_mean.uniform_(-1, 1)
+    theirs.eval()
+    ours.load_state_dict({name: value.numpy() for name, value in theirs.state_dict().items()})
+    ours.eval()
+    x = np.random.default_rng(1).standard_normal((2, 1, 4, 4)).astype(np.float32)
+    assert_matches_torch(ours(x), theirs(torch.from_numpy(x)))
+
+
+def test_train_and_eval_reach_every_descendant() -> None:
+    model = E.Sequential(E.Residual(E.Sequential(E.BatchNorm1d(2))), E.Concat([E.Identity()]))
+    assert all(module.training for module in model.modules())
+    assert model.eval() is model
+    assert not any(module.training for module in model.modules())
+    model.train()
+    assert all(module.training for module in model.modules())
+
+
+def test_zero_grad_and_containers() -> None:
+    model = engine_model()
+    for parameter in model.parameters():
+        parameter.grad += 1.0
+    model.zero_grad()
+    assert all(np.all(parameter.grad == 0) for parameter in model.parameters())
+    assert len(model) == 6 and isinstance(model[5], E.Linear) and isinstance(list(model)[0], E.Conv2d)
+    with pytest.raises(TypeError, match="entry 1 is a int"):
+        E.Sequential(E.ReLU(), 3)
+
+
+def test_state_dict_round_trip_through_npz(tmp_path: Path) -> None:
+    source, target = engine_model(seed=1), engine_model(seed=2)
+    source[1].running_var[...] = 3.0
+    path = tmp_path / "weights.npz"
+    source.save(path)
+    target.load(path)
+    for (name, expected), actual in zip(source.state_dict().items(), target.state_dict().values()):
+        np.testing.assert_array_equal(actual, expected, err_msg=name)
+        assert actual.dtype == expected.dtype
+    # The copy is deep: changing the source afterwards leaves the target alone.
+    source[0].weight.value[...] = 0
+    assert np.any(target[0].weight.value != 0)
+
+
+def test_state_dict_returns_copies() -> None:
+    model = engine_model()
+    state = model.state_dict()
+    state["0.weight"][...] = 7.0
+    assert not np.any(model[0].weight.value == 7.0)
+
+
+def test_load_state_dict_rejects_mismatches(tmp_path: Path) -> None:
+    model = engine_model()
+    state = model.state_dict()
+    with pytest.raises(ValueError, match=r"missing keys \['5.bias'\]"):
+        model.load_state_dict({name: value for name, value in state.items() if name != "5.bias"})
+    with pytest.raises(ValueError, match=r"unexpected keys \['extra'\]"):
+        model.load_state_dict({**state, "extra": np.zeros(1)})
+    with pytest.raises(ValueError, match="'5.weight': shape"):
+        model.load_state_dict({**state, "5.weight": np.zeros((3, 12))})
+    with pytest.raises(ValueError, match="no state file"):
+        model.load(tmp_path / "absent.npz")

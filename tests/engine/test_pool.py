@@ -1,0 +1,105 @@
+"""Max / average / global-average pooling against torch, including max-pool gradient routing with ties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from oracle import assert_matches_torch
+
+from cnnkit.engine.pool import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
+
+
+@st.composite
+def pool_cases(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    # Small-integer inputs make ties within a window common, exercising the arg-max convention.
+    integer_valued = draw(st.booleans())
+    return kernel, stride, padding, shape, integer_valued, draw(st.sampled_from([np.float32, np.float64]))
+
+
+def _input(shape, integer_valued, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape) if integer_valued else rng.standard_normal(shape)
+    return x.astype(dtype)
+
+
+def _fits(shape, kernel, padding):
+    return all(size + 2 * p >= k for size, k, p in zip(shape[2:], kernel, padding))
+
+
+def _torch_pool(fn, x, kernel, stride, padding, dy_seed=1):
+    x_t = torch.tensor(x, requires_grad=True)
+    y_t = fn(x_t, kernel, stride, padding)
+    dy = np.random.default_rng(dy_seed).standard_normal(tuple(y_t.shape)).astype(x.dtype)
+    y_t.backward(torch.tensor(dy))
+    return y_t, x_t.grad, dy
+
+
+@settings(max_examples=50, deadline=None)
+@given(pool_cases())
+def test_max_pool_matches_torch_including_ties_and_overlap(case):
+    kernel, stride, padding, shape, integer_valued, dtype = case
+    assume(_fits(shape, kernel, padding))
+    x = _input(shape, integer_valued, dtype)
+    y_t, dx_t, dy = _torch_pool(F.max_pool2d, x, kernel, stride, padding)
+    assert_matches_torch(max_pool2d(x, kernel, stride, padding), y_t, name="y")
+    assert_matches_torch(max_pool2d_backward(dy, x, kernel, stride, padding), dx_t, name="dx")
+
+
+@settings(max_examples=50, deadline=None)
+@given(pool_cases())
+def test_avg_pool_matches_torch(case):
+    kernel, stride, padding, shape, integer_valued, dtype = case
+    assume(_fits(shape, kernel, padding))
+    x = _input(shape, integer_valued, dtype)
+    y_t, dx_t, dy = _torch_pool(F.avg_pool2d, x, kernel, stride, padding)
+    assert_matches_torch(avg_pool2d(x, kernel, stride, padding), y_t, name="y")
+    assert_matches_torch(avg_pool2d_backward(dy, x, kernel, stride, padding), dx_t, name="dx")
+
+
+def test_max_pool_gradient_goes_to_first_maximum_in_row_major_order():
+    """Tied windows give the gradient to their first maximum; overlapping windows accumulate.
+
+    Windows (2x2, stride 1) and their first maxima: top-left [1,5;1,5] -> (0,1), top-right
+    [5,5;5,5] -> (0,1), bottom-left [1,5;0,0] -> (1,1), bottom-right [5,5;0,0] -> (1,1).
+    """
+    x = np.array([[[[1.0, 5.0, 5.0], [1.0, 5.0, 5.0], [0.0, 0.0, 0.0]]]])
+    dy = np.array([[[[1.0, 10.0], [100.0, 1000.0]]]])
+    x_t = torch.tensor(x, requires_grad=True)
+    F.max_pool2d(x_t, 2, 1).backward(torch.tensor(dy))
+    dx = max_pool2d_backward(dy, x, 2, 1)
+    assert_matches_torch(dx, x_t.grad, name="dx")
+    expected = np.zeros((1, 1, 3, 3))
+    expected[0, 0, 0, 1] = 1.0 + 10.0
+    expected[0, 0, 1, 1] = 100.0 + 1000.0
+    np.testing.assert_array_equal(dx, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_avg_pool_matches_torch(dtype):
+    x = np.random.default_rng(0).standard_normal((3, 5, 4, 7)).astype(dtype)
+    dy = np.random.default_rng(1).standard_normal((3, 5)).astype(dtype)
+    x_t = torch.tensor(x, requires_grad=True)
+    y_t = F.adaptive_avg_pool2d(x_t, 1).flatten(1)
+    y_t.backward(torch.tensor(dy))
+    assert_matches_torch(global_avg_pool2d(x), y_t, name="y")
+    assert_matches_torch(global_avg_pool2d_backward(dy, x), x_t.grad, name="dx")
+
+
+def test_pool_rejects_padding_larger_than_half_the_kernel():
+    with pytest.raises(ValueError, match="padding"):
+        max_pool2d(np.zeros((1, 1, 4, 4)), 2, padding=2)
