@@ -1,6 +1,7 @@
 """Decode + augment throughput on the hymenoptera photos (224 px): cnnkit's loader vs the plain path.
 
-cnnkit: draft-mode JPEG decode, uint8 RandomResizedCrop + flip per sample in the workers, uint8
+cnnkit: libjpeg-turbo JPEG decode (simplejpeg; DCT scaling to the size hint, as JPEG draft mode)
+to a channels-last uint8 view, uint8 RandomResizedCrop + flip per sample in the workers, uint8
 collate, one batched float conversion + Normalize in the main process (`make_loader`).
 Plain: PIL open, convert RGB, full decode, resize to size x size, float tensor, Normalize, per
 sample in the workers. Both with 1 and 2 workers, a warm-up epoch then `--epochs` timed
@@ -52,7 +53,7 @@ class PlainPhotos(Dataset):
 
 
 class DraftPhotos(Dataset):
-    """cnnkit's decode (JPEG draft to `size_hint`, EXIF orientation) to uint8 (3, H, W)."""
+    """cnnkit's decode (JPEG DCT scaling to `size_hint`, EXIF orientation) to uint8 (3, H, W)."""
 
     def __init__(self, paths: list[Path], size_hint: tuple[int, int]) -> None:
         self.paths = paths

@@ -1,8 +1,10 @@
-"""Decode one image file with Pillow into an upright uint8 tensor (C, H, W), C = 3 (RGB) or 1 (L).
+"""Decode one image file into an upright uint8 tensor (C, H, W), C = 3 (RGB) or 1 (L).
 
 Every step a real photo collection needs is here: the pixel-count guard read from the header
-before any pixel is decoded, JPEG draft mode for a size hint, EXIF orientation, and mode
-conversion (alpha composited on a background, 16-bit and float images scaled to 8 bits).
+before any pixel is decoded, JPEG DCT scaling for a size hint (Pillow's draft rule), EXIF
+orientation, and mode conversion (alpha composited on a background, 16-bit and float images
+scaled to 8 bits). JPEGs go through libjpeg-turbo (`decode_jpeg`, pixel-identical to Pillow and
+faster); everything else, and any JPEG it refuses (CMYK, corrupt data), through Pillow.
 """
 
 from __future__ import annotations
@@ -13,15 +15,24 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+
+from cnnkit.data.decode_jpeg import (
+    EXIF_ORIENTATION_TAG,
+    apply_orientation,
+    decode_jpeg,
+    draft_scale,
+    jpeg_size,
+    stored_target,
+)
 
 # Pillow's own default guard (Image.MAX_IMAGE_PIXELS), passed explicitly instead of mutated.
 DEFAULT_MAX_PIXELS = 89_478_485
 # Composite background for transparent pixels: white, like a browser or viewer shows them.
 DEFAULT_BACKGROUND = (255, 255, 255)
-# EXIF orientation values that swap width and height (rotations by 90 or 270 degrees).
-_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-_EXIF_ORIENTATION_TAG = 0x0112
+# Pillow's formats for JPEG files: MPO (multi-picture, e.g. stereo cameras) loads its first
+# picture, the JPEG stream at the start of the file, which is also what libjpeg-turbo decodes.
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 
 OutputMode = Literal["RGB", "L"]
 SizeHint = int | tuple[int, int]
@@ -62,14 +73,21 @@ def open_checked(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise BadImageError(name, f"over the pixel limit ({error})") from error
     except Exception as error:  # Pillow's format plugins raise many types on malformed headers.
         raise BadImageError(name, f"not a readable image ({error})") from error
-    width, height = image.size
-    if width * height > max_pixels:
+    try:
+        _check_size(name, image.size, max_pixels)
+    except BadImageError:
         image.close()
+        raise
+    return image
+
+
+def _check_size(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse a header size (width, height) over `max_pixels` pixels or with an empty side."""
+    width, height = size
+    if width * height > max_pixels:
         raise BadImageError(name, f"over the pixel limit: {width}x{height} > {max_pixels} pixels")
     if width <= 0 or height <= 0:
-        image.close()
         raise BadImageError(name, f"empty image size {width}x{height}")
-    return image
 
 
 def read_header(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
@@ -89,55 +107,88 @@ def decode_image(
     """Decode `source` to an upright uint8 tensor (C, H, W).
 
     `size_hint` ((width, height) or one side) lets JPEG decode at 1/2, 1/4 or 1/8 scale when the
-    result stays at or above the hint (Image.draft), a large speed-up for big photos.
+    result stays at or above the hint (Image.draft's rule), a large speed-up for big photos.
     `mode` forces "RGB" (C=3) or "L" (C=1); None keeps colour images RGB and grey ones L.
     Transparent pixels are composited on `background`. Bad files raise `BadImageError`.
+    Colour images come back as a channels-last view (strides (1, 3W, 3)) of the decoded
+    buffer: no copy, and torch's uint8 resize reads that layout natively.
     """
     name = _name_of(source)
     with open_checked(source, max_pixels=max_pixels) as image:
         try:
-            pixels = _decode_pixels(image, size_hint=size_hint, mode=mode, background=background)
+            pixels = _decode_pixels(
+                image, name=name, size_hint=size_hint, mode=mode, max_pixels=max_pixels, background=background
+            )
         except BadImageError:
             raise
         except Exception as error:  # corrupt data surfaces as OSError, SyntaxError, struct.error, ...
             raise BadImageError(name, f"cannot decode ({error})") from error
+    if not pixels.flags.writeable or not pixels.flags.c_contiguous:
+        # Pillow's buffers are read-only and turned views have negative strides; torch needs neither.
+        pixels = pixels.copy()
     if pixels.ndim == 2:
-        # Arrays viewing Pillow's buffer are read-only; torch tensors must own writable memory.
-        return torch.from_numpy(pixels[None] if pixels.flags.writeable else pixels[None].copy())
-    # NumPy's HWC -> CHW copy is ~30x faster than torch's permute().contiguous() on uint8.
-    return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+        return torch.from_numpy(pixels[None])
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def _decode_pixels(
     image: Image.Image,
     *,
+    name: str,
     size_hint: SizeHint | None,
     mode: OutputMode | None,
+    max_pixels: int,
     background: tuple[int, int, int],
 ) -> np.ndarray:
-    """The decoded pixels as (H, W) uint8 for grey or (H, W, 3) uint8 for colour."""
-    if size_hint is not None and image.format == "JPEG":
-        _apply_draft(image, size_hint)
+    """The upright pixels as (H, W) uint8 for grey or (H, W, 3) uint8 for colour (maybe a view)."""
+    orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    target = None if size_hint is None else stored_target(size_hint, orientation)
+    pixels = None
+    if image.format in _JPEG_FORMATS and image.mode in ("RGB", "L"):
+        grey = mode == "L" or (mode is None and image.mode == "L")
+        pixels = _decode_jpeg_fast(image, name=name, target=target, grey=grey, max_pixels=max_pixels)
+    if pixels is None:
+        pixels = _decode_with_pillow(image, target=target, background=background)
+    return apply_orientation(_match_mode(pixels, mode), orientation)
+
+
+def _decode_jpeg_fast(
+    image: Image.Image, *, name: str, target: tuple[int, int] | None, grey: bool, max_pixels: int
+) -> np.ndarray | None:
+    """libjpeg-turbo's decode of the file behind `image` (stored orientation); None: use Pillow.
+
+    The pixel-count guard is applied again to the size libjpeg-turbo itself reads from the
+    header, before it decodes anything.
+    """
+    image.fp.seek(0)
+    data = image.fp.read()
+    size = jpeg_size(data)
+    if size is None:
+        return None
+    _check_size(name, size, max_pixels)
+    scale = 1 if target is None else draft_scale(size, target)
+    return decode_jpeg(data, size=size, scale=scale, grey=grey)
+
+
+def _decode_with_pillow(
+    image: Image.Image, *, target: tuple[int, int] | None, background: tuple[int, int, int]
+) -> np.ndarray:
+    """Pillow's decode in stored orientation, JPEG draft to `target` (width, height) when given."""
+    if target is not None and image.format in _JPEG_FORMATS:
+        if target[0] < image.width or target[1] < image.height:
+            # Ask the JPEG decoder for the smallest 1/2^k scale still at or above the target size.
+            image.draft(image.mode, target)
     image.load()
-    upright = ImageOps.exif_transpose(image)
-    pixels = to_8bit(upright, background=background)
+    return to_8bit(image, background=background)
+
+
+def _match_mode(pixels: np.ndarray, mode: OutputMode | None) -> np.ndarray:
+    """Grey (H, W) to RGB by repetition, RGB (H, W, 3) to L by Pillow's luminance; else as is."""
     if mode == "RGB" and pixels.ndim == 2:
         return np.repeat(pixels[:, :, None], 3, axis=2)
     if mode == "L" and pixels.ndim == 3:
         return np.asarray(Image.fromarray(pixels, "RGB").convert("L"))
     return pixels
-
-
-def _apply_draft(image: Image.Image, size_hint: SizeHint) -> None:
-    """Ask the JPEG decoder for the smallest 1/2^k scale still at or above the target size."""
-    target = (size_hint, size_hint) if isinstance(size_hint, int) else tuple(size_hint)
-    orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        # The hint is for the upright image; the stored one is rotated by 90 degrees.
-        target = (target[1], target[0])
-    if target[0] < image.width or target[1] < image.height:
-        draft_mode = "RGB" if image.mode == "RGB" else image.mode
-        image.draft(draft_mode, (int(target[0]), int(target[1])))
 
 
 def to_8bit(image: Image.Image, *, background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> np.ndarray:

@@ -26,7 +26,7 @@ class Pipeline:
     """Per-sample uint8 stage + per-batch device stage.
 
     `decode_hint` is (width, height), the smallest decoded size the sample stage needs: pass it
-    as `size_hint` to `cnnkit.data.decode.decode_image` (JPEG draft mode) for a free speed-up.
+    as `size_hint` to `cnnkit.data.decode.decode_image` (JPEG DCT scaling) for a free speed-up.
     """
 
     sample: Compose

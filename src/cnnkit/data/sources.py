@@ -91,6 +91,7 @@ def open_source(
     cifar_label: LabelKind = "fine",
     class_names: list[str] | None = None,
     wafer_per_class: int = DEFAULT_WAFER_PER_CLASS,
+    wafer_size: int = 32,
     seed: int = 0,
 ) -> DataSource:
     """Recognise and open a dataset (see the module docstring for the formats).
@@ -98,12 +99,12 @@ def open_source(
     Image folders: `scan` checks every file first (thread pool of `workers`, optional JSON
     `scan_cache`) and leaves bad ones out; files are decoded lazily to `mode` with `size_hint`.
     `class_names` names IDX labels; `cifar_label` picks CIFAR-100 fine or coarse labels;
-    `wafer_per_class` and `seed` generate the built-in wafer maps.
+    `wafer_per_class`, `wafer_size` and `seed` generate the built-in wafer maps.
     """
     location = os.fspath(path_or_name)
     path = Path(location)
     if location == WAFER_NAME and not path.exists():
-        return _open_wafer(wafer_per_class, seed)
+        return _open_wafer(wafer_per_class, wafer_size, seed)
     if not path.exists():
         raise CnnkitError(f"no dataset at {location!r} (not a path, and not the built-in name {WAFER_NAME!r})")
     if path.is_file():
@@ -163,8 +164,8 @@ def _array_source(location: str, fmt: str, splits: dict[str, ArrayImageDataset])
     return DataSource(location, fmt, classes, dict(splits))
 
 
-def _open_wafer(per_class: int, seed: int) -> DataSource:
-    maps = make_wafer_maps(per_class, rng=np.random.default_rng(seed))
+def _open_wafer(per_class: int, size: int, seed: int) -> DataSource:
+    maps = make_wafer_maps(per_class, size, rng=np.random.default_rng(seed))
     # Die states off-wafer / pass / fail (0, 1, 2) become grey levels 0, 128, 255.
     levels = np.rint(maps.images(np.float64) * 255).astype(np.uint8)
     dataset = ArrayImageDataset(levels, maps.labels, list(maps.class_names))

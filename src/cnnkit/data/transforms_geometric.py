@@ -53,7 +53,9 @@ def resize(img: torch.Tensor, size: tuple[int, int], *, interpolation: str = "bi
     """Antialiased resize of (C, H, W) or (N, C, H, W) to `size` = (h, w), same dtype and device.
 
     Float math through `F.interpolate(antialias=True)` (PIL's filter for downscaling); on CPU,
-    uint8 bilinear uses torch's native uint8 kernel, which rounds the same float result.
+    uint8 bilinear uses torch's native uint8 kernel, which rounds the same float result and
+    reads channels-last input (`decode_image`'s layout) without a copy, about 2x faster than
+    channels-first (and ~3x faster than Pillow's own resize here).
     """
     batch = img if is_batch(img) else img.unsqueeze(0)
     if tuple(batch.shape[-2:]) == tuple(size):

@@ -41,10 +41,10 @@ class PreparedData:
     class_names: list[str]
 
 
-def prepare_data(path: str, *, seed: int, run_dir: Path | None = None) -> PreparedData:
-    """Open `path`, take its given train/val/test splits or cut a stratified 70/15/15 one
-    (saved to RUN/split.json so that evaluation is reproducible)."""
-    source = open_source(path, seed=seed)
+def prepare_data(path: str, *, seed: int, run_dir: Path | None = None, **source_options: Any) -> PreparedData:
+    """Open `path` (`source_options` go to `open_source`), take its given train/val/test splits or
+    cut a stratified 70/15/15 one (saved to RUN/split.json so that evaluation is reproducible)."""
+    source = open_source(path, seed=seed, **source_options)
     if source.has_given_splits:
         splits = {name: source.dataset(name) for name in source.splits}
         if "train" not in splits:
