@@ -11,11 +11,13 @@ SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Two xdist workers on two cores: one intra-op thread each avoids oversubscription.
-    try:
-        import torch
-    except ImportError:
-        return
+    # Two xdist workers on two cores: one BLAS and one torch intra-op thread each avoids
+    # oversubscription (OpenBLAS threads spinning against each other made small GEMMs 10x slower).
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    import torch
+
     torch.set_num_threads(1)
 
 

@@ -16,6 +16,7 @@ from cnnkit.errors import CnnkitError
 # Modules that contribute sub-commands, imported on start; each defines `register`.
 COMMAND_MODULES = (
     "cnnkit.train.demo",
+    "cnnkit.train.commands",
     "cnnkit.analysis.commands",
     "cnnkit.data.commands",
 )
