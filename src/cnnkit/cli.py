@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -33,9 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_notes() -> None:
+    """Library notes (e.g. "classifier re-initialised for 5 classes") go to the 'cnnkit' logger at
+    INFO; the command shows them on stderr, once."""
+    logger = logging.getLogger("cnnkit")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("cnnkit: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_notes()
     try:
         return int(args.func(args) or 0)
     except CnnkitError as error:

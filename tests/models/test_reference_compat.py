@@ -28,7 +28,12 @@ REFERENCE_NAMES: list[str] = MANIFEST["models"]
 REGISTERED = list_models()
 
 # zoo.json counts lenet5 with its own head and input; every other entry uses create_model's defaults.
-BUILD_KWARGS: dict[str, dict[str, int]] = {"lenet5": {"num_classes": 10, "in_chans": 1}}
+# Models whose own defaults are not ImageNet's 1000 classes on RGB (create_model uses a model's own).
+BUILD_KWARGS: dict[str, dict[str, int]] = {
+    "lenet5": {"num_classes": 10, "in_chans": 1},
+    "compact_cnn": {"num_classes": 9, "in_chans": 1},
+    "mnist_cnn": {"num_classes": 10, "in_chans": 1},
+}
 SMOKE_SIZE_LIMIT = 64  # small inputs keep the smoke test fast; models accept down to this
 SMOKE_SIZE: dict[str, int] = {"inception_v3": 80}  # its stem needs >= 75
 LOGITS_RELATIVE_TOLERANCE = 1e-8
@@ -52,7 +57,7 @@ def require_registered(name: str) -> None:
 def built(request: pytest.FixtureRequest) -> Built:
     """Model `request.param` from the registry, float32, built once for all tests of this module."""
     require_registered(request.param)
-    return Built(request.param, create_model(request.param, **build_kwargs(request.param)))
+    return Built(request.param, create_model(request.param))
 
 
 def on_meta(name: str, **kwargs: int) -> nn.Module:

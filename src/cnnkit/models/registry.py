@@ -81,7 +81,10 @@ def create_model(
 
 
 def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]) -> None:
-    accepted = set(inspect.signature(builder).parameters) - {"num_classes", "in_chans"}
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = set(parameters) - {"num_classes", "in_chans"}
     unknown = sorted(set(overrides) - accepted)
     if unknown:
         raise CnnkitError(

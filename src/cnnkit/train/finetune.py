@@ -13,6 +13,7 @@ from typing import Any, Literal
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.adapt import module_at
 from cnnkit.train.checkpoint import load_checkpoint
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext
@@ -45,16 +46,9 @@ def parse_phases(text: str, *, unfrozen_lr_scale: float = 0.1, layer_decay: floa
     return tuple(phases)
 
 
-def module_at(model: nn.Module, path: str) -> nn.Module:
-    try:
-        return model.get_submodule(path)
-    except AttributeError:
-        raise CnnkitError(f"model has no module {path!r} (default_cfg names it)") from None
-
-
 def set_trainable(model: nn.Module, head_path: str, trainable: Literal["head", "all"]) -> None:
     """Freeze everything but the head (`trainable="head"`), or unfreeze all."""
-    head = {id(p) for p in module_at(model, head_path).parameters()}
+    head = {id(p) for p in module_at(model, head_path, (nn.Module,)).parameters()}
     for param in model.parameters():
         param.requires_grad_(trainable == "all" or id(param) in head)
 

@@ -59,6 +59,10 @@ class SeededSamples(Dataset):
 
     def __init__(self, dataset: Dataset, transform: SampleTransform | None, *, seed: int) -> None:
         self.dataset, self.transform, self.seed = dataset, transform, seed
+        # One generator re-seeded per item: manual_seed resets its whole state (normal-sample cache
+        # included), so each item draws exactly what a fresh generator would, without allocating
+        # one per image. Loader workers are processes, each with its own copy.
+        self._generator = torch.Generator()
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -67,6 +71,5 @@ class SeededSamples(Dataset):
         epoch, index = key
         image, label = self.dataset[index]
         if self.transform is not None:
-            generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch, index))
-            image = self.transform(image, generator=generator)
+            image = self.transform(image, generator=self._generator.manual_seed(_mix_seed(self.seed, epoch, index)))
         return image, label
