@@ -87,3 +87,35 @@ def test_yaml_config_sets_flags_and_refuses_unknown_keys(tiny_folder: Path, tmp_
 def test_train_refuses_to_overwrite_a_run(trained_run: Path, tiny_folder: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["train", str(tiny_folder), "--out", str(trained_run), "--quiet"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_finetune_from_pretrained_weights_in_phases(tiny_folder: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    import cnnkit
+
+    source = cnnkit.create_model("resnet18", num_classes=7)  # "pretrained" on another task
+    save_file(source.state_dict(), tmp_path / "weights.safetensors")
+    out = tmp_path / "ft"
+    code = main(["finetune", str(tiny_folder), "--model", "resnet18", "--pretrained",
+                 str(tmp_path / "weights.safetensors"), "--phases", "head:1,all:1", "--img-size", "32",
+                 "--batch-size", "8", "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "classifier" in captured.err, "the re-initialised head is reported"
+    assert (out / "phase1-head" / "last.pt").exists() and (out / "phase2-all" / "last.pt").exists()
+    head_phase = torch.load(out / "phase1-head" / "last.pt", weights_only=True)
+    assert head_phase["requires_grad"] == ["fc.weight", "fc.bias"]
+    backbone_before = source.state_dict()["layer1.0.conv1.weight"]
+    assert torch.equal(head_phase["model"]["layer1.0.conv1.weight"], backbone_before), "frozen in phase 1"
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["trainable"] for p in summary["phases"]] == ["head", "all"]
+
+
+def test_lr_find_plots_and_suggests(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    plot = tmp_path / "lr.png"
+    assert main(["lr-find", str(tiny_folder), "--img-size", "16", "--batch-size", "8", "--plot", str(plot)]) == 0
+    assert "suggested learning rate:" in capsys.readouterr().out
+    assert plot.stat().st_size > 1000
