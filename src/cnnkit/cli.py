@@ -34,21 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_notes() -> None:
+def _note_handler() -> logging.Handler:
     """Library notes (e.g. "classifier re-initialised for 5 classes") go to the 'cnnkit' logger at
-    INFO; the command shows them on stderr, once."""
-    logger = logging.getLogger("cnnkit")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("cnnkit: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    INFO; a command shows them on its stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cnnkit: %(message)s"))
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _show_notes()
+    logger, handler = logging.getLogger("cnnkit"), _note_handler()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except CnnkitError as error:
@@ -57,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

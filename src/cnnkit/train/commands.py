@@ -147,7 +147,8 @@ def run_eval(args: argparse.Namespace) -> int:
     loader = ordered_loader(data.splits[split], evaluation.sample, batch_size=args.batch_size, seed=seed)
     device = pick_device(args.device)
     meter = evaluate_model(model.to(device), loader, num_classes=len(data.class_names), device=device,
-                           batch_transform=setup.batch_stage(evaluation, None, len(data.class_names)))
+                           batch_transform=setup.batch_stage(evaluation, None, len(data.class_names)),
+                           channels_last=True)
     metrics = meter.compute(f"{split}_")
     confusion = meter.confusion.tolist()
     if args.json:

@@ -41,7 +41,7 @@ class TrainConfig:
     monitor: str = "val_top1"
     monitor_mode: Literal["max", "min"] = "max"
     precision: Precision = "fp32"
-    channels_last: bool = False
+    channels_last: bool = True  # 1.46x faster training on this CPU (benchmarks/trainer_overhead.py)
     compile: bool = False
     device: str | None = None
     seed: int = 0

@@ -66,5 +66,8 @@ def _default_device(local_rank: int) -> torch.device:
 
 
 def shutdown(context: DistributedContext) -> None:
+    """Leave the process group together: a rank tearing down its gloo pairs while another is
+    still in a collective makes that rank abort."""
     if context.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

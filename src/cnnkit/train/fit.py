@@ -100,7 +100,7 @@ def fit(
         "epochs_run": trainer.state.epoch,
         "best_epoch": trainer.state.best_epoch,
         "best_metric": trainer.state.best_metric,
-        "monitor": config.monitor,
+        "monitor": trainer.state.monitor,
         "final": final,
         "train_seconds": time.perf_counter() - start,
     }

@@ -46,6 +46,7 @@ class TrainState:
     step: int = 0
     best_metric: float | None = None
     best_epoch: int | None = None
+    monitor: str | None = None  # config.monitor, or train_loss when there is no validation set
     epochs_without_improvement: int = 0
     skipped_batches: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -226,6 +227,7 @@ class Trainer:
         monitor = self.config.monitor if self.config.monitor in metrics else "train_loss"
         mode = self.config.monitor_mode if monitor == self.config.monitor else "min"
         value = metrics[monitor]
+        self.state.monitor = monitor
         best = self.state.best_metric
         improved = best is None or (value > best if mode == "max" else value < best)
         if improved:
