@@ -195,7 +195,7 @@ def main() -> int:
     torch.manual_seed(0)
     model = setup.build_model(MODEL, num_classes=CLASSES, in_chans=1)
     config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, optimizer="adamw", weight_decay=0.0,
-                         schedule="constant", seed=0)
+                         schedule="constant", seed=0, channels_last=False)  # as the hand loop: NCHW fp32
     print(f"{MODEL} on {origin}, batch {args.batch_size}, {args.steps} timed + {args.warmup} warm-up steps, "
           f"{torch.get_num_threads()} thread(s)", flush=True)
     overhead = measure_overhead(model, dataset, config, reps=args.reps, warmup=args.warmup)

@@ -1,4 +1,5 @@
-"""make_loader: drop_last, clear small-dataset error, seeded order, reproducible worker batches."""
+"""make_loader: drop_last, small-set error, per-epoch seeded order, worker-count-independent batches, skip,
+rank sharding, balanced sampling."""
 
 from __future__ import annotations
 
@@ -47,33 +48,110 @@ def test_training_drops_the_last_partial_batch_and_eval_keeps_it():
 
 
 def test_a_training_set_smaller_than_a_batch_is_a_clear_error():
-    with pytest.raises(CnnkitError, match="fewer than one batch of 8"):
+    with pytest.raises(CnnkitError, match="smaller than one batch of 8"):
         make_loader(NumberedImages(5), batch_size=8, train=True)
+    with pytest.raises(CnnkitError, match=r"\(5 per process\) is smaller than one batch of 6"):
+        make_loader(NumberedImages(10), batch_size=6, train=True, rank=1, world_size=2)
 
 
-def test_order_is_a_seeded_shuffle():
-    def order(seed: int) -> list[int]:
-        return sum(epoch(make_loader(NumberedImages(12), batch_size=3, train=True, seed=seed))[1], [])
-
-    assert order(1) == order(1)
-    assert order(1) != order(2)
-    assert sorted(order(1)) == list(range(12))
-    expected = torch.randperm(12, generator=torch.Generator().manual_seed(1)).tolist()
-    assert order(1) == expected
+def labels_of_epochs(loader, epochs: int) -> list[list[int]]:
+    """Each epoch's labels in order, after `set_epoch`."""
+    result = []
+    for e in range(epochs):
+        loader.set_epoch(e)
+        result.append(sum(epoch(loader)[1], []))
+    return result
 
 
-def test_two_workers_give_the_same_batches_as_a_second_run():
-    def two_epochs(seed: int):
-        loader = make_loader(NumberedImages(16), batch_size=4, train=True, seed=seed, num_workers=2, pipeline=PIPELINE)
-        return epoch(loader), epoch(loader)
+def test_order_is_a_seeded_shuffle_per_epoch():
+    def orders(seed: int) -> list[list[int]]:
+        return labels_of_epochs(make_loader(NumberedImages(12), batch_size=3, train=True, seed=seed), epochs=2)
 
-    first, second = two_epochs(3), two_epochs(3)
-    for (images_a, labels_a), (images_b, labels_b) in zip(first, second):
-        assert labels_a == labels_b
-        assert all(torch.equal(a, b) for a, b in zip(images_a, images_b))
+    first, second = orders(1)
+    assert sorted(first) == sorted(second) == list(range(12))
+    assert first != second, "each epoch has its own order"
+    assert orders(1) == [first, second]
+    assert orders(2)[0] != first
+
+
+def test_zero_one_and_two_workers_give_identical_batches():
+    def two_epochs(workers: int):
+        loader = make_loader(NumberedImages(16), batch_size=4, train=True, seed=3, num_workers=workers,
+                             pipeline=PIPELINE, mix=MixUp(16, alpha=1.0))
+        batches = []
+        for e in range(2):
+            loader.set_epoch(e)
+            batches += [(images, labels, soft) for images, labels, soft in loader.labelled_batches()]
+        return batches
+
+    reference = two_epochs(0)
+    assert len(reference) == 8
+    for workers in (1, 2):
+        for (images_a, labels_a, soft_a), (images_b, labels_b, soft_b) in zip(reference, two_epochs(workers),
+                                                                              strict=True):
+            assert torch.equal(labels_a, labels_b)
+            assert torch.equal(images_a, images_b), f"{workers} worker(s) changed the images"
+            assert torch.equal(soft_a, soft_b)
     # Epochs differ from each other (new order, new augmentation), and so does another seed.
-    assert first[0][1] != first[1][1]
-    assert not all(torch.equal(a, b) for a, b in zip(first[0][0], two_epochs(4)[0][0]))
+    assert not torch.equal(reference[0][0], reference[4][0])
+    other = make_loader(NumberedImages(16), batch_size=4, train=True, seed=4, pipeline=PIPELINE)
+    assert not torch.equal(reference[0][0], next(iter(other))[0])
+
+
+def test_skip_resumes_the_same_epoch_at_a_batch():
+    loader = make_loader(NumberedImages(20), batch_size=4, train=True, seed=5, pipeline=PIPELINE,
+                         mix=MixUp(20, alpha=1.0))
+    loader.set_epoch(2)
+    whole = list(loader)
+    assert len(whole) == loader.batches_per_epoch == 5
+    loader.set_epoch(2, skip=3)
+    tail = list(loader)
+    assert len(tail) == 2
+    for (images_a, targets_a), (images_b, targets_b) in zip(whole[3:], tail, strict=True):
+        assert torch.equal(images_a, images_b) and torch.equal(targets_a, targets_b)
+    with pytest.raises(ValueError, match="skip must be in 0..5"):
+        loader.set_epoch(2, skip=6)
+
+
+def test_ranks_share_each_epoch_without_overlap():
+    def labels(rank: int) -> list[int]:
+        loader = make_loader(NumberedImages(12), batch_size=2, train=True, seed=7, rank=rank, world_size=2)
+        loader.set_epoch(1)
+        return sum(epoch(loader)[1], [])
+
+    assert sorted(labels(0) + labels(1)) == list(range(12))
+    evaluation = [sum(epoch(make_loader(NumberedImages(5), batch_size=2, train=False, rank=r, world_size=2))[1], [])
+                  for r in (0, 1)]
+    assert evaluation == [[0, 2, 4], [1, 3, 0]], "DistributedSampler's rule: pad with the first items"
+
+
+class ImbalancedLabels(Dataset):
+    """900 items of class 0 then 100 of class 1; each item is a (1, 2, 2) uint8 image."""
+
+    targets = [0] * 900 + [1] * 100
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.zeros(1, 2, 2, dtype=torch.uint8), self.targets[index]
+
+
+def test_balanced_sampling_draws_each_class_about_half_the_time_reproducibly():
+    def drawn(seed: int) -> list[list[int]]:
+        loader = make_loader(ImbalancedLabels(), batch_size=100, train=True, seed=seed, balanced=True)
+        return labels_of_epochs(loader, epochs=3)
+
+    epochs = drawn(0)
+    for labels in epochs:
+        assert len(labels) == 1000
+        # Binomial(1000, 0.5): standard deviation 0.016, so 0.44..0.56 is a 3.8-sigma band.
+        assert 0.44 < sum(labels) / len(labels) < 0.56
+    assert epochs[0] != epochs[1]
+    assert drawn(0) == epochs
+    assert drawn(1) != epochs
+    with pytest.raises(ValueError, match="balanced sampling is for training"):
+        make_loader(ImbalancedLabels(), batch_size=10, train=False, balanced=True)
 
 
 def test_mixing_on_the_batch_gives_soft_targets():

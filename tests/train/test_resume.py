@@ -17,7 +17,7 @@ from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.trainer import TrainingDiverged
 
-from train.toy_job import make_trainer
+from train.toy_job import make_trainer, toy_data
 
 TOY_JOB = Path(__file__).with_name("toy_job.py")
 
@@ -44,13 +44,17 @@ class StopAfter(Callback):
             raise KeyboardInterrupt
 
 
-def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path) -> None:
-    make_trainer(str(tmp_path / "full"), epochs=3).fit()
-    interrupted = make_trainer(str(tmp_path / "cut"), epochs=3)
+@pytest.mark.parametrize("balanced", [False, True], ids=["shuffled", "balanced_10_90"])
+def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path, balanced: bool) -> None:
+    options = {}
+    if balanced:  # class-balanced draws with replacement and a class-weighted loss, on a 10/90 split
+        options = {"train_data": toy_data(class0_every=10), "balanced_sampling": True, "class_weighted_loss": True}
+    make_trainer(str(tmp_path / "full"), epochs=3, **options).fit()
+    interrupted = make_trainer(str(tmp_path / "cut"), epochs=3, **options)
     interrupted.callbacks.append(StopAfter(steps=8))  # 6 steps per epoch: mid second epoch
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
-    make_trainer(str(tmp_path / "cut"), epochs=3).fit(resume_from=tmp_path / "cut" / "last.pt")
+    make_trainer(str(tmp_path / "cut"), epochs=3, **options).fit(resume_from=tmp_path / "cut" / "last.pt")
     _assert_bit_identical(_final_weights(tmp_path / "full"), _final_weights(tmp_path / "cut"))
     full_ckpt = ckpt.load_checkpoint(tmp_path / "full" / "last.pt")
     cut_ckpt = ckpt.load_checkpoint(tmp_path / "cut" / "last.pt")

@@ -19,10 +19,12 @@ from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shu
 from cnnkit.train.trainer import Trainer
 
 
-def toy_data(n: int = 96, seed: int = 0) -> TensorDataset:
-    """Two classes of 8x8 single-channel images: a bright left half or a bright right half, plus noise."""
+def toy_data(n: int = 96, seed: int = 0, *, class0_every: int = 2) -> TensorDataset:
+    """Two classes of 8x8 single-channel images: a bright left half or a bright right half, plus noise.
+
+    Every `class0_every`-th item is class 0, the rest class 1 (2: balanced; 10: a 10/90 split)."""
     generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 2
+    labels = (torch.arange(n) % class0_every != 0).long()
     images = torch.randn(n, 1, 8, 8, generator=generator) * 0.5
     images[labels == 0, :, :, :4] += 1.0
     images[labels == 1, :, :, 4:] += 1.0
@@ -50,11 +52,14 @@ class Pause(Callback):
         time.sleep(self.seconds)
 
 
-def make_trainer(run_dir: str, epochs: int, pause: float = 0.0, distributed: DistributedContext | None = None) -> Trainer:
+def make_trainer(run_dir: str, epochs: int, pause: float = 0.0, distributed: DistributedContext | None = None,
+                 *, train_data: TensorDataset | None = None, **config_changes) -> Trainer:
+    """The toy run; `config_changes` replace TrainConfig fields (e.g. balanced_sampling=True)."""
     config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, optimizer="sgd", weight_decay=1e-4,
-                         warmup_epochs=1, seed=3, checkpoint_every_steps=1, ema_decay=0.9)
+                         warmup_epochs=1, seed=3, checkpoint_every_steps=1, ema_decay=0.9).replace(**config_changes)
     callbacks = [Pause(pause)] if pause else []
-    return Trainer(toy_model(), toy_data(), config, num_classes=2, run_dir=run_dir, val_data=toy_data(32, seed=1),
+    data = toy_data() if train_data is None else train_data
+    return Trainer(toy_model(), data, config, num_classes=2, run_dir=run_dir, val_data=toy_data(32, seed=1),
                    sample_transform=noisy_flip, callbacks=callbacks, distributed=distributed)
 
 

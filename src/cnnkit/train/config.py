@@ -33,6 +33,10 @@ class TrainConfig:
     step_size_epochs: int = 30
     step_gamma: float = 0.1
     label_smoothing: float = 0.0
+    # Imbalanced data: cross-entropy weighted by N / (K * n_k) of the training labels, and/or each
+    # epoch drawn with replacement with probability inverse to class frequency (seeded per epoch).
+    class_weighted_loss: bool = False
+    balanced_sampling: bool = False
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     grad_clip_norm: float | None = None

@@ -10,19 +10,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from cnnkit.data.epoch_sampling import SampleTransform
+from cnnkit.data.loader import BatchTransform, DeviceLoader, make_loader
 from cnnkit.train.metrics import ClassificationMeter
-from cnnkit.train.sampling import EpochSampler, SampleTransform, SeededSamples
-
-# (images, targets, generator) -> (images, soft_targets or None): runs on the device, per batch.
-BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def ordered_loader(dataset: Dataset, transform: SampleTransform | None, *, batch_size: int, seed: int,
-                   num_workers: int = 0, rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> DataLoader:
-    """Batches of `dataset` in order (this rank's share), for evaluation."""
-    sampler = EpochSampler(len(dataset), seed=seed, shuffle=False, rank=rank, world_size=world_size)
-    return DataLoader(SeededSamples(dataset, transform, seed=seed), batch_size=batch_size, sampler=sampler,
-                      num_workers=num_workers, pin_memory=pin_memory)
+                   num_workers: int = 0, rank: int = 0, world_size: int = 1,
+                   device: str | torch.device = "cpu", batch_transform: BatchTransform | None = None) -> DeviceLoader:
+    """Batches of `dataset` in order, every item once (this rank's share), for evaluation."""
+    return make_loader(dataset, batch_size=batch_size, train=False, seed=seed, num_workers=num_workers,
+                       device=device, sample_transform=transform, batch_transform=batch_transform,
+                       rank=rank, world_size=world_size)
 
 
 @torch.no_grad()
@@ -36,7 +35,10 @@ def evaluate_model(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     channels_last: bool = False,
 ) -> ClassificationMeter:
-    """Loss, top-k and confusion of `model` in eval mode over `loader` (mode restored after)."""
+    """Loss, top-k and confusion of `model` in eval mode over `loader` (mode restored after).
+
+    `batch_transform` is for loaders that do not apply the batch stage themselves (a
+    `make_loader` loader built with one already has)."""
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes)

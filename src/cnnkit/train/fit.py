@@ -22,13 +22,14 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
+from cnnkit.data.epoch_sampling import SampleTransform
+from cnnkit.data.loader import BatchTransform
 from cnnkit.errors import CnnkitError
 from cnnkit.train.callbacks import Callback, CsvLogger, ProgressBar, TensorBoardLogger
 from cnnkit.train.checkpoint import atomic_write
 from cnnkit.train.config import TrainConfig, save_config
 from cnnkit.train.distributed import DistributedContext
-from cnnkit.train.sampling import SampleTransform
-from cnnkit.train.trainer import BatchTransform, Trainer
+from cnnkit.train.trainer import Trainer
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from cnnkit.data.epoch_sampling import SampleTransform
+from cnnkit.data.loader import BatchTransform, make_loader
 from cnnkit.errors import CnnkitError
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.optim import build_optimizer, parameter_groups, set_learning_rate
-from cnnkit.train.sampling import EpochSampler, SampleTransform, SeededSamples
-from cnnkit.train.trainer import BatchTransform, pick_device
+from cnnkit.train.trainer import pick_device
 
 
 @dataclass(frozen=True)
@@ -45,24 +46,19 @@ def lr_find(
     device = pick_device(config.device)
     work = copy.deepcopy(model).to(device).train()
     optimizer = build_optimizer(parameter_groups(work, config.weight_decay), config)
-    sampler = EpochSampler(len(dataset), seed=config.seed, shuffle=True)
-    loader = DataLoader(SeededSamples(dataset, sample_transform, seed=config.seed), batch_size=config.batch_size,
-                        sampler=sampler, drop_last=True, num_workers=config.num_workers)
+    loader = make_loader(dataset, batch_size=config.batch_size, train=True, seed=config.seed,
+                         num_workers=config.num_workers, device=device, sample_transform=sample_transform,
+                         batch_transform=batch_transform)
     ratio = (end_lr / start_lr) ** (1 / max(1, num_steps - 1))
     lrs: list[float] = []
     losses: list[float] = []
     average, best = 0.0, math.inf
     step, epoch = 0, 0
-    generator = torch.Generator(device=device).manual_seed(config.seed)
     while step < num_steps:
-        sampler.set_epoch(epoch)
-        for images, targets in loader:
+        loader.set_epoch(epoch)
+        for images, targets, soft in loader.labelled_batches():
             lr = start_lr * ratio**step
             set_learning_rate(optimizer, lr, 1.0)
-            images, targets = images.to(device), targets.to(device)
-            soft = None
-            if batch_transform is not None:
-                images, soft = batch_transform(images, targets, generator)
             loss = F.cross_entropy(work(images), soft if soft is not None else targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

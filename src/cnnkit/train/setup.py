@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from cnnkit.data.loader import BatchMix, BatchTransform, device_stage
 from cnnkit.data.mix import CutMix, MixUp
 from cnnkit.data.pipeline import Pipeline, eval_pipeline, train_pipeline
 from cnnkit.data.sources import DataSource, open_source
@@ -25,7 +26,6 @@ from cnnkit.models.base import DefaultCfg
 from cnnkit.models.registry import create_model
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.fit import DataBundle, RunInfo
-from cnnkit.train.trainer import BatchTransform
 
 Augment = Literal["standard", "flip", "none"]
 # Below this input size, images are small maps or digits: random crops and colour jitter would
@@ -107,20 +107,12 @@ def pipelines(cfg: DefaultCfg, augment: Augment) -> tuple[Pipeline, Pipeline]:
 def batch_stage(pipeline: Pipeline, config: TrainConfig | None, num_classes: int) -> BatchTransform:
     """The on-device part: float conversion + Normalize, then MixUp or CutMix when configured
     (when both are, each batch picks one at random, as timm does)."""
-    mixers = []
+    mixers: list[BatchMix] = []
     if config is not None and config.mixup_alpha > 0:
         mixers.append(MixUp(num_classes, alpha=config.mixup_alpha))
     if config is not None and config.cutmix_alpha > 0:
         mixers.append(CutMix(num_classes, alpha=config.cutmix_alpha))
-
-    def apply(images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator):
-        images = pipeline.batch(images, generator=generator)
-        if not mixers:
-            return images, None
-        mixer = mixers[int(torch.randint(len(mixers), (1,), generator=generator, device=generator.device))]
-        return mixer(images, targets, generator=generator)
-
-    return apply
+    return device_stage(pipeline.batch, mixers)
 
 
 def data_bundle(data: PreparedData, cfg: DefaultCfg, config: TrainConfig, augment: Augment) -> DataBundle:

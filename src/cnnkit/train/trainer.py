@@ -20,17 +20,18 @@ import torch.utils.deterministic
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from cnnkit.data.epoch_sampling import SampleTransform, dataset_targets
+from cnnkit.data.loader import BatchTransform, DeviceLoader, make_loader
+from cnnkit.data.sampling import class_weights
 from cnnkit.errors import CnnkitError
 from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import EVENTS, Callback
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.ema import ModelEma
-from cnnkit.train.evaluate import BatchTransform, evaluate_model, ordered_loader
+from cnnkit.train.evaluate import evaluate_model
 from cnnkit.train.metrics import ClassificationMeter
 from cnnkit.train.optim import build_optimizer, lr_factor, parameter_groups, set_learning_rate
-from cnnkit.train.sampling import EpochSampler, SampleTransform, SeededSamples, _mix_seed
-
 
 
 class TrainingDiverged(CnnkitError):
@@ -60,7 +61,12 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 class Trainer:
-    """Fits `model` on `train_data` (a dataset of (image, label)); see `fit` for the loop."""
+    """Fits `model` on `train_data` (a dataset of (image, label)); see `fit` for the loop.
+
+    Data comes through `cnnkit.data.loader.make_loader`: `sample_transform` per item in the
+    workers, `batch_transform` per batch on the device (both seeded from config.seed, the epoch
+    and the position), so a resume from a mid-epoch checkpoint replays the exact same batches.
+    """
 
     def __init__(
         self,
@@ -86,20 +92,15 @@ class Trainer:
         self.model = model.to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.batch_transform, self.eval_batch_transform = batch_transform, eval_batch_transform
+        self.eval_batch_transform = eval_batch_transform
         self.callbacks = list(callbacks)
         self.state = TrainState()
-        self.train_sampler = EpochSampler(
-            len(train_data), seed=config.seed, shuffle=True, rank=self.dist.rank, world_size=self.dist.world_size
-        )
-        self.train_loader = self._loader(SeededSamples(train_data, sample_transform, seed=config.seed),
-                                         self.train_sampler, drop_last=True)
-        if self.steps_per_epoch == 0:
-            raise CnnkitError(
-                f"training set of {len(train_data)} samples is smaller than one batch of {config.batch_size} "
-                f"per process: lower --batch-size"
-            )
-        self.val_loader = None if val_data is None else self._ordered_loader(val_data, eval_transform)
+        self.train_loader = self._loader(train_data, sample_transform, batch_transform, train=True)
+        self.val_loader = None if val_data is None else self._loader(val_data, eval_transform, eval_batch_transform,
+                                                                     train=False)
+        # Per-class loss weights N / (K * n_k) of the training labels (see cnnkit.data.sampling).
+        self.class_weight = (class_weights(dataset_targets(train_data), num_classes).to(self.device)
+                             if config.class_weighted_loss else None)
         groups = param_groups if param_groups is not None else parameter_groups(self.model, config.weight_decay)
         self.optimizer = build_optimizer(groups, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
@@ -111,17 +112,20 @@ class Trainer:
         self.current_lr, self.last_loss, self.batch_size_seen = config.lr, math.nan, 0
 
     # ----------------------------------------------------------------- data
-    def _loader(self, dataset: Dataset, sampler: EpochSampler, *, drop_last: bool) -> DataLoader:
-        workers = self.config.num_workers
-        return DataLoader(
-            dataset, batch_size=self.config.batch_size, sampler=sampler, drop_last=drop_last,
-            num_workers=workers, persistent_workers=False, pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.config.seed),
+    def _loader(self, dataset: Dataset, sample_transform: SampleTransform | None,
+                batch_transform: BatchTransform | None, *, train: bool) -> DeviceLoader:
+        """This rank's batches of `dataset` on the trainer's device (training: shuffled or balanced)."""
+        config = self.config
+        return make_loader(
+            dataset, batch_size=config.batch_size, train=train, seed=config.seed, num_workers=config.num_workers,
+            device=self.device, sample_transform=sample_transform, batch_transform=batch_transform,
+            rank=self.dist.rank, world_size=self.dist.world_size, balanced=train and config.balanced_sampling,
+            channels_last=config.channels_last,
         )
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.train_sampler.per_rank // self.config.batch_size
+        return self.train_loader.batches_per_epoch
 
     # ----------------------------------------------------------------- events
     def _emit(self, event: str) -> None:
@@ -145,17 +149,17 @@ class Trainer:
         return self.epoch_metrics
 
     def _train_epoch(self) -> None:
-        self.train_sampler.set_epoch(self.state.epoch, skip=self.state.batch_in_epoch * self.config.batch_size)
+        self.train_loader.set_epoch(self.state.epoch, skip=self.state.batch_in_epoch)
         self.meter = self._resumed_meter or ClassificationMeter(self.num_classes)
         self._resumed_meter = None
         self._set_train_mode()
         self._emit("before_epoch")
         total_steps = self.config.epochs * self.steps_per_epoch
-        for images, targets in self.train_loader:
+        for images, targets, soft_targets in self.train_loader.labelled_batches():
             self.current_lr = self.config.lr * lr_factor(self.config, self.state.step, total_steps, self.steps_per_epoch)
             set_learning_rate(self.optimizer, self.config.lr, self.current_lr / self.config.lr)
             self._emit("before_batch")
-            self._train_step(images, targets)
+            self._train_step(images, targets, soft_targets)
             self.state.batch_in_epoch += 1
             self.state.step += 1
             self._emit("after_batch")
@@ -163,16 +167,11 @@ class Trainer:
             if every and self.state.step % every == 0 and self.state.batch_in_epoch < self.steps_per_epoch:
                 self.save_state()
 
-    def _train_step(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        images, targets = self._to_device(images), targets.to(self.device, non_blocking=True)
-        soft_targets = None
-        if self.batch_transform is not None:
-            generator = torch.Generator(device=self.device).manual_seed(_mix_seed(self.config.seed, self.state.step))
-            images, soft_targets = self.batch_transform(images, targets, generator)
+    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, soft_targets: torch.Tensor | None) -> None:
+        """One optimizer step on a device batch: labels (N,) for the meter, soft (N, K) after mixing."""
         with self._autocast():
             logits = self.forward_model(images)
-            loss = F.cross_entropy(logits.float(), soft_targets if soft_targets is not None else targets,
-                                   label_smoothing=self.config.label_smoothing)
+            loss = self.loss(logits, soft_targets if soft_targets is not None else targets)
         # The step's only host sync, right after the forward pass: the NaN check needs the value
         # before the optimizer step anyway, and reading it (and the logits, for the meter) here,
         # before backward is queued, lets an accelerator run backward + step while the host
@@ -192,6 +191,12 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.last_loss, self.batch_size_seen = loss_value, images.shape[0]
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Training cross-entropy of logits (N, K) against labels (N,) or soft targets (N, K), with
+        label smoothing and, when config.class_weighted_loss, the training set's class weights."""
+        return F.cross_entropy(logits.float(), targets, weight=self.class_weight,
+                               label_smoothing=self.config.label_smoothing)
 
     def _on_non_finite(self, loss: float) -> None:
         where = (f"step {self.state.step} (epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch + 1}), "
@@ -249,26 +254,16 @@ class Trainer:
     def evaluate(self, loader: DataLoader, *, prefix: str = "") -> dict[str, float]:
         """Loss and accuracy of the (EMA) model over `loader`, reduced across ranks."""
         meter = evaluate_model(self.eval_model, loader, num_classes=self.num_classes, device=self.device,
-                               batch_transform=self.eval_batch_transform, autocast=self._autocast,
-                               channels_last=self.config.channels_last)
+                               autocast=self._autocast, channels_last=self.config.channels_last)
         self.last_eval_meter = self._reduced(meter)
         return self.last_eval_meter.compute(prefix)
 
     def evaluate_dataset(self, dataset: Dataset, transform: SampleTransform | None, *, prefix: str) -> dict[str, float]:
-        return self.evaluate(self._ordered_loader(dataset, transform), prefix=prefix)
-
-    def _ordered_loader(self, dataset: Dataset, transform: SampleTransform | None) -> DataLoader:
-        return ordered_loader(dataset, transform, batch_size=self.config.batch_size, seed=self.config.seed,
-                              num_workers=self.config.num_workers, rank=self.dist.rank,
-                              world_size=self.dist.world_size, pin_memory=self.device.type == "cuda")
+        """`evaluate` over `dataset` in order, with `transform` per item and the eval batch stage."""
+        loader = self._loader(dataset, transform, self.eval_batch_transform, train=False)
+        return self.evaluate(loader, prefix=prefix)
 
     # ----------------------------------------------------------------- helpers
-    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
-        if self.config.channels_last and images.ndim == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.precision == "fp32":
             return contextlib.nullcontext()

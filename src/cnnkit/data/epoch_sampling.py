@@ -1,0 +1,108 @@
+"""Data order and augmentation randomness that depend only on (seed, epoch, index).
+
+That makes a run reproducible whatever the number of workers, and lets a resume continue in
+the middle of an epoch: the sampler skips the samples already done and every sample draws
+the same augmentation it would have drawn without the interruption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler, TensorDataset
+
+from cnnkit.data.sampling import class_weights
+
+# Called as transform(image, generator=g): cnnkit.data transforms take their randomness that way.
+SampleTransform = Callable[..., torch.Tensor]
+
+
+def mix_seed(*parts: int) -> int:
+    """One 63-bit seed from several integers (SplitMix64-style mixing), so that nearby
+    (seed, epoch, index) tuples give unrelated random streams."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        value ^= value >> 31
+    return value & 0x7FFFFFFFFFFFFFFF
+
+
+def dataset_targets(dataset: Dataset) -> list[int]:
+    """Each item's label: `dataset.targets` (cnnkit datasets, no decoding), a TensorDataset's last
+    tensor, else read item by item."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None and isinstance(dataset, TensorDataset):
+        targets = dataset.tensors[-1]
+    if targets is None:
+        targets = [dataset[i][1] for i in range(len(dataset))]  # type: ignore[arg-type]
+    return [int(t) for t in targets]
+
+
+def balanced_item_weights(targets: Sequence[int]) -> torch.Tensor:
+    """(N,) float64 drawing weights, inverse to each item's class frequency: every class is drawn
+    equally often on average (`cnnkit.data.sampling.class_weights` per item)."""
+    labels = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    num_classes = int(labels.max()) + 1 if len(labels) else 0
+    return class_weights(targets, num_classes).double()[labels]
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields (epoch, index) pairs: a seeded permutation per epoch (or the identity order, or with
+    `item_weights` a seeded draw of `size` indices with replacement), this rank's share of it
+    (DistributedSampler's padding rule), minus `skip` already-done samples."""
+
+    def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
+                 item_weights: torch.Tensor | None = None) -> None:
+        if item_weights is not None and len(item_weights) != size:
+            raise ValueError(f"item_weights has {len(item_weights)} entries for a dataset of {size}")
+        self.size, self.seed, self.shuffle, self.item_weights = size, seed, shuffle, item_weights
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.skip = 0, 0
+        self.per_rank = -(-size // world_size)
+
+    def set_epoch(self, epoch: int, *, skip: int = 0) -> None:
+        """Next iteration yields epoch `epoch`'s order without its first `skip` samples (this rank's)."""
+        self.epoch, self.skip = epoch, skip
+
+    def epoch_order(self) -> list[int]:
+        """All ranks' indices of the current epoch, before sharding."""
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        if self.item_weights is not None:
+            return torch.multinomial(self.item_weights, self.size, replacement=True, generator=generator).tolist()
+        if self.shuffle:
+            return torch.randperm(self.size, generator=generator).tolist()
+        return list(range(self.size))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self.epoch_order()
+        padded = order + order[: self.per_rank * self.world_size - self.size]
+        mine = padded[self.rank :: self.world_size]
+        for index in mine[self.skip :]:
+            yield self.epoch, index
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset of (image, label): item (epoch, index) is transformed with a generator
+    seeded from (seed, epoch, index)."""
+
+    def __init__(self, dataset: Dataset, transform: SampleTransform | None, *, seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        # One generator re-seeded per item: manual_seed resets its whole state (normal-sample cache
+        # included), so each item draws exactly what a fresh generator would, without allocating
+        # one per image. Loader workers are processes, each with its own copy.
+        self._generator = torch.Generator()
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key
+        image, label = self.dataset[index]
+        if self.transform is not None:
+            image = self.transform(image, generator=self._generator.manual_seed(mix_seed(self.seed, epoch, index)))
+        return image, label
