@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.train.callbacks import Callback

@@ -144,10 +144,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if split not in data.splits:
         raise CnnkitError(f"{args.data} has no split {split!r} (it has {sorted(data.splits)})")
     evaluation = eval_pipeline(model.default_cfg)
-    loader = ordered_loader(data.splits[split], evaluation.sample, batch_size=args.batch_size, seed=seed)
     device = pick_device(args.device)
+    loader = ordered_loader(data.splits[split], evaluation.sample, batch_size=args.batch_size, seed=seed,
+                            device=device, batch_transform=setup.batch_stage(evaluation, None, len(data.class_names)))
     meter = evaluate_model(model.to(device), loader, num_classes=len(data.class_names), device=device,
-                           batch_transform=setup.batch_stage(evaluation, None, len(data.class_names)),
                            channels_last=True)
     metrics = meter.compute(f"{split}_")
     confusion = meter.confusion.tolist()

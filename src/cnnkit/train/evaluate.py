@@ -31,14 +31,11 @@ def evaluate_model(
     *,
     num_classes: int,
     device: torch.device,
-    batch_transform: BatchTransform | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     channels_last: bool = False,
 ) -> ClassificationMeter:
-    """Loss, top-k and confusion of `model` in eval mode over `loader` (mode restored after).
-
-    `batch_transform` is for loaders that do not apply the batch stage themselves (a
-    `make_loader` loader built with one already has)."""
+    """Loss, top-k and confusion of `model` in eval mode over `loader` (mode restored after);
+    the loader delivers model-ready batches (`ordered_loader` applies the batch stage)."""
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes)
@@ -46,8 +43,6 @@ def evaluate_model(
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
-        if batch_transform is not None:
-            images, _ = batch_transform(images, targets, torch.Generator(device=device))
         with autocast():
             logits = model(images)
         meter.update(logits, targets, float(F.cross_entropy(logits.float(), targets)))

@@ -2,7 +2,7 @@
 
 A run directory holds `config.yaml`, `metrics.csv`, `best.safetensors` (weights of the best
 epoch by `config.monitor`), `last.pt` (everything a resume needs), `tensorboard/` and
-`summary.json` (see `cnnkit.train.run_dir`).
+`summary.json` (see `cnnkit.train.fit`).
 """
 
 from __future__ import annotations
