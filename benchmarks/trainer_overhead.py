@@ -193,7 +193,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     dataset, origin = load_images((args.steps + args.warmup) * args.batch_size)
     torch.manual_seed(0)
-    model = setup.build_model(MODEL, num_classes=CLASSES, in_chans=1)
+    model = setup.build_model(MODEL, num_classes=CLASSES, in_chans=1, seed=0)
     config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, optimizer="adamw", weight_decay=0.0,
                          schedule="constant", seed=0, channels_last=False)  # as the hand loop: NCHW fp32
     print(f"{MODEL} on {origin}, batch {args.batch_size}, {args.steps} timed + {args.warmup} warm-up steps, "

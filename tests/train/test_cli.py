@@ -119,3 +119,11 @@ def test_lr_find_plots_and_suggests(tiny_folder: Path, tmp_path: Path, capsys: p
     assert main(["lr-find", str(tiny_folder), "--img-size", "16", "--batch-size", "8", "--plot", str(plot)]) == 0
     assert "suggested learning rate:" in capsys.readouterr().out
     assert plot.stat().st_size > 1000
+
+
+def test_same_seed_gives_bit_identical_runs(tiny_folder: Path, tmp_path: Path) -> None:
+    """`--seed` fixes everything: the split, the initial weights, the data order, augmentation, dropout."""
+    for name in ("a", "b"):
+        assert main(["train", str(tiny_folder), "--epochs", "1", "--batch-size", "8", "--img-size", "16",
+                     "--augment", "standard", "--seed", "3", "--out", str(tmp_path / name), "--quiet"]) == 0
+    assert (tmp_path / "a" / "best.safetensors").read_bytes() == (tmp_path / "b" / "best.safetensors").read_bytes()

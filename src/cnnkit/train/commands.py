@@ -89,6 +89,7 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any], Any, 
 
 def _model_and_bundle(config: TrainConfig, run: dict[str, Any], data: Any):
     model = setup.build_model(run["model"], num_classes=len(data.class_names), in_chans=data.in_chans,
+                              seed=config.seed,
                               pretrained=run["pretrained"], img_size=run["img_size"])
     augment, cfg = setup.resolve_augment(model.default_cfg, run["augment"])
     model.default_cfg = setup.fit_normalisation(cfg, data.splits["train"])

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from cnnkit.data.wafer import MIN_SIZE, WAFER_CLASSES
@@ -57,11 +58,13 @@ def demo_train_config(config: DemoConfig) -> TrainConfig:
 def run_torch_demo(config: DemoConfig, run_root: Path, *, compare_mlp: bool, quiet: bool = False) -> list[ModelOutcome]:
     """Train compact_cnn (and the MLP) on the same wafer split; returns one outcome per model."""
     data = setup.prepare_data("wafer", seed=config.seed, wafer_per_class=config.n_per_class, wafer_size=config.size)
-    cnn = setup.build_model("compact_cnn", num_classes=len(data.class_names), in_chans=1)
+    cnn = setup.build_model("compact_cnn", num_classes=len(data.class_names), in_chans=1, seed=config.seed)
     cfg = cnn.default_cfg
     candidates: list[tuple[str, nn.Module]] = [("compact CNN", cnn)]
     if compare_mlp:
-        candidates.append(("MLP", build_mlp(config.size * config.size, len(data.class_names))))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            candidates.append(("MLP", build_mlp(config.size * config.size, len(data.class_names))))
     outcomes = []
     for name, model in candidates:
         if not quiet:

@@ -62,10 +62,14 @@ def prepare_data(path: str, *, seed: int, run_dir: Path | None = None, **source_
     return PreparedData(source, splits, int(image.shape[0]), list(source.classes))
 
 
-def build_model(name: str, *, num_classes: int, in_chans: int, pretrained: str | None = None,
+def build_model(name: str, *, num_classes: int, in_chans: int, seed: int, pretrained: str | None = None,
                 img_size: int | None = None, overrides: dict[str, Any] | None = None) -> nn.Module:
-    """create_model, with the model's default_cfg input size set to the data's channels and `img_size`."""
-    model = create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **(overrides or {}))
+    """create_model with its random initialisation drawn from `seed` (so that `--seed` fixes the
+    whole run), and the default_cfg input size set to the data's channels and `img_size`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained,
+                             **(overrides or {}))
     cfg: DefaultCfg = model.default_cfg
     _, height, width = cfg.input_size
     if img_size is not None:
