@@ -14,7 +14,7 @@ from cnnkit.data.decode import BadImageError, decode_image
 from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.errors import CnnkitError
 from cnnkit.train import setup
-from cnnkit.train.config import TrainConfig
+from cnnkit.train.config import TrainConfig, load_config
 from cnnkit.train.evaluate import evaluate_model, ordered_loader
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.finetune import finetune, parse_phases
@@ -161,10 +161,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_seed(run_dir: Path) -> int:
-    import yaml
-
     config_path = run_dir / "config.yaml"
-    return int(yaml.safe_load(config_path.read_text()).get("seed", 0)) if config_path.exists() else 0
+    return load_config(config_path).seed if config_path.exists() else 0
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -85,8 +85,8 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
     return TrainConfig(**values)
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a YAML mapping of TrainConfig fields."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The key-value mapping in a YAML file; errors name the file."""
     path = Path(path)
     try:
         values = yaml.safe_load(path.read_text()) or {}
@@ -96,7 +96,12 @@ def load_config(path: str | Path) -> TrainConfig:
         raise CnnkitError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(values, dict):
         raise CnnkitError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
-    return config_from_dict(values, source=str(path))
+    return values
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML mapping of TrainConfig fields."""
+    return config_from_dict(read_yaml_mapping(path), source=str(path))
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

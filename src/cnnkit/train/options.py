@@ -9,13 +9,10 @@ import argparse
 import types
 import typing
 from dataclasses import MISSING, fields
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cnnkit.errors import CnnkitError
-from cnnkit.train.config import TrainConfig, config_from_dict
+from cnnkit.train.config import TrainConfig, config_from_dict, read_yaml_mapping
 
 # Keys of a run that are not training hyper-parameters; YAML may set them too.
 RUN_KEYS = {"model": None, "out": None, "img_size": None, "pretrained": None, "augment": None}
@@ -48,17 +45,7 @@ def _flag_type(annotation: Any) -> tuple[type, tuple | None]:
 def resolve(args: argparse.Namespace, run_defaults: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
     """(TrainConfig, run options) from flags, the optional YAML file, and defaults; unknown YAML
     keys are an error naming the file."""
-    from_file: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        path = Path(args.config)
-        try:
-            from_file = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise CnnkitError(f"--config: file not found: {path}") from None
-        except yaml.YAMLError as error:
-            raise CnnkitError(f"--config {path}: not valid YAML: {error}") from None
-        if not isinstance(from_file, dict):
-            raise CnnkitError(f"--config {path}: expected a mapping of keys to values")
+    from_file = read_yaml_mapping(args.config) if getattr(args, "config", None) else {}
     run_keys = set(RUN_KEYS) | set(run_defaults)
     config_keys = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(from_file) - run_keys - config_keys)
