@@ -41,6 +41,16 @@ class Pipeline:
         return self.batch(self.sample(img, generator=generator).unsqueeze(0), generator=generator)[0]
 
 
+# Below this side, images are small maps or digits: random crops and colour jitter would remove
+# or change what defines the class, so cnnkit does not augment them by default.
+SMALL_IMAGE = 64
+
+
+def augments_by_default(height: int, width: int) -> bool:
+    """Whether cnnkit's default training augmentation applies to images of this size."""
+    return min(height, width) >= SMALL_IMAGE
+
+
 def _check_cfg(cfg: DefaultCfg) -> tuple[int, int, int]:
     channels, height, width = cfg.input_size
     if len(cfg.mean) != channels or len(cfg.std) != channels:

@@ -2,7 +2,8 @@
 
 `sample_grid` computes the grid (an (H, W, 3) uint8 array plus captions and cell boxes);
 `render_png` draws the captions and writes the file. Samples are picked class by class so
-every class appears; `--augment` shows what the training pipeline makes of them.
+every class appears; with augmentation (the default for photos) it shows what the training
+pipeline makes of them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from cnnkit.data.pipeline import train_pipeline
+from cnnkit.data.pipeline import augments_by_default, train_pipeline
 from cnnkit.data.transforms import MatchChannels, Transform
 from cnnkit.data.transforms_geometric import resize
 from cnnkit.errors import CnnkitError
@@ -149,10 +150,9 @@ def run_show(args: argparse.Namespace) -> int:
     source = open_source(args.path, seed=args.seed)
     split = args.split if args.split is not None else ("train" if "train" in source.splits else None)
     dataset = source.dataset(split)
-    transform = None
-    if args.augment:
-        transform = train_pipeline(DefaultCfg(input_size=(3, args.cell, args.cell))).sample
     first = dataset[0][0]
+    augment = args.augment if args.augment is not None else augments_by_default(*first.shape[1:])
+    transform = train_pipeline(DefaultCfg(input_size=(3, args.cell, args.cell))).sample if augment else None
     stretch = args.stretch or int(first.max()) < LOW_RANGE_MAX
     grid = sample_grid(
         dataset, n=args.n, columns=args.columns, cell=args.cell, seed=args.seed, transform=transform, stretch=stretch
@@ -173,7 +173,8 @@ def add_show_parser(data_subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--cell", type=int, default=128, help="cell size in pixels")
     show.add_argument("--split", default=None, help="split to show (default: train when there is one)")
     show.add_argument("--seed", type=int, default=0, help="seed for the choice of samples and augmentation")
-    show.add_argument("--augment", action="store_true", help="show the training augmentation of each sample")
+    show.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                      help="show the training augmentation of each sample (default: on for photos, off below 64 px)")
     show.add_argument(
         "--stretch", action="store_true", help="rescale levels to 0-255 (automatic for images with max < 16)"
     )

@@ -17,7 +17,7 @@ from torch import nn
 
 from cnnkit.data.loader import BatchMix, BatchTransform, device_stage
 from cnnkit.data.mix import CutMix, MixUp
-from cnnkit.data.pipeline import Pipeline, eval_pipeline, train_pipeline
+from cnnkit.data.pipeline import Pipeline, augments_by_default, eval_pipeline, train_pipeline
 from cnnkit.data.sources import DataSource, open_source
 from cnnkit.data.splits import DEFAULT_NAMES, save_split, split_of
 from cnnkit.data.stats import channel_stats
@@ -28,9 +28,6 @@ from cnnkit.train.config import TrainConfig
 from cnnkit.train.fit import DataBundle, RunInfo
 
 Augment = Literal["standard", "flip", "none"]
-# Below this input size, images are small maps or digits: random crops and colour jitter would
-# remove or change what defines the class, so the default augmentation is none.
-SMALL_IMAGE = 64
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,7 @@ def resolve_augment(cfg: DefaultCfg, augment: Augment | None) -> tuple[Augment, 
     """`augment=None` picks "standard" for photos and "none" for small images; without random
     crops the eval view is the whole image too (crop_pct 1), so the cfg records that."""
     if augment is None:
-        augment = "standard" if min(cfg.input_size[1:]) >= SMALL_IMAGE else "none"
+        augment = "standard" if augments_by_default(*cfg.input_size[1:]) else "none"
     if augment != "standard":
         cfg = dataclasses.replace(cfg, crop_pct=1.0)
     return augment, cfg
