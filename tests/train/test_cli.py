@@ -127,3 +127,34 @@ def test_same_seed_gives_bit_identical_runs(tiny_folder: Path, tmp_path: Path) -
         assert main(["train", str(tiny_folder), "--epochs", "1", "--batch-size", "8", "--img-size", "16",
                      "--augment", "standard", "--seed", "3", "--out", str(tmp_path / name), "--quiet"]) == 0
     assert (tmp_path / "a" / "best.safetensors").read_bytes() == (tmp_path / "b" / "best.safetensors").read_bytes()
+
+
+def test_cli_run_killed_mid_epoch_resumes_bit_identical(tmp_path: Path) -> None:
+    """SIGKILL `cnnkit train` right after its first mid-epoch checkpoint, `--resume`, compare."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    def command(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "cnnkit", "train", "wafer", "--epochs", "2", "--batch-size", "16",
+                "--checkpoint-every-steps", "5", "--seed", "1", "--quiet", "--out", str(out), *extra]
+
+    assert subprocess.run(command(tmp_path / "whole"), capture_output=True, timeout=300).returncode == 0
+    job = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "killed" / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait(timeout=30)
+    saved = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert saved["trainer"]["epoch"] == 0 and 0 < saved["trainer"]["batch_in_epoch"], "killed mid-epoch"
+    resumed = subprocess.run(command(tmp_path / "killed", "--resume"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    again = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+    assert (tmp_path / "whole" / "best.safetensors").read_bytes() == (tmp_path / "killed" / "best.safetensors").read_bytes()
