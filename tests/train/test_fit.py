@@ -86,3 +86,12 @@ def test_yaml_config_with_unknown_key_fails_clearly(tmp_path: Path) -> None:
     path.write_text("epochs: 2\nlearning_rate: 0.1\n")
     with pytest.raises(CnnkitError, match=r"unknown key\(s\) learning_rate"):
         load_config(path)
+
+
+def test_compiled_training_saves_plain_weights(tmp_path: Path) -> None:
+    """`compile: true` trains through torch.compile; checkpoints keep the model's own names."""
+    summary = fit(toy_model(), DataBundle(train=toy_data(), val=toy_data(32, seed=1)),
+                  CONFIG.replace(epochs=1, compile=True), INFO, run_dir=tmp_path, quiet=True)
+    assert summary["final"]["val_top1"] > 0.5
+    model = toy_model()
+    model.load_state_dict(load_file(tmp_path / "best.safetensors"))  # strict: no "_orig_mod." prefixes
