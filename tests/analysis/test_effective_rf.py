@@ -72,6 +72,14 @@ def test_model_state_is_left_as_it_was() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_each_module_keeps_its_own_mode() -> None:
+    """A training model with a frozen (eval) BatchNorm inside comes back exactly so."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 3)).train()
+    model[1].eval()
+    effective_receptive_field(model, (1, 9, 9), generator=torch.Generator().manual_seed(0), num_samples=1)
+    assert [m.training for m in model] == [True, False, True] and model.training
+
+
 def test_a_model_without_a_feature_map_is_rejected() -> None:
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
     with pytest.raises(CnnkitError, match="feature map"):

@@ -150,3 +150,17 @@ def test_init_is_deterministic_per_rng_and_dtype_selectable() -> None:
         E.Linear(2, 2, rng=np.random.default_rng(0), dtype=np.int32)
     with pytest.raises(ValueError, match="divisible by groups"):
         E.Conv2d(3, 4, 3, groups=2, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda rng: E.Conv2d(3, 4, 0, rng=rng), "kernel_size must be >= 1"),
+        (lambda rng: E.Conv2d(3, 4, (3,), rng=rng), "kernel_size must be an int or an"),
+        (lambda rng: E.Conv2d(0, 4, 3, rng=rng), "fan_in 0"),
+        (lambda rng: E.Linear(0, 3, rng=rng), "fan_in 0"),
+    ],
+)
+def test_layers_reject_empty_or_malformed_shapes(build, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build(np.random.default_rng(0))

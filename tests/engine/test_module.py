@@ -78,6 +78,15 @@ def test_state_dict_round_trip_through_npz(tmp_path: Path) -> None:
     assert np.any(target[0].weight.value != 0)
 
 
+def test_save_writes_exactly_the_given_path(tmp_path: Path) -> None:
+    source, target = engine_model(seed=1), engine_model(seed=2)
+    path = tmp_path / "weights"  # no .npz suffix: np.savez alone would write weights.npz
+    source.save(path)
+    target.load(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+    np.testing.assert_array_equal(target[0].weight.value, source[0].weight.value)
+
+
 def test_state_dict_returns_copies() -> None:
     model = engine_model()
     state = model.state_dict()

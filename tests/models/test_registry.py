@@ -55,6 +55,14 @@ def test_create_model_passes_classes_channels_and_overrides(probe):
     assert isinstance(model, nn.Linear) and (model.in_features, model.out_features) == (2, 5)
 
 
+@pytest.mark.parametrize("bad", [{"num_classes": 0}, {"num_classes": -3}, {"in_chans": 0}, {"num_classes": 2.5}])
+def test_create_model_refuses_non_positive_sizes_naming_the_argument(probe, bad):
+    (argument,) = bad
+    with pytest.raises(CnnkitError, match=f"{argument} must be a positive int"):
+        create_model(probe, **bad)
+    assert CALLS == []  # refused before the builder ran
+
+
 def test_unknown_model_is_a_clear_error_with_suggestions(probe):
     expected = r"unknown model 'zoo_infra_registry_prob'; similar: zoo_infra_registry_probe"
     with pytest.raises(CnnkitError, match=expected):

@@ -90,7 +90,7 @@ def effective_receptive_field(
     dtype = first.dtype if first is not None else torch.get_default_dtype()
     images = torch.randn((num_samples, *input_size), generator=generator, dtype=dtype).to(device)
     images.requires_grad_(True)
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}  # each its own (frozen BN stays eval)
     model.eval()
     try:
         with ReceptiveFieldMode() as rf_mode:
@@ -100,7 +100,8 @@ def effective_receptive_field(
         centre_unit = features[:, :, features.shape[2] // 2, features.shape[3] // 2].sum()
         (gradient,) = torch.autograd.grad(centre_unit, images)
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     gradient_map = gradient.abs().mean(dim=(0, 1)).detach().cpu()
     total = float(gradient_map.sum())
     if total == 0.0:

@@ -16,7 +16,10 @@ def fan_in(shape: tuple[int, ...]) -> int:
     """Inputs feeding one output unit: in_features for (out, in), C_in/groups * kH * kW for conv."""
     if len(shape) < 2:
         raise ValueError(f"fan_in needs a weight of at least 2 dimensions, got shape {shape}")
-    return int(np.prod(shape[1:]))
+    inputs = int(np.prod(shape[1:]))
+    if inputs < 1:
+        raise ValueError(f"weight of shape {shape} has no inputs per output unit (fan_in 0)")
+    return inputs
 
 
 def kaiming_uniform(

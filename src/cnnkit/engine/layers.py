@@ -10,11 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from cnnkit.engine import conv, dropout, linear, norm
+from cnnkit.engine._utils import IntPair, Padding, check_positive, pair
 from cnnkit.engine.init import default_bias, default_weight
 from cnnkit.engine.module import Module, Parameter, check_float_dtype
-
-IntPair = int | tuple[int, int]
-Padding = int | tuple[int, int] | str
 
 
 def check_input(layer: Module, x: np.ndarray, ndims: tuple[int, ...], dtype: np.dtype) -> None:
@@ -46,7 +44,7 @@ class Conv2d(Module):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
         self.dtype = check_float_dtype(dtype)
-        kernel_h, kernel_w = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        kernel_h, kernel_w = check_positive(pair(kernel_size, name="kernel_size"), name="kernel_size")
         shape = (out_channels, in_channels // groups, kernel_h, kernel_w)
         self.weight = Parameter(default_weight(shape, rng=rng, dtype=self.dtype))
         self.bias = Parameter(default_bias(shape, rng=rng, dtype=self.dtype)) if bias else None

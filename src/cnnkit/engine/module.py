@@ -160,8 +160,10 @@ class Module:
             target[...] = source
 
     def save(self, path: str | Path) -> None:
-        """Write the state dict to an uncompressed .npz file."""
-        np.savez(Path(path), **self.state_dict())
+        """Write the state dict to an uncompressed .npz file at exactly `path` (no suffix added)."""
+        # np.savez appends ".npz" to a path lacking it, which `load(path)` would then not find.
+        with open(Path(path), "wb") as file:
+            np.savez(file, **self.state_dict())
 
     def load(self, path: str | Path) -> None:
         """Read a state dict written by `save` (or any .npz with the same keys and shapes)."""

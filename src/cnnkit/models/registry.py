@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +74,9 @@ def create_model(
     defaults = inspect.signature(builder).parameters
     num_classes = defaults["num_classes"].default if num_classes is None else num_classes
     in_chans = defaults["in_chans"].default if in_chans is None else in_chans
+    for argument, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise CnnkitError(f"{argument} must be a positive int, got {value!r} (model {name!r})")
     if pretrained is None:
         return builder(num_classes=num_classes, in_chans=in_chans, **overrides)
     from cnnkit.models.pretrained import build_with_weights
