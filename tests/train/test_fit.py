@@ -88,6 +88,22 @@ def test_yaml_config_with_unknown_key_fails_clearly(tmp_path: Path) -> None:
         load_config(path)
 
 
+
+def test_yaml_config_reads_exponent_floats_and_names_bad_values(tmp_path: Path) -> None:
+    """PyYAML reads `1e-3` (no dot) as a string: it must still be the float 0.001; values of the
+    wrong type or out of range are errors naming the key, not a TypeError."""
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 1e-3\nwarmup_epochs: 1\n")
+    config = load_config(path)
+    assert config.lr == 0.001 and config.warmup_epochs == 1.0
+    for line, message in [("epochs: five", "epochs must be int"), ("nesterov: 1", "nesterov must be bool"),
+                          ("monitor_mode: maximum", "monitor_mode must be one of"),
+                          ("early_stopping_patience: 0", "early_stopping_patience must be >= 1"),
+                          ("mixup_alpha: -0.2", "mixup_alpha must be >= 0")]:
+        path.write_text(line + "\n")
+        with pytest.raises(CnnkitError, match=message):
+            load_config(path)
+
 def test_compiled_training_saves_plain_weights(tmp_path: Path) -> None:
     """`compile: true` trains through torch.compile; checkpoints keep the model's own names."""
     summary = fit(toy_model(), DataBundle(train=toy_data(), val=toy_data(32, seed=1)),

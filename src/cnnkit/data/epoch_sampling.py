@@ -77,7 +77,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = self.epoch_order()
-        padded = order + order[: self.per_rank * self.world_size - self.size]
+        # DistributedSampler's padding: repeat the order as often as needed (more ranks than items too).
+        total = self.per_rank * self.world_size
+        padded = (order * -(-total // max(1, self.size)))[:total]
         mine = padded[self.rank :: self.world_size]
         for index in mine[self.skip :]:
             yield self.epoch, index

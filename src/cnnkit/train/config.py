@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +17,7 @@ OptimizerName = Literal["sgd", "adamw"]
 ScheduleName = Literal["cosine", "step", "onecycle", "constant"]
 Precision = Literal["fp32", "bf16", "fp16"]
 NanPolicy = Literal["stop", "skip"]
+MonitorMode = Literal["max", "min"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class TrainConfig:
     ema_decay: float | None = None
     early_stopping_patience: int | None = None
     monitor: str = "val_top1"
-    monitor_mode: Literal["max", "min"] = "max"
+    monitor_mode: MonitorMode = "max"
     precision: Precision = "fp32"
     channels_last: bool = True  # 1.46x faster training on this CPU (benchmarks/trainer_overhead.py)
     compile: bool = False
@@ -60,11 +63,18 @@ class TrainConfig:
                 raise CnnkitError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise CnnkitError(f"config: lr must be > 0, got {self.lr}")
+        for name in ("early_stopping_patience", "checkpoint_every_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise CnnkitError(f"config: {name} must be >= 1 (or unset), got {getattr(self, name)}")
+        for name in ("warmup_epochs", "mixup_alpha", "cutmix_alpha", "num_workers"):
+            if getattr(self, name) < 0:
+                raise CnnkitError(f"config: {name} must be >= 0, got {getattr(self, name)}")
         for name, allowed in (
             ("optimizer", OptimizerName),
             ("schedule", ScheduleName),
             ("precision", Precision),
             ("nan_policy", NanPolicy),
+            ("monitor_mode", MonitorMode),
         ):
             if getattr(self, name) not in allowed.__args__:
                 raise CnnkitError(f"config: {name} must be one of {allowed.__args__}, got {getattr(self, name)!r}")
@@ -82,7 +92,28 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
     unknown = sorted(set(values) - known)
     if unknown:
         raise CnnkitError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-    return TrainConfig(**values)
+    hints = typing.get_type_hints(TrainConfig)
+    return TrainConfig(**{key: _typed(key, value, hints[key], source) for key, value in values.items()})
+
+
+def _typed(key: str, value: Any, hint: Any, source: str) -> Any:
+    """`value` checked against the field's type; a YAML string such as 1e-3 (YAML 1.1 reads a
+    float without a dot as a string) becomes the float it spells."""
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    if float in allowed and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    plain = tuple(t for t in allowed if isinstance(t, type) and t is not type(None))
+    wrong_bool = isinstance(value, bool) and bool not in plain
+    if (plain and not isinstance(value, plain)) or wrong_bool:
+        raise CnnkitError(f"{source}: {key} must be {' or '.join(t.__name__ for t in plain)}, got {value!r}")
+    return value
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
