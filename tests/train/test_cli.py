@@ -158,3 +158,14 @@ def test_cli_run_killed_mid_epoch_resumes_bit_identical(tmp_path: Path) -> None:
     again = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(whole[k], again[k]) for k in whole)
     assert (tmp_path / "whole" / "best.safetensors").read_bytes() == (tmp_path / "killed" / "best.safetensors").read_bytes()
+
+
+def test_eval_reuses_the_runs_split_and_refuses_a_changed_folder(trained_run: Path, tiny_folder: Path,
+                                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_folder, changed)
+    (changed / "red" / "5.png").unlink()
+    assert main(["eval", str(trained_run), str(changed)]) == 2
+    assert "no longer matches" in capsys.readouterr().err

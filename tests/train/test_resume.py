@@ -153,3 +153,18 @@ class _NanOnce(torch.nn.Module):
             self.counter["count"] += 1
             return out * float("nan")
         return out
+
+
+def test_resume_from_a_checkpoint_of_another_model_names_the_file(tmp_path: Path) -> None:
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from cnnkit.errors import CnnkitError
+    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.trainer import Trainer
+
+    make_trainer(str(tmp_path / "toy"), epochs=1).fit()
+    other = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), TensorDataset(torch.zeros(16, 1, 8, 8),
+                    torch.zeros(16, dtype=torch.long)), TrainConfig(batch_size=8), num_classes=2, run_dir=tmp_path)
+    with pytest.raises(CnnkitError, match=r"cannot resume from .*toy/last.pt"):
+        other.fit(resume_from=tmp_path / "toy" / "last.pt")

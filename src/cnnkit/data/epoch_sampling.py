@@ -7,13 +7,11 @@ the same augmentation it would have drawn without the interruption.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, TensorDataset
 
-from cnnkit.data.sampling import class_weights
 
 # Called as transform(image, generator=g): cnnkit.data transforms take their randomness that way.
 SampleTransform = Callable[..., torch.Tensor]
@@ -38,14 +36,6 @@ def dataset_targets(dataset: Dataset) -> list[int]:
     if targets is None:
         targets = [dataset[i][1] for i in range(len(dataset))]  # type: ignore[arg-type]
     return [int(t) for t in targets]
-
-
-def balanced_item_weights(targets: Sequence[int]) -> torch.Tensor:
-    """(N,) float64 drawing weights, inverse to each item's class frequency: every class is drawn
-    equally often on average (`cnnkit.data.sampling.class_weights` per item)."""
-    labels = torch.as_tensor(np.asarray(targets, dtype=np.int64))
-    num_classes = int(labels.max()) + 1 if len(labels) else 0
-    return class_weights(targets, num_classes).double()[labels]
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

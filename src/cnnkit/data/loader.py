@@ -23,11 +23,11 @@ from cnnkit.data.epoch_sampling import (
     EpochSampler,
     SampleTransform,
     SeededSamples,
-    balanced_item_weights,
     dataset_targets,
     mix_seed,
 )
 from cnnkit.data.pipeline import Pipeline
+from cnnkit.data.sampling import balanced_item_weights
 from cnnkit.errors import CnnkitError
 
 # mix(images, labels, generator=g) -> (images, soft targets (N, K)): MixUp, CutMix.

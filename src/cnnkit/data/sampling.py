@@ -31,6 +31,15 @@ def class_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def balanced_item_weights(targets: Sequence[int], num_classes: int | None = None) -> torch.Tensor:
+    """(N,) float64 drawing weights, inverse to each item's class frequency (its class weight):
+    every class is drawn equally often on average."""
+    labels = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if len(labels) else 0
+    return class_weights(targets, num_classes).double()[labels]
+
+
 def balanced_sampler(
     targets: Sequence[int],
     num_classes: int,
@@ -43,8 +52,7 @@ def balanced_sampler(
 
     `generator` makes the draw reproducible; `num_samples` defaults to the dataset size.
     """
-    per_class = class_weights(targets, num_classes).double()
-    item_weights = per_class[torch.as_tensor(np.asarray(targets, dtype=np.int64))]
+    item_weights = balanced_item_weights(targets, num_classes)
     return WeightedRandomSampler(
         item_weights,
         num_samples=len(item_weights) if num_samples is None else num_samples,

@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("run", help="run directory")
     evaluate.add_argument("data", help="dataset path or `wafer`")
     evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else the whole set)")
-    evaluate.add_argument("--seed", type=int, default=None, help="seed of derived splits (default: the run's)")
-    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--seed", type=int, default=None,
+                          help="seed of a derived split when the run has no split.json (default: the run's)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(func=run_eval)
@@ -55,9 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser("predict", help="top-k classes of images with a finished run")
     predict.add_argument("run", help="run directory")
     predict.add_argument("images", nargs="+", help="image files")
-    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--top-k", type=positive_int, default=5)
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(func=run_predict)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the option in its error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> None:
@@ -83,7 +92,8 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any], Any, 
     context = init_from_torchrun(config.device)
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    data = setup.prepare_data(args.data, seed=config.seed, run_dir=out if context.is_main else None)
+    data = setup.prepare_data(args.data, seed=config.seed, run_dir=out if context.is_main else None,
+                              saved_split=out / "split.json" if args.resume else None)
     return config, run, data, out, context
 
 
@@ -138,7 +148,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     model, summary = setup.load_run(args.run)
     seed = args.seed if args.seed is not None else _run_seed(Path(args.run))
-    data = setup.prepare_data(args.data, seed=seed)
+    data = setup.prepare_data(args.data, seed=seed, saved_split=Path(args.run) / "split.json")
     if data.class_names != summary["class_names"]:
         raise CnnkitError(f"{args.data} has classes {data.class_names}, the run was trained on {summary['class_names']}")
     split = args.split or ("test" if "test" in data.splits else next(iter(data.splits)))

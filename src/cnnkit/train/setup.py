@@ -19,7 +19,7 @@ from cnnkit.data.loader import BatchMix, BatchTransform, device_stage
 from cnnkit.data.mix import CutMix, MixUp
 from cnnkit.data.pipeline import Pipeline, augments_by_default, eval_pipeline, train_pipeline
 from cnnkit.data.sources import DataSource, open_source
-from cnnkit.data.splits import DEFAULT_NAMES, save_split, split_of
+from cnnkit.data.splits import load_split, save_split, split_of
 from cnnkit.data.stats import channel_stats
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
@@ -38,9 +38,11 @@ class PreparedData:
     class_names: list[str]
 
 
-def prepare_data(path: str, *, seed: int, run_dir: Path | None = None, **source_options: Any) -> PreparedData:
+def prepare_data(path: str, *, seed: int, run_dir: Path | None = None, saved_split: Path | None = None,
+                 **source_options: Any) -> PreparedData:
     """Open `path` (`source_options` go to `open_source`), take its given train/val/test splits or
-    cut a stratified 70/15/15 one (saved to RUN/split.json so that evaluation is reproducible)."""
+    cut a stratified 70/15/15 one, saved to RUN/split.json. `saved_split` (a run's split.json, for
+    resume and eval) is reused instead of cutting anew, and refused if the data changed since."""
     source = open_source(path, seed=seed, **source_options)
     if source.has_given_splits:
         splits = {name: source.dataset(name) for name in source.splits}
@@ -51,9 +53,10 @@ def prepare_data(path: str, *, seed: int, run_dir: Path | None = None, **source_
             (run_dir / "split.json").write_text(json.dumps(record, indent=2))
     else:
         whole = source.dataset()
-        split = split_of(whole, seed=seed)
-        splits = {name: whole.subset(split.indices[name]) for name in DEFAULT_NAMES}
-        if run_dir is not None:
+        reuse = saved_split is not None and saved_split.is_file()
+        split = load_split(saved_split) if reuse else split_of(whole, seed=seed)
+        splits = split.subsets(whole)
+        if run_dir is not None and not reuse:
             save_split(split, run_dir / "split.json")
     image, _ = splits["train"][0]
     return PreparedData(source, splits, int(image.shape[0]), list(source.classes))
@@ -144,7 +147,10 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     cfg = summary["default_cfg"]
     model = create_model(summary["model_name"], num_classes=len(summary["class_names"]),
                          in_chans=cfg["input_size"][0], **summary.get("model_overrides", {}))
-    model.load_state_dict(load_file(run_dir / "best.safetensors"))
+    weights = run_dir / "best.safetensors"
+    if not weights.is_file():
+        raise CnnkitError(f"{run_dir} has no {weights.name}: the run finished no epoch")
+    model.load_state_dict(load_file(weights))
     model.default_cfg = DefaultCfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
     # channels_last: 1.1-1.8x faster inference on CPU for the zoo (benchmarks/zoo_speed.py).
     return model.eval().to(memory_format=torch.channels_last), summary

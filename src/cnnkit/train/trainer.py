@@ -306,16 +306,21 @@ class Trainer:
         ckpt.save_checkpoint(state, self.run_dir / "last.pt")
 
     def load_state(self, path: str | Path) -> None:
+        """Restore everything `save_state` wrote; a checkpoint of another model or run setup is a
+        CnnkitError naming the file."""
         state = ckpt.load_checkpoint(path)
-        trainable = set(state["requires_grad"])
-        for name, param in self.model.named_parameters():
-            param.requires_grad_(name in trainable)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.state = TrainState(**state["trainer"])
+        try:
+            trainable = set(state["requires_grad"])
+            for name, param in self.model.named_parameters():
+                param.requires_grad_(name in trainable)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.state = TrainState(**state["trainer"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise CnnkitError(f"cannot resume from {path}: it does not fit this model and config ({error})") from None
         if state["meter"] is not None:
             self._resumed_meter = ClassificationMeter(self.num_classes)
             self._resumed_meter.load_counts(state["meter"])
