@@ -157,9 +157,9 @@ def run_eval(args: argparse.Namespace) -> int:
     evaluation = eval_pipeline(model.default_cfg)
     device = pick_device(args.device)
     loader = ordered_loader(data.splits[split], evaluation.sample, batch_size=args.batch_size, seed=seed,
-                            device=device, batch_transform=setup.batch_stage(evaluation, None, len(data.class_names)))
-    meter = evaluate_model(model.to(device), loader, num_classes=len(data.class_names), device=device,
-                           channels_last=True)
+                            device=device, batch_transform=setup.batch_stage(evaluation, None, len(data.class_names)),
+                            channels_last=True)
+    meter = evaluate_model(model.to(device), loader, num_classes=len(data.class_names), device=device)
     metrics = meter.compute(f"{split}_")
     confusion = meter.confusion.tolist()
     if args.json:

@@ -48,7 +48,7 @@ class TrainConfig:
     monitor: str = "val_top1"
     monitor_mode: MonitorMode = "max"
     precision: Precision = "fp32"
-    channels_last: bool = True  # 1.46x faster training on this CPU (benchmarks/trainer_overhead.py)
+    channels_last: bool = True  # 1.50x faster fp32 training on this CPU (benchmarks/RESULTS.md)
     compile: bool = False
     device: str | None = None
     seed: int = 0

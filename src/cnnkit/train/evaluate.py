@@ -17,11 +17,12 @@ from cnnkit.train.metrics import ClassificationMeter
 
 def ordered_loader(dataset: Dataset, transform: SampleTransform | None, *, batch_size: int, seed: int,
                    num_workers: int = 0, rank: int = 0, world_size: int = 1,
-                   device: str | torch.device = "cpu", batch_transform: BatchTransform | None = None) -> DeviceLoader:
+                   device: str | torch.device = "cpu", batch_transform: BatchTransform | None = None,
+                   channels_last: bool = False) -> DeviceLoader:
     """Batches of `dataset` in order, every item once (this rank's share), for evaluation."""
     return make_loader(dataset, batch_size=batch_size, train=False, seed=seed, num_workers=num_workers,
                        device=device, sample_transform=transform, batch_transform=batch_transform,
-                       rank=rank, world_size=world_size)
+                       rank=rank, world_size=world_size, channels_last=channels_last)
 
 
 @torch.no_grad()
@@ -32,7 +33,6 @@ def evaluate_model(
     num_classes: int,
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    channels_last: bool = False,
 ) -> ClassificationMeter:
     """Loss, top-k and confusion of `model` in eval mode over `loader` (mode restored after);
     the loader delivers model-ready batches (`ordered_loader` applies the batch stage)."""
@@ -41,8 +41,6 @@ def evaluate_model(
     meter = ClassificationMeter(num_classes)
     for images, targets in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if channels_last and images.ndim == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
         with autocast():
             logits = model(images)
         meter.update(logits, targets, float(F.cross_entropy(logits.float(), targets)))

@@ -254,7 +254,7 @@ class Trainer:
     def evaluate(self, loader: DataLoader, *, prefix: str = "") -> dict[str, float]:
         """Loss and accuracy of the (EMA) model over `loader`, reduced across ranks."""
         meter = evaluate_model(self.eval_model, loader, num_classes=self.num_classes, device=self.device,
-                               autocast=self._autocast, channels_last=self.config.channels_last)
+                               autocast=self._autocast)
         self.last_eval_meter = self._reduced(meter)
         return self.last_eval_meter.compute(prefix)
 
