@@ -11,8 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "create_model": "cnnkit.models.registry",
-    "list_models": "cnnkit.models.registry",
+    "create_model": "cnnkit.models.factory",
+    "list_models": "cnnkit.models.factory",
 }
 
 

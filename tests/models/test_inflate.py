@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnkit.models.inflate import inflate_to_3d
-from cnnkit.models.registry import create_model, list_models
+from cnnkit.models.factory import create_model, list_models
 from models.reference.name_keyed_fill import name_keyed_state_dict
 
 TOLERANCE = 1e-10  # float64, relative to the largest reference value

@@ -18,7 +18,8 @@ from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.models.adapt import adapt_input_conv, reset_classifier
 from cnnkit.models.base import ClassifierModel, DefaultCfg
 from cnnkit.models.pretrained import read_state_dict
-from cnnkit.models.registry import create_model, register_model, unregister_model
+from cnnkit.models.factory import create_model
+from cnnkit.models.registry import register_model, unregister_model
 
 TEST_MODEL = "zoo_infra_tiny_test_net"
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.registry import create_model, list_models
+from cnnkit.models.factory import create_model, list_models
 from models.reference.name_keyed_fill import fill_probe, name_keyed_state_dict, reference_input
 
 REFERENCE_DIR = Path(__file__).parent / "reference"

@@ -8,7 +8,8 @@ import pytest
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model, list_models, register_model, unregister_model
+from cnnkit.models.factory import create_model, list_models
+from cnnkit.models.registry import register_model, unregister_model
 
 CALLS: list[dict[str, object]] = []
 

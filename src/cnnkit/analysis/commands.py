@@ -26,7 +26,7 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
 
 def build_for_analysis(name: str, num_classes: int, in_chans: int) -> nn.Module:
     """The zoo model built straight on the meta device (no weight init cost), or on CPU if it must."""
-    from cnnkit.models.registry import create_model
+    from cnnkit.models.factory import create_model
 
     try:
         with torch.device("meta"):

@@ -17,7 +17,9 @@ class DefaultCfg:
     """What a model expects: input size (C, H, W), normalisation, and where its ends are.
 
     `first_conv` and `classifier` are dotted module paths inside the model (timm's convention),
-    used to adapt input channels and to replace the head.
+    used to adapt input channels and to replace the head. `feature_layer` names the module whose
+    output is the last spatial feature map (N, C, h, w): Grad-CAM's default target layer,
+    feature extraction and embeddings read it ("" where a model has not declared it yet).
     """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
@@ -28,6 +30,7 @@ class DefaultCfg:
     num_classes: int = 1000
     crop_pct: float = 0.875
     interpolation: str = "bilinear"
+    feature_layer: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

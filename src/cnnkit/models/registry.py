@@ -1,17 +1,16 @@
-"""One registry for the zoo: a dict of name -> builder and a decorator that refuses duplicates."""
+"""One registry for the zoo: a dict of name -> builder and a decorator that refuses duplicates.
+
+The bottom of `cnnkit.models`: it imports no family. `cnnkit.models.factory` (create_model,
+list_models) sits on top and imports the zoo.
+"""
 
 from __future__ import annotations
 
-import fnmatch
-import inspect
-import numbers
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from torch import nn
 
-from cnnkit.errors import CnnkitError
 
 ModelBuilder = Callable[..., nn.Module]
 F = TypeVar("F", bound=ModelBuilder)
@@ -33,64 +32,3 @@ def unregister_model(name: str) -> None:
     if name not in _REGISTRY:
         raise ValueError(f"model {name!r} is not registered")
     del _REGISTRY[name]
-
-
-def _load_zoo() -> None:
-    # Explicit imports: each family module registers its models when imported.
-    from cnnkit.models import zoo  # noqa: F401
-
-
-def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted names of registered models, optionally filtered by a shell-style pattern."""
-    _load_zoo()
-    names = sorted(_REGISTRY)
-    if pattern is not None:
-        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
-    return names
-
-
-def create_model(
-    name: str,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    pretrained: str | Path | None = None,
-    **overrides: Any,
-) -> nn.Module:
-    """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded).
-
-    `num_classes` and `in_chans` default to the model's own (1000 and 3 for ImageNet models,
-    10 and 1 for lenet5); `overrides` are the keyword options of the model's builder.
-
-    With `pretrained`, a classifier of another size is re-initialised and the first conv adapted
-    to `in_chans` (see `cnnkit.models.pretrained.load_pretrained`; notes go to the 'cnnkit' logger).
-    """
-    _load_zoo()
-    if name not in _REGISTRY:
-        close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise CnnkitError(f"unknown model {name!r}{hint} (see `cnnkit.list_models()`)")
-    builder = _REGISTRY[name]
-    _check_overrides(name, builder, overrides)
-    defaults = inspect.signature(builder).parameters
-    num_classes = defaults["num_classes"].default if num_classes is None else num_classes
-    in_chans = defaults["in_chans"].default if in_chans is None else in_chans
-    for argument, value in (("num_classes", num_classes), ("in_chans", in_chans)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise CnnkitError(f"{argument} must be a positive int, got {value!r} (model {name!r})")
-    if pretrained is None:
-        return builder(num_classes=num_classes, in_chans=in_chans, **overrides)
-    from cnnkit.models.pretrained import build_with_weights
-
-    return build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
-
-
-def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]) -> None:
-    parameters = inspect.signature(builder).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    accepted = set(parameters) - {"num_classes", "in_chans"}
-    unknown = sorted(set(overrides) - accepted)
-    if unknown:
-        raise CnnkitError(
-            f"model {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted)) or 'none'}"
-        )

@@ -23,7 +23,7 @@ from cnnkit.data.splits import load_split, save_split, split_of
 from cnnkit.data.stats import channel_stats
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.fit import DataBundle, RunInfo
 

@@ -1,0 +1,69 @@
+"""`create_model` and `list_models`: the zoo's front door, on top of the registry and every family."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import numbers
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+from cnnkit.models import zoo  # noqa: F401  (each family registers its builders when imported)
+from cnnkit.models.registry import _REGISTRY, ModelBuilder
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of registered models, optionally filtered by a shell-style pattern."""
+    names = sorted(_REGISTRY)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    pretrained: str | Path | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded).
+
+    `num_classes` and `in_chans` default to the model's own (1000 and 3 for ImageNet models,
+    10 and 1 for lenet5); `overrides` are the keyword options of the model's builder.
+
+    With `pretrained`, a classifier of another size is re-initialised and the first conv adapted
+    to `in_chans` (see `cnnkit.models.pretrained.load_pretrained`; notes go to the 'cnnkit' logger).
+    """
+    if name not in _REGISTRY:
+        close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise CnnkitError(f"unknown model {name!r}{hint} (see `cnnkit.list_models()`)")
+    builder = _REGISTRY[name]
+    _check_overrides(name, builder, overrides)
+    defaults = inspect.signature(builder).parameters
+    num_classes = defaults["num_classes"].default if num_classes is None else num_classes
+    in_chans = defaults["in_chans"].default if in_chans is None else in_chans
+    for argument, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise CnnkitError(f"{argument} must be a positive int, got {value!r} (model {name!r})")
+    if pretrained is None:
+        return builder(num_classes=num_classes, in_chans=in_chans, **overrides)
+    from cnnkit.models.pretrained import build_with_weights
+
+    return build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
+
+
+def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]) -> None:
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = set(parameters) - {"num_classes", "in_chans"}
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise CnnkitError(
+            f"model {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted)) or 'none'}"
+        )
