@@ -1,0 +1,186 @@
+"""Everything the HTML report of a run shows, computed and drawn (PNG bytes); `report_html`
+only lays it out. One streaming pass over the test split; the images of the top losses and of
+the per-class gallery are re-read by index."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.explain.analysis_plots import plot_confusion, plot_learning_curves, plot_reliability, png_bytes
+from cnnkit.explain.calibration import calibration_metrics, fit_temperature, reliability_bins
+from cnnkit.explain.interpret import Interpretation, interpret_split, split_logits
+from cnnkit.explain.run_access import RunWithData, calibration_split, open_run
+from cnnkit.explain.visuals import cam_available, cam_overlays, enlarge, top_loss_tiles, view_to_rgb
+from cnnkit.train.config import load_config
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One picture of the report (PNG bytes) with its caption."""
+
+    png: bytes
+    caption: str
+
+
+@dataclass(frozen=True)
+class CalibrationSection:
+    """Test-split calibration before (T = 1) and after temperature scaling; where T came from."""
+
+    temperature: float
+    source: str
+    before: dict[str, float]
+    after: dict[str, float]
+    diagram: bytes
+
+
+@dataclass(frozen=True)
+class ReportContent:
+    title: str
+    run_facts: list[tuple[str, str]]
+    config: list[tuple[str, str]]
+    data_facts: list[tuple[str, str]]
+    learning_curves: bytes | None
+    test_metrics: list[tuple[str, str]]
+    interpretation: Interpretation
+    confusion: bytes
+    top_losses: list[Tile]
+    class_gallery: list[tuple[str, list[Tile]]]
+    cam_note: str
+    calibration: CalibrationSection | None
+    filters: bytes | None
+    model_facts: list[tuple[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def image_png(image: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) -> PNG bytes, enlarged for small images."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(enlarge(image)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _run_facts(run: RunWithData) -> list[tuple[str, str]]:
+    summary = run.summary
+    cfg = run.model.default_cfg
+    facts = [("model", summary["model_name"]), ("classes", ", ".join(run.class_names)),
+             ("input size (C, H, W)", " x ".join(map(str, cfg.input_size))),
+             ("epochs run", str(summary.get("epochs_run", "?")))]
+    if summary.get("best_epoch") is not None:
+        facts.append(("best epoch", f"{summary['best_epoch'] + 1} ({summary['monitor']} {summary['best_metric']:.4f})"))
+    if "train_seconds" in summary:
+        facts.append(("training time", f"{summary['train_seconds']:.1f} s"))
+    return facts
+
+
+def _config_rows(run_dir: Path) -> list[tuple[str, str]]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    return [(name, str(value)) for name, value in dataclasses.asdict(load_config(path)).items()]
+
+
+def _data_facts(run: RunWithData) -> list[tuple[str, str]]:
+    source = run.data.source
+    facts = [("dataset", f"{source.location} ({source.format})"), ("classes", str(len(run.class_names)))]
+    facts += [(f"{name} split", f"{len(dataset)} images") for name, dataset in run.data.splits.items()]
+    return facts
+
+
+def _class_gallery(run: RunWithData, interpretation: Interpretation, *, method: str,
+                   layer: str | None) -> list[tuple[str, list[Tile]]]:
+    """Per class, its most confidently recognised items with the map of that class."""
+    indices = [i for per_class in interpretation.examples for i in per_class]
+    if not indices:
+        return []
+    views, inputs, labels = run.items(interpretation.split, indices)
+    pictures = (cam_overlays(run.model, views, inputs, labels, method=method, target_layer=layer)
+                if cam_available() else [view_to_rgb(view) for view in views])
+    tiles = iter(Tile(image_png(picture), f"#{index}") for picture, index in zip(pictures, indices))
+    return [(name, [next(tiles) for _ in per_class])
+            for name, per_class in zip(interpretation.class_names, interpretation.examples) if per_class]
+
+
+def _calibration(run: RunWithData, logits: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
+                 device: torch.device, notes: list[str]) -> CalibrationSection:
+    stored = run.summary.get("temperature")
+    if stored is not None:
+        temperature, source = float(stored), "stored in the run by `cnnkit calibrate`"
+    else:
+        split, note = calibration_split(run)
+        if note:
+            notes.append(note)
+        fit_logits, fit_labels = split_logits(run, split, batch_size=batch_size, device=device)
+        temperature = fit_temperature(fit_logits, fit_labels)
+        source = f"fitted now on the {split} split (not stored: run `cnnkit calibrate` to store it)"
+    before, after = logits.softmax(dim=1), (logits / temperature).softmax(dim=1)
+    diagram = plot_reliability({"before (T=1)": reliability_bins(before, labels),
+                                f"after (T={temperature:.3f})": reliability_bins(after, labels)})
+    return CalibrationSection(temperature, source, calibration_metrics(before, labels),
+                              calibration_metrics(after, labels), png_bytes(diagram))
+
+
+def _first_layer_filters(run: RunWithData, notes: list[str]) -> bytes | None:
+    """The first convolution's filters as a PNG, drawn by cnnkit.explain's filter views."""
+    try:
+        from cnnkit.explain.filters import first_layer_filters, plot_filters
+    except ImportError:
+        notes.append("first-layer filters: cnnkit.explain.filters is not available")
+        return None
+    return png_bytes(plot_filters(first_layer_filters(run.model)))
+
+
+def _model_facts(run: RunWithData) -> list[tuple[str, str]]:
+    from cnnkit.analysis.summary import summary
+
+    analysed = summary(run.model, tuple(run.model.default_cfg.input_size))
+    return [("parameters", f"{analysed.total_params:,}"), ("trainable parameters", f"{analysed.trainable_params:,}"),
+            ("MACs per image", f"{analysed.total_macs:,} ({analysed.total_macs / 1e6:.2f} M)"),
+            ("leaf layers", str(len(analysed.rows)))]
+
+
+def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, per_class: int = 4,
+                 cam_method: str = "gradcam", cam_layer: str | None = None, batch_size: int = 64,
+                 device: torch.device = torch.device("cpu")) -> ReportContent:
+    """Compute and draw every section of the report of RUN on its data's test split."""
+    run = open_run(run_dir, data_path)
+    notes: list[str] = []
+    split = run.split_name(None)
+    interpretation, logits, labels = interpret_split(run, split, top_k=top_losses, examples_per_class=per_class,
+                                                     batch_size=batch_size, device=device, keep_logits=True)
+    if not cam_available():
+        notes.append("class activation maps: cnnkit.explain.cam is not available, images shown without maps")
+    images, captions = top_loss_tiles(run, interpretation, method=cam_method, layer=cam_layer)
+    rows = _metrics_rows(run.run_dir)
+    report = interpretation.report
+    test_metrics = [(name, f"{value:.4f}") for name, value in run.summary.get("test", {}).items()]
+    test_metrics += [(f"{split} accuracy (recomputed)", f"{report.accuracy:.4f}"),
+                     (f"{split} macro F1", f"{report.macro.f1:.4f}"), (f"{split} weighted F1", f"{report.weighted.f1:.4f}")]
+    return ReportContent(
+        title=f"{run.summary['model_name']} run {run.run_dir.name}",
+        run_facts=_run_facts(run), config=_config_rows(run.run_dir), data_facts=_data_facts(run),
+        learning_curves=png_bytes(plot_learning_curves(rows)) if rows else None,
+        test_metrics=test_metrics, interpretation=interpretation,
+        confusion=png_bytes(plot_confusion(interpretation.confusion, interpretation.class_names)),
+        top_losses=[Tile(image_png(image), caption) for image, caption in zip(images, captions)],
+        class_gallery=_class_gallery(run, interpretation, method=cam_method, layer=cam_layer),
+        cam_note=f"{cam_method} ({f'layer {cam_layer}' if cam_layer else 'last spatial stage'})",
+        calibration=_calibration(run, logits, labels, batch_size=batch_size, device=device, notes=notes),
+        filters=_first_layer_filters(run, notes), model_facts=_model_facts(run), notes=notes,
+    )
