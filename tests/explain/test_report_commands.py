@@ -1,0 +1,152 @@
+"""`cnnkit interpret | calibrate | report` on a tiny wafer run, checked against the run's own
+evaluation, a recomputation, and a headless browser."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.explain import fit_temperature
+from cnnkit.explain.interpret import split_logits
+from cnnkit.explain.run_access import calibration_split, open_run
+from cnnkit.explain.visuals import cam_available
+
+from browser import headless_chromium
+
+LAPTOP = (1366, 768)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "wafer"
+    code = main(["train", "wafer", "--model", "compact_cnn", "--epochs", "2", "--batch-size", "32", "--lr", "0.003",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_interpret_agrees_with_the_run_and_recomputed_losses(run_dir: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    assert main(["interpret", str(run_dir), "wafer", "--out", str(tmp_path), "--top-losses", "6", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert result["split"] == "test"
+    assert result["confusion"] == summary["test_confusion"], "same confusion as the trainer's own test evaluation"
+    recalls = [result["per_class"][name]["recall"] for name in summary["class_names"]]
+    assert recalls == pytest.approx(summary["test_per_class"])
+    assert result["mean_loss"] == pytest.approx(summary["test"]["test_loss"], rel=1e-4)
+    assert {p.name for p in tmp_path.iterdir()} >= {"interpretation.json", "confusion.png", "top_losses.png"}
+    top = result["top_losses"]
+    assert len(top) == 6 and [t["loss"] for t in top] == sorted((t["loss"] for t in top), reverse=True)
+    # Each kept index, re-read and re-run, gives the loss and classes recorded for it.
+    run = open_run(run_dir, "wafer")
+    _, inputs, labels = run.items("test", [t["index"] for t in top])
+    with torch.no_grad():
+        logits = run.model(inputs)
+    losses = F.cross_entropy(logits, torch.tensor(labels), reduction="none")
+    assert losses.tolist() == pytest.approx([t["loss"] for t in top], rel=1e-4)
+    names = summary["class_names"]
+    assert [names[i] for i in labels] == [t["true"] for t in top]
+    assert [names[i] for i in logits.argmax(dim=1).tolist()] == [t["predicted"] for t in top]
+    worst_rest = F.cross_entropy(*_all_test_logits(run), reduction="none").sort(descending=True).values[:6]
+    assert worst_rest.tolist() == pytest.approx([t["loss"] for t in top], rel=1e-4), "they are the 6 largest"
+
+
+def _all_test_logits(run) -> tuple[torch.Tensor, torch.Tensor]:
+    return split_logits(run, "test", batch_size=50)
+
+
+def test_calibrate_stores_the_fitted_temperature(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    plot = tmp_path / "reliability.png"
+    assert main(["calibrate", str(run_dir), "wafer", "--json", "--plot", str(plot)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "val"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["temperature"] == pytest.approx(result["temperature"])
+    assert summary["test_confusion"], "the rest of summary.json is kept"
+    assert not list(run_dir.glob(".summary-*")), "no temporary file left"
+    logits, labels = split_logits(open_run(run_dir, "wafer"), "val")
+    assert result["temperature"] == pytest.approx(fit_temperature(logits, labels), rel=1e-6)
+    assert result["after"]["nll"] <= result["before"]["nll"] + 1e-12
+    assert result["after"]["accuracy"] == result["before"]["accuracy"]
+    assert Image.open(plot).size[0] > 100
+
+
+def test_without_a_val_split_the_train_split_is_used_and_said(run_dir: Path) -> None:
+    run = open_run(run_dir, "wafer")
+    splits = {name: data for name, data in run.data.splits.items() if name != "val"}
+    split, note = calibration_split(dataclasses.replace(run, data=dataclasses.replace(run.data, splits=splits)))
+    assert split == "train" and "no val split" in note
+    assert calibration_split(run) == ("val", None)
+
+
+def test_errors_name_the_problem(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    assert main(["interpret", str(run_dir), "wafer", "--split", "holdout", "--out", str(tmp_path)]) == 2
+    assert "no split 'holdout'" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path), "wafer"]) == 2
+    assert "summary.json is missing" in capsys.readouterr().err
+    digits = tmp_path / "digits"
+    for name in ("zero", "one"):
+        (digits / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("L", (32, 32), color=20 * i).save(digits / name / f"{i}.png")
+    assert main(["report", str(run_dir), str(digits), "--out", str(tmp_path / "r.html")]) == 2
+    assert "the dataset has 20 items" in capsys.readouterr().err, "another dataset than the run's is refused"
+
+
+def _check_self_contained(html: str) -> None:
+    assert "<script" not in html.lower() and "@font-face" not in html and "@import" not in html
+    assert not re.search(r"(src|href)\s*=\s*[\"'](?!data:|#)", html), "every resource is inline"
+    assert not re.search(r"url\(", html) and "http://" not in html and "https://" not in html
+
+
+def test_report_is_self_contained_and_renders_on_a_laptop(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    assert main(["report", str(run_dir), "wafer", "--out", str(out), "--top-losses", "6", "--per-class", "2"]) == 0
+    html = out.read_text()
+    _check_self_contained(html)
+    for anchor in ("run", "data", "curves", "metrics", "confusion", "classes", "confused", "losses", "gallery",
+                   "calibration", "filters", "model"):
+        assert f'id="{anchor}"' in html
+    assert "compact_cnn" in html and "MACs per image" in html and "macro avg" in html
+    with headless_chromium(*LAPTOP) as driver:
+        driver.get(out.as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
+        assert len(images) >= 6 + 9 * 1 + 3, "top losses, per-class gallery, curves, confusion, calibration"
+        broken = [alt for complete, width, alt in images if not complete or width == 0]
+        assert not broken, f"images that did not load: {broken}"
+        scroll_width, inner_width = driver.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll_width <= inner_width, f"horizontal overflow: {scroll_width} > {inner_width}"
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(LAPTOP[0], min(height + 150, 12000))
+        screenshot = tmp_path / "report.png"
+        driver.save_screenshot(str(screenshot))
+    assert Image.open(screenshot).size[0] >= LAPTOP[0] - 20
+
+
+def test_report_galleries_carry_class_activation_maps(run_dir: Path, tmp_path: Path) -> None:
+    if not cam_available():
+        pytest.skip("cnnkit.explain.cam / overlay are not available in this checkout")
+    out = tmp_path / "report.html"
+    assert main(["report", str(run_dir), "wafer", "--out", str(out), "--top-losses", "2", "--per-class", "1"]) == 0
+    html = out.read_text()
+    assert "cam is not available" not in html
+    tile = re.search(r'<section id="losses">.*?src="data:image/png;base64,([^"]+)"', html, re.S).group(1)
+    import base64
+
+    width, height = Image.open(io.BytesIO(base64.b64decode(tile))).size
+    assert width > 1.9 * height, "each top loss shows the image and its map side by side"
