@@ -97,7 +97,10 @@ def plot_learning_curves(rows: Sequence[Mapping[str, str]]) -> Figure:
             accuracies.plot(epochs, values, marker="o", label=name)
     losses.set(xlabel="epoch", ylabel="loss", title="loss")
     accuracies.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy", ylim=(0, 1))
+    from matplotlib.ticker import MaxNLocator
+
     for axis in (losses, accuracies):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         if axis.lines:
             axis.legend()
     return figure

@@ -94,13 +94,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
         print(f"calibrate: {note}", file=sys.stderr)
     logits, labels = split_logits(run, split, batch_size=args.batch_size, device=pick_device(args.device))
     temperature = fit_temperature(logits, labels)
-    before = calibration_metrics(logits.softmax(dim=1), labels)
-    after = calibration_metrics((logits / temperature).softmax(dim=1), labels)
+    scaled = {"before (T=1)": logits.softmax(dim=1), f"after (T={temperature:.3f})": (logits / temperature).softmax(dim=1)}
+    before, after = (calibration_metrics(probabilities, labels) for probabilities in scaled.values())
     store_temperature(run.run_dir, temperature)
     if args.plot:
-        save_png(plot_reliability({"before (T=1)": reliability_bins(logits.softmax(dim=1), labels),
-                                   f"after (T={temperature:.3f})": reliability_bins((logits / temperature).softmax(dim=1), labels)}),
-                 args.plot)
+        save_png(plot_reliability({name: reliability_bins(p, labels) for name, p in scaled.items()}), args.plot)
     if args.json:
         print(json.dumps({"split": split, "temperature": temperature, "before": before, "after": after}, indent=2))
     else:

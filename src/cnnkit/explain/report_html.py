@@ -53,9 +53,16 @@ def _img(png: bytes, alt: str, css: str = "figure") -> str:
     return f'<img class="{css}" src="{data_url(png)}" alt="{escape(alt)}">'
 
 
-def _pairs(rows: Sequence[tuple[str, str]]) -> str:
-    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+def _table(body: str) -> str:
     return f'<div class="scroll"><table>{body}</table></div>'
+
+
+def _num(value: object) -> str:
+    return f"<td class='num'>{value}</td>"
+
+
+def _pairs(rows: Sequence[tuple[str, str]]) -> str:
+    return _table("".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows))
 
 
 def _section(anchor: str, title: str, body: str, note: str = "") -> str:
@@ -74,11 +81,10 @@ def _class_table(content: ReportContent) -> str:
     rows = []
     for name, s in report_rows(report, content.interpretation.class_names):
         css = ' class="avg"' if name in ("macro avg", "weighted avg") else ""
-        rows.append(f"<tr{css}><td>{escape(name)}</td><td class='num'>{s.precision:.3f}</td>"
-                    f"<td class='num'>{s.recall:.3f}</td><td class='num'>{s.f1:.3f}</td><td class='num'>{s.support}</td></tr>")
-    head = "<tr><th>class</th><th class='num'>precision</th><th class='num'>recall</th><th class='num'>F1</th>" \
-           "<th class='num'>support</th></tr>"
-    return f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
+        cells = "".join(_num(f"{value:.3f}") for value in (s.precision, s.recall, s.f1)) + _num(s.support)
+        rows.append(f"<tr{css}><td>{escape(name)}</td>{cells}</tr>")
+    head = "<tr><th>class</th>" + "".join(f"<th class='num'>{h}</th>" for h in ("precision", "recall", "F1", "support"))
+    return _table(head + "</tr>" + "".join(rows))
 
 
 def _confused_table(content: ReportContent, limit: int = 15) -> str:
@@ -86,9 +92,9 @@ def _confused_table(content: ReportContent, limit: int = 15) -> str:
     pairs = content.interpretation.confused[:limit]
     if not pairs:
         return '<p class="note">No misclassification on this split.</p>'
-    rows = "".join(f"<tr><td>{escape(names[p.true])}</td><td>{escape(names[p.predicted])}</td>"
-                   f"<td class='num'>{p.count}</td></tr>" for p in pairs)
-    return f'<div class="scroll"><table><tr><th>true</th><th>predicted as</th><th class="num">count</th></tr>{rows}</table></div>'
+    rows = "".join(f"<tr><td>{escape(names[p.true])}</td><td>{escape(names[p.predicted])}</td>{_num(p.count)}</tr>"
+                   for p in pairs)
+    return _table(f'<tr><th>true</th><th>predicted as</th><th class="num">count</th></tr>{rows}')
 
 
 def _calibration(section: CalibrationSection | None) -> str:
