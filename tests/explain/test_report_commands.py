@@ -150,3 +150,30 @@ def test_report_galleries_carry_class_activation_maps(run_dir: Path, tmp_path: P
 
     width, height = Image.open(io.BytesIO(base64.b64decode(tile))).size
     assert width > 1.9 * height, "each top loss shows the image and its map side by side"
+
+
+def test_top_loss_tiles_map_the_predicted_class(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gallery asks the CAM family for the predicted class of each top loss and puts the
+    overlay beside the image (stand-ins for cam/overlay record the call)."""
+    import numpy as np
+
+    import cnnkit.explain as explain
+    from cnnkit.explain.interpret import interpret_split
+    from cnnkit.explain.visuals import top_loss_tiles
+
+    calls = {}
+
+    def fake_cam(model, images, *, method, target_layer, classes):
+        calls.update(method=method, layer=target_layer, classes=classes, shape=tuple(images.shape))
+        return torch.zeros(images.shape[0], *images.shape[2:])
+
+    monkeypatch.setattr(explain, "cam", fake_cam, raising=False)
+    monkeypatch.setattr(explain, "overlay", lambda image, heat: np.full_like(image, 7), raising=False)
+    run = open_run(run_dir, "wafer")
+    interpretation, _, _ = interpret_split(run, "test", top_k=3)
+    images, captions = top_loss_tiles(run, interpretation, method="layercam", layer="features.2")
+    assert calls["classes"] == [item.predicted for item in interpretation.top_losses]
+    assert (calls["method"], calls["layer"], calls["shape"]) == ("layercam", "features.2", (3, 1, 32, 32))
+    assert images[0].shape == (32, 32 + 2 + 32, 3) and (images[0][:, -32:] == 7).all()
+    names = interpretation.class_names
+    assert f"pred {names[interpretation.top_losses[0].predicted]}" in captions[0]
