@@ -1,0 +1,97 @@
+"""Saliency, SmoothGrad, integrated gradients and occlusion against captum (fixtures)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+from cnnkit.explain.attributions import integrated_gradients, occlusion, saliency, smoothgrad
+from explain.reference_models import (IG_STEPS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, SMOOTHGRAD_NOISE,
+                                      SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SEED, TARGETS, filled, reference,
+                                      resnet_input)
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    return filled("resnet18")
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict[str, np.ndarray]:
+    return reference()
+
+
+def error(ours: torch.Tensor, theirs: np.ndarray) -> float:
+    return float((ours - torch.from_numpy(theirs).double()).abs().max())
+
+
+def test_saliency_equals_captum(resnet, expected):
+    ours = saliency(resnet, resnet_input(), classes=TARGETS)
+    assert ours.shape == (2, 3, 64, 64) and ours.min() >= 0
+    assert error(ours, expected["saliency"]) < TOLERANCE
+    signed = saliency(resnet, resnet_input(), classes=TARGETS, absolute=False)
+    assert signed.min() < 0 and torch.equal(signed.abs(), ours)
+
+
+def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_noise(resnet, expected):
+    ours = smoothgrad(resnet, resnet_input(), classes=TARGETS, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHGRAD_NOISE,
+                      generator=torch.Generator().manual_seed(SMOOTHGRAD_SEED), batch_size=3)
+    assert error(ours, expected["smoothgrad"]) < TOLERANCE
+    assert error(ours, expected["saliency"]) > 100 * TOLERANCE  # the noise did something
+
+
+def test_integrated_gradients_gauss_legendre_equals_captum_with_delta(resnet, expected):
+    result = integrated_gradients(resnet, resnet_input(), classes=TARGETS, steps=IG_STEPS, method="gausslegendre",
+                                  batch_size=5)
+    assert error(result.attributions, expected["ig_gausslegendre"]) < TOLERANCE
+    assert error(result.delta, expected["ig_gausslegendre_delta"]) < TOLERANCE
+
+
+def test_integrated_gradients_trapezoid_is_captum_rescaled_to_weights_summing_to_one(resnet, expected):
+    result = integrated_gradients(resnet, resnet_input(), classes=TARGETS, steps=IG_STEPS, method="riemann_trapezoid")
+    theirs = expected["ig_riemann_trapezoid"].astype(np.float64)
+    scale = IG_STEPS / (IG_STEPS - 1)  # captum's trapezoid weights are 1/steps, not 1/(steps-1)
+    assert error(result.attributions, theirs * scale) < TOLERANCE
+    their_gain = theirs.reshape(2, -1).sum(1) - expected["ig_riemann_trapezoid_delta"]
+    assert error(result.delta, result.attributions.flatten(1).sum(1).numpy() - their_gain) < TOLERANCE
+
+
+def test_integrated_gradients_delta_shrinks_as_steps_grow():
+    model = filled("compact_cnn")
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for method in ("riemann_trapezoid", "gausslegendre"):
+        deltas = [integrated_gradients(model, x, steps=steps, method=method).delta.abs().max().item()
+                  for steps in (2, 8, 64)]
+        assert deltas[0] > deltas[1] > deltas[2], (method, deltas)
+
+
+def test_integrated_gradients_of_a_linear_model_are_exact():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).double()
+    x = torch.randn(2, 3, 2, 2, dtype=torch.float64)
+    result = integrated_gradients(model, x, classes=[0, 2], steps=2, method="riemann_trapezoid", baseline=0.5)
+    weights = model[1].weight.detach()[[0, 2]].reshape(2, 3, 2, 2)
+    assert torch.allclose(result.attributions, weights * (x - 0.5), atol=1e-12)
+    assert result.delta.abs().max() < 1e-12
+
+
+def test_occlusion_equals_captum(resnet, expected):
+    ours = occlusion(resnet, resnet_input(), classes=TARGETS, window=OCCLUSION_WINDOW, stride=OCCLUSION_STRIDE,
+                     batch_size=20)
+    assert error(ours, expected["occlusion"]) < TOLERANCE
+
+
+def test_bad_arguments_are_clear_errors(resnet):
+    x = resnet_input()
+    with pytest.raises(CnnkitError, match="unknown integration method 'simpson'"):
+        integrated_gradients(resnet, x, method="simpson")
+    with pytest.raises(CnnkitError, match="window must be a positive int"):
+        occlusion(resnet, x, window=0)
+    with pytest.raises(CnnkitError, match="images must be a float tensor"):
+        saliency(resnet, x[0])
+    with pytest.raises(CnnkitError, match="smoothgrad needs samples >= 1"):
+        smoothgrad(resnet, x, samples=0)
