@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cnnkit.analysis.commands",
     "cnnkit.data.commands",
     "cnnkit.explain.report_commands",
+    "cnnkit.explain.commands",
 )
 
 

@@ -1,0 +1,114 @@
+"""`cnnkit explain RUN IMAGE...`: a class activation map per image, as an overlay PNG (and the
+raw map as .npy with --raw), printed with the run's prediction."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from cnnkit.data.decode import BadImageError, decode_image
+from cnnkit.data.pipeline import Pipeline, eval_pipeline
+from cnnkit.errors import CnnkitError
+from cnnkit.explain.activation_maps import CAM_METHODS, cam
+from cnnkit.explain.layers import resolve_target_layer
+from cnnkit.explain.overlay import overlay
+from cnnkit.explain.visuals import enlarge
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained model (eval mode), its class names and its eval preprocessing."""
+
+    model: nn.Module
+    class_names: tuple[str, ...]
+    evaluation: Pipeline
+
+
+def load_run_for_explain(run_dir: str) -> LoadedRun:
+    """The one place that opens a run (switch to `cnnkit.inference.Predictor.from_run` when merged)."""
+    from cnnkit.train.setup import load_run
+
+    model, summary = load_run(run_dir)
+    return LoadedRun(model, tuple(summary["class_names"]),
+                     eval_pipeline(model.default_cfg))
+
+
+def _class_argument(text: str | None, class_names: tuple[str, ...]) -> int | None:
+    if text is None:
+        return None
+    if text in class_names:
+        return class_names.index(text)
+    if text.isdigit() and int(text) < len(class_names):
+        return int(text)
+    raise CnnkitError(f"--class {text!r} is not one of the run's classes: {', '.join(class_names)}")
+
+
+def _explain_one(run: LoadedRun, path: str, args: argparse.Namespace, target: int | None, out: Path) -> dict[str, Any]:
+    mode = "L" if run.evaluation.input_size[0] == 1 else "RGB"
+    view = run.evaluation.sample(decode_image(path, mode=mode, size_hint=run.evaluation.decode_hint))
+    batch = run.evaluation.batch(view[None])
+    layer, _ = resolve_target_layer(run.model, args.layer, batch)
+    with torch.no_grad():
+        probabilities = run.model(batch).softmax(dim=1)[0]
+    predicted = int(probabilities.argmax())
+    explained = predicted if target is None else target
+    raw = cam(run.model, batch, method=args.method, target_layer=layer, classes=explained, normalize=False)[0]
+    shown = cam(run.model, batch, method=args.method, target_layer=layer, classes=explained)[0]
+    stem = f"{Path(path).stem}_{args.method}_{run.class_names[explained]}"
+    picture = out / f"{stem}.png"
+    Image.fromarray(enlarge(overlay(view, shown))).save(picture)
+    record: dict[str, Any] = {
+        "image": path, "predicted": run.class_names[predicted], "probability": round(float(probabilities[predicted]), 6),
+        "explained_class": run.class_names[explained], "explained_probability": round(float(probabilities[explained]), 6),
+        "method": args.method, "layer": layer, "overlay": str(picture),
+    }
+    if args.raw:
+        np.save(out / f"{stem}.npy", raw.numpy().astype(np.float32))
+        record["raw"] = str(out / f"{stem}.npy")
+    return record
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    run = load_run_for_explain(args.run)
+    target = _class_argument(args.class_name, run.class_names)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, failures = [], 0
+    for path in args.images:
+        try:
+            records.append(_explain_one(run, path, args, target, out))
+        except (BadImageError, OSError) as error:
+            print(f"explain: skipped {path}: {error}", file=sys.stderr)
+            failures += 1
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        for r in records:
+            print(f"{r['image']}: {r['predicted']} {100 * r['probability']:.1f}% | {r['method']} of "
+                  f"{r['explained_class']} at {r['layer']} -> {r['overlay']}")
+    return 1 if failures else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `cnnkit explain` to the CLI."""
+    parser = subparsers.add_parser("explain", help="class activation maps of images with a finished run")
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--method", choices=CAM_METHODS, default="gradcam", help="map (default gradcam)")
+    parser.add_argument("--class", dest="class_name", default=None,
+                        help="class to explain, by name (default: each image's predicted class)")
+    parser.add_argument("--layer", default=None, help="target module, e.g. layer4 or features.2 "
+                        "(default: the model's last spatial feature layer; small images: try an earlier one)")
+    parser.add_argument("--out", default="explanations", help="folder for the PNGs (default ./explanations)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--raw", action="store_true", help="also save the raw signed map (H, W) as .npy")
+    parser.set_defaults(func=run_explain)

@@ -1,0 +1,96 @@
+"""`cnnkit explain` on a saved compact_cnn run: overlays, raw maps, predictions, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from cnnkit.cli import main
+from cnnkit.data.pipeline import eval_pipeline
+from cnnkit.explain.activation_maps import cam
+from cnnkit.models.factory import create_model
+
+CLASSES = ["center", "donut", "scratch"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run as the trainer leaves it: summary.json + best.safetensors."""
+    run = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = create_model("compact_cnn", num_classes=len(CLASSES), in_chans=1)
+    save_file(model.state_dict(), str(run / "best.safetensors"))
+    (run / "summary.json").write_text(json.dumps({
+        "model_name": "compact_cnn", "class_names": CLASSES, "default_cfg": model.default_cfg.to_dict()}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(2):
+        path = folder / f"wafer{index}.png"
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def model_of(run_dir: Path) -> torch.nn.Module:
+    from cnnkit.train.setup import load_run
+
+    return load_run(run_dir)[0]
+
+
+def test_explain_writes_overlays_and_raw_maps_and_reports_the_prediction(run_dir, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["explain", str(run_dir), *map(str, images), "--method", "layercam", "--layer", "features.2",
+            "--out", str(out), "--json", "--raw"]
+    assert main(argv) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in records] == list(map(str, images))
+    model = model_of(run_dir)
+    pipeline = eval_pipeline(model.default_cfg)
+    for record, path in zip(records, images):
+        x = pipeline(torch.from_numpy(np.array(Image.open(path)))[None])[None]
+        with torch.no_grad():
+            probabilities = model(x).softmax(dim=1)[0]
+        assert record["predicted"] == CLASSES[int(probabilities.argmax())]
+        assert record["probability"] == pytest.approx(float(probabilities.max()), abs=1e-6)
+        assert (record["method"], record["layer"], record["explained_class"]) == ("layercam", "features.2",
+                                                                                  record["predicted"])
+        raw = np.load(record["raw"])
+        expected = cam(model, x, method="layercam", target_layer="features.2", normalize=False)[0]
+        np.testing.assert_allclose(raw, expected.numpy(), atol=1e-5)
+        picture = Image.open(record["overlay"])
+        assert picture.mode == "RGB" and picture.size[0] >= 32
+
+
+def test_explain_a_named_class_and_print_a_line_per_image(run_dir, images, tmp_path, capsys):
+    assert main(["explain", str(run_dir), str(images[0]), "--class", "donut", "--out", str(tmp_path)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{images[0]}: ") and "gradcam of donut at features ->" in line
+    assert (tmp_path / "wafer0_gradcam_donut.png").is_file()
+
+
+def test_unknown_class_and_layer_are_errors_that_list_the_choices(run_dir, images, tmp_path, capsys):
+    assert main(["explain", str(run_dir), str(images[0]), "--class", "ring", "--out", str(tmp_path)]) == 2
+    assert "'ring' is not one of the run's classes: center, donut, scratch" in capsys.readouterr().err
+    assert main(["explain", str(run_dir), str(images[0]), "--layer", "features.99", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "unknown target layer 'features.99'" in error and "features.2 (64x16x16)" in error
+
+
+def test_an_unreadable_image_is_skipped_with_exit_code_1(run_dir, images, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    assert main(["explain", str(run_dir), str(broken), str(images[1]), "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and str(images[1]) in captured.out
