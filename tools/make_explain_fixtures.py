@@ -21,7 +21,6 @@ from types import ModuleType
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT = REPO_ROOT / "tests" / "explain" / "fixtures" / "reference_maps.npz"

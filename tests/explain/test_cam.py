@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.explain.activation_maps import CAM_METHODS, cam
+from cnnkit.explain.activation_maps import cam
 from cnnkit.explain.layers import default_layer_name
 from explain.reference_models import (SCORECAM_TARGETS, TARGETS, compact_input, filled, reference,
                                       resnet_input)
