@@ -162,3 +162,22 @@ def test_two_hundred_calls_leave_no_hook_and_no_memory_behind():
     assert tensors_after == tensors_before
     assert len(gc.get_objects()) - before < 50
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+class PredictorLike:
+    """The parts of `cnnkit.inference.Predictor` that `cam` reads: model, class names, preprocess."""
+
+    def __init__(self, model: nn.Module, class_names: tuple[str, ...]) -> None:
+        self.model, self.class_names = model, class_names
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[str]]:
+        return torch.stack([torch.from_numpy(image).double()[None] / 255 for image in images]), []
+
+
+def test_a_predictor_brings_its_class_names_and_preprocessing():
+    model = filled("compact_cnn")
+    names = tuple(f"c{i}" for i in range(9))
+    pictures = [np.full((32, 32), 40 * i, dtype=np.uint8) + np.eye(32, dtype=np.uint8) * 90 for i in range(2)]
+    maps = cam(PredictorLike(model, names), pictures, classes="c4")
+    batch = torch.stack([torch.from_numpy(p).double()[None] / 255 for p in pictures])
+    assert torch.equal(maps, cam(model, batch, classes=4))
