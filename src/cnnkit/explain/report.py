@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,11 @@ import torch
 
 from cnnkit.explain.analysis_plots import plot_confusion, plot_learning_curves, plot_reliability, png_bytes
 from cnnkit.explain.calibration import calibration_metrics, fit_temperature, reliability_bins
+from cnnkit.explain.filter_plots import plot_filters
+from cnnkit.explain.filters import filter_grid
 from cnnkit.explain.interpret import Interpretation, interpret_split, split_logits
 from cnnkit.explain.run_access import RunWithData, calibration_split, open_run
-from cnnkit.explain.visuals import cam_available, cam_overlays, enlarge, top_loss_tiles, view_to_rgb
+from cnnkit.explain.visuals import cam_overlays, enlarge, top_loss_tiles
 from cnnkit.train.config import load_config
 
 
@@ -54,7 +57,7 @@ class ReportContent:
     class_gallery: list[tuple[str, list[Tile]]]
     cam_note: str
     calibration: CalibrationSection | None
-    filters: bytes | None
+    filters: tuple[bytes, str] | None
     model_facts: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
 
@@ -110,8 +113,7 @@ def _class_gallery(run: RunWithData, interpretation: Interpretation, *, method: 
     if not indices:
         return []
     views, inputs, labels = run.items(interpretation.split, indices)
-    pictures = (cam_overlays(run.model, views, inputs, labels, method=method, target_layer=layer)
-                if cam_available() else [view_to_rgb(view) for view in views])
+    pictures = cam_overlays(run.model, views, inputs, labels, method=method, target_layer=layer)
     tiles = iter(Tile(image_png(picture), f"#{index}") for picture, index in zip(pictures, indices))
     return [(name, [next(tiles) for _ in per_class])
             for name, per_class in zip(interpretation.class_names, interpretation.examples) if per_class]
@@ -136,14 +138,11 @@ def _calibration(run: RunWithData, logits: torch.Tensor, labels: torch.Tensor, *
                               calibration_metrics(after, labels), png_bytes(diagram))
 
 
-def _first_layer_filters(run: RunWithData, notes: list[str]) -> bytes | None:
-    """The first convolution's filters as a PNG, drawn by cnnkit.explain's filter views."""
-    try:
-        from cnnkit.explain.filters import first_layer_filters, plot_filters
-    except ImportError:
-        notes.append("first-layer filters: cnnkit.explain.filters is not available")
-        return None
-    return png_bytes(plot_filters(first_layer_filters(run.model)))
+def _first_layer_filters(run: RunWithData) -> tuple[bytes, str]:
+    """The first convolution's filters as PNG bytes, and that layer's name."""
+    grid = filter_grid(run.model)
+    with tempfile.TemporaryDirectory(prefix="cnnkit-report-") as folder:
+        return plot_filters(grid, Path(folder) / "filters.png").read_bytes(), grid.layer
 
 
 def _model_facts(run: RunWithData) -> list[tuple[str, str]]:
@@ -164,8 +163,6 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
     split = run.split_name(None)
     interpretation, logits, labels = interpret_split(run, split, top_k=top_losses, examples_per_class=per_class,
                                                      batch_size=batch_size, device=device, keep_logits=True)
-    if not cam_available():
-        notes.append("class activation maps: cnnkit.explain.cam is not available, images shown without maps")
     images, captions = top_loss_tiles(run, interpretation, method=cam_method, layer=cam_layer)
     rows = _metrics_rows(run.run_dir)
     report = interpretation.report
@@ -182,5 +179,5 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
         class_gallery=_class_gallery(run, interpretation, method=cam_method, layer=cam_layer),
         cam_note=f"{cam_method} ({f'layer {cam_layer}' if cam_layer else 'last spatial stage'})",
         calibration=_calibration(run, logits, labels, batch_size=batch_size, device=device, notes=notes),
-        filters=_first_layer_filters(run, notes), model_facts=_model_facts(run), notes=notes,
+        filters=_first_layer_filters(run), model_facts=_model_facts(run), notes=notes,
     )

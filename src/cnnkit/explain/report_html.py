@@ -138,8 +138,9 @@ def render_report(content: ReportContent) -> str:
                  "stage with LayerCAM localises better; choose it with --cam-method/--cam-layer."),
         _section("calibration", "Calibration", _calibration(content.calibration),
                  f"How well the confidence matches accuracy on the {split} split, before and after temperature scaling."),
-        _section("filters", "First-layer filters", _img(content.filters, "first-layer filters")
-                 if content.filters else '<p class="note">Not available.</p>'),
+        _section("filters", "First-layer filters", _img(content.filters[0], "first-layer filters")
+                 if content.filters else '<p class="note">Not available.</p>',
+                 f"The weights of {content.filters[1]}: the patterns the network looks for first." if content.filters else ""),
         _section("model", "Model summary", _pairs(content.model_facts)),
     ]
     notes = "".join(f'<p class="note">Note: {escape(note)}</p>' for note in content.notes)

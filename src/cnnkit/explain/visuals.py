@@ -1,5 +1,5 @@
 """Pictures of dataset items for galleries: the model's view as RGB, with a class activation map
-laid over it (cnnkit.explain.cam / overlay), enlarged so small maps stay readable."""
+laid over it (`cam`, `overlay`), enlarged so small maps stay readable."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.explain.activation_maps import cam
 from cnnkit.explain.interpret import Interpretation
+from cnnkit.explain.overlay import overlay
 from cnnkit.explain.run_access import RunWithData
 
 DISPLAY_SIDE = 128
@@ -32,34 +34,24 @@ def cam_overlays(model: nn.Module, views: torch.Tensor, inputs: torch.Tensor, cl
                  method: str = "gradcam", target_layer: str | None = None) -> list[np.ndarray]:
     """RGB overlays (H, W, 3) of the `method` map for `classes` (one per item) on each view;
     `inputs` (N, C, H, W) are the model-ready versions of the uint8 `views` (N, C, H, W)."""
-    from cnnkit.explain import cam, overlay
-
     device = next(model.parameters()).device
     maps = cam(model, inputs.to(device), method=method, target_layer=target_layer, classes=[int(c) for c in classes])
     return [overlay(view_to_rgb(view), heat.detach().cpu().numpy()) for view, heat in zip(views, maps)]
 
 
-def cam_available() -> bool:
-    """Whether `cnnkit.explain` provides `cam` and `overlay` (the class activation map family)."""
-    import cnnkit.explain as explain
-
-    return hasattr(explain, "cam") and hasattr(explain, "overlay")
-
-
 def top_loss_tiles(run: RunWithData, interpretation: Interpretation, *, method: str,
                    layer: str | None) -> tuple[list[np.ndarray], list[str]]:
-    """Each top loss as image | map-of-the-predicted-class side by side (the image alone when the
-    CAM family is not available), with a caption: true, predicted, loss, probability."""
+    """Each top loss as image | map of the predicted class side by side, with a caption: true,
+    predicted, loss, probability."""
     items = interpretation.top_losses
     if not items:
         return [], []
     views, inputs, _ = run.items(interpretation.split, [item.index for item in items])
     images = [view_to_rgb(view) for view in views]
-    if cam_available():
-        overlays = cam_overlays(run.model, views, inputs, [item.predicted for item in items],
-                                method=method, target_layer=layer)
-        gap = np.full((images[0].shape[0], max(1, images[0].shape[1] // 16), 3), 255, np.uint8)
-        images = [np.concatenate([image, gap, heat], axis=1) for image, heat in zip(images, overlays)]
+    overlays = cam_overlays(run.model, views, inputs, [item.predicted for item in items], method=method,
+                            target_layer=layer)
+    gap = np.full((images[0].shape[0], max(1, images[0].shape[1] // 16), 3), 255, np.uint8)
+    images = [np.concatenate([image, gap, heat], axis=1) for image, heat in zip(images, overlays)]
     names = interpretation.class_names
     captions = [f"#{item.index} true {names[item.true]}\npred {names[item.predicted]} p={item.probability:.2f}"
                 f" loss={item.loss:.2f}" for item in items]
