@@ -85,3 +85,6 @@ def test_bad_inputs_name_the_argument() -> None:
         calibration_metrics(torch.full((4, 3), 1 / 3), torch.zeros(4, dtype=torch.long), bins=0)
     with pytest.raises(CnnkitError, match="logits"):
         fit_temperature(torch.randn(4), torch.zeros(4, dtype=torch.long))
+    logits = torch.randn(50, 4)
+    with pytest.raises(CnnkitError, match="no minimum"):
+        fit_temperature(logits, logits.argmax(dim=1))

@@ -88,10 +88,14 @@ def calibration_metrics(probabilities: torch.Tensor, labels: torch.Tensor, *,
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, *, max_iter: int = 100) -> float:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017), found
     by L-BFGS on log T (so T stays positive); `logits` (N, K), `labels` (N,). Argmax, hence
-    accuracy, is unchanged by any T > 0."""
+    accuracy, is unchanged by any T > 0. When every item is classified correctly the NLL falls
+    towards 0 as T -> 0 and has no minimum: that is an error, not a tiny T."""
     check_predictions(logits, labels, name="logits")
     if not torch.isfinite(logits).all():
         raise CnnkitError("logits must be finite")
+    if bool((logits.argmax(dim=1) == labels).all()):
+        raise CnnkitError(f"all {len(labels)} items are classified correctly: the NLL has no minimum over the "
+                          "temperature (it keeps falling as T -> 0); fit it on data with some errors")
     logits, labels = logits.detach().double(), labels.long()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",

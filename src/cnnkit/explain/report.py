@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnkit.errors import CnnkitError
 from cnnkit.explain.analysis_plots import plot_confusion, plot_learning_curves, plot_reliability, png_bytes
 from cnnkit.explain.calibration import calibration_metrics, fit_temperature, reliability_bins
 from cnnkit.explain.filter_plots import plot_filters
@@ -120,7 +121,7 @@ def _class_gallery(run: RunWithData, interpretation: Interpretation, *, method: 
 
 
 def _calibration(run: RunWithData, logits: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
-                 device: torch.device, notes: list[str]) -> CalibrationSection:
+                 device: torch.device, notes: list[str]) -> CalibrationSection | None:
     stored = run.summary.get("temperature")
     if stored is not None:
         temperature, source = float(stored), "stored in the run by `cnnkit calibrate`"
@@ -129,7 +130,11 @@ def _calibration(run: RunWithData, logits: torch.Tensor, labels: torch.Tensor, *
         if note:
             notes.append(note)
         fit_logits, fit_labels = split_logits(run, split, batch_size=batch_size, device=device)
-        temperature = fit_temperature(fit_logits, fit_labels)
+        try:
+            temperature = fit_temperature(fit_logits, fit_labels)
+        except CnnkitError as error:
+            notes.append(f"calibration skipped: on the {split} split, {error}")
+            return None
         source = f"fitted now on the {split} split (not stored: run `cnnkit calibrate` to store it)"
     before, after = logits.softmax(dim=1), (logits / temperature).softmax(dim=1)
     diagram = plot_reliability({"before (T=1)": reliability_bins(before, labels),

@@ -99,7 +99,7 @@ def _confused_table(content: ReportContent, limit: int = 15) -> str:
 
 def _calibration(section: CalibrationSection | None) -> str:
     if section is None:
-        return '<p class="note">Not computed.</p>'
+        return '<p class="note">Skipped: see the notes at the top of the page.</p>'
     names = ("ece", "mce", "nll", "brier", "accuracy", "confidence")
     rows = "".join(f"<tr><td>{name.upper() if len(name) == 3 else name}</td><td class='num'>{section.before[name]:.4f}</td>"
                    f"<td class='num'>{section.after[name]:.4f}</td></tr>" for name in names)
