@@ -130,7 +130,7 @@ def render_report(content: ReportContent) -> str:
                  "Undefined ratios (a class never predicted, or absent) count as 0, as scikit-learn's zero_division=0."),
         _section("confused", "Most confused pairs", _confused_table(content)),
         _section("losses", "Top losses", _tiles(content.top_losses),
-                 f"The {split} images the model got most wrong: the image, then the {content.cam_note} map "
+                 f"The {split} images with the highest loss: the image, then the {content.cam_note} map "
                  "of the predicted class (what drove the wrong answer)."),
         _section("gallery", "Where the model looks, per class", gallery or '<p class="note">No examples.</p>',
                  f"The images each class is recognised most surely in, with the {content.cam_note} map of that "

@@ -82,7 +82,7 @@ def calibration_split(run: RunWithData) -> tuple[str, str | None]:
     if "val" in run.data.splits:
         return "val", None
     return "train", (f"{run.data.source.location} has no val split: the temperature is fitted on the train "
-                     "split, where the model is over-confident, so it over-corrects on new data")
+                     "split, which flatters the model: the temperature comes out too low for new data")
 
 
 def store_temperature(run_dir: str | Path, temperature: float) -> None:
