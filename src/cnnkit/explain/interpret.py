@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass
 
@@ -34,8 +35,7 @@ class Interpretation:
     examples: tuple[tuple[int, ...], ...]
 
     def to_dict(self) -> dict:
-        names = self.class_names
-        scores = lambda s: {"precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support}  # noqa: E731
+        names, scores = self.class_names, dataclasses.asdict
         return {
             "split": self.split,
             "class_names": list(names),
