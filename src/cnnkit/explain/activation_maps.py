@@ -147,7 +147,9 @@ def cam(
         activation = capture.output()
         targets = resolve_classes(classes, logits.detach(), names)
         if uses_gradients:
-            (gradient,) = torch.autograd.grad(class_scores(logits, targets).sum(), activation)
+            (gradient,) = torch.autograd.grad(class_scores(logits, targets).sum(), activation, allow_unused=True)
+            if gradient is None:  # the logits do not depend on this layer (e.g. an auxiliary branch)
+                gradient = torch.zeros_like(activation)
             raw = GRADIENT_METHODS[method](activation.detach(), gradient)
         elif method == "eigencam":
             raw = _eigencam(activation)
