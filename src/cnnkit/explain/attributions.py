@@ -6,6 +6,7 @@ Each returns (N, C, H, W) for images (N, C, H, W) and one class per image (`clas
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,36 +42,23 @@ def _input_gradient(model: torch.nn.Module, inputs: torch.Tensor, target: torch.
     return gradient
 
 
-class _Prepared:
-    """The module in eval mode with autograd on, the batch, and its targets."""
-
-    def __init__(self, model: Any, images: Any, classes: Classes, class_names: Sequence[str] | None) -> None:
-        self.model, self.images, names = unwrap(model, images, class_names)
-        self._modes = eval_mode(self.model)
-        self._grad = torch.enable_grad()
-        self._inference = torch.inference_mode(False)
-        self._classes, self._names = classes, names
-
-    def __enter__(self) -> _Prepared:
-        self._modes.__enter__()
-        self._inference.__enter__()
-        self._grad.__enter__()
-        self.images = self.images.detach().clone()
+@contextlib.contextmanager
+def _prepared(model: Any, images: Any, classes: Classes,
+              class_names: Sequence[str] | None) -> Iterator[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]]:
+    """(module in eval mode with autograd on, a detached copy of the batch, (N,) targets)."""
+    module, images, names = unwrap(model, images, class_names)
+    with eval_mode(module), torch.inference_mode(False), torch.enable_grad():
+        images = images.detach().clone()
         with torch.no_grad():
-            self.targets = resolve_classes(self._classes, self.model(self.images), self._names)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._grad.__exit__(*exc)
-        self._inference.__exit__(*exc)
-        self._modes.__exit__(*exc)
+            targets = resolve_classes(classes, module(images), names)
+        yield module, images, targets
 
 
 def saliency(model: Any, images: Any, *, classes: Classes = None, class_names: Sequence[str] | None = None,
              absolute: bool = True) -> torch.Tensor:
     """Simonyan et al. 2014: the gradient of the class logit w.r.t. the input (|.| by default)."""
-    with _Prepared(model, images, classes, class_names) as p:
-        gradient = _input_gradient(p.model, p.images, p.targets)
+    with _prepared(model, images, classes, class_names) as (net, batch, targets):
+        gradient = _input_gradient(net, batch, targets)
     return gradient.abs() if absolute else gradient
 
 
@@ -82,14 +70,14 @@ def smoothgrad(model: Any, images: Any, *, classes: Classes = None, class_names:
     range). Noise is drawn from `generator`, (samples, C, H, W) per image in order."""
     if samples < 1 or noise < 0 or batch_size < 1:
         raise CnnkitError(f"smoothgrad needs samples >= 1, noise >= 0, batch_size >= 1; got {samples}, {noise}, {batch_size}")
-    with _Prepared(model, images, classes, class_names) as p:
+    with _prepared(model, images, classes, class_names) as (net, batch, targets):
         maps = []
-        for image, target in zip(p.images, p.targets):
+        for image, target in zip(batch, targets):
             draws = torch.randn((samples, *image.shape), generator=generator, dtype=image.dtype).to(image.device)
             noisy = image[None] + noise * draws
             total = torch.zeros_like(image)
             for part in _chunks(samples, batch_size):
-                gradient = _input_gradient(p.model, noisy[part], target.repeat(part.stop - part.start))
+                gradient = _input_gradient(net, noisy[part], target.repeat(part.stop - part.start))
                 total += (gradient.abs() if absolute else gradient).sum(dim=0)
             maps.append(total / samples)
     return torch.stack(maps)
@@ -122,19 +110,19 @@ def integrated_gradients(model: Any, images: Any, *, classes: Classes = None,
     attributions are these times (steps-1)/steps; cnnkit's weights sum to 1.
     """
     alphas, weights = _quadrature(method, steps)
-    with _Prepared(model, images, classes, class_names) as p:
-        base = torch.as_tensor(baseline, dtype=p.images.dtype, device=p.images.device).expand_as(p.images)
-        total = torch.zeros_like(p.images)
-        for index, (image, start, target) in enumerate(zip(p.images, base, p.targets)):
+    with _prepared(model, images, classes, class_names) as (net, batch, targets):
+        base = torch.as_tensor(baseline, dtype=batch.dtype, device=batch.device).expand_as(batch)
+        total = torch.zeros_like(batch)
+        for index, (image, start, target) in enumerate(zip(batch, base, targets)):
             for part in _chunks(steps, batch_size):
                 alpha = torch.tensor(alphas[part], dtype=image.dtype, device=image.device)[:, None, None, None]
                 weight = torch.tensor(weights[part], dtype=image.dtype, device=image.device)[:, None, None, None]
                 path = start + alpha * (image - start)
-                gradient = _input_gradient(p.model, path, target.repeat(len(alpha)))
+                gradient = _input_gradient(net, path, target.repeat(len(alpha)))
                 total[index] += (weight * gradient).sum(dim=0)
-        attributions = total * (p.images - base)
+        attributions = total * (batch - base)
         with torch.no_grad():
-            gain = class_scores(p.model(p.images), p.targets) - class_scores(p.model(base.contiguous()), p.targets)
+            gain = class_scores(net(batch), targets) - class_scores(net(base.contiguous()), targets)
     delta = attributions.flatten(1).sum(dim=1) - gain
     return IntegratedGradients(attributions, delta)
 
@@ -153,20 +141,20 @@ def occlusion(model: Any, images: Any, *, classes: Classes = None, class_names: 
     `baseline`, averaged over the windows covering each pixel (captum's Occlusion); windows slide
     by `stride` from the top-left corner; pixels no window covers get 0."""
     (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
-    with _Prepared(model, images, classes, class_names) as p, torch.no_grad():
-        height, width = p.images.shape[-2:]
+    with _prepared(model, images, classes, class_names) as (net, batch, targets), torch.no_grad():
+        height, width = batch.shape[-2:]
         if wh > height or ww > width:
             raise CnnkitError(f"window {(wh, ww)} is larger than the images {(height, width)}")
         corners = [(y, x) for y in range(0, height - wh + 1, sh) for x in range(0, width - ww + 1, sw)]
         result = []
-        for image, target in zip(p.images, p.targets):
-            reference = class_scores(p.model(image[None]), target[None])[0]
+        for image, target in zip(batch, targets):
+            reference = class_scores(net(image[None]), target[None])[0]
             total, count = torch.zeros_like(image[0]), torch.zeros_like(image[0])
             for part in _chunks(len(corners), batch_size):
-                batch = image.repeat(part.stop - part.start, 1, 1, 1)
+                occluded = image.repeat(part.stop - part.start, 1, 1, 1)
                 for row, (y, x) in enumerate(corners[part]):
-                    batch[row, :, y:y + wh, x:x + ww] = baseline
-                drops = reference - class_scores(p.model(batch), target.repeat(len(batch)))
+                    occluded[row, :, y:y + wh, x:x + ww] = baseline
+                drops = reference - class_scores(net(occluded), target.repeat(len(occluded)))
                 for drop, (y, x) in zip(drops, corners[part]):
                     total[y:y + wh, x:x + ww] += drop
                     count[y:y + wh, x:x + ww] += 1
