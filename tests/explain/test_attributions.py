@@ -31,7 +31,11 @@ def error(ours: torch.Tensor, theirs: np.ndarray) -> float:
 
 
 def test_saliency_equals_captum(resnet, expected):
+    resnet.layer1.train()
     ours = saliency(resnet, resnet_input(), classes=TARGETS)
+    assert resnet.layer1.training and not resnet.training  # each module's own mode restored
+    assert all(p.grad is None for p in resnet.parameters())
+    resnet.layer1.eval()
     assert ours.shape == (2, 3, 64, 64) and ours.min() >= 0
     assert error(ours, expected["saliency"]) < TOLERANCE
     signed = saliency(resnet, resnet_input(), classes=TARGETS, absolute=False)

@@ -181,3 +181,11 @@ def test_a_predictor_brings_its_class_names_and_preprocessing():
     maps = cam(PredictorLike(model, names), pictures, classes="c4")
     batch = torch.stack([torch.from_numpy(p).double()[None] / 255 for p in pictures])
     assert torch.equal(maps, cam(model, batch, classes=4))
+
+
+def test_a_plain_module_defaults_to_its_last_spatial_layer_before_the_head_pool():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(2, 1, 8, 8)
+    assert default_layer_name(model, x[:1]) == "1"
+    assert torch.equal(cam(model, x), cam(model, x, target_layer=model[1]))
