@@ -125,7 +125,7 @@ def cnnkit_loop(model: nn.Module, dataset: ArrayImageDataset, config: TrainConfi
     train, _ = setup.pipelines(cfg, augment)
     bundle = DataBundle(train=dataset, train_transform=train.sample,
                         batch_transform=setup.batch_stage(train, config, CLASSES))
-    info = RunInfo(model_name=MODEL, class_names=dataset.classes, default_cfg=cfg.to_dict())
+    info = RunInfo(model_name=MODEL, class_names=dataset.classes, default_cfg=cfg)
     clock = StepClock()
     with tempfile.TemporaryDirectory(prefix="cnnkit-overhead-") as scratch:
         fit(model, bundle, config, info, run_dir=Path(scratch) / "run", callbacks=[ClockCallback(clock)], quiet=True)

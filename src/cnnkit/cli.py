@@ -18,6 +18,7 @@ from cnnkit.errors import CnnkitError
 COMMAND_MODULES = (
     "cnnkit.train.demo",
     "cnnkit.train.commands",
+    "cnnkit.inference.commands",
     "cnnkit.analysis.commands",
     "cnnkit.data.commands",
 )

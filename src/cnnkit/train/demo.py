@@ -70,14 +70,14 @@ def run_torch_demo(config: DemoConfig, run_root: Path, *, compare_mlp: bool, qui
         if not quiet:
             print(f"-- {name}: {sum(p.numel() for p in model.parameters()):,} parameters")
         bundle = setup.data_bundle(data, cfg, demo_train_config(config), "flip")
-        info = RunInfo(model_name=name, class_names=data.class_names, default_cfg=cfg.to_dict())
+        info = RunInfo(model_name=name, class_names=data.class_names, default_cfg=cfg)
         start = time.perf_counter()
         run_dir = run_root / name.replace(" ", "_").lower()
         summary = fit(model, bundle, demo_train_config(config), info, run_dir=run_dir, quiet=quiet)
         outcomes.append(ModelOutcome(
             name=name, parameters=sum(p.numel() for p in model.parameters()),
-            train_accuracy=summary["final"]["train_top1"], test_accuracy=summary["test"]["test_top1"],
-            confusion=summary["test_confusion"], seconds=time.perf_counter() - start,
+            train_accuracy=summary.final["train_top1"], test_accuracy=summary.test["test_top1"],
+            confusion=summary.test_confusion, seconds=time.perf_counter() - start,
         ))
     return outcomes
 

@@ -130,27 +130,6 @@ def data_bundle(data: PreparedData, cfg: DefaultCfg, config: TrainConfig, augmen
     )
 
 
-def run_info(model_name: str, model: nn.Module, data: PreparedData, overrides: dict[str, Any]) -> RunInfo:
+def run_info(model_name: str, model: nn.Module, data: PreparedData, options: dict[str, Any]) -> RunInfo:
     return RunInfo(model_name=model_name, class_names=data.class_names,
-                   default_cfg=model.default_cfg.to_dict(), model_overrides=overrides)
-
-
-def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from RUN/summary.json and RUN/best.safetensors, in eval mode."""
-    from safetensors.torch import load_file
-
-    run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        raise CnnkitError(f"{run_dir} is not a finished run: {summary_path.name} is missing")
-    summary = json.loads(summary_path.read_text())
-    cfg = summary["default_cfg"]
-    model = create_model(summary["model_name"], num_classes=len(summary["class_names"]),
-                         in_chans=cfg["input_size"][0], **summary.get("model_overrides", {}))
-    weights = run_dir / "best.safetensors"
-    if not weights.is_file():
-        raise CnnkitError(f"{run_dir} has no {weights.name}: the run finished no epoch")
-    model.load_state_dict(load_file(weights))
-    model.default_cfg = DefaultCfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
-    # channels_last: 1.1-1.8x faster inference on CPU for the zoo (benchmarks/zoo_speed.py).
-    return model.eval().to(memory_format=torch.channels_last), summary
+                   default_cfg=model.default_cfg, model_options=options)
