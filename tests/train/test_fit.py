@@ -112,3 +112,37 @@ def test_compiled_training_saves_plain_weights(tmp_path: Path) -> None:
     assert summary.final["val_top1"] > 0.5
     model = toy_model()
     model.load_state_dict(load_file(tmp_path / "best.safetensors"))  # strict: no "_orig_mod." prefixes
+
+
+def test_a_callback_stops_the_loop_and_early_stopping_is_one() -> None:
+    """`should_stop` ends the run after the current step; early stopping stops at its patience."""
+    from cnnkit.train.callbacks import Callback
+    from cnnkit.train.trainer import Trainer
+
+    class StopAfter(Callback):
+        def __init__(self, steps: int) -> None:
+            self.steps, self.seen = steps, 0
+
+        def after_batch(self, trainer) -> None:
+            self.seen += 1
+            trainer.should_stop = self.seen >= self.steps
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        stopper = StopAfter(3)
+        trainer = Trainer(toy_model(), toy_data(), CONFIG, num_classes=2, run_dir=scratch, callbacks=[stopper])
+        trainer.fit()
+        assert trainer.state.step == 3 and trainer.state.epoch == 0, "stopped mid-epoch, epoch not counted"
+    with tempfile.TemporaryDirectory() as scratch:
+        patient = CONFIG.replace(epochs=12, lr=2.0, early_stopping_patience=2)  # a noisy loss
+        trainer = Trainer(toy_model(), toy_data(), patient, num_classes=2, run_dir=scratch)
+        trainer.fit()
+        losses = [row["train_loss"] for row in trainer.state.history]
+        best, waited, expected = float("inf"), 0, len(losses)
+        for epoch, loss in enumerate(losses):
+            best, waited = (loss, 0) if loss < best else (best, waited + 1)
+            if waited == 2:
+                expected = epoch + 1
+                break
+        assert len(losses) == expected < 12, "stopped exactly when 2 epochs in a row did not improve"

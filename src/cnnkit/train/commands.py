@@ -105,8 +105,8 @@ def run_lr_find(args: argparse.Namespace) -> int:
     config, run = resolve(args, {"model": args.default_model})
     data = setup.prepare_data(args.data, seed=config.seed)
     model, bundle = _model_and_bundle(config, run, data)
-    result = lr_find(model, bundle.train, config, sample_transform=bundle.train_transform,
-                     batch_transform=bundle.batch_transform)
+    result = lr_find(model, bundle.train, config, num_classes=len(data.class_names),
+                     sample_transform=bundle.train_transform, batch_transform=bundle.batch_transform)
     plot_lr_find(result, args.plot)
     print(f"suggested learning rate: {result.suggestion:.3g} (plot: {args.plot})")
     return 0
