@@ -96,3 +96,22 @@ def test_from_model_uses_the_models_own_preprocessing() -> None:
     assert batch.shape == (1, 1, 12, 12)
     with pytest.raises(CnnkitError, match=r"\(N, 1, H, W\)"):
         predictor.logits(torch.zeros(2, 3, 12, 12))
+
+
+def test_training_datasets_decode_jpegs_as_the_predictor_does(tmp_path: Path) -> None:
+    """The decode hint follows the model's preprocessing into the trainer's datasets."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.jpg")
+    data = setup.prepare_data(str(tmp_path), seed=0)
+    model = setup.build_model("compact_cnn", num_classes=2, in_chans=3, seed=0, img_size=64)
+    bundle = setup.data_bundle(data, model.default_cfg, TrainConfig(), "standard")
+    test = bundle.test
+    path = test.base.files[test.indices[0]]
+    predictor = Predictor.from_model(model, ["a", "b"])
+    decoded, _ = test.load(0)
+    assert decoded.shape == predictor.load(path).shape == (3, 120, 160), "JPEG decoded at 1/4 scale"
+    assert torch.equal(decoded, predictor.load(path))
+    assert bundle.train.load(0)[0].shape[1] < 480, "training decodes at a reduced scale too"

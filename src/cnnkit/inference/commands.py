@@ -64,7 +64,8 @@ def run_eval(args: argparse.Namespace) -> int:
     split = args.split or ("test" if "test" in data.splits else next(iter(data.splits)))
     if split not in data.splits:
         raise CnnkitError(f"{args.data} has no split {split!r} (it has {sorted(data.splits)})")
-    loader = ordered_loader(data.splits[split], predictor.pipeline.sample, batch_size=args.batch_size, seed=seed,
+    dataset = data.splits[split].with_decode_hint(predictor.pipeline.decode_hint)
+    loader = ordered_loader(dataset, predictor.pipeline.sample, batch_size=args.batch_size, seed=seed,
                             device=predictor.device,
                             batch_transform=setup.batch_stage(predictor.pipeline, None, len(data.class_names)),
                             channels_last=True)

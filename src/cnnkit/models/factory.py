@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import numbers
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +69,49 @@ def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]
         raise CnnkitError(
             f"model {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted)) or 'none'}"
         )
+
+
+def parse_model_options(name: str, pairs: list[str]) -> dict[str, Any]:
+    """`["drop_rate=0.2", ...]` -> {"drop_rate": 0.2}: each key an option of model `name`'s builder,
+    each value read as YAML and checked against the option's type (its annotation or default)."""
+    import yaml
+
+    if name not in _REGISTRY:
+        raise CnnkitError(f"unknown model {name!r} (see `cnnkit.list_models()`)")
+    builder = _REGISTRY[name]
+    parameters = inspect.signature(builder).parameters
+    try:
+        hints = typing.get_type_hints(builder)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: fall back to defaults
+        hints = {}
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CnnkitError(f"--model-opt {pair!r}: expected KEY=VALUE")
+        value = yaml.safe_load(text) if text.strip() else None
+        options[key] = value
+        if key in ("num_classes", "in_chans"):
+            raise CnnkitError(f"--model-opt {key}: set by the data, not a model option")
+        if key in parameters and not _fits(value, hints.get(key, type(parameters[key].default))):
+            raise CnnkitError(f"--model-opt {key}={text}: model {name!r} expects {hints.get(key, 'another type')}")
+    _check_overrides(name, builder, options)
+    return options
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    if annotation in (inspect.Parameter.empty, Any, type(None)):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arm) for arm in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple))
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True

@@ -14,7 +14,7 @@ from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shu
 from cnnkit.train.finetune import finetune, parse_phases
 from cnnkit.train.fit import fit
 from cnnkit.train.lr_find import lr_find, plot_lr_find
-from cnnkit.train.options import add_train_config_flags, resolve
+from cnnkit.train.options import RunOptions, add_train_config_flags, resolve
 from cnnkit.train.report import format_metrics
 
 
@@ -44,6 +44,9 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
     parser.add_argument("--pretrained", default=None, help="local .safetensors/.pth weights")
     parser.add_argument("--augment", choices=("standard", "flip", "none"), default=None,
                         help="training augmentation (default: standard for photos, none below 64 px)")
+    parser.add_argument("--model-opt", action="append", default=None, metavar="KEY=VALUE",
+                        help="an option of the model's builder, e.g. drop_rate=0.2 (repeatable; checked by name "
+                             "and type)")
     parser.add_argument("--config", default=None, help="YAML file of any of these options")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -51,9 +54,9 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
     parser.set_defaults(default_model=default_model)
 
 
-def _start(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any], Any, Path, DistributedContext]:
-    config, run = resolve(args, {"model": args.default_model})
-    out = Path(run["out"] or f"runs/{run['model']}")
+def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path, DistributedContext]:
+    config, run = resolve(args, default_model=args.default_model)
+    out = Path(run.out or f"runs/{run.model}")
     if not args.resume and (out / "last.pt").exists():
         raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     context = init_from_torchrun(config.device)
@@ -64,11 +67,11 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any], Any, 
     return config, run, data, out, context
 
 
-def _model_and_bundle(config: TrainConfig, run: dict[str, Any], data: Any):
-    model = setup.build_model(run["model"], num_classes=len(data.class_names), in_chans=data.in_chans,
+def _model_and_bundle(config: TrainConfig, run: RunOptions, data: Any):
+    model = setup.build_model(run.model, num_classes=len(data.class_names), in_chans=data.in_chans,
                               seed=config.seed,
-                              pretrained=run["pretrained"], img_size=run["img_size"])
-    augment, cfg = setup.resolve_augment(model.default_cfg, run["augment"])
+                              pretrained=run.pretrained, img_size=run.img_size, overrides=run.model_options)
+    augment, cfg = setup.resolve_augment(model.default_cfg, run.augment)
     model.default_cfg = setup.fit_normalisation(cfg, data.splits["train"])
     bundle = setup.data_bundle(data, model.default_cfg, config, augment)
     return model, bundle
@@ -77,7 +80,7 @@ def _model_and_bundle(config: TrainConfig, run: dict[str, Any], data: Any):
 def run_train(args: argparse.Namespace) -> int:
     config, run, data, out, context = _start(args)
     model, bundle = _model_and_bundle(config, run, data)
-    summary = fit(model, bundle, config, setup.run_info(run["model"], model, data, {}), run_dir=out,
+    summary = fit(model, bundle, config, setup.run_info(run.model, model, data, run.model_options), run_dir=out,
                   resume=args.resume, distributed=context, quiet=args.quiet)
     if context.is_main:
         print(format_metrics(summary, out))
@@ -87,12 +90,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_finetune(args: argparse.Namespace) -> int:
     config, run, data, out, context = _start(args)
-    if run["pretrained"] is None:
+    if run.pretrained is None:
         print("finetune: no --pretrained weights given; the backbone starts from random initialisation",
               file=sys.stderr)
     model, bundle = _model_and_bundle(config, run, data)
     phases = parse_phases(args.phases, unfrozen_lr_scale=args.unfrozen_lr_scale, layer_decay=args.layer_decay)
-    summary = finetune(model, bundle, config, setup.run_info(run["model"], model, data, {}), phases,
+    summary = finetune(model, bundle, config, setup.run_info(run.model, model, data, run.model_options), phases,
                        classifier_path=model.default_cfg.classifier, run_dir=out, resume=args.resume,
                        distributed=context, quiet=args.quiet)
     if context.is_main:
@@ -102,7 +105,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_lr_find(args: argparse.Namespace) -> int:
-    config, run = resolve(args, {"model": args.default_model})
+    config, run = resolve(args, default_model=args.default_model)
     data = setup.prepare_data(args.data, seed=config.seed)
     model, bundle = _model_and_bundle(config, run, data)
     result = lr_find(model, bundle.train, config, num_classes=len(data.class_names),

@@ -122,8 +122,13 @@ def batch_stage(pipeline: Pipeline, config: TrainConfig | None, num_classes: int
 def data_bundle(data: PreparedData, cfg: DefaultCfg, config: TrainConfig, augment: Augment) -> DataBundle:
     train, evaluation = pipelines(cfg, augment)
     classes = len(data.class_names)
+    # The decode hint follows the model's preprocessing (timm's order: model, data config, dataset):
+    # JPEGs decode at the smallest DCT scale each pipeline needs, as `Predictor` decodes them.
+    val, test = data.splits.get("val"), data.splits.get("test")
     return DataBundle(
-        train=data.splits["train"], val=data.splits.get("val"), test=data.splits.get("test"),
+        train=data.splits["train"].with_decode_hint(train.decode_hint),
+        val=None if val is None else val.with_decode_hint(evaluation.decode_hint),
+        test=None if test is None else test.with_decode_hint(evaluation.decode_hint),
         train_transform=train.sample, eval_transform=evaluation.sample,
         batch_transform=batch_stage(train, config, classes),
         eval_batch_transform=batch_stage(evaluation, None, classes),
