@@ -44,6 +44,8 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
     parser.add_argument("--pretrained", default=None, help="local .safetensors/.pth weights")
     parser.add_argument("--augment", choices=("standard", "flip", "none"), default=None,
                         help="training augmentation (default: standard for photos, none below 64 px)")
+    parser.add_argument("--drop-outliers", action="store_true", default=None,
+                        help="leave out readable files in a format almost absent from the set (e.g. a placeholder GIF)")
     parser.add_argument("--model-opt", action="append", default=None, metavar="KEY=VALUE",
                         help="an option of the model's builder, e.g. drop_rate=0.2 (repeatable; checked by name "
                              "and type)")
@@ -63,7 +65,8 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
     data = setup.prepare_data(args.data, seed=config.seed, run_dir=out if context.is_main else None,
-                              saved_split=out / "split.json" if args.resume else None)
+                              saved_split=out / "split.json" if args.resume else None,
+                              drop_format_outliers=run.drop_outliers)
     return config, run, data, out, context
 
 
@@ -106,7 +109,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def run_lr_find(args: argparse.Namespace) -> int:
     config, run = resolve(args, default_model=args.default_model)
-    data = setup.prepare_data(args.data, seed=config.seed)
+    data = setup.prepare_data(args.data, seed=config.seed, drop_format_outliers=run.drop_outliers)
     model, bundle = _model_and_bundle(config, run, data)
     result = lr_find(model, bundle.train, config, num_classes=len(data.class_names),
                      sample_transform=bundle.train_transform, batch_transform=bundle.batch_transform)

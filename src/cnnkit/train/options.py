@@ -26,6 +26,7 @@ class RunOptions:
     img_size: int | None = None
     pretrained: str | None = None
     augment: str | None = None
+    drop_outliers: bool = False
     model_options: dict[str, Any] = field(default_factory=dict)
 
 
