@@ -32,6 +32,7 @@ from cnnkit.train.ema import ModelEma
 from cnnkit.train.evaluate import evaluate_model
 from cnnkit.train.metrics import ClassificationMeter
 from cnnkit.train.optim import build_optimizer, lr_factor, parameter_groups, set_learning_rate
+from cnnkit.train.precision import resolve_precision
 
 
 class TrainingDiverged(CnnkitError):
@@ -107,7 +108,8 @@ class Trainer:
                              if config.class_weighted_loss else None)
         groups = param_groups if param_groups is not None else parameter_groups(self.model, config.weight_decay)
         self.optimizer = build_optimizer(groups, config)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.precision = resolve_precision(config.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema = ModelEma(self.model, config.ema_decay) if config.ema_decay else None
         self.forward_model = self.dist.wrap(self.model)
         if config.compile:
@@ -270,9 +272,9 @@ class Trainer:
 
     # ----------------------------------------------------------------- helpers
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.precision == "fp32":
+        if self.precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _set_train_mode(self) -> None:
