@@ -24,6 +24,7 @@ import torch
 
 from cnnkit.cli import main as cnnkit_main
 from cnnkit.train.run_summary import read_summary
+from cnnkit.device_info import device_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MNIST = PROJECT_ROOT.parent / "shared" / "datasets" / "mnist"
@@ -47,6 +48,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's); on a shared CPU, 1 avoids oversubscription")
     args = parser.parse_args()
+    print(device_info().describe(), flush=True)
     if not MNIST.is_dir():
         print(f"mnist: the MNIST IDX files are not at {MNIST}; nothing to measure", file=sys.stderr)
         return 1

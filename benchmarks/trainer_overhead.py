@@ -40,6 +40,7 @@ from cnnkit.train.callbacks import Callback
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.fit import DataBundle, RunInfo, fit
 from cnnkit.train.trainer import Trainer
+from cnnkit.device_info import device_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MNIST = PROJECT_ROOT.parent / "shared" / "datasets" / "mnist"
@@ -188,6 +189,7 @@ def main() -> int:
                         help="torch intra-op threads (default 1: on a shared CPU more threads than free cores "
                              "make every step wait)")
     args = parser.parse_args()
+    print(device_info().describe(), flush=True)
     if min(args.warmup, args.steps, args.reps, args.variant_reps) < 1:
         parser.error("--warmup, --steps, --reps and --variant-reps must be >= 1")
     torch.set_num_threads(args.threads)
