@@ -14,7 +14,7 @@ import cnnkit
 from cnnkit.data.decode import BadImageError
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor, load_run
-from cnnkit.train import setup
+from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.evaluate import ordered_loader
 
@@ -22,8 +22,8 @@ from cnnkit.train.evaluate import ordered_loader
 def test_logits_equal_the_trainers_evaluation_logits(tiny_run: Path, tiny_folder: Path) -> None:
     """The test split through the trainer's evaluation loader and model, and through Predictor."""
     model, summary = load_run(tiny_run)
-    data = setup.prepare_data(str(tiny_folder), seed=0, saved_split=tiny_run / "split.json")
-    bundle = setup.data_bundle(data, summary.default_cfg, TrainConfig(), "none")
+    data = data_prep.prepare_data(str(tiny_folder), seed=0, saved_split=tiny_run / "split.json")
+    bundle = preprocessing.data_bundle(data, summary.default_cfg, TrainConfig(), "none")
     loader = ordered_loader(data.splits["test"], bundle.eval_transform, batch_size=5, seed=0,
                             batch_transform=bundle.eval_batch_transform, channels_last=True)
     with torch.no_grad():
@@ -105,9 +105,9 @@ def test_training_datasets_decode_jpegs_as_the_predictor_does(tmp_path: Path) ->
         (tmp_path / name).mkdir()
         for i in range(6):
             Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.jpg")
-    data = setup.prepare_data(str(tmp_path), seed=0)
-    model = setup.build_model("compact_cnn", num_classes=2, in_chans=3, seed=0, img_size=64)
-    bundle = setup.data_bundle(data, model.default_cfg, TrainConfig(), "standard")
+    data = data_prep.prepare_data(str(tmp_path), seed=0)
+    model = model_setup.build_model("compact_cnn", num_classes=2, in_chans=3, seed=0, img_size=64)
+    bundle = preprocessing.data_bundle(data, model.default_cfg, TrainConfig(), "standard")
     test = bundle.test
     path = test.base.files[test.indices[0]]
     predictor = Predictor.from_model(model, ["a", "b"])

@@ -10,7 +10,7 @@ from pathlib import Path
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.bulk import collect_files, errors_path, merge_outputs, predict_files
 from cnnkit.inference.predictor import Failure, Predictor
-from cnnkit.train import setup
+from cnnkit.train import data_prep, preprocessing
 from cnnkit.train.config import load_config
 from cnnkit.train.distributed import init_from_torchrun, shutdown
 from cnnkit.train.evaluate import evaluate_model, ordered_loader
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     predictor = Predictor.from_run(args.run, device=pick_device(args.device), batch_size=args.batch_size)
     seed = args.seed if args.seed is not None else _run_seed(Path(args.run))
-    data = setup.prepare_data(args.data, seed=seed, saved_split=Path(args.run) / "split.json")
+    data = data_prep.prepare_data(args.data, seed=seed, saved_split=Path(args.run) / "split.json")
     if tuple(data.class_names) != predictor.class_names:
         raise CnnkitError(f"{args.data} has classes {data.class_names}, the run was trained on "
                           f"{list(predictor.class_names)}")
@@ -67,7 +67,7 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = data.splits[split].with_decode_hint(predictor.pipeline.decode_hint)
     loader = ordered_loader(dataset, predictor.pipeline.sample, batch_size=args.batch_size, seed=seed,
                             device=predictor.device,
-                            batch_transform=setup.batch_stage(predictor.pipeline, None, len(data.class_names)),
+                            batch_transform=preprocessing.batch_stage(predictor.pipeline, None, len(data.class_names)),
                             channels_last=True)
     meter = evaluate_model(predictor.model, loader, num_classes=len(data.class_names), device=predictor.device)
     metrics = meter.compute(f"{split}_")

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
-from cnnkit.train import setup
+from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.finetune import finetune, parse_phases
-from cnnkit.train.fit import fit
+from cnnkit.train.fit import RunInfo, fit
 from cnnkit.train.lr_find import lr_find, plot_lr_find
 from cnnkit.train.options import RunOptions, add_train_config_flags, resolve
 from cnnkit.train.report import format_metrics
@@ -64,26 +64,27 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path
     context = init_from_torchrun(config.device)
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    data = setup.prepare_data(args.data, seed=config.seed, run_dir=out if context.is_main else None,
+    data = data_prep.prepare_data(args.data, seed=config.seed, run_dir=out if context.is_main else None,
                               saved_split=out / "split.json" if args.resume else None,
                               drop_format_outliers=run.drop_outliers)
     return config, run, data, out, context
 
 
 def _model_and_bundle(config: TrainConfig, run: RunOptions, data: Any):
-    model = setup.build_model(run.model, num_classes=len(data.class_names), in_chans=data.in_chans,
+    model = model_setup.build_model(run.model, num_classes=len(data.class_names), in_chans=data.in_chans,
                               seed=config.seed,
                               pretrained=run.pretrained, img_size=run.img_size, overrides=run.model_options)
-    augment, cfg = setup.resolve_augment(model.default_cfg, run.augment)
-    model.default_cfg = setup.fit_normalisation(cfg, data.splits["train"])
-    bundle = setup.data_bundle(data, model.default_cfg, config, augment)
+    augment, cfg = preprocessing.resolve_augment(model.default_cfg, run.augment)
+    model.default_cfg = model_setup.fit_normalisation(cfg, data.splits["train"])
+    bundle = preprocessing.data_bundle(data, model.default_cfg, config, augment)
     return model, bundle
 
 
 def run_train(args: argparse.Namespace) -> int:
     config, run, data, out, context = _start(args)
     model, bundle = _model_and_bundle(config, run, data)
-    summary = fit(model, bundle, config, setup.run_info(run.model, model, data, run.model_options), run_dir=out,
+    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options)
+    summary = fit(model, bundle, config, info, run_dir=out,
                   resume=args.resume, distributed=context, quiet=args.quiet)
     if context.is_main:
         print(format_metrics(summary, out))
@@ -98,7 +99,8 @@ def run_finetune(args: argparse.Namespace) -> int:
               file=sys.stderr)
     model, bundle = _model_and_bundle(config, run, data)
     phases = parse_phases(args.phases, unfrozen_lr_scale=args.unfrozen_lr_scale, layer_decay=args.layer_decay)
-    summary = finetune(model, bundle, config, setup.run_info(run.model, model, data, run.model_options), phases,
+    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options)
+    summary = finetune(model, bundle, config, info, phases,
                        classifier_path=model.default_cfg.classifier, run_dir=out, resume=args.resume,
                        distributed=context, quiet=args.quiet)
     if context.is_main:
@@ -109,7 +111,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def run_lr_find(args: argparse.Namespace) -> int:
     config, run = resolve(args, default_model=args.default_model)
-    data = setup.prepare_data(args.data, seed=config.seed, drop_format_outliers=run.drop_outliers)
+    data = data_prep.prepare_data(args.data, seed=config.seed, drop_format_outliers=run.drop_outliers)
     model, bundle = _model_and_bundle(config, run, data)
     result = lr_find(model, bundle.train, config, num_classes=len(data.class_names),
                      sample_transform=bundle.train_transform, batch_transform=bundle.batch_transform)

@@ -42,6 +42,13 @@ class RunInfo:
     default_cfg: DefaultCfg = field(default_factory=DefaultCfg)
     model_options: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_model(cls, model_name: str, model: nn.Module, class_names: Sequence[str],
+                  options: dict[str, Any] | None = None) -> RunInfo:
+        """The run's record of `model` as built (its default_cfg fitted to the data)."""
+        return cls(model_name=model_name, class_names=list(class_names), default_cfg=model.default_cfg,
+                   model_options=dict(options or {}))
+
 
 @dataclass(frozen=True)
 class DataBundle:
