@@ -195,3 +195,20 @@ def test_builder_honours_num_classes_and_in_chans(name: str):
     assert (cfg.num_classes, cfg.input_size[0]) == (7, 2)
     assert model.get_submodule(cfg.first_conv).weight.shape[1] == 2
     assert model.get_submodule(cfg.classifier).weight.shape[0] == 7
+
+
+@pytest.mark.parametrize("built", REGISTERED, indirect=True)
+def test_feature_layer_output_is_the_feature_map(built: Built):
+    """default_cfg.feature_layer names a module whose output (a forward hook) is forward_features(x)."""
+    model = built.model.eval()
+    layer = model.default_cfg.feature_layer
+    assert layer, f"{built.name} declares no default_cfg.feature_layer"
+    captured: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: captured.append(out.clone()))
+    try:
+        with torch.no_grad():
+            features = model.forward_features(smoke_input(built.name, model.default_cfg))
+    finally:
+        handle.remove()
+    assert len(captured) == 1, f"{layer} ran {len(captured)} times"
+    assert captured[0].ndim == 4 and torch.equal(captured[0], features)

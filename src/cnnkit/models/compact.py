@@ -7,13 +7,14 @@ fully-connected layers with dropout, and a final Linear `classifier`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from cnnkit.layers.conv_norm_act import ConvNormAct, NormFactory
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.heads import HeadSpec, build_head, final_linear_path
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_kaiming_
 
@@ -63,6 +64,7 @@ class CompactCNN(ClassifierModel):
             classifier="classifier",
             num_classes=num_classes,
             crop_pct=1.0,
+            feature_layer="features",
         )
         layers: list[nn.Module] = []
         channels = in_chans
@@ -73,23 +75,18 @@ class CompactCNN(ClassifierModel):
             channels = width
         self.features = nn.Sequential(*layers)
         self.head_pool = nn.AdaptiveAvgPool2d(config.head_grid)
-        hidden: list[nn.Module] = [nn.Flatten(1)]
-        features = channels * config.head_grid**2
-        for width in config.hidden:
-            hidden += [nn.Dropout(drop_rate), nn.Linear(features, width), nn.ReLU(inplace=True)]
-            features = width
-        hidden.append(nn.Dropout(drop_rate))
-        self.pre_logits = nn.Sequential(*hidden)
-        self.num_features = features
-        self.classifier = nn.Linear(features, num_classes)
+        self.num_features = channels
+        self.drop_rate = drop_rate
+        head = HeadSpec(config.hidden, drop_rate)
+        self.classifier = build_head(channels * config.head_grid**2, num_classes, head, bare=True)
+        self.default_cfg = replace(self.default_cfg, classifier=final_linear_path("classifier", self.classifier))
         init_kaiming_(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pre_logits(self.head_pool(x))
-        return x if pre_logits else self.classifier(x)
+    def pool_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.head_pool(x), 1)
 
 
 @register_model

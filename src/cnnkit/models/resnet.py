@@ -22,7 +22,7 @@ from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.layers.residual import AttentionFactory, BasicBlock, projection_shortcut
 from cnnkit.layers.squeeze_excitation import SqueezeExcitation
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.heads import pooled_linear_head
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 from cnnkit.models.weight_init import init_kaiming_
 
@@ -109,7 +109,7 @@ class ResNet(ClassifierModel):
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
             inplanes = out_channels
         self.num_features = inplanes
-        self.fc = nn.Linear(inplanes, num_classes)
+        self.fc = build_head(inplanes, num_classes, HeadSpec(dropout=drop_rate), bare=True)
         init_kaiming_(self)
         if zero_init_residual:
             for m in self.modules():
@@ -119,9 +119,6 @@ class ResNet(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return pooled_linear_head(x, self.fc, drop_rate=self.drop_rate, training=self.training, pre_logits=pre_logits)
 
 
 def register_resnet(name: str, config: ResNetConfig, default_cfg: DefaultCfg, summary: str) -> ModelBuilder:
@@ -166,7 +163,7 @@ def register_resnet(name: str, config: ResNetConfig, default_cfg: DefaultCfg, su
     return register_model(builder)
 
 
-TORCHVISION_CFG = DefaultCfg()
+TORCHVISION_CFG = DefaultCfg(feature_layer="layer4")
 _BOTTLENECK = partial(ResNetConfig, Bottleneck)
 
 resnet18 = register_resnet("resnet18", ResNetConfig(BasicBlock, (2, 2, 2, 2)), TORCHVISION_CFG, "ResNet-18.")

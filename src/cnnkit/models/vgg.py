@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnkit.layers.conv_norm_act import NormFactory
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.heads import mlp_head
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 from cnnkit.models.weight_init import init_kaiming_
 
@@ -64,25 +64,17 @@ class VGG(ClassifierModel):
         self.features = vgg_features(config, in_chans, norm_layer)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         width = config.stages[-1][-1]
-        self.classifier = nn.Sequential(
-            nn.Linear(width * 7 * 7, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(4096, num_classes),
-        )
+        self.classifier = build_head(width * 7 * 7, num_classes, HeadSpec((4096, 4096), drop_rate))
         init_kaiming_(self, linear_std=0.01)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return mlp_head(x, self.avgpool, self.classifier, pre_logits=pre_logits)
+    def pool_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(x), 1)
 
 
-VGG_CFG = DefaultCfg(first_conv="features.0", classifier="classifier.6")
+VGG_CFG = DefaultCfg(first_conv="features.0", classifier="classifier.6", feature_layer="features")
 
 
 def register_vgg(name: str, config: VGGConfig, summary: str) -> ModelBuilder:
