@@ -52,7 +52,7 @@ def zoo_infra_tiny_test_net(num_classes: int = 10, in_chans: int = 3) -> TinyNet
 @pytest.fixture
 def tiny_name() -> Iterator[str]:
     """TinyNet registered under a test-only name, removed afterwards."""
-    register_model(zoo_infra_tiny_test_net)
+    register_model(TEST_MODEL, zoo_infra_tiny_test_net)
     yield TEST_MODEL
     unregister_model(TEST_MODEL)
 

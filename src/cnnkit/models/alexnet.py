@@ -55,7 +55,7 @@ class AlexNet(ClassifierModel):
         return torch.flatten(self.avgpool(x), 1)
 
 
-@register_model
+@register_model("alexnet")
 def alexnet(num_classes: int = 1000, in_chans: int = 3, *, drop_rate: float = 0.5) -> AlexNet:
     """AlexNet (61.1M parameters); override: drop_rate (classifier dropout, 0.5)."""
     return AlexNet(num_classes, in_chans, drop_rate=drop_rate)

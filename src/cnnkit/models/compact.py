@@ -89,7 +89,7 @@ class CompactCNN(ClassifierModel):
         return torch.flatten(self.head_pool(x), 1)
 
 
-@register_model
+@register_model("compact_cnn")
 def compact_cnn(
     num_classes: int = 9,
     in_chans: int = 1,
@@ -105,7 +105,7 @@ def compact_cnn(
     return CompactCNN(COMPACT_CNN, num_classes, in_chans, 32, norm_layer=norm, drop_rate=drop_rate)
 
 
-@register_model
+@register_model("mnist_cnn")
 def mnist_cnn(
     num_classes: int = 10,
     in_chans: int = 1,

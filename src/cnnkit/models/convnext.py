@@ -118,7 +118,7 @@ class ConvNeXt(ClassifierModel):
         return nn.functional.adaptive_avg_pool2d(x, 1)
 
 
-@register_model
+@register_model("convnext_tiny")
 def convnext_tiny(
     num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.1, layer_scale: float = 1e-6
 ) -> ConvNeXt:
@@ -128,7 +128,7 @@ def convnext_tiny(
     )
 
 
-@register_model
+@register_model("convnext_small")
 def convnext_small(
     num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.4, layer_scale: float = 1e-6
 ) -> ConvNeXt:

@@ -92,12 +92,11 @@ def register_densenet(name: str, config: DenseNetConfig, summary: str) -> ModelB
             config, cfg, num_classes, in_chans, norm_layer=norm_layer or nn.BatchNorm2d, drop_rate=drop_rate
         )
 
-    builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
         f"{summary}\n\nOverrides: norm_layer (e.g. `make_norm_layer('group')`), "
         "drop_rate (dropout on each dense layer's new features)."
     )
-    return register_model(builder)
+    return register_model(name, builder)
 
 
 densenet121 = register_densenet("densenet121", DenseNetConfig(32, (6, 12, 24, 16), 64), "DenseNet-BC-121, k=32.")

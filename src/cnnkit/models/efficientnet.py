@@ -174,11 +174,10 @@ def register_efficientnet(variant: str, summary: str) -> ModelBuilder:
             stochastic_depth_prob=stochastic_depth_prob,
         )
 
-    builder.__name__ = builder.__qualname__ = f"efficientnet_{variant}"
     builder.__doc__ = (
         f"{summary}\n\nOverrides: drop_rate (None: the variant's {scaling.dropout}), stochastic_depth_prob."
     )
-    return register_model(builder)
+    return register_model(f"efficientnet_{variant}", builder)
 
 
 efficientnet_b0 = register_efficientnet("b0", "EfficientNet-B0 (5.3 M parameters, 224 px).")

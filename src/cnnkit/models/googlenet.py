@@ -145,7 +145,7 @@ class GoogLeNet(ClassifierModel):
         return GoogLeNetOutputs(logits, aux["aux2"], aux["aux1"])
 
 
-@register_model
+@register_model("googlenet")
 def googlenet(
     num_classes: int = 1000,
     in_chans: int = 3,

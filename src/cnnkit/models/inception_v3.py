@@ -292,7 +292,7 @@ class InceptionV3(ClassifierModel):
         return InceptionOutputs(logits, aux[0])
 
 
-@register_model
+@register_model("inception_v3")
 def inception_v3(
     num_classes: int = 1000,
     in_chans: int = 3,

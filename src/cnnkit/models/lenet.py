@@ -51,7 +51,7 @@ class LeNet5(ClassifierModel):
         return torch.flatten(self.avgpool(x), 1)
 
 
-@register_model
+@register_model("lenet5")
 def lenet5(num_classes: int = 10, in_chans: int = 1) -> LeNet5:
     """LeNet-5, tanh + average pooling (61,706 parameters with 10 classes on one channel)."""
     return LeNet5(num_classes, in_chans)

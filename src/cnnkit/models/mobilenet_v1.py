@@ -104,7 +104,7 @@ class MobileNetV1(ClassifierModel):
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
 
 
-@register_model
+@register_model("mobilenetv1_100")
 def mobilenetv1_100(
     num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0, drop_rate: float = 0.0
 ) -> MobileNetV1:

@@ -83,7 +83,7 @@ class MobileNetV2(ClassifierModel):
         return self.features(x)
 
 
-@register_model
+@register_model("mobilenet_v2")
 def mobilenet_v2(
     num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0, drop_rate: float = 0.2
 ) -> MobileNetV2:

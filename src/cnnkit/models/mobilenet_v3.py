@@ -146,7 +146,7 @@ class MobileNetV3(ClassifierModel):
         return self.features(x)
 
 
-@register_model
+@register_model("mobilenet_v3_large")
 def mobilenet_v3_large(
     num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0, drop_rate: float = 0.2
 ) -> MobileNetV3:
@@ -154,7 +154,7 @@ def mobilenet_v3_large(
     return MobileNetV3(MOBILENET_V3_LARGE, num_classes, in_chans, width_mult=width_mult, drop_rate=drop_rate)
 
 
-@register_model
+@register_model("mobilenet_v3_small")
 def mobilenet_v3_small(
     num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0, drop_rate: float = 0.2
 ) -> MobileNetV3:

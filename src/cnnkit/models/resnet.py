@@ -155,12 +155,11 @@ def register_resnet(name: str, config: ResNetConfig, default_cfg: DefaultCfg, su
             drop_rate=drop_rate,
         )
 
-    builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
         f"{summary}\n\nOverrides: stem ('imagenet' | 'deep' | 'cifar': 3x3/1 stem without max-pool for "
         "32x32 inputs), norm_layer (e.g. `make_norm_layer('group')`), zero_init_residual, drop_rate."
     )
-    return register_model(builder)
+    return register_model(name, builder)
 
 
 TORCHVISION_CFG = DefaultCfg(feature_layer="layer4")

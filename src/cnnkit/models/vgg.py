@@ -91,12 +91,11 @@ def register_vgg(name: str, config: VGGConfig, summary: str) -> ModelBuilder:
         cfg = replace(VGG_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes)
         return VGG(config, cfg, num_classes, in_chans, norm_layer=norm, drop_rate=drop_rate)
 
-    builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
         f"{summary}\n\nOverrides: norm_layer (a norm after every conv; default BatchNorm for *_bn, "
         "none otherwise), drop_rate (classifier dropout, 0.5)."
     )
-    return register_model(builder)
+    return register_model(name, builder)
 
 
 vgg11 = register_vgg("vgg11", VGG11, "VGG-11 (configuration A).")
