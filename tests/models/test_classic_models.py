@@ -192,9 +192,14 @@ def test_seresnet50_squeezes_to_a_sixteenth_and_resnet50d_pools_its_shortcut() -
     assert isinstance(_meta_model("resnext50_32x4d").layer1[0], Bottleneck)
 
 
-def test_mnist_cnn_has_about_138k_parameters_and_runs_on_mnist_shape() -> None:
+def test_mnist_cnn_is_the_printed_code_with_its_true_count_and_runs_on_mnist_shape() -> None:
+    """worked-examples.md: conv 32-64-128 with BN, pool after each, FC 512-128-10 has 160,074 parameters."""
     model = cnnkit.create_model("mnist_cnn", num_classes=10, in_chans=1).eval()
-    assert abs(_count(model) - 138_000) <= 0.10 * 138_000
+    assert _count(model) == 160_074
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(c.out_channels, c.bias is not None) for c in convs] == [(32, True), (64, True), (128, True)]
+    assert [(f.in_features, f.out_features) for f in linears] == [(512, 128), (128, 10)]
     with torch.no_grad():
         assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
 
