@@ -1,14 +1,13 @@
 """The classic zoo: parameter counts against published figures, shapes, heads and overrides.
 
-Oracle for counts: ../shared/reference/zoo.json (published/peer figures). Structural checks run on
+Oracle for counts: ../shared/reference/zoo.json (published/peer figures), committed as
+tests/models/reference/published.json. Structural checks run on
 the meta device (shapes without arithmetic) so full-size models cost no compute; a few small
 models also run for real on the CPU.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,8 +21,8 @@ from cnnkit.layers.residual import BasicBlock
 from cnnkit.models.googlenet import GoogLeNetOutputs
 from cnnkit.models.inception_v3 import InceptionOutputs
 from cnnkit.models.lenet import lenet5
+from models.reference.published import published_figures
 
-ZOO_JSON = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "zoo.json"
 CLASSIC = (
     "lenet5 alexnet vgg11 vgg16 vgg19 vgg16_bn googlenet inception_v3 resnet18 resnet34 resnet50 resnet101 "
     "resnet152 resnext50_32x4d wide_resnet50_2 densenet121 densenet161 seresnet50 resnet50d"
@@ -49,9 +48,7 @@ SHAPES = [
 
 
 def _zoo_figures() -> dict[str, dict]:
-    if not ZOO_JSON.is_file():
-        pytest.skip(f"published zoo figures not found at {ZOO_JSON} (a user's checkout has no ../shared)")
-    return json.loads(ZOO_JSON.read_text())["models"]
+    return published_figures()
 
 
 def _meta_model(name: str, **kwargs: object) -> nn.Module:

@@ -19,11 +19,11 @@ from torch import nn
 from cnnkit.models.base import ClassifierModel, DefaultCfg
 from cnnkit.models.factory import create_model, list_models
 from models.reference.name_keyed_fill import fill_probe, name_keyed_state_dict, reference_input
+from models.reference.published import SHARED_ZOO_JSON, published_figures
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
-ZOO_JSON = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "zoo.json"
 MANIFEST = json.loads((REFERENCE_DIR / "manifest.json").read_text())
-ZOO: dict[str, dict[str, Any]] = json.loads(ZOO_JSON.read_text())["models"] if ZOO_JSON.is_file() else {}
+ZOO: dict[str, dict[str, Any]] = published_figures()
 REFERENCE_NAMES: list[str] = MANIFEST["models"]
 REGISTERED = list_models()
 
@@ -78,7 +78,15 @@ def test_fill_matches_the_one_the_fixtures_were_made_with():
     )
 
 
-@pytest.mark.skipif(not ZOO, reason=f"published figures {ZOO_JSON} not found (a user's checkout has no ../shared)")
+@pytest.mark.skipif(not SHARED_ZOO_JSON.is_file(), reason=f"{SHARED_ZOO_JSON} not found (no ../shared here)")
+def test_committed_figures_are_those_of_shared_zoo_json():
+    assert ZOO == json.loads(SHARED_ZOO_JSON.read_text())["models"], "run tools/make_reference_fixtures.py"
+
+
+def test_every_published_model_is_registered():
+    assert sorted(set(ZOO) - set(REGISTERED)) == []
+
+
 def test_every_torchvision_and_timm_entry_has_a_fixture():
     expected = sorted(name for name, entry in ZOO.items() if entry["source"] in ("torchvision", "timm"))
     assert REFERENCE_NAMES == expected

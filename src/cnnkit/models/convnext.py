@@ -44,6 +44,19 @@ CONVNEXT_SMALL: tuple[ConvNeXtStage, ...] = (
     ConvNeXtStage(channels=768, num_layers=3),
 )
 
+CONVNEXT_BASE: tuple[ConvNeXtStage, ...] = (
+    ConvNeXtStage(channels=128, num_layers=3),
+    ConvNeXtStage(channels=256, num_layers=3),
+    ConvNeXtStage(channels=512, num_layers=27),
+    ConvNeXtStage(channels=1024, num_layers=3),
+)
+CONVNEXT_LARGE: tuple[ConvNeXtStage, ...] = (
+    ConvNeXtStage(channels=192, num_layers=3),
+    ConvNeXtStage(channels=384, num_layers=3),
+    ConvNeXtStage(channels=768, num_layers=27),
+    ConvNeXtStage(channels=1536, num_layers=3),
+)
+
 # torchvision's evaluation transform for its ConvNeXt weights: resize 236, centre crop 224, bilinear.
 CONVNEXT_CFG = DefaultCfg(
     first_conv="features.0.0", classifier="classifier.2", crop_pct=224 / 236, feature_layer="features"
@@ -135,4 +148,24 @@ def convnext_small(
     """ConvNeXt-S (50.2 M parameters)."""
     return ConvNeXt(
         CONVNEXT_SMALL, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
+    )
+
+
+@register_model("convnext_base")
+def convnext_base(
+    num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.5, layer_scale: float = 1e-6
+) -> ConvNeXt:
+    """ConvNeXt-B (88.6 M parameters)."""
+    return ConvNeXt(
+        CONVNEXT_BASE, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
+    )
+
+
+@register_model("convnext_large")
+def convnext_large(
+    num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.5, layer_scale: float = 1e-6
+) -> ConvNeXt:
+    """ConvNeXt-L (197.8 M parameters)."""
+    return ConvNeXt(
+        CONVNEXT_LARGE, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
     )

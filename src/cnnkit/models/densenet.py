@@ -1,4 +1,4 @@
-"""DenseNet-BC-121 and -161 (Huang et al. 2017, "Densely Connected Convolutional Networks", table 1).
+"""DenseNet-BC-121, -161, -169 and -201 (Huang et al. 2017, "Densely Connected Convolutional Networks", table 1).
 
 Names follow torchvision: `features.conv0/norm0/relu0/pool0`, `features.denseblockN.denselayerM`,
 `features.transitionN`, `features.norm5`, `classifier`.
@@ -101,3 +101,5 @@ def register_densenet(name: str, config: DenseNetConfig, summary: str) -> ModelB
 
 densenet121 = register_densenet("densenet121", DenseNetConfig(32, (6, 12, 24, 16), 64), "DenseNet-BC-121, k=32.")
 densenet161 = register_densenet("densenet161", DenseNetConfig(48, (6, 12, 36, 24), 96), "DenseNet-BC-161, k=48.")
+densenet169 = register_densenet("densenet169", DenseNetConfig(32, (6, 12, 32, 32), 64), "DenseNet-BC-169, k=32.")
+densenet201 = register_densenet("densenet201", DenseNetConfig(32, (6, 12, 48, 32), 64), "DenseNet-BC-201, k=32.")

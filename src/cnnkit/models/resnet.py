@@ -174,6 +174,14 @@ resnext50_32x4d = register_resnet(
     "resnext50_32x4d", _BOTTLENECK((3, 4, 6, 3), groups=32, width_per_group=4), TORCHVISION_CFG,
     "ResNeXt-50 32x4d: 32 groups of width 4 in every 3x3 conv.",
 )
+resnext101_32x8d = register_resnet(
+    "resnext101_32x8d", _BOTTLENECK((3, 4, 23, 3), groups=32, width_per_group=8), TORCHVISION_CFG,
+    "ResNeXt-101 32x8d: 32 groups of width 8 in every 3x3 conv.",
+)
+wide_resnet101_2 = register_resnet(
+    "wide_resnet101_2", _BOTTLENECK((3, 4, 23, 3), width_per_group=128), TORCHVISION_CFG,
+    "Wide ResNet-101-2: the bottleneck's 3x3 conv is twice as wide.",
+)
 wide_resnet50_2 = register_resnet(
     "wide_resnet50_2", _BOTTLENECK((3, 4, 6, 3), width_per_group=128), TORCHVISION_CFG,
     "Wide ResNet-50-2: the bottleneck's 3x3 conv is twice as wide.",

@@ -1,6 +1,6 @@
-"""VGG-11/16/19 (and with BatchNorm): stacks of 3x3 convs, a 2x2 max-pool closing each stage.
+"""VGG-11/13/16/19 (and with BatchNorm): stacks of 3x3 convs, a 2x2 max-pool closing each stage.
 
-Simonyan & Zisserman 2015, "Very Deep Convolutional Networks", table 1 (configurations A, D, E).
+Simonyan & Zisserman 2015, "Very Deep Convolutional Networks", table 1 (configurations A, B, D, E).
 Module names and indices follow torchvision (`features.N`, `classifier.0/3/6`).
 """
 
@@ -27,6 +27,7 @@ class VGGConfig:
 
 
 VGG11 = VGGConfig(((64,), (128,), (256, 256), (512, 512), (512, 512)))
+VGG13 = VGGConfig(((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)))
 VGG16 = VGGConfig(((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)))
 VGG19 = VGGConfig(((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)))
 
@@ -99,6 +100,8 @@ def register_vgg(name: str, config: VGGConfig, summary: str) -> ModelBuilder:
 
 
 vgg11 = register_vgg("vgg11", VGG11, "VGG-11 (configuration A).")
+vgg13 = register_vgg("vgg13", VGG13, "VGG-13 (configuration B).")
 vgg16 = register_vgg("vgg16", VGG16, "VGG-16 (configuration D).")
 vgg19 = register_vgg("vgg19", VGG19, "VGG-19 (configuration E).")
 vgg16_bn = register_vgg("vgg16_bn", replace(VGG16, batch_norm=True), "VGG-16 with BatchNorm after every conv.")
+vgg19_bn = register_vgg("vgg19_bn", replace(VGG19, batch_norm=True), "VGG-19 with BatchNorm after every conv.")

@@ -12,7 +12,10 @@ from cnnkit.models import (  # noqa: F401
     mobilenet_v1,
     mobilenet_v2,
     mobilenet_v3,
+    regnet,
     resnet,
     resnet_timm,
+    shufflenet,
+    squeezenet,
     vgg,
 )
