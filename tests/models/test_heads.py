@@ -13,7 +13,6 @@ from cnnkit.models.factory import create_model, list_models
 from cnnkit.models.heads import HeadSpec, build_head, head_path_of
 
 SMALL_INPUT = {"inception_v3": 80}  # its stem needs >= 75; every other model takes 32-64 px
-CONV_CLASSIFIERS = {"squeezenet1_1"}  # classes from a 1x1 conv before pooling: no HeadSpec head
 
 
 def head_outputs(model: ClassifierModel) -> int:
@@ -119,8 +118,8 @@ def test_reset_classifier_keeps_num_classes_in_one_place(name: str):
     model.reset_classifier(3)
     assert model.num_classes == model.default_cfg.num_classes == head_outputs(model) == 3
     assert meta_logits(model, name).shape == (2, 3)
-    if name in CONV_CLASSIFIERS:
-        with pytest.raises(CnnkitError, match="takes no HeadSpec head"):
+    if model.conv_classifier:  # SqueezeNet, ResNetV2: classes from a 1x1 conv
+        with pytest.raises(CnnkitError, match="classifies with a 1x1 conv: it takes no HeadSpec head"):
             model.reset_classifier(4, head=HeadSpec((16,), 0.1))
         return
     model.reset_classifier(4, head=HeadSpec((16,), 0.1))

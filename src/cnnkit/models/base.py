@@ -71,6 +71,7 @@ class ClassifierModel(nn.Module):
     default_cfg: DefaultCfg
     num_features: int
     drop_rate: float = 0.0  # functional dropout before a bare Linear head (torchvision's ResNet)
+    conv_classifier: bool = False  # classes from a 1x1 conv (SqueezeNet, timm's ResNetV2): no HeadSpec
 
     @property
     def num_classes(self) -> int:
@@ -119,6 +120,8 @@ class ClassifierModel(nn.Module):
         else:
             if not isinstance(head, HeadSpec):
                 raise CnnkitError(f"head must be a cnnkit.models.heads.HeadSpec, got {type(head).__name__}")
+            if self.conv_classifier:
+                raise CnnkitError(f"{type(self).__name__} classifies with a 1x1 conv: it takes no HeadSpec head")
             path = self.head_path
             current = self.get_submodule(path)
             reference = next(p for p in current.parameters())

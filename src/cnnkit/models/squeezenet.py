@@ -11,10 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.errors import CnnkitError
 from cnnkit.layers.fire import Fire
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.heads import HeadSpec
 from cnnkit.models.registry import register_model
 
 # (squeeze, expand1x1, expand3x3) per Fire module; 0 marks a 3x3/2 max-pool (ceil mode).
@@ -23,7 +21,9 @@ SQUEEZENET_1_1 = (0, (16, 64, 64), (16, 64, 64), 0, (32, 128, 128), (32, 128, 12
 
 
 class SqueezeNet(ClassifierModel):
-    """(N, in_chans, H, W) -> (N, num_classes); features (N, 512, H/16, W/16) roughly."""
+    """(N, in_chans, H, W) -> (N, num_classes); features (N, 512, h, w), 13x13 at 224."""
+
+    conv_classifier = True
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, drop_rate: float = 0.5) -> None:
         super().__init__()
@@ -65,12 +65,6 @@ class SqueezeNet(ClassifierModel):
             return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return torch.flatten(self.classifier(x), 1)
 
-    def reset_classifier(
-        self, num_classes: int, *, head: HeadSpec | None = None, generator: torch.Generator | None = None
-    ) -> None:
-        if head is not None:
-            raise CnnkitError("squeezenet1_1 classifies with a 1x1 conv before pooling: it takes no HeadSpec head")
-        super().reset_classifier(num_classes, generator=generator)
 
 
 @register_model("squeezenet1_1")

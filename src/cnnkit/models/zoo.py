@@ -6,6 +6,7 @@ from cnnkit.models import (  # noqa: F401
     convnext,
     densenet,
     efficientnet,
+    efficientnet_v2,
     googlenet,
     inception_v3,
     lenet,
@@ -15,7 +16,9 @@ from cnnkit.models import (  # noqa: F401
     regnet,
     resnet,
     resnet_timm,
+    resnet_v2,
     shufflenet,
     squeezenet,
     vgg,
+    xception,
 )
