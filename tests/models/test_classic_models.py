@@ -218,3 +218,20 @@ def test_unknown_override_is_named_in_the_error(name: str) -> None:
 def test_bad_stem_is_a_clear_error() -> None:
     with pytest.raises(CnnkitError, match="stem must be one of"):
         cnnkit.create_model("resnet18", stem="tiny")
+
+
+def test_all_cnn_c_follows_table_2_of_springenberg_2015() -> None:
+    """Convs 3-96, 96-96, 96-96/2, 96-192, 192-192, 192-192/2, 192-192 valid, 1x1 192-192, 1x1 192-10,
+    with biases: 2,688 + 2 x 83,040 + 166,080 + 3 x 331,968 + 37,056 + 1,930 = 1,369,738 parameters."""
+    model = cnnkit.create_model("all_cnn_c").eval()
+    assert _count(model) == 1_369_738
+    assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.Linear)) for m in model.modules())
+    strides = [m.stride[0] for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert strides == [1, 1, 2, 1, 1, 2, 1, 1, 1]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (2, 192, 6, 6)
+        logits = model(x)
+        expected = torch.relu(model.classifier[0](features)).mean(dim=(2, 3))
+    torch.testing.assert_close(logits, expected)

@@ -33,6 +33,7 @@ BUILD_KWARGS: dict[str, dict[str, int]] = {
     "lenet5": {"num_classes": 10, "in_chans": 1},
     "compact_cnn": {"num_classes": 9, "in_chans": 1},
     "mnist_cnn": {"num_classes": 10, "in_chans": 1},
+    "all_cnn_c": {"num_classes": 10},
 }
 SMOKE_SIZE_LIMIT = 64  # small inputs keep the smoke test fast; models accept down to this
 SMOKE_SIZE: dict[str, int] = {"inception_v3": 80}  # its stem needs >= 75

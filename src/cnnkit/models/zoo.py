@@ -2,6 +2,7 @@
 
 from cnnkit.models import (  # noqa: F401
     alexnet,
+    all_cnn,
     compact,
     convnext,
     densenet,
