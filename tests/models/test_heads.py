@@ -102,6 +102,21 @@ def test_reset_with_a_generator_is_reproducible():
     assert all(torch.equal(heads[0][key], heads[1][key]) for key in heads[0])
 
 
+def test_head_spec_round_trips_through_its_dict_and_refuses_unknown_fields():
+    spec = HeadSpec((256,), 0.4)
+    assert HeadSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(CnnkitError, match=r"summary.json: unknown fields \['width'\]"):
+        HeadSpec.from_dict({"hidden": [8], "width": 3}, source="summary.json")
+
+
+@pytest.mark.parametrize("name, aux", [("googlenet", ("aux1.fc2", "aux2.fc2")), ("inception_v3", ("AuxLogits.fc",))])
+def test_reset_classifier_also_resets_auxiliary_heads(name: str, aux: tuple[str, ...]):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=10, aux_logits=True)
+        model.reset_classifier(3)
+    assert [model.get_submodule(path).out_features for path in aux] == [3] * len(aux)
+
+
 def test_create_model_refuses_a_head_that_is_not_a_spec():
     with pytest.raises(CnnkitError, match="head must be a cnnkit.models.heads.HeadSpec, got str"):
         create_model("resnet18", head="mlp:256")

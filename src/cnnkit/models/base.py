@@ -32,8 +32,9 @@ class DefaultCfg:
 
     `first_conv` and `classifier` are dotted module paths inside the model (timm's convention),
     used to adapt input channels and to replace the head. `feature_layer` names the module whose
-    output is the last spatial feature map (N, C, h, w): Grad-CAM's default target layer,
-    feature extraction and embeddings read it ("" where a model has not declared it yet).
+    output is the last spatial feature map (N, C, h, w), the output of `forward_features`:
+    Grad-CAM's default target layer, feature extraction and embeddings read it (every zoo model
+    declares it; "" only for a model built outside the zoo).
     """
 
     input_size: tuple[int, int, int] = (3, 224, 224)

@@ -19,7 +19,7 @@ from torch import nn
 
 from cnnkit.layers.inception import BasicConv2d, Inception, InceptionWidths
 from cnnkit.models.base import ClassifierModel, DefaultCfg, imagenet_to_unit_range
-from cnnkit.models.heads import HeadSpec, build_head
+from cnnkit.models.heads import HeadSpec, build_head, new_classifier
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_trunc_normal_
 
@@ -136,6 +136,16 @@ class GoogLeNet(ClassifierModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)
+
+    def reset_classifier(
+        self, num_classes: int, *, head: HeadSpec | None = None, generator: torch.Generator | None = None
+    ) -> None:
+        """As ClassifierModel's; the auxiliary heads (when built) get `num_classes` outputs too."""
+        super().reset_classifier(num_classes, head=head, generator=generator)
+        for name in ("aux1", "aux2"):
+            aux = getattr(self, name, None)
+            if isinstance(aux, GoogLeNetAux):
+                aux.fc2 = new_classifier(aux.fc2, num_classes, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:  # type: ignore[override]
         if not (self.training and self.aux_logits):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,23 @@ class HeadSpec:
             raise CnnkitError(f"--head: expected 'linear' or 'mlp:WIDTH[,WIDTH...]' (e.g. mlp:256), got {text!r}")
         hidden = tuple(int(w) for w in cleaned.partition(":")[2].split(",")) if cleaned != "linear" else ()
         return cls(hidden=hidden, dropout=dropout)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (for a run's summary); `from_dict` reads them back."""
+        return {"hidden": list(self.hidden), "dropout": self.dropout, "activation": self.activation}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "head") -> HeadSpec:
+        """The spec stored by `to_dict`; unknown or missing fields are a CnnkitError naming `source`."""
+        fields = {"hidden", "dropout", "activation"}
+        unknown = sorted(set(data) - fields)
+        if unknown or "hidden" not in data:
+            problem = f"unknown fields {unknown}" if unknown else "no 'hidden' field"
+            raise CnnkitError(f"{source}: {problem} (a head has {sorted(fields)})")
+        hidden = data["hidden"]
+        if not isinstance(hidden, (list, tuple)):
+            raise CnnkitError(f"{source}: 'hidden' must be a list of widths, got {hidden!r}")
+        return cls(tuple(hidden), data.get("dropout"), data.get("activation", "relu"))
 
     def describe(self) -> str:
         """The `--head` text of this spec (`linear`, `mlp:256`)."""

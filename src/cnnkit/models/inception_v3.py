@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnkit.layers.inception import BasicConv2d, KernelSize
 from cnnkit.models.base import ClassifierModel, DefaultCfg, imagenet_to_unit_range
-from cnnkit.models.heads import HeadSpec, build_head
+from cnnkit.models.heads import HeadSpec, build_head, new_classifier
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_trunc_normal_
 
@@ -283,6 +283,14 @@ class InceptionV3(ClassifierModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)
+
+    def reset_classifier(
+        self, num_classes: int, *, head: HeadSpec | None = None, generator: torch.Generator | None = None
+    ) -> None:
+        """As ClassifierModel's; the auxiliary head (when built) gets `num_classes` outputs too."""
+        super().reset_classifier(num_classes, head=head, generator=generator)
+        if isinstance(getattr(self, "AuxLogits", None), InceptionAux):
+            self.AuxLogits.fc = new_classifier(self.AuxLogits.fc, num_classes, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | InceptionOutputs:  # type: ignore[override]
         if not (self.training and self.aux_logits):
