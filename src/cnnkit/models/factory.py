@@ -14,6 +14,8 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models import zoo  # noqa: F401  (each family registers its builders when imported)
+from cnnkit.models.base import ClassifierModel
+from cnnkit.models.heads import HeadSpec
 from cnnkit.models.registry import _REGISTRY, ModelBuilder
 
 
@@ -30,6 +32,8 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     pretrained: str | Path | None = None,
+    *,
+    head: HeadSpec | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded).
@@ -39,6 +43,8 @@ def create_model(
 
     With `pretrained`, a classifier of another size is re-initialised and the first conv adapted
     to `in_chans` (see `cnnkit.models.pretrained.load_pretrained`; notes go to the 'cnnkit' logger).
+    `head` (a `HeadSpec`, e.g. `HeadSpec(hidden=(256,), dropout=0.4)`) replaces the model's own
+    head by a fresh one (`ClassifierModel.reset_classifier`), after any pretrained weights loaded.
     """
     if name not in _REGISTRY:
         close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
@@ -52,11 +58,19 @@ def create_model(
     for argument, value in (("num_classes", num_classes), ("in_chans", in_chans)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise CnnkitError(f"{argument} must be a positive int, got {value!r} (model {name!r})")
+    if head is not None and not isinstance(head, HeadSpec):
+        raise CnnkitError(f"head must be a cnnkit.models.heads.HeadSpec, got {type(head).__name__} (model {name!r})")
     if pretrained is None:
-        return builder(num_classes=num_classes, in_chans=in_chans, **overrides)
-    from cnnkit.models.pretrained import build_with_weights
+        model = builder(num_classes=num_classes, in_chans=in_chans, **overrides)
+    else:
+        from cnnkit.models.pretrained import build_with_weights
 
-    return build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
+        model = build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
+    if head is not None:
+        if not isinstance(model, ClassifierModel):
+            raise CnnkitError(f"model {name!r} is not a ClassifierModel: it takes no head")
+        model.reset_classifier(num_classes, head=head)
+    return model
 
 
 def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]) -> None:

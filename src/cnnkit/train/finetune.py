@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.adapt import module_at
+from cnnkit.models.heads import head_path_of
 from cnnkit.train.checkpoint import load_checkpoint
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext
@@ -48,8 +49,8 @@ def parse_phases(text: str, *, unfrozen_lr_scale: float = 0.1, layer_decay: floa
 
 
 def set_trainable(model: nn.Module, head_path: str, trainable: Literal["head", "all"]) -> None:
-    """Freeze everything but the head (`trainable="head"`), or unfreeze all."""
-    head = {id(p) for p in module_at(model, head_path, (nn.Module,)).parameters()}
+    """Freeze everything but the whole head holding `head_path` (`fc` for `fc.3`), or unfreeze all."""
+    head = {id(p) for p in module_at(model, head_path_of(head_path), (nn.Module,)).parameters()}
     for param in model.parameters():
         param.requires_grad_(trainable == "all" or id(param) in head)
 
