@@ -9,12 +9,14 @@ that on a shared machine each round sees the same load: the ratio engine / torch
 throughput as a fraction of NumPy's own GEMM throughput are medians of the per-round figures.
 Depthwise is measured at 28x28 spatial size.
 
-Run: .venv/bin/python benchmarks/engine_conv.py   (last line: `engine_conv: <ratio>x torch`,
-the dense 3x3 forward+backward time of the engine divided by torch's).
+Run: .venv/bin/python benchmarks/engine_conv.py [--threads N]   (last line: `engine_conv: <ratio>x
+torch`, the dense 3x3 forward+backward time of the engine divided by torch's). On a crowded machine
+`--threads 1` is the steadier comparison: two BLAS threads that wait on each other suffer most.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import statistics
@@ -172,8 +174,12 @@ def measure_case(case: ConvCase, rng: np.random.Generator) -> CaseResult:
     return CaseResult(case, engine_s, statistics.median(times["torch"]), flops / engine_s / 1e9, ratio, fraction)
 
 
-def run_benchmark(seed: int = 0) -> tuple[int, float, list[CaseResult]]:
-    """(threads, NumPy GEMM GFLOP/s, one result per case)."""
+def run_benchmark(seed: int = 0, threads: int | None = None) -> tuple[int, float, list[CaseResult]]:
+    """(threads, NumPy GEMM GFLOP/s, one result per case); `threads` limits NumPy's BLAS and torch."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
     threads = blas_threads()
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -200,4 +206,8 @@ def report(threads: int, gemm_gflops: float, results: list[CaseResult]) -> str:
 
 
 if __name__ == "__main__":
-    print(report(*run_benchmark()))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--threads", type=int, default=None, help="BLAS and torch threads (default: NumPy's BLAS default)"
+    )
+    print(report(*run_benchmark(threads=parser.parse_args().threads)))
