@@ -240,7 +240,6 @@ def test_printed_mnist_bn_cnn_has_160_074_parameters() -> None:
     assert _params(printed_mnist_bn_cnn(), (1, 28, 28)) == MNIST_BN_CNN_PARAMS
 
 
-@pytest.mark.xfail(strict=True, reason="mnist_cnn follows the printed code on the zoo branch")
 def test_zoo_mnist_cnn_is_the_printed_code() -> None:
     assert _params(_meta_model("mnist_cnn"), (1, 28, 28)) == MNIST_BN_CNN_PARAMS
 
