@@ -104,9 +104,11 @@ def check_header(data: bytes, filename: str, *, max_pixels: int) -> None:
     try:
         header = read_header(stream, max_pixels=sys.maxsize)  # the limit is applied below, by status
     except BadImageError as error:
-        if isinstance(error.__cause__, Image.DecompressionBombError):  # Pillow's own guard
-            raise ServeError(413, "image has too many pixels", f"{filename}: {error.reason}") from error
+        if isinstance(error.__cause__, Image.DecompressionBombError):  # Pillow's own guard, from the header
+            raise ServeError(413, "image has too many pixels",
+                             f"{filename}: over the limit of {max_pixels} pixels ({error.__cause__})") from error
         raise ServeError(400, "unreadable image", f"{filename}: {error.reason}") from error
     if header.width * header.height > max_pixels:
         raise ServeError(413, "image has too many pixels",
-                         f"{filename}: {header.width}x{header.height} is over the limit of {max_pixels} pixels")
+                         f"{filename}: {header.width}x{header.height} = {header.width * header.height} pixels, "
+                         f"over the limit of {max_pixels} pixels")
