@@ -5,16 +5,23 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import Predictor
-from cnnkit.serve.auth import read_api_key
 from cnnkit.serve.settings import ServeSettings, is_loopback
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
-def _positive(kind: type) -> callable:
-    def parse(text: str):
+    from cnnkit.inference import Predictor
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """argparse type: a number > 0 (ints may be written 40e6)."""
+    def parse(text: str) -> float:
         value = kind(float(text)) if kind is int else kind(text)
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
@@ -45,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     if args.api_key_file is not None and args.no_auth:
         raise CnnkitError("--api-key-file and --no-auth exclude each other")
+    from cnnkit.serve.auth import read_api_key
+
     api_key = read_api_key(args.api_key_file) if args.api_key_file is not None else None
     return ServeSettings(host=args.host, port=args.port, max_batch_size=args.max_batch_size,
                          max_delay_ms=args.max_delay_ms, max_upload_mb=args.max_upload_mb,
@@ -54,6 +63,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 def load_predictor(source: str, *, device: str, batch_size: int) -> Predictor:
     """A run directory's Predictor, or an ONNX file's where `Predictor.from_onnx` exists."""
+    from cnnkit.inference import Predictor
+
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
@@ -61,13 +72,18 @@ def load_predictor(source: str, *, device: str, batch_size: int) -> Predictor:
         from_onnx = getattr(Predictor, "from_onnx", None)
         if from_onnx is None:
             raise CnnkitError(f"{path}: ONNX serving needs cnnkit export (not in this build)")
-        return from_onnx(path, batch_size=batch_size)
+        try:
+            return from_onnx(path)
+        except CnnkitError:
+            raise
+        except Exception as error:  # ONNX Runtime's own exception types
+            raise CnnkitError(f"{path}: cannot load it for serving ({error})") from error
     if not path.is_dir():
         raise CnnkitError(f"{path}: not a run directory or an .onnx file")
     return Predictor.from_run(path, device=device, batch_size=batch_size)
 
 
-def build_app(source: str, device: str, settings: ServeSettings):
+def build_app(source: str, device: str, settings: ServeSettings) -> FastAPI:
     """The app of `source` (module level, so uvicorn's worker processes can rebuild it)."""
     from cnnkit.serve.app import create_app
 
