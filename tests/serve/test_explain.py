@@ -50,6 +50,7 @@ def test_explain_overlay_is_the_explain_packages_gradcam(predictor: Predictor) -
     maps = explain.cam(predictor.model, predictor.normalise(sample[None]), method="gradcam", classes=[1])
     expected = explain.overlay(sample.permute(1, 2, 0).numpy(), maps[0].detach().numpy(), alpha=0.5)
     np.testing.assert_array_equal(decode_data_url(body["overlay"]), expected)
+    np.testing.assert_array_equal(decode_data_url(body["view"]), sample.permute(1, 2, 0).numpy())
     top = post_explain(predictor, image).json()
     assert top["explained"]["label"] == top["predictions"][0]["label"]
 
@@ -82,4 +83,5 @@ def test_explain_passes_the_model_ready_batch_and_class_to_cam(predictor: Predic
     np.testing.assert_array_equal(calls["image"], predictor.sample(image).permute(1, 2, 0).numpy())
     assert calls["alpha"] == 0.5
     np.testing.assert_array_equal(decode_data_url(body["overlay"]), overlay(calls["image"], calls["heat"], alpha=0.5))
+    np.testing.assert_array_equal(decode_data_url(body["view"]), calls["image"])
     assert post_explain(predictor, image, "?class=zebra").status_code == 422

@@ -143,11 +143,11 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         [found] = state.predictions(logits, [uploads[0].filename or uploads[0].field],
                                     top_k=top_k or state.settings.default_top_k)
         index = found.index if target is None else target
-        overlay = await asyncio.get_running_loop().run_in_executor(
+        overlay, view = await asyncio.get_running_loop().run_in_executor(
             state.inference_pool, gradcam_overlay, module, state.predictor, sample, index)
         answer = _answer(state, found, 1000 * (time.perf_counter() - started))
         probability = float(state.predictor.probabilities_from_logits(logits)[0, index])
-        return ExplainResponse(**answer.model_dump(), method="gradcam", overlay=overlay,
+        return ExplainResponse(**answer.model_dump(), method="gradcam", overlay=overlay, view=view,
                                explained=ClassProbability(label=state.predictor.class_names[index], index=index,
                                                           probability=probability))
 

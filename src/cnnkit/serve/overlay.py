@@ -24,15 +24,18 @@ def explain_module() -> ModuleType | None:
     return explain
 
 
-def gradcam_overlay(explain: ModuleType, predictor: Predictor, sample: torch.Tensor, class_index: int) -> str:
-    """uint8 sample (C, H, W) -> data URL of the Grad-CAM map of `class_index` blended on the sample.
-    Runs in the inference thread (it needs gradients, so not under inference mode)."""
+def gradcam_overlay(explain: ModuleType, predictor: Predictor, sample: torch.Tensor,
+                    class_index: int) -> tuple[str, str]:
+    """uint8 sample (C, H, W) -> data URLs of (the Grad-CAM map of `class_index` blended on the
+    sample, the sample itself). Runs in the inference thread (it needs gradients, so not under
+    inference mode)."""
     batch = predictor.normalise(sample[None]).to(predictor.device)
     maps = explain.cam(predictor.model, batch, method="gradcam", classes=[class_index])
     heat = maps[0].detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)[0]
     image = sample.expand(3, -1, -1) if sample.shape[0] == 1 else sample
-    blended = explain.overlay(image.permute(1, 2, 0).contiguous().numpy(), heat, alpha=0.5)
-    return png_data_url(np.asarray(blended, dtype=np.uint8))
+    pixels = image.permute(1, 2, 0).contiguous().numpy()
+    blended = explain.overlay(pixels, heat, alpha=0.5)
+    return png_data_url(np.asarray(blended, dtype=np.uint8)), png_data_url(pixels)
 
 
 def png_data_url(pixels: np.ndarray) -> str:

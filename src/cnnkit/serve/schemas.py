@@ -25,7 +25,8 @@ class ExplainResponse(PredictResponse):
 
     explained: ClassProbability
     method: str
-    overlay: str  # a data:image/png;base64 URL
+    overlay: str  # data:image/png;base64 URL of the map blended on `view`
+    view: str  # data:image/png;base64 URL of what the model saw (resized and cropped), the overlay's base
 
 
 class BatchingInfo(BaseModel):
