@@ -1,0 +1,201 @@
+"""`cnnkit serve` under load: dynamic batching vs batch size 1, and the server's overhead at batch 1.
+
+A resnet18 at 224 px with random weights (seeded) is saved as a run (throughput does not depend
+on the weights) and served by `cnnkit serve` in a subprocess on loopback, twice: batching on
+(`--max-batch-size 16 --max-delay-ms 5`, the defaults) and `--max-batch-size 1`. For each,
+httpx async clients post real JPEGs (hymenoptera when present, else synthetic photo-like JPEGs)
+at 1, 8 and 32 concurrent clients for `--seconds` each; throughput, p50/p95/p99 latency and
+errors are printed. Overhead at batch 1: p50 latency of one client against the
+`--max-batch-size 1` server minus the p50 of a bare `Predictor.predict(bytes)` on the same
+images in this process, in a worker thread (measured before any server starts). Stops by itself.
+Last line `serve_load: <batching / batch-1 throughput at 32 clients>x`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import cnnkit
+from cnnkit.device_info import device_info
+from cnnkit.inference import Predictor
+from cnnkit.train.run_summary import RunSummary, write_summary
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+HYMENOPTERA = PROJECT_ROOT.parent / "shared" / "datasets" / "hymenoptera"
+CONCURRENCY = (1, 8, 32)
+
+
+@dataclass(frozen=True)
+class Load:
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def save_random_run(run_dir: Path) -> None:
+    torch.manual_seed(0)
+    model = cnnkit.create_model("resnet18", num_classes=2)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run_dir / "best.safetensors"))
+    write_summary(run_dir, RunSummary(model_name="resnet18", class_names=("ants", "bees"),
+                                      default_cfg=model.default_cfg))
+
+
+def load_images(folder: Path, count: int) -> list[bytes]:
+    files = sorted(folder.rglob("*.jpg"))[:count] if folder.is_dir() else []
+    if files:
+        return [f.read_bytes() for f in files]
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(count):
+        y, x = np.mgrid[0:375, 0:500]
+        pixels = np.stack([x * 0.5, y * 0.6, 255 - x * 0.4], axis=2) + rng.normal(0, 20, (375, 500, 3))
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(run_dir: Path, port: int, extra: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", str(run_dir), "--port", str(port), *extra],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"cnnkit serve exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("cnnkit serve did not become ready within 120 s")
+
+
+async def drive(url: str, images: list[bytes], clients: int, seconds: float) -> Load:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        async def worker(offset: int, end: float, record: bool) -> None:
+            nonlocal errors
+            i = offset
+            while time.perf_counter() < end:
+                data = images[i % len(images)]
+                i += clients
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/predict", files={"file": ("photo.jpg", data, "image/jpeg")})
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if record:
+                    latencies.append(1000 * (time.perf_counter() - started))
+                    errors += not ok
+
+        warm_end = time.perf_counter() + min(2.0, seconds / 4)
+        await asyncio.gather(*(worker(c, warm_end, False) for c in range(clients)))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(c, started + seconds, True) for c in range(clients)))
+        elapsed = time.perf_counter() - started
+    return Load(clients, len(latencies), errors, elapsed, latencies)
+
+
+def bare_latency_ms(run_dir: Path, images: list[bytes], repeats: int) -> float:
+    """Median ms of `Predictor.predict(bytes)` at batch 1, run in a worker thread as the server runs
+    its forward (torch's thread pool driven from the main thread was 5-20x slower on this loaded
+    machine, which would flatter the server)."""
+    predictor = Predictor.from_run(run_dir, batch_size=1)
+
+    def timed() -> float:
+        for data in images[:3]:
+            predictor.predict(data, top_k=5)
+        times = []
+        for i in range(repeats):
+            started = time.perf_counter()
+            predictor.predict(images[i % len(images)], top_k=5)
+            times.append(1000 * (time.perf_counter() - started))
+        return statistics.median(times)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(timed).result()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=HYMENOPTERA)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per concurrency level")
+    parser.add_argument("--bare-repeats", type=int, default=40)
+    args = parser.parse_args()
+    print(f"# {device_info().describe()}")
+    print(f"# load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
+          f"on {os.cpu_count()} CPUs")
+    images = load_images(args.images, 64)
+    source = "hymenoptera JPEGs" if args.images.is_dir() else "synthetic 500x375 JPEGs"
+    print(f"# resnet18 at 224 px, random weights (seeded), {len(images)} {source}, torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        save_random_run(run_dir)
+        bare = bare_latency_ms(run_dir, images, args.bare_repeats)
+        print(f"bare Predictor.predict(bytes), batch 1: p50 {bare:.1f} ms")
+        results: dict[str, list[Load]] = {}
+        for name, extra in (("batching (16, 5 ms)", []), ("batch size 1", ["--max-batch-size", "1"])):
+            port = free_port()
+            server = start_server(run_dir, port, extra)
+            try:
+                results[name] = [asyncio.run(drive(f"http://127.0.0.1:{port}", images, c, args.seconds))
+                                 for c in CONCURRENCY]
+            finally:
+                server.terminate()
+                server.wait(30)
+            print(f"\n{name}   (load average {os.getloadavg()[0]:.2f})")
+            print(f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'requests':>9}")
+            for load in results[name]:
+                print(f"{load.clients:>8} {load.throughput:>8.1f} {load.percentile(50):>8.1f} "
+                      f"{load.percentile(95):>8.1f} {load.percentile(99):>8.1f} {load.errors:>7} {load.requests:>9}")
+    batched, single = results["batching (16, 5 ms)"], results["batch size 1"]
+    overhead = single[0].percentile(50) - bare
+    errors = sum(load.errors for loads in results.values() for load in loads)
+    ratio = batched[-1].throughput / single[-1].throughput
+    print(f"\nserver overhead at batch 1 (1 client, --max-batch-size 1 p50 - bare p50): {overhead:.1f} ms")
+    print(f"errors in all runs: {errors}")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"serve_load: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
