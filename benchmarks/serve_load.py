@@ -2,10 +2,10 @@
 
 A resnet18 at 224 px with random weights (seeded) is saved as a run (throughput does not depend
 on the weights) and served by `cnnkit serve` in a subprocess on loopback, twice: batching on
-(`--max-batch-size 16 --max-delay-ms 5`, the defaults) and `--max-batch-size 1`. For each,
-httpx async clients post real JPEGs (hymenoptera when present, else synthetic photo-like JPEGs)
-at 1, 8 and 32 concurrent clients for `--seconds` each; throughput, p50/p95/p99 latency and
-errors are printed. Overhead at batch 1: p50 latency of one client against the
+(`--max-batch-size 16 --max-delay-ms 5`, the defaults) and `--max-batch-size 1`, both running
+at once (the idle one waits). httpx async clients post real JPEGs (hymenoptera when present, else
+synthetic photo-like JPEGs) at 1, 8 and 32 concurrent clients for `--seconds` per server and
+level, in `--rounds` turns taken alternately; throughput, p50/p95/p99 latency and errors are printed. Overhead at batch 1: p50 latency of one client against the
 `--max-batch-size 1` server minus the p50 of a bare `Predictor.predict(bytes)` on the same
 images in this process, in a worker thread (measured before any server starts). Stops by itself.
 Last line `serve_load: <batching / batch-1 throughput at 32 clients>x`.
@@ -135,6 +135,20 @@ async def drive(url: str, images: list[bytes], clients: int, seconds: float) -> 
     return Load(clients, len(latencies), errors, elapsed, latencies)
 
 
+def merge(loads: list[Load]) -> Load:
+    return Load(loads[0].clients, sum(x.requests for x in loads), sum(x.errors for x in loads),
+                sum(x.seconds for x in loads), [t for x in loads for t in x.latencies_ms])
+
+
+def mean_batch_size(metrics_text: str) -> float:
+    values = {}
+    for line in metrics_text.splitlines():
+        if line.startswith(("cnnkit_batch_size_sum ", "cnnkit_batch_size_count ")):
+            name, value = line.split()
+            values[name] = float(value)
+    return values["cnnkit_batch_size_sum"] / max(values["cnnkit_batch_size_count"], 1.0)
+
+
 def bare_latency_ms(run_dir: Path, images: list[bytes], repeats: int) -> float:
     """Median ms of `Predictor.predict(bytes)` at batch 1, run in a worker thread as the server runs
     its forward (torch's thread pool driven from the main thread was 5-20x slower on this loaded
@@ -158,7 +172,8 @@ def bare_latency_ms(run_dir: Path, images: list[bytes], repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=HYMENOPTERA)
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per concurrency level")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per server and concurrency level")
+    parser.add_argument("--rounds", type=int, default=2, help="turns each server takes per concurrency level")
     parser.add_argument("--bare-repeats", type=int, default=40)
     args = parser.parse_args()
     print(f"# {device_info().describe()}")
@@ -172,21 +187,31 @@ def main() -> None:
         save_random_run(run_dir)
         bare = bare_latency_ms(run_dir, images, args.bare_repeats)
         print(f"bare Predictor.predict(bytes), batch 1: p50 {bare:.1f} ms")
-        results: dict[str, list[Load]] = {}
-        for name, extra in (("batching (16, 5 ms)", []), ("batch size 1", ["--max-batch-size", "1"])):
-            port = free_port()
-            server = start_server(run_dir, port, extra)
-            try:
-                results[name] = [asyncio.run(drive(f"http://127.0.0.1:{port}", images, c, args.seconds))
-                                 for c in CONCURRENCY]
-            finally:
+        configs = {"batching (16, 5 ms)": [], "batch size 1": ["--max-batch-size", "1"]}
+        ports = {name: free_port() for name in configs}
+        servers = {name: start_server(run_dir, ports[name], extra) for name, extra in configs.items()}
+        results: dict[str, list[Load]] = {name: [] for name in configs}
+        try:
+            for clients in CONCURRENCY:  # the two servers take turns (ABAB), so drifting load hits both
+                parts: dict[str, list[Load]] = {name: [] for name in configs}
+                for _ in range(args.rounds):
+                    for name in configs:
+                        url = f"http://127.0.0.1:{ports[name]}"
+                        parts[name].append(asyncio.run(drive(url, images, clients, args.seconds / args.rounds)))
+                for name in configs:
+                    results[name].append(merge(parts[name]))
+            batches = httpx.get(f"http://127.0.0.1:{ports['batching (16, 5 ms)']}/metrics").text
+        finally:
+            for server in servers.values():
                 server.terminate()
                 server.wait(30)
-            print(f"\n{name}   (load average {os.getloadavg()[0]:.2f})")
+        for name, loads in results.items():
+            print(f"\n{name}")
             print(f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'requests':>9}")
-            for load in results[name]:
+            for load in loads:
                 print(f"{load.clients:>8} {load.throughput:>8.1f} {load.percentile(50):>8.1f} "
                       f"{load.percentile(95):>8.1f} {load.percentile(99):>8.1f} {load.errors:>7} {load.requests:>9}")
+        print(f"mean batch size with batching on, all levels: {mean_batch_size(batches):.1f}")
     batched, single = results["batching (16, 5 ms)"], results["batch size 1"]
     overhead = single[0].percentile(50) - bare
     errors = sum(load.errors for loads in results.values() for load in loads)

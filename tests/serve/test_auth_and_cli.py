@@ -91,3 +91,19 @@ def test_cli_names_a_missing_model_and_onnx_without_export(tmp_path: Path, capsy
         assert code == 2 and "ONNX serving needs cnnkit export (not in this build)" in err
     else:
         assert code == 2 and "model.onnx" in err
+
+
+def test_no_endpoint_reads_a_server_side_path_named_by_a_request(predictor: Predictor, tmp_path: Path) -> None:
+    on_server = tmp_path / "secret.png"
+    on_server.write_bytes(png_bytes(5))
+
+    async def scenario():
+        async with serving(predictor) as client:
+            named_file = await client.post("/predict", **upload(b"name only", str(on_server)))
+            named_field = await client.post("/predict", data={"file": str(on_server)},
+                                            files={"other": ("x.txt", b"x", "text/plain")})
+            return named_file, named_field
+
+    named_file, named_field = run(scenario)
+    assert named_file.status_code == 415, "the uploaded bytes are judged, never the file the name points to"
+    assert named_field.status_code == 422
