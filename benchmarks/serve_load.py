@@ -5,9 +5,10 @@ on the weights) and served by `cnnkit serve` in a subprocess on loopback, twice:
 (`--max-batch-size 16 --max-delay-ms 5`, the defaults) and `--max-batch-size 1`, both running
 at once (the idle one waits). httpx async clients post real JPEGs (hymenoptera when present, else
 synthetic photo-like JPEGs) at 1, 8 and 32 concurrent clients for `--seconds` per server and
-level, in `--rounds` turns taken alternately; throughput, p50/p95/p99 latency and errors are printed. Overhead at batch 1: p50 latency of one client against the
-`--max-batch-size 1` server minus the p50 of a bare `Predictor.predict(bytes)` on the same
-images in this process, in a worker thread (measured before any server starts). Stops by itself.
+level, in `--rounds` turns taken alternately; throughput, p50/p95/p99 latency and errors are
+printed. Overhead at batch 1: the median paired difference between one request to the
+`--max-batch-size 1` server and a bare `Predictor.predict(bytes)` of the same image run right
+before it in this process (`paired_overhead`). Stops by itself.
 Last line `serve_load: <batching / batch-1 throughput at 32 clients>x`.
 """
 
@@ -41,6 +42,7 @@ from cnnkit.train.run_summary import RunSummary, write_summary
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HYMENOPTERA = PROJECT_ROOT.parent / "shared" / "datasets" / "hymenoptera"
 CONCURRENCY = (1, 8, 32)
+BATCHING, SINGLE = "batching (16, 5 ms)", "batch size 1"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Load:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    handler_ms: list[float]  # the server's own `latency_ms`: from its handler's start to the answer
 
     @property
     def throughput(self) -> float:
@@ -108,6 +111,7 @@ def start_server(run_dir: Path, port: int, extra: list[str]) -> subprocess.Popen
 
 async def drive(url: str, images: list[bytes], clients: int, seconds: float) -> Load:
     latencies: list[float] = []
+    handler: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
@@ -126,47 +130,59 @@ async def drive(url: str, images: list[bytes], clients: int, seconds: float) -> 
                 if record:
                     latencies.append(1000 * (time.perf_counter() - started))
                     errors += not ok
+                    if ok:
+                        handler.append(response.json()["latency_ms"])
 
         warm_end = time.perf_counter() + min(2.0, seconds / 4)
         await asyncio.gather(*(worker(c, warm_end, False) for c in range(clients)))
         started = time.perf_counter()
         await asyncio.gather(*(worker(c, started + seconds, True) for c in range(clients)))
         elapsed = time.perf_counter() - started
-    return Load(clients, len(latencies), errors, elapsed, latencies)
+    return Load(clients, len(latencies), errors, elapsed, latencies, handler)
 
 
 def merge(loads: list[Load]) -> Load:
     return Load(loads[0].clients, sum(x.requests for x in loads), sum(x.errors for x in loads),
-                sum(x.seconds for x in loads), [t for x in loads for t in x.latencies_ms])
+                sum(x.seconds for x in loads), [t for x in loads for t in x.latencies_ms],
+                [t for x in loads for t in x.handler_ms])
 
 
-def mean_batch_size(metrics_text: str) -> float:
+def batch_totals(url: str) -> tuple[float, float]:
+    """(samples, forward passes) so far, from the server's batch-size histogram."""
     values = {}
-    for line in metrics_text.splitlines():
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
         if line.startswith(("cnnkit_batch_size_sum ", "cnnkit_batch_size_count ")):
             name, value = line.split()
             values[name] = float(value)
-    return values["cnnkit_batch_size_sum"] / max(values["cnnkit_batch_size_count"], 1.0)
+    return values["cnnkit_batch_size_sum"], values["cnnkit_batch_size_count"]
 
 
-def bare_latency_ms(run_dir: Path, images: list[bytes], repeats: int) -> float:
-    """Median ms of `Predictor.predict(bytes)` at batch 1, run in a worker thread as the server runs
-    its forward (torch's thread pool driven from the main thread was 5-20x slower on this loaded
-    machine, which would flatter the server)."""
+def paired_overhead(url: str, run_dir: Path, images: list[bytes], repeats: int) -> tuple[float, float, float]:
+    """(median bare ms, median server ms, median of the paired differences) at batch 1: each round
+    runs a bare `Predictor.predict(bytes)` then the same image through the server, one after the
+    other, so both see the same moment's load. Runs in a worker thread, as the server runs its
+    forward (torch driven from the main thread was several times slower on this loaded machine)."""
     predictor = Predictor.from_run(run_dir, batch_size=1)
 
-    def timed() -> float:
-        for data in images[:3]:
-            predictor.predict(data, top_k=5)
-        times = []
-        for i in range(repeats):
-            started = time.perf_counter()
-            predictor.predict(images[i % len(images)], top_k=5)
-            times.append(1000 * (time.perf_counter() - started))
-        return statistics.median(times)
+    def rounds() -> tuple[float, float, float]:
+        bare, served = [], []
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for i in range(repeats + 3):
+                data = images[i % len(images)]
+                started = time.perf_counter()
+                predictor.predict(data, top_k=5)
+                middle = time.perf_counter()
+                response = client.post("/predict", files={"file": ("photo.jpg", data, "image/jpeg")})
+                ended = time.perf_counter()
+                response.raise_for_status()
+                if i >= 3:  # the first rounds warm both sides up
+                    bare.append(1000 * (middle - started))
+                    served.append(1000 * (ended - middle))
+        differences = [s - b for s, b in zip(served, bare)]
+        return statistics.median(bare), statistics.median(served), statistics.median(differences)
 
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(timed).result()
+        return pool.submit(rounds).result()
 
 
 def main() -> None:
@@ -185,38 +201,45 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         save_random_run(run_dir)
-        bare = bare_latency_ms(run_dir, images, args.bare_repeats)
-        print(f"bare Predictor.predict(bytes), batch 1: p50 {bare:.1f} ms")
-        configs = {"batching (16, 5 ms)": [], "batch size 1": ["--max-batch-size", "1"]}
+        configs = {BATCHING: [], SINGLE: ["--max-batch-size", "1"]}
         ports = {name: free_port() for name in configs}
         servers = {name: start_server(run_dir, ports[name], extra) for name, extra in configs.items()}
         results: dict[str, list[Load]] = {name: [] for name in configs}
+        mean_batch: dict[int, float] = {}
         try:
+            bare, served, overhead = paired_overhead(f"http://127.0.0.1:{ports[SINGLE]}", run_dir, images,
+                                                     args.bare_repeats)
             for clients in CONCURRENCY:  # the two servers take turns (ABAB), so drifting load hits both
                 parts: dict[str, list[Load]] = {name: [] for name in configs}
+                batching_url = f"http://127.0.0.1:{ports[BATCHING]}"
+                samples_before, passes_before = batch_totals(batching_url)
                 for _ in range(args.rounds):
                     for name in configs:
                         url = f"http://127.0.0.1:{ports[name]}"
                         parts[name].append(asyncio.run(drive(url, images, clients, args.seconds / args.rounds)))
                 for name in configs:
                     results[name].append(merge(parts[name]))
-            batches = httpx.get(f"http://127.0.0.1:{ports['batching (16, 5 ms)']}/metrics").text
+                samples, passes = batch_totals(batching_url)
+                mean_batch[clients] = (samples - samples_before) / max(passes - passes_before, 1)
         finally:
             for server in servers.values():
                 server.terminate()
                 server.wait(30)
         for name, loads in results.items():
             print(f"\n{name}")
-            print(f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'requests':>9}")
+            print(f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} "
+                  f"{'requests':>9} {'handler p50':>12} {'mean batch':>11}")
             for load in loads:
+                batch = f"{mean_batch[load.clients]:.1f}" if name == BATCHING else "1"
                 print(f"{load.clients:>8} {load.throughput:>8.1f} {load.percentile(50):>8.1f} "
-                      f"{load.percentile(95):>8.1f} {load.percentile(99):>8.1f} {load.errors:>7} {load.requests:>9}")
-        print(f"mean batch size with batching on, all levels: {mean_batch_size(batches):.1f}")
-    batched, single = results["batching (16, 5 ms)"], results["batch size 1"]
-    overhead = single[0].percentile(50) - bare
+                      f"{load.percentile(95):>8.1f} {load.percentile(99):>8.1f} {load.errors:>7} {load.requests:>9} "
+                      f"{statistics.median(load.handler_ms):>12.1f} {batch:>11}")
+    batched, single = results[BATCHING], results[SINGLE]
     errors = sum(load.errors for loads in results.values() for load in loads)
     ratio = batched[-1].throughput / single[-1].throughput
-    print(f"\nserver overhead at batch 1 (1 client, --max-batch-size 1 p50 - bare p50): {overhead:.1f} ms")
+    print(f"\nbatch 1, one request at a time, {args.bare_repeats} paired rounds: bare Predictor.predict(bytes) "
+          f"p50 {bare:.1f} ms, through --max-batch-size 1 server p50 {served:.1f} ms")
+    print(f"server overhead at batch 1 (median paired difference): {overhead:.1f} ms")
     print(f"errors in all runs: {errors}")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     print(f"serve_load: {ratio:.2f}x")
