@@ -9,7 +9,7 @@ import torch
 
 from cnnkit.inference import Predictor
 from cnnkit.serve import ServeSettings, create_app
-from conftest import CLASSES, metric, png_bytes, run, serving, upload
+from serve_helpers import CLASSES, metric, png_bytes, run, serving, upload
 
 
 def test_predict_answers_the_predictors_top_k(predictor: Predictor) -> None:

@@ -10,7 +10,7 @@ from cnnkit.cli import main
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor
 from cnnkit.serve import ServeSettings
-from conftest import CLASSES, png_bytes, run, serving, upload
+from serve_helpers import CLASSES, png_bytes, run, serving, upload
 
 KEY = "k3y-0123456789abcdef"
 

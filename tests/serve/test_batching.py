@@ -10,7 +10,7 @@ import torch
 
 from cnnkit.inference import Predictor
 from cnnkit.serve.batcher import DynamicBatcher, QueueFullError
-from conftest import CLASSES, metric, png_bytes, run, serving, upload
+from serve_helpers import CLASSES, metric, png_bytes, run, serving, upload
 
 
 class SlowBackend:

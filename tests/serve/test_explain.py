@@ -15,7 +15,7 @@ from PIL import Image
 import cnnkit
 from cnnkit.inference import Predictor
 from cnnkit.serve.overlay import explain_module
-from conftest import CLASSES, png_bytes, run, serving, upload
+from serve_helpers import CLASSES, png_bytes, run, serving, upload
 
 
 def decode_data_url(url: str) -> np.ndarray:

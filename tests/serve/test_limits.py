@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cnnkit.inference import Predictor
-from conftest import png_bytes, run, serving, upload
+from serve_helpers import png_bytes, run, serving, upload
 
 
 def png_bomb(side: int = 20_000) -> bytes:
