@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cnnkit.inference.commands",
     "cnnkit.analysis.commands",
     "cnnkit.data.commands",
+    "cnnkit.serve.commands",
 )
 
 
