@@ -27,7 +27,7 @@ from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.data.wafer import make_wafer_maps
 from cnnkit.device_info import device_info
 from cnnkit.explain import cam, energy_in_mask, pointing_game, saliency, sanity_check, smoothgrad
-from cnnkit.train import setup
+from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.demo import demo_train_config
 from cnnkit.train.engine_demo import DemoConfig
 from cnnkit.train.fit import RunInfo, fit
@@ -40,14 +40,14 @@ TOLERANCE_PX = 1
 
 
 def train(config: DemoConfig, run_dir: Path) -> torch.nn.Module:
-    data = setup.prepare_data("wafer", seed=config.seed, wafer_per_class=config.n_per_class, wafer_size=config.size)
-    model = setup.build_model("compact_cnn", num_classes=len(data.class_names), in_chans=1, seed=config.seed)
-    bundle = setup.data_bundle(data, model.default_cfg, demo_train_config(config), "flip")
-    info = RunInfo(model_name="compact_cnn", class_names=data.class_names, default_cfg=model.default_cfg.to_dict())
+    data = data_prep.prepare_data("wafer", seed=config.seed, wafer_per_class=config.n_per_class, wafer_size=config.size)
+    model = model_setup.build_model("compact_cnn", num_classes=len(data.class_names), in_chans=1, seed=config.seed)
+    bundle = preprocessing.data_bundle(data, model.default_cfg, demo_train_config(config), "flip")
+    info = RunInfo.for_model("compact_cnn", model, data.class_names)
     summary = fit(model, bundle, demo_train_config(config), info, run_dir=run_dir, quiet=True)
     model.load_state_dict(load_file(run_dir / "best.safetensors"))
-    print(f"trained compact_cnn: test accuracy {summary['test']['test_top1']:.3f} "
-          f"({config.epochs} epochs, {config.n_per_class} maps per class, {summary['train_seconds']:.0f} s)")
+    print(f"trained compact_cnn: test accuracy {summary.test['test_top1']:.3f} "
+          f"({config.epochs} epochs, {config.n_per_class} maps per class, {summary.train_seconds:.0f} s)")
     return model.eval()
 
 

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.data.sources import open_source
 from cnnkit.device_info import device_info
 from cnnkit.explain.interpret import interpret_split
 from cnnkit.explain.run_access import RunWithData
+from cnnkit.inference import Predictor, RunSummary
 from cnnkit.models.factory import create_model
-from cnnkit.train.setup import PreparedData
+from cnnkit.train.data_prep import PreparedData
 
 
 class LazyWaferItems(Dataset):
@@ -40,6 +40,9 @@ class LazyWaferItems(Dataset):
 
     def __getitem__(self, index: int):
         return self.pool[index % len(self.pool)]
+
+    def with_decode_hint(self, size_hint) -> LazyWaferItems:
+        return self  # in-memory maps: nothing to decode
 
 
 def peak_rss_mib() -> float:
@@ -57,7 +60,8 @@ def main() -> None:
     for size in (1000, args.small, args.large):
         dataset = LazyWaferItems(size)
         data = PreparedData(source=None, splits={"test": dataset}, in_chans=1, class_names=list(dataset.classes))
-        run = RunWithData(None, model, {"class_names": list(dataset.classes)}, data, 0, eval_pipeline(model.default_cfg))
+        summary = RunSummary("compact_cnn", tuple(dataset.classes), model.default_cfg)
+        run = RunWithData(None, Predictor.from_model(model, dataset.classes), summary, data, 0)
         start = time.perf_counter()
         interpretation, _, _ = interpret_split(run, "test", top_k=16, batch_size=256)
         seconds = time.perf_counter() - start

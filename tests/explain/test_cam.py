@@ -7,11 +7,13 @@ import gc
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.activation_maps import cam
 from cnnkit.explain.layers import default_layer_name
+from cnnkit.inference import Predictor
 from explain.reference_models import (SCORECAM_TARGETS, TARGETS, compact_input, filled, reference,
                                       resnet_input)
 
@@ -164,23 +166,24 @@ def test_two_hundred_calls_leave_no_hook_and_no_memory_behind():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
-class PredictorLike:
-    """The parts of `cnnkit.inference.Predictor` that `cam` reads: model, class names, preprocess."""
-
-    def __init__(self, model: nn.Module, class_names: tuple[str, ...]) -> None:
-        self.model, self.class_names = model, class_names
-
-    def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[str]]:
-        return torch.stack([torch.from_numpy(image).double()[None] / 255 for image in images]), []
-
-
-def test_a_predictor_brings_its_class_names_and_preprocessing():
-    model = filled("compact_cnn")
+def test_a_real_predictor_brings_its_class_names_and_preprocessing(tmp_path):
+    model = filled("compact_cnn").float()
     names = tuple(f"c{i}" for i in range(9))
+    predictor = Predictor.from_model(model, names)
     pictures = [np.full((32, 32), 40 * i, dtype=np.uint8) + np.eye(32, dtype=np.uint8) * 90 for i in range(2)]
-    maps = cam(PredictorLike(model, names), pictures, classes="c4")
-    batch = torch.stack([torch.from_numpy(p).double()[None] / 255 for p in pictures])
-    assert torch.equal(maps, cam(model, batch, classes=4))
+    paths = [tmp_path / f"picture{i}.png" for i in range(2)]
+    for picture, path in zip(pictures, paths):
+        Image.fromarray(picture).save(path)
+    # compact_cnn's default_cfg: grey 32x32, mean 0.5, std 0.5
+    batch = torch.stack([(torch.from_numpy(p).float()[None] / 255 - 0.5) / 0.5 for p in pictures])
+    expected = cam(model, batch, classes=4, normalize=False)
+    assert float(expected.std()) > 0
+    assert torch.allclose(cam(predictor, pictures, classes="c4", normalize=False), expected, atol=1e-6)
+    assert torch.allclose(cam(predictor, [str(p) for p in paths], classes="c4", normalize=False), expected, atol=1e-6)
+    assert torch.allclose(cam(predictor, batch, classes="c4", normalize=False), expected, atol=1e-6)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(CnnkitError, match="broken.png"):
+        cam(predictor, [str(paths[0]), str(tmp_path / "broken.png")])
 
 
 def test_a_plain_module_defaults_to_its_last_spatial_layer_before_the_head_pool():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from safetensors.torch import save_file
 from cnnkit.cli import main
 from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.explain.activation_maps import cam
+from cnnkit.inference import load_run, update_summary
 from cnnkit.models.factory import create_model
 
 CLASSES = ["center", "donut", "scratch"]
@@ -44,9 +46,12 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def model_of(run_dir: Path) -> torch.nn.Module:
-    from cnnkit.train.setup import load_run
-
     return load_run(run_dir)[0]
+
+
+def plain_input(path: Path, model: torch.nn.Module) -> torch.Tensor:
+    """(1, 1, 32, 32): PIL decode and the eval pipeline, without the Predictor."""
+    return eval_pipeline(model.default_cfg)(torch.from_numpy(np.array(Image.open(path)))[None])[None]
 
 
 def test_explain_writes_overlays_and_raw_maps_and_reports_the_prediction(run_dir, images, tmp_path, capsys):
@@ -57,9 +62,8 @@ def test_explain_writes_overlays_and_raw_maps_and_reports_the_prediction(run_dir
     records = json.loads(capsys.readouterr().out)
     assert [r["image"] for r in records] == list(map(str, images))
     model = model_of(run_dir)
-    pipeline = eval_pipeline(model.default_cfg)
     for record, path in zip(records, images):
-        x = pipeline(torch.from_numpy(np.array(Image.open(path)))[None])[None]
+        x = plain_input(path, model)
         with torch.no_grad():
             probabilities = model(x).softmax(dim=1)[0]
         assert record["predicted"] == CLASSES[int(probabilities.argmax())]
@@ -94,3 +98,15 @@ def test_an_unreadable_image_is_skipped_with_exit_code_1(run_dir, images, tmp_pa
     assert main(["explain", str(run_dir), str(broken), str(images[1]), "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert "skipped" in captured.err and str(images[1]) in captured.out
+
+
+def test_explain_applies_the_temperature_stored_in_the_run(run_dir, images, tmp_path, capsys):
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(run_dir, calibrated)
+    update_summary(calibrated, temperature=2.5)
+    assert main(["explain", str(calibrated), str(images[0]), "--out", str(tmp_path / "out"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)[0]
+    model = model_of(calibrated)
+    with torch.no_grad():
+        probabilities = (model(plain_input(images[0], model)) / 2.5).softmax(dim=1)[0]
+    assert record["probability"] == pytest.approx(float(probabilities.max()), abs=1e-6)

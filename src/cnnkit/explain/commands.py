@@ -6,40 +6,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
-from cnnkit.data.decode import BadImageError, decode_image
-from cnnkit.data.pipeline import Pipeline, eval_pipeline
+from cnnkit.data.decode import BadImageError
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.activation_maps import CAM_METHODS, cam
 from cnnkit.explain.layers import resolve_target_layer
 from cnnkit.explain.overlay import overlay
 from cnnkit.explain.visuals import enlarge
+from cnnkit.inference import Predictor
 
 
-@dataclass(frozen=True)
-class LoadedRun:
-    """A trained model (eval mode), its class names and its eval preprocessing."""
-
-    model: nn.Module
-    class_names: tuple[str, ...]
-    evaluation: Pipeline
-
-
-def load_run_for_explain(run_dir: str) -> LoadedRun:
-    """The one place that opens a run (switch to `cnnkit.inference.Predictor.from_run` when merged)."""
-    from cnnkit.train.setup import load_run
-
-    model, summary = load_run(run_dir)
-    return LoadedRun(model, tuple(summary["class_names"]),
-                     eval_pipeline(model.default_cfg))
+def load_run_for_explain(run_dir: str) -> Predictor:
+    """The run's Predictor: best weights (eval mode), class names, preprocessing and temperature."""
+    return Predictor.from_run(run_dir)
 
 
 def _class_argument(text: str | None, class_names: tuple[str, ...]) -> int | None:
@@ -52,23 +36,21 @@ def _class_argument(text: str | None, class_names: tuple[str, ...]) -> int | Non
     raise CnnkitError(f"--class {text!r} is not one of the run's classes: {', '.join(class_names)}")
 
 
-def _explain_one(run: LoadedRun, path: str, args: argparse.Namespace, target: int | None, out: Path) -> dict[str, Any]:
-    mode = "L" if run.evaluation.input_size[0] == 1 else "RGB"
-    view = run.evaluation.sample(decode_image(path, mode=mode, size_hint=run.evaluation.decode_hint))
-    batch = run.evaluation.batch(view[None])
-    layer, _ = resolve_target_layer(run.model, args.layer, batch)
-    with torch.no_grad():
-        probabilities = run.model(batch).softmax(dim=1)[0]
+def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, target: int | None, out: Path) -> dict[str, Any]:
+    view = predictor.sample(path, name=path)
+    batch = predictor.normalise(view[None])
+    layer, _ = resolve_target_layer(predictor.model, args.layer, batch)
+    probabilities = predictor.probabilities(batch)[0]
     predicted = int(probabilities.argmax())
     explained = predicted if target is None else target
-    raw = cam(run.model, batch, method=args.method, target_layer=layer, classes=explained, normalize=False)[0]
-    shown = cam(run.model, batch, method=args.method, target_layer=layer, classes=explained)[0]
-    stem = f"{Path(path).stem}_{args.method}_{run.class_names[explained]}"
+    raw = cam(predictor, batch, method=args.method, target_layer=layer, classes=explained, normalize=False).cpu()[0]
+    shown = cam(predictor, batch, method=args.method, target_layer=layer, classes=explained).cpu()[0]
+    stem = f"{Path(path).stem}_{args.method}_{predictor.class_names[explained]}"
     picture = out / f"{stem}.png"
     Image.fromarray(enlarge(overlay(view, shown))).save(picture)
     record: dict[str, Any] = {
-        "image": path, "predicted": run.class_names[predicted], "probability": round(float(probabilities[predicted]), 6),
-        "explained_class": run.class_names[explained], "explained_probability": round(float(probabilities[explained]), 6),
+        "image": path, "predicted": predictor.class_names[predicted], "probability": round(float(probabilities[predicted]), 6),
+        "explained_class": predictor.class_names[explained], "explained_probability": round(float(probabilities[explained]), 6),
         "method": args.method, "layer": layer, "overlay": str(picture),
     }
     if args.raw:
@@ -78,14 +60,14 @@ def _explain_one(run: LoadedRun, path: str, args: argparse.Namespace, target: in
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    run = load_run_for_explain(args.run)
-    target = _class_argument(args.class_name, run.class_names)
+    predictor = load_run_for_explain(args.run)
+    target = _class_argument(args.class_name, predictor.class_names)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records, failures = [], 0
     for path in args.images:
         try:
-            records.append(_explain_one(run, path, args, target, out))
+            records.append(_explain_one(predictor, path, args, target, out))
         except (BadImageError, OSError) as error:
             print(f"explain: skipped {path}: {error}", file=sys.stderr)
             failures += 1

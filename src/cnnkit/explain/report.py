@@ -82,14 +82,13 @@ def _metrics_rows(run_dir: Path) -> list[dict[str, str]]:
 
 def _run_facts(run: RunWithData) -> list[tuple[str, str]]:
     summary = run.summary
-    cfg = run.model.default_cfg
-    facts = [("model", summary["model_name"]), ("classes", ", ".join(run.class_names)),
-             ("input size (C, H, W)", " x ".join(map(str, cfg.input_size))),
-             ("epochs run", str(summary.get("epochs_run", "?")))]
-    if summary.get("best_epoch") is not None:
-        facts.append(("best epoch", f"{summary['best_epoch'] + 1} ({summary['monitor']} {summary['best_metric']:.4f})"))
-    if "train_seconds" in summary:
-        facts.append(("training time", f"{summary['train_seconds']:.1f} s"))
+    facts = [("model", summary.model_name), ("classes", ", ".join(run.class_names)),
+             ("input size (C, H, W)", " x ".join(map(str, summary.default_cfg.input_size))),
+             ("epochs run", str(summary.epochs_run))]
+    if summary.best_epoch is not None and summary.best_metric is not None:
+        facts.append(("best epoch", f"{summary.best_epoch + 1} ({summary.monitor} {summary.best_metric:.4f})"))
+    if summary.train_seconds:
+        facts.append(("training time", f"{summary.train_seconds:.1f} s"))
     return facts
 
 
@@ -122,7 +121,7 @@ def _class_gallery(run: RunWithData, interpretation: Interpretation, *, method: 
 
 def _calibration(run: RunWithData, logits: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
                  device: torch.device, notes: list[str]) -> CalibrationSection | None:
-    stored = run.summary.get("temperature")
+    stored = run.predictor.temperature
     if stored is not None:
         temperature, source = float(stored), "stored in the run by `cnnkit calibrate`"
     else:
@@ -163,7 +162,7 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
                  cam_method: str = "gradcam", cam_layer: str | None = None, batch_size: int = 64,
                  device: torch.device = torch.device("cpu")) -> ReportContent:
     """Compute and draw every section of the report of RUN on its data's test split."""
-    run = open_run(run_dir, data_path)
+    run = open_run(run_dir, data_path, device=device)
     notes: list[str] = []
     split = run.split_name(None)
     interpretation, logits, labels = interpret_split(run, split, top_k=top_losses, examples_per_class=per_class,
@@ -171,11 +170,11 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
     images, captions = top_loss_tiles(run, interpretation, method=cam_method, layer=cam_layer)
     rows = _metrics_rows(run.run_dir)
     report = interpretation.report
-    test_metrics = [(name, f"{value:.4f}") for name, value in run.summary.get("test", {}).items()]
+    test_metrics = [(name, f"{value:.4f}") for name, value in (run.summary.test or {}).items()]
     test_metrics += [(f"{split} accuracy (recomputed)", f"{report.accuracy:.4f}"),
                      (f"{split} macro F1", f"{report.macro.f1:.4f}"), (f"{split} weighted F1", f"{report.weighted.f1:.4f}")]
     return ReportContent(
-        title=f"{run.summary['model_name']} run {run.run_dir.name}",
+        title=f"{run.summary.model_name} run {run.run_dir.name}",
         run_facts=_run_facts(run), config=_config_rows(run.run_dir), data_facts=_data_facts(run),
         learning_curves=png_bytes(plot_learning_curves(rows)) if rows else None,
         test_metrics=test_metrics, interpretation=interpretation,

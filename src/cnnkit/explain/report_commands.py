@@ -13,7 +13,7 @@ from cnnkit.explain.error_analysis import report_rows
 from cnnkit.explain.interpret import Interpretation, interpret_split, split_logits
 from cnnkit.explain.run_access import calibration_split, open_run, store_temperature
 from cnnkit.explain.visuals import top_loss_tiles
-from cnnkit.train.commands import positive_int
+from cnnkit.inference.commands import positive_int
 from cnnkit.train.trainer import pick_device
 
 
@@ -68,10 +68,11 @@ def format_interpretation(interpretation: Interpretation, *, max_pairs: int = 10
 
 
 def run_interpret(args: argparse.Namespace) -> int:
-    run = open_run(args.run, args.data)
+    device = pick_device(args.device)
+    run = open_run(args.run, args.data, device=device)
     split = run.split_name(args.split)
     interpretation, _, _ = interpret_split(run, split, top_k=args.top_losses, batch_size=args.batch_size,
-                                           device=pick_device(args.device))
+                                           device=device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "interpretation.json").write_text(json.dumps(interpretation.to_dict(), indent=2))
@@ -88,11 +89,12 @@ def run_interpret(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    run = open_run(args.run, args.data)
+    device = pick_device(args.device)
+    run = open_run(args.run, args.data, device=device)
     split, note = calibration_split(run)
     if note:
         print(f"calibrate: {note}", file=sys.stderr)
-    logits, labels = split_logits(run, split, batch_size=args.batch_size, device=pick_device(args.device))
+    logits, labels = split_logits(run, split, batch_size=args.batch_size, device=device)
     temperature = fit_temperature(logits, labels)
     scaled = {"before (T=1)": logits.softmax(dim=1), f"after (T={temperature:.3f})": (logits / temperature).softmax(dim=1)}
     before, after = (calibration_metrics(probabilities, labels) for probabilities in scaled.values())

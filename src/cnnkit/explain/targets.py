@@ -13,23 +13,23 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.inference.predictor import Predictor
 
 Classes = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
 
 
 def unwrap(model: Any, images: Any, class_names: Sequence[str] | None) -> tuple[nn.Module, torch.Tensor, tuple[str, ...] | None]:
-    """(torch module, float batch (N, C, H, W), class names) from a module or a Predictor.
+    """(torch module, float batch (N, C, H, W), class names) from a module or a `Predictor`.
 
-    A Predictor (anything with `.model`, `.class_names` and `.preprocess`) preprocesses its own
-    inputs (paths, PIL or uint8 images); a bare module needs a preprocessed float batch.
+    A Predictor preprocesses its own inputs (paths, bytes, PIL or uint8 images, or an already
+    preprocessed float batch) and brings its class names; a bare module needs a float batch.
     """
-    if not isinstance(model, nn.Module) and all(hasattr(model, a) for a in ("model", "class_names", "preprocess")):
-        if not isinstance(images, torch.Tensor):
-            images, failures = model.preprocess(images)
-            if failures:
-                raise CnnkitError(f"cannot read image(s): {failures}")
-        names = tuple(class_names) if class_names is not None else tuple(model.class_names)
-        return model.model, images, names
+    if isinstance(model, Predictor):
+        prepared = model.preprocess(images)
+        if prepared.failures:
+            raise CnnkitError("cannot read image(s): " + "; ".join(f"{f.source}: {f.reason}" for f in prepared.failures))
+        names = tuple(class_names) if class_names is not None else model.class_names
+        return model.model, prepared.batch.to(model.device), names
     if not isinstance(model, nn.Module):
         raise CnnkitError(f"model must be a torch nn.Module or a Predictor, got {type(model).__name__}")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
