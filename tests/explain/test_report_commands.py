@@ -18,6 +18,7 @@ from cnnkit.cli import main
 from cnnkit.explain import fit_temperature
 from cnnkit.explain.interpret import split_logits
 from cnnkit.explain.run_access import calibration_split, open_run
+from cnnkit.inference import Predictor
 
 from browser import headless_chromium
 
@@ -70,7 +71,8 @@ def test_calibrate_stores_the_fitted_temperature(run_dir: Path, tmp_path: Path, 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["temperature"] == pytest.approx(result["temperature"])
     assert summary["test_confusion"], "the rest of summary.json is kept"
-    assert not list(run_dir.glob(".summary-*")), "no temporary file left"
+    assert not list(run_dir.glob(".summary*")), "no temporary file left"
+    assert Predictor.from_run(run_dir).temperature == pytest.approx(result["temperature"]), "predictions apply it"
     logits, labels = split_logits(open_run(run_dir, "wafer"), "val")
     assert result["temperature"] == pytest.approx(fit_temperature(logits, labels), rel=1e-6)
     assert result["after"]["nll"] <= result["before"]["nll"] + 1e-12

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.hooks import capture_output
 from cnnkit.explain.layers import eval_mode, resolve_target_layer
-from cnnkit.explain.targets import Classes, class_scores, resolve_classes, unwrap
+from cnnkit.explain.targets import Classes, Explainable, class_scores, resolve_classes, unwrap
 
 MINMAX_EPS = 1e-7  # pytorch-grad-cam's scale_cam_image
 
@@ -115,7 +115,7 @@ def _scorecam_weights(
 
 
 def cam(
-    model: Any,
+    model: Explainable,
     images: Any,
     *,
     method: str = "gradcam",

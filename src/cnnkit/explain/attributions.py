@@ -16,7 +16,7 @@ import torch
 
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.layers import eval_mode
-from cnnkit.explain.targets import Classes, class_scores, resolve_classes, unwrap
+from cnnkit.explain.targets import Classes, Explainable, class_scores, resolve_classes, unwrap
 
 IG_METHODS = ("riemann_trapezoid", "gausslegendre")
 
@@ -43,7 +43,7 @@ def _input_gradient(model: torch.nn.Module, inputs: torch.Tensor, target: torch.
 
 
 @contextlib.contextmanager
-def _prepared(model: Any, images: Any, classes: Classes,
+def _prepared(model: Explainable, images: Any, classes: Classes,
               class_names: Sequence[str] | None) -> Iterator[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]]:
     """(module in eval mode with autograd on, a detached copy of the batch, (N,) targets)."""
     module, images, names = unwrap(model, images, class_names)
@@ -54,7 +54,7 @@ def _prepared(model: Any, images: Any, classes: Classes,
         yield module, images, targets
 
 
-def saliency(model: Any, images: Any, *, classes: Classes = None, class_names: Sequence[str] | None = None,
+def saliency(model: Explainable, images: Any, *, classes: Classes = None, class_names: Sequence[str] | None = None,
              absolute: bool = True) -> torch.Tensor:
     """Simonyan et al. 2014: the gradient of the class logit w.r.t. the input (|.| by default)."""
     with _prepared(model, images, classes, class_names) as (net, batch, targets):
@@ -62,7 +62,7 @@ def saliency(model: Any, images: Any, *, classes: Classes = None, class_names: S
     return gradient.abs() if absolute else gradient
 
 
-def smoothgrad(model: Any, images: Any, *, classes: Classes = None, class_names: Sequence[str] | None = None,
+def smoothgrad(model: Explainable, images: Any, *, classes: Classes = None, class_names: Sequence[str] | None = None,
                samples: int = 25, noise: float = 0.15, generator: torch.Generator | None = None,
                absolute: bool = True, batch_size: int = 32) -> torch.Tensor:
     """Smilkov et al. 2017: saliency averaged over `samples` copies of each image plus Gaussian
@@ -100,7 +100,7 @@ def _quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
     raise CnnkitError(f"unknown integration method {method!r}; choose from {', '.join(IG_METHODS)}")
 
 
-def integrated_gradients(model: Any, images: Any, *, classes: Classes = None,
+def integrated_gradients(model: Explainable, images: Any, *, classes: Classes = None,
                          class_names: Sequence[str] | None = None, baseline: float | torch.Tensor = 0.0,
                          steps: int = 50, method: str = "gausslegendre", batch_size: int = 32) -> IntegratedGradients:
     """Sundararajan et al. 2017: (x - baseline) * integral over a in [0, 1] of the gradient at
@@ -134,7 +134,7 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def occlusion(model: Any, images: Any, *, classes: Classes = None, class_names: Sequence[str] | None = None,
+def occlusion(model: Explainable, images: Any, *, classes: Classes = None, class_names: Sequence[str] | None = None,
               window: int | tuple[int, int] = 8, stride: int | tuple[int, int] = 4, baseline: float = 0.0,
               batch_size: int = 32) -> torch.Tensor:
     """Zeiler & Fergus 2014: the drop of the class logit when a window (all channels) is set to

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.layers import eval_mode
-from cnnkit.explain.targets import Classes, class_scores, resolve_classes, unwrap
+from cnnkit.explain.targets import Classes, Explainable, class_scores, resolve_classes, unwrap
 
 Score = Literal["probability", "logit"]
 
@@ -70,7 +70,7 @@ class Curve:
     auc: torch.Tensor
 
 
-def _curve(model: Any, images: Any, maps: torch.Tensor, *, insert: bool, classes: Classes, class_names: Any,
+def _curve(model: Explainable, images: Any, maps: torch.Tensor, *, insert: bool, classes: Classes, class_names: Any,
            steps: int, baseline: float | torch.Tensor, score: Score, batch_size: int) -> Curve:
     module, images, names = unwrap(model, images, class_names)
     if maps.shape != (images.shape[0], *images.shape[-2:]):
@@ -102,7 +102,7 @@ def _curve(model: Any, images: Any, maps: torch.Tensor, *, insert: bool, classes
     return Curve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
 
 
-def deletion_curve(model: Any, images: Any, maps: torch.Tensor, *, classes: Classes = None,
+def deletion_curve(model: Explainable, images: Any, maps: torch.Tensor, *, classes: Classes = None,
                    class_names: Any = None, steps: int = 32, baseline: float | torch.Tensor = 0.0,
                    score: Score = "probability", batch_size: int = 33) -> Curve:
     """Class score as the most salient pixels (all channels) are set to `baseline`, ceil(HW/steps)
@@ -111,7 +111,7 @@ def deletion_curve(model: Any, images: Any, maps: torch.Tensor, *, classes: Clas
                   baseline=baseline, score=score, batch_size=batch_size)
 
 
-def insertion_curve(model: Any, images: Any, maps: torch.Tensor, *, classes: Classes = None,
+def insertion_curve(model: Explainable, images: Any, maps: torch.Tensor, *, classes: Classes = None,
                     class_names: Any = None, steps: int = 32, baseline: float | torch.Tensor = 0.0,
                     score: Score = "probability", batch_size: int = 33) -> Curve:
     """Class score as the most salient pixels are copied onto `baseline` (RISE uses a blurred
@@ -120,11 +120,11 @@ def insertion_curve(model: Any, images: Any, maps: torch.Tensor, *, classes: Cla
                   baseline=baseline, score=score, batch_size=batch_size)
 
 
-def deletion_auc(model: Any, images: Any, maps: torch.Tensor, **options: Any) -> torch.Tensor:
+def deletion_auc(model: Explainable, images: Any, maps: torch.Tensor, **options: Any) -> torch.Tensor:
     """(N,) area under `deletion_curve` (lower is better)."""
     return deletion_curve(model, images, maps, **options).auc
 
 
-def insertion_auc(model: Any, images: Any, maps: torch.Tensor, **options: Any) -> torch.Tensor:
+def insertion_auc(model: Explainable, images: Any, maps: torch.Tensor, **options: Any) -> torch.Tensor:
     """(N,) area under `insertion_curve` (higher is better)."""
     return insertion_curve(model, images, maps, **options).auc

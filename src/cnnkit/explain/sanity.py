@@ -20,7 +20,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.explain.activation_maps import CAM_METHODS, cam
 from cnnkit.explain.attributions import saliency
 from cnnkit.explain.layers import eval_mode, resolve_target_layer
-from cnnkit.explain.targets import Classes, resolve_classes, unwrap
+from cnnkit.explain.targets import Classes, Explainable, resolve_classes, unwrap
 
 SANITY_METHODS: tuple[str, ...] = (*CAM_METHODS, "saliency")
 
@@ -76,7 +76,7 @@ def _randomise(module: nn.Module, generator: torch.Generator) -> None:
             parameter.copy_(noise * (spread if spread > 0 else 1.0))
 
 
-def sanity_check(model: Any, images: Any, *, method: str = "gradcam", target_layer: str | nn.Module | None = None,
+def sanity_check(model: Explainable, images: Any, *, method: str = "gradcam", target_layer: str | nn.Module | None = None,
                  classes: Classes = None, class_names: Sequence[str] | None = None,
                  layers: Sequence[str] | None = None, generator: torch.Generator | None = None) -> SanityCheck:
     """Cascading randomisation (module docstring) of `layers` (default: `parameter_layers`, head

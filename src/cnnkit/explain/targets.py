@@ -16,9 +16,11 @@ from cnnkit.errors import CnnkitError
 from cnnkit.inference.predictor import Predictor
 
 Classes = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
+# What is explained: a module returning logits (N, K), or a Predictor (its model and preprocessing).
+Explainable = Union[nn.Module, Predictor]
 
 
-def unwrap(model: Any, images: Any, class_names: Sequence[str] | None) -> tuple[nn.Module, torch.Tensor, tuple[str, ...] | None]:
+def unwrap(model: Explainable, images: Any, class_names: Sequence[str] | None) -> tuple[nn.Module, torch.Tensor, tuple[str, ...] | None]:
     """(torch module, float batch (N, C, H, W), class names) from a module or a `Predictor`.
 
     A Predictor preprocesses its own inputs (paths, bytes, PIL or uint8 images, or an already
