@@ -109,13 +109,12 @@ class VectorIndex:
         if kind == "hnsw":
             faiss = import_faiss()
             index.index = faiss.IndexHNSWFlat(index.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.index.hnsw.efConstruction = 80
         elif kind == "ivf":
             faiss = import_faiss()
-            lists = ivf_lists or max(1, min(int(4 * math.sqrt(len(vectors))), len(vectors) // 39))
+            lists = ivf_lists or max(1, min(int(math.sqrt(len(vectors))), len(vectors) // 39))
             index.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(index.dim), index.dim, lists,
                                              faiss.METRIC_INNER_PRODUCT)
-            train_rows = _sample_rows(len(vectors), min(len(vectors), 256 * lists), generator)
+            train_rows = _sample_rows(len(vectors), min(len(vectors), 64 * lists), generator)
             index.index.train(vectors[train_rows])
         index.add(vectors)
         if kind != "exact":
