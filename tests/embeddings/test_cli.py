@@ -1,0 +1,95 @@
+"""End to end: `cnnkit train --task embedding` (hold-out classes, resume, triplet with P x K), then
+`cnnkit verify` (pairs file and two images), `cnnkit index` (and adding a folder), `cnnkit search`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.cli import main
+
+COLOURS = {"blue": (30, 30, 220), "cyan": (30, 210, 210), "green": (30, 200, 30), "red": (220, 30, 30),
+           "yellow": (220, 220, 30)}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five classes of 12 noisy 16x16 colour squares."""
+    root = tmp_path_factory.mktemp("colours")
+    rng = np.random.default_rng(0)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir()
+        for i in range(12):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def _train(folder: Path, out: Path, *extra: str) -> int:
+    return main(["train", str(folder), "--task", "embedding", "--model", "compact_cnn", "--embedding-dim", "8",
+                 "--batch-size", "8", "--img-size", "16", "--lr", "0.003", "--out", str(out), "--quiet", *extra])
+
+
+@pytest.fixture(scope="module")
+def run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "arcface"
+    assert _train(folder, out, "--loss", "arcface", "--holdout-classes", "2", "--epochs", "1") == 0
+    assert _train(folder, out, "--loss", "arcface", "--holdout-classes", "2", "--epochs", "2", "--resume") == 0
+    return out
+
+
+def test_train_records_retrieval_and_verification_on_held_out_classes(run: Path) -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "embedding" and summary["embedding_dim"] == 8 and summary["epochs_run"] == 2
+    assert summary["class_names"] == ["blue", "cyan", "green"]  # red, yellow never trained on
+    assert summary["evaluated_on"] == "held-out classes red, yellow"
+    assert 0 <= summary["retrieval"]["map_at_r"] <= 1 and summary["retrieval"]["num_queries"] == 24
+    assert summary["verification"]["genuine_pairs"] == 2 * 66  # all pairs within each held-out class
+    assert summary["monitor"] == "val_map_at_r"
+    assert len(json.loads((run / "roc.json").read_text())["fpr"]) >= 2
+
+
+def test_triplet_with_pk_batches(folder: Path, tmp_path: Path) -> None:
+    assert _train(folder, tmp_path / "t", "--loss", "triplet", "--pk", "4x2", "--epochs", "1") == 0
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["loss"] == "triplet" and "train_top1" not in summary["final"]
+    assert _train(folder, tmp_path / "u", "--loss", "triplet", "--pk", "3x2", "--epochs", "1") == 2  # 6 != 8
+
+
+def test_verify_pairs_stores_the_threshold_then_decides(run: Path, folder: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    pairs = tmp_path / "pairs.txt"
+    lines = [f"{folder}/red/{i}.png {folder}/red/{i + 1}.png same" for i in range(0, 10, 2)]
+    lines += [f"{folder}/red/{i}.png {folder}/yellow/{i}.png different" for i in range(5)]
+    pairs.write_text("\n".join(lines) + "\n")
+    assert main(["verify", str(run), "--pairs", str(pairs), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    stored = json.loads((run / "summary.json").read_text())["verification_threshold"]
+    assert stored == metrics["threshold"] and metrics["genuine_pairs"] == 5
+    assert main(["verify", str(run), f"{folder}/red/0.png", f"{folder}/red/1.png", "--json"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["threshold"] == stored and decision["same"] == (decision["cosine"] >= stored)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a.png b.png maybe\n")
+    assert main(["verify", str(run), "--pairs", str(bad)]) == 2
+    assert "bad.txt:1" in capsys.readouterr().err
+
+
+def test_index_add_and_search(run: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    gallery = tmp_path / "gallery"
+    assert main(["index", str(run), str(folder), "--out", str(gallery)]) == 0
+    extra = tmp_path / "more"
+    extra.mkdir()
+    (extra / "copy.png").write_bytes((folder / "red" / "3.png").read_bytes())
+    assert main(["index", str(run), str(extra), "--out", str(gallery)]) == 0
+    capsys.readouterr()
+    assert main(["search", str(gallery), str(folder / "red" / "3.png"), "--top-k", "2", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    paths = {m["path"] for m in result["matches"]}
+    assert paths == {str(folder / "red" / "3.png"), str(extra / "copy.png")}  # itself and its copy
+    assert all(m["score"] == pytest.approx(1.0, abs=1e-5) for m in result["matches"])
+    assert main(["search", str(tmp_path), str(folder / "red" / "3.png")]) == 2  # not a gallery
