@@ -98,8 +98,8 @@ def pair_scores(vectors: torch.Tensor, labels: torch.Tensor, *, max_items: int,
         chosen = torch.randperm(len(vectors), generator=generator)[:max_items]
         vectors, labels = vectors[chosen], labels[chosen]
     unit = torch.nn.functional.normalize(vectors.float(), dim=1)
-    i, j = torch.triu_indices(len(unit), len(unit), offset=1)
-    return (unit[i] * unit[j]).sum(1), labels[i] == labels[j]
+    upper = torch.ones(len(unit), len(unit), dtype=torch.bool).triu(diagonal=1)
+    return (unit @ unit.T)[upper], (labels[:, None] == labels[None, :])[upper]
 
 
 def evaluate_embeddings(vectors: torch.Tensor, labels: torch.Tensor, *, pair_items: int = 2000,
