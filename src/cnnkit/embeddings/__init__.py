@@ -2,3 +2,8 @@
 
 Above `cnnkit.train` (it trains through the same Trainer), beside `cnnkit.explain`.
 """
+
+from cnnkit.embeddings.metrics import retrieval_metrics
+from cnnkit.embeddings.verification import verification_metrics
+
+__all__ = ["retrieval_metrics", "verification_metrics"]
