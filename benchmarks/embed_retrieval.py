@@ -8,7 +8,7 @@ same trainer (`cnnkit.embeddings.fit_embedding` / `cnnkit.train.fit`):
   classifier  mnist_cnn trained with cross-entropy on the 6 digits; its pre-logits vector (84-d)
   arcface     ArcFace (s 64, m 0.5)
   triplet     triplet loss, batch-hard mining, P x K = 6 x 16 batches
-Evaluated on the held-out digits 6-9 of the MNIST test set (3,974 images): precision@1 and MAP@R
+Evaluated on the held-out digits 6-9 of the MNIST test set (3,969 images): precision@1 and MAP@R
 (leave-one-out retrieval), and the verification EER over all pairs of 2,000 of them.
 Last line: `embed_retrieval: arcface MAP@R <x> vs untrained <y>`.
 """

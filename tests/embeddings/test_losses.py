@@ -77,3 +77,18 @@ def test_pk_batches_hold_p_classes_of_k() -> None:
     assert len(order) == len(labels) and set(order[:12]) and len({labels[i] for i in order[:12]}) == 4
     with pytest.raises(CnnkitError, match="only 8"):
         pk_batches(labels, 9, 2, generator=torch.Generator())
+
+
+def test_pk_order_makes_every_training_batch_p_by_k() -> None:
+    from torch.utils.data import TensorDataset
+
+    from cnnkit.data.loader import make_loader
+
+    labels = torch.arange(60) % 5
+    dataset = TensorDataset(torch.zeros(60, 1, 2, 2, dtype=torch.uint8), labels)
+    loader = make_loader(dataset, batch_size=6, train=True, seed=3, epoch_order=pk_epoch_order(labels.tolist(), 3, 2))
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        for _, batch_labels in loader:
+            counts = torch.bincount(batch_labels, minlength=5)
+            assert sorted(counts.tolist()) == [0, 0, 2, 2, 2]

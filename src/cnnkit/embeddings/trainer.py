@@ -19,6 +19,9 @@ from cnnkit.train.metrics import ClassificationMeter
 from cnnkit.train.trainer import Trainer
 
 
+VAL_METRICS = ("precision_at_1", "r_precision", "map_at_r", "mrr", "recall_at_1", "recall_at_5")
+
+
 class LossMeter(ClassificationMeter):
     """Tracks only the loss (a triplet loss has no class scores to count top-1 with)."""
 
@@ -78,14 +81,20 @@ class EmbeddingTrainer(Trainer):
 
     def evaluate(self, loader: DataLoader, *, prefix: str = "") -> dict[str, float]:
         """Retrieval metrics of the (EMA) embedder on `loader`, each item querying the others.
-        Under DDP each rank scores its own share of the validation set."""
+        Under DDP each rank scores its own share and the ranks average (so all agree on the best
+        epoch and early stopping)."""
         embedder = self.eval_model.embedder
         vectors, labels = embed_batches(embedder, loader, self.device)
         try:
             metrics = retrieval_metrics(vectors, labels.numpy(), k=(1, 5))
-        except CnnkitError:  # no class with two items here: nothing to retrieve (monitor falls back)
-            return {}
-        return {f"{prefix}{name}": value for name, value in metrics.items() if name != "num_queries"}
+            values = torch.tensor([metrics[name] for name in VAL_METRICS], dtype=torch.float64)
+        except CnnkitError:  # no class with two items here: nothing to retrieve
+            values = torch.full((len(VAL_METRICS),), torch.nan, dtype=torch.float64)
+        if self.dist.enabled:
+            values = self.dist.all_reduce_sum(values) / self.dist.world_size
+        if values.isnan().any():
+            return {}  # the monitor falls back to train_loss
+        return {f"{prefix}{name}": float(v) for name, v in zip(VAL_METRICS, values)}
 
 
 def with_pk(p: int | None, k: int | None) -> type[EmbeddingTrainer]:
