@@ -77,7 +77,7 @@ def bench_size(n: int, queries_count: int, max_build: float, hnsw_build_per_item
         result[f"{kind}_qps"], result[f"{kind}_recall"], result[f"{kind}_build"] = (
             queries_count / t_search, recall, t_build)
         del index
-    print(f"| method | queries/s | x exact | recall@10 | build s |\n|---|---|---|---|---|")
+    print("| method | queries/s | x exact | recall@10 | build s |\n|---|---|---|---|---|")
     for name, (qps, recall, build) in rows.items():
         print(f"| {name} | {qps:,.0f} | {qps / result['exact_qps']:.2f}x | {recall:.4f} | {build:.1f} |")
     return result

@@ -20,7 +20,7 @@ from cnnkit.embeddings.fit import EmbeddingOptions, fit_embedding, holdout_split
 from cnnkit.embeddings.gallery import Gallery
 from cnnkit.embeddings.losses import LOSSES, make_loss
 from cnnkit.embeddings.model import EmbeddingModel, MetricLearner
-from cnnkit.embeddings.runs import embed_files, load_embedder, read_summary, update_summary
+from cnnkit.embeddings.runs import embed_files, load_embedder, update_summary
 from cnnkit.embeddings.search import KINDS
 from cnnkit.embeddings.verification import verification_metrics
 from cnnkit.errors import CnnkitError
@@ -217,7 +217,6 @@ def _images_of(folder: Path) -> tuple[list[str], list[str]]:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    read_summary(args.run)
     model, _ = load_embedder(args.run)
     paths, labels = _images_of(Path(args.folder))
     vectors, kept, skipped = embed_files(model, paths, progress=True)
