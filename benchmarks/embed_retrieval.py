@@ -10,10 +10,10 @@ same trainer (`cnnkit.embeddings.fit_embedding` / `cnnkit.train.fit`):
   triplet     triplet loss, batch-hard mining, P x K = 6 x 16 batches
 Evaluated on the held-out digits 6-9 of the MNIST test set (3,969 images): precision@1 and MAP@R
 (leave-one-out retrieval), and the verification EER over all pairs of 2,000 of them.
-With `--hymenoptera DIR`: the photos' val split (ants, bees; 153 images) as a verification task,
+Then (`--parts`) the hymenoptera photos' val split (ants, bees; 153 images) as a verification task,
 compact_cnn at 64 px with a 128-d head, untrained vs ArcFace-trained on the train split
 (`--epochs`): AUC and EER over all val pairs.
-Last line: `embed_retrieval: arcface MAP@R <x> vs untrained <y>`.
+Last line: `embed_retrieval: MNIST 6-9 arcface MAP@R <x> vs untrained <y>; hymenoptera val arcface EER ...`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.fit import RunInfo, fit
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
+HYMENOPTERA = MNIST.parent / "hymenoptera"
 
 
 def per_class_subset(dataset: SubsetDataset, count: int) -> SubsetDataset:
@@ -61,11 +62,12 @@ def pre_logits(model: torch.nn.Module, dataset, transform, batch_transform) -> t
     return torch.cat(vectors), torch.cat(labels)
 
 
-def hymenoptera(folder: Path, epochs: int) -> None:
+def hymenoptera(folder: Path, epochs: int) -> str:
     data = setup.prepare_data(str(folder), seed=0)
     print(f"\nhymenoptera: train {len(data.splits['train'])} photos, verification on all pairs of the "
           f"{len(data.splits['val'])} val photos ({', '.join(data.class_names)})")
     print("| features | AUC | EER | 10-fold accuracy | seconds |\n|---|---|---|---|---|")
+    eers: dict[str, float] = {}
     for name in ("untrained", "arcface"):
         start = time.perf_counter()
         model = setup.build_model("compact_cnn", num_classes=2, in_chans=3, seed=0, img_size=64)
@@ -84,17 +86,29 @@ def hymenoptera(folder: Path, epochs: int) -> None:
                                          bundle.eval_batch_transform, device=torch.device("cpu"), seed=0,
                                          batch_size=64)
         _, v = evaluate_embeddings(vectors, labels)
+        eers[name] = v["eer"]
         print(f"| {name} | {v['auc']:.4f} | {v['eer']:.4f} | {v['accuracy']:.4f} | {time.perf_counter() - start:.0f} |")
+    return f"hymenoptera val arcface EER {eers['arcface']:.3f} vs untrained {eers['untrained']:.3f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, default=2000)
+    parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--data", default=str(MNIST), help="MNIST folder (default ../shared/datasets/mnist)")
-    parser.add_argument("--hymenoptera", default=None, help="also the hymenoptera verification part (its folder)")
+    parser.add_argument("--hymenoptera", default=str(HYMENOPTERA), help="the hymenoptera photos' folder")
+    parser.add_argument("--parts", default="mnist,hymenoptera", help="which parts to run")
     args = parser.parse_args()
     print(device_info().describe())
+    headlines = []
+    if "mnist" in args.parts:
+        headlines.append(mnist(args))
+    if "hymenoptera" in args.parts:
+        headlines.append(hymenoptera(Path(args.hymenoptera), args.epochs))
+    print(f"embed_retrieval: {'; '.join(headlines)}")
+
+
+def mnist(args: argparse.Namespace) -> str:
     data = setup.prepare_data(args.data, seed=0)
     splits, _, train_classes = holdout_split(data.splits, data.class_names, 4)
     test = data.splits["test"]
@@ -142,10 +156,8 @@ def main() -> None:
     for name, (r, v, seconds) in results.items():
         print(f"| {name} | {r['precision_at_1']:.4f} | {r['map_at_r']:.4f} | {r['recall_at_5']:.4f} | "
               f"{v['eer']:.4f} | {seconds:.0f} |")
-    if args.hymenoptera:
-        hymenoptera(Path(args.hymenoptera), args.epochs)
-    print(f"embed_retrieval: arcface MAP@R {results['arcface'][0]['map_at_r']:.3f} vs untrained "
-          f"{results['untrained'][0]['map_at_r']:.3f}")
+    return (f"MNIST 6-9 arcface MAP@R {results['arcface'][0]['map_at_r']:.3f} vs untrained "
+            f"{results['untrained'][0]['map_at_r']:.3f}")
 
 
 if __name__ == "__main__":
