@@ -93,3 +93,10 @@ def test_index_add_and_search(run: Path, folder: Path, tmp_path: Path, capsys: p
     assert paths == {str(folder / "red" / "3.png"), str(extra / "copy.png")}  # itself and its copy
     assert all(m["score"] == pytest.approx(1.0, abs=1e-5) for m in result["matches"])
     assert main(["search", str(tmp_path), str(folder / "red" / "3.png")]) == 2  # not a gallery
+
+
+def test_classification_only_options_are_refused(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _train(folder, tmp_path / "m", "--epochs", "1", "--mixup-alpha", "0.2") == 2
+    assert "mixup_alpha" in capsys.readouterr().err
+    assert _train(folder, tmp_path / "s", "--epochs", "1", "--label-smoothing", "0.1") == 2
+    assert "label_smoothing" in capsys.readouterr().err

@@ -58,6 +58,9 @@ class EmbeddingTrainer(Trainer):
         super().__init__(model, *args, **kwargs)
         if self.config.mixup_alpha or self.config.cutmix_alpha:
             raise CnnkitError("--task embedding does not mix images: leave mixup_alpha and cutmix_alpha at 0")
+        if self.config.label_smoothing or self.config.class_weighted_loss:
+            raise CnnkitError("--task embedding: label_smoothing and class_weighted_loss apply to cross-entropy "
+                              "classification only; leave them off")
 
     def new_meter(self) -> ClassificationMeter:
         return ClassificationMeter(self.num_classes) if self.model.uses_proxies else LossMeter(self.num_classes)
