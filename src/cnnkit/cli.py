@@ -18,9 +18,11 @@ from cnnkit.errors import CnnkitError
 COMMAND_MODULES = (
     "cnnkit.train.demo",
     "cnnkit.train.commands",
+    "cnnkit.inference.commands",
     "cnnkit.analysis.commands",
     "cnnkit.data.commands",
     "cnnkit.embeddings.commands",  # after cnnkit.train.commands: it extends `train` with --task embedding
+    "cnnkit.serve.commands",
 )
 
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cnnkit.cli import main
+from cnnkit.inference import read_summary
 
 COLOURS = {"blue": (30, 30, 220), "cyan": (30, 210, 210), "green": (30, 200, 30), "red": (220, 30, 30),
            "yellow": (220, 220, 30)}
@@ -47,16 +48,20 @@ def test_train_records_retrieval_and_verification_on_held_out_classes(run: Path)
     assert summary["task"] == "embedding" and summary["embedding_dim"] == 8 and summary["epochs_run"] == 2
     assert summary["class_names"] == ["blue", "cyan", "green"]  # red, yellow never trained on
     assert summary["evaluated_on"] == "held-out classes red, yellow"
+    assert summary["holdout_classes"] == ["red", "yellow"] and summary["embedding_loss"] == "arcface"
     assert 0 <= summary["retrieval"]["map_at_r"] <= 1 and summary["retrieval"]["num_queries"] == 24
     assert summary["verification"]["genuine_pairs"] == 2 * 66  # all pairs within each held-out class
     assert summary["monitor"] == "val_map_at_r"
-    assert len(json.loads((run / "roc.json").read_text())["fpr"]) >= 2
+    roc = json.loads((run / "roc.json").read_text())  # the curve lives beside the summary, not in it
+    assert len(roc["fpr"]) == len(roc["tpr"]) >= 2 and "fpr" not in summary["verification"]
+    typed = read_summary(run)  # the one reader accepts every key the embedding run wrote
+    assert typed.task == "embedding" and typed.verification_threshold == summary["verification_threshold"]
 
 
 def test_triplet_with_pk_batches(folder: Path, tmp_path: Path) -> None:
     assert _train(folder, tmp_path / "t", "--loss", "triplet", "--pk", "4x2", "--epochs", "1") == 0
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
-    assert summary["loss"] == "triplet" and "train_top1" not in summary["final"]
+    assert summary["embedding_loss"] == "triplet" and "train_top1" not in summary["final"]
     assert _train(folder, tmp_path / "u", "--loss", "triplet", "--pk", "3x2", "--epochs", "1") == 2  # 6 != 8
 
 
@@ -70,6 +75,7 @@ def test_verify_pairs_stores_the_threshold_then_decides(run: Path, folder: Path,
     metrics = json.loads(capsys.readouterr().out)
     stored = json.loads((run / "summary.json").read_text())["verification_threshold"]
     assert stored == metrics["threshold"] and metrics["genuine_pairs"] == 5
+    assert read_summary(run).verification_pairs == metrics
     assert main(["verify", str(run), f"{folder}/red/0.png", f"{folder}/red/1.png", "--json"]) == 0
     decision = json.loads(capsys.readouterr().out)
     assert decision["threshold"] == stored and decision["same"] == (decision["cosine"] >= stored)

@@ -2,7 +2,7 @@
 
 `register` adds the embedding flags to the existing `train` parser (cnnkit.train stays unaware of
 the layer above it): `--task embedding` runs `run_embedding_train`, anything else the usual
-classification training.
+classification training. Images are embedded through `cnnkit.inference.Predictor` (runs.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
-
 import torch
 
 from cnnkit.data.folders import IMAGE_EXTENSIONS, is_image_folder, list_image_folder
@@ -20,18 +18,16 @@ from cnnkit.embeddings.fit import EmbeddingOptions, fit_embedding, holdout_split
 from cnnkit.embeddings.gallery import Gallery
 from cnnkit.embeddings.losses import LOSSES, make_loss
 from cnnkit.embeddings.model import EmbeddingModel, MetricLearner
-from cnnkit.embeddings.runs import embed_files, load_embedder, update_summary
+from cnnkit.embeddings.runs import embed_files, embedding_predictor
 from cnnkit.embeddings.search import KINDS
 from cnnkit.embeddings.verification import verification_metrics
 from cnnkit.errors import CnnkitError
-from cnnkit.train import setup
+from cnnkit.inference import RunSummary, update_summary
+from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.distributed import init_from_torchrun, shutdown
 from cnnkit.train.fit import RunInfo
 from cnnkit.train.options import resolve
 from cnnkit.train.report import format_metrics
-
-EMBEDDING_RUN_KEYS = {"loss": "arcface", "embedding_dim": 128, "holdout_classes": 0, "margin": None,
-                      "scale": None, "mining": "batch_hard", "pk": None}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_train_flags(train: argparse.ArgumentParser) -> None:
-    group = train.add_argument_group("embedding (--task embedding; also settable in --config YAML)")
+    group = train.add_argument_group("embedding (--task embedding; flags only, not in --config YAML)")
     group.add_argument("--task", choices=("classification", "embedding"), default="classification")
     group.add_argument("--loss", choices=LOSSES, default=None, help="metric-learning loss (default arcface)")
     group.add_argument("--embedding-dim", type=int, default=None, help="embedding size (default 128)")
@@ -71,7 +67,8 @@ def _add_train_flags(train: argparse.ArgumentParser) -> None:
                        help="keep the last K classes out of training and evaluate retrieval on them")
     group.add_argument("--margin", type=float, default=None, help="loss margin (default: the loss's published one)")
     group.add_argument("--scale", type=float, default=None, help="ArcFace/CosFace scale s; 1/temperature for normsoftmax")
-    group.add_argument("--mining", choices=("batch_hard", "semihard"), default=None, help="triplet mining")
+    group.add_argument("--mining", choices=("batch_hard", "semihard"), default=None,
+                       help="triplet mining (default batch_hard)")
     group.add_argument("--pk", default=None, help="P x K batches, e.g. 8x4 (batch size must be P*K)")
     classify = train.get_default("func")
     train.set_defaults(func=lambda args: run_embedding_train(args) if args.task == "embedding" else classify(args))
@@ -88,27 +85,33 @@ def _pk(text: str | None) -> tuple[int, int] | None:
 
 
 def run_embedding_train(args: argparse.Namespace) -> int:
-    config, run = resolve(args, {"model": args.default_model, **EMBEDDING_RUN_KEYS})
-    options = EmbeddingOptions(loss=run["loss"], embedding_dim=int(run["embedding_dim"]),
-                               holdout_classes=int(run["holdout_classes"]), margin=run["margin"], scale=run["scale"],
-                               mining=run["mining"], pk=_pk(run["pk"]))
+    config, run = resolve(args, default_model=args.default_model)
+    defaults = EmbeddingOptions()
+    options = EmbeddingOptions(
+        loss=args.loss or defaults.loss,
+        embedding_dim=defaults.embedding_dim if args.embedding_dim is None else args.embedding_dim,
+        holdout_classes=defaults.holdout_classes if args.holdout_classes is None else args.holdout_classes,
+        margin=args.margin, scale=args.scale, mining=args.mining or defaults.mining, pk=_pk(args.pk))
     if config.monitor == "val_top1":  # the classification default; retrieval is what matters here
         config = dataclasses.replace(config, monitor="val_map_at_r", monitor_mode="max")
-    out = Path(run["out"] or f"runs/{run['model']}-embedding")
+    out = Path(run.out or f"runs/{run.model}-embedding")
     if not args.resume and (out / "last.pt").exists():
         raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     context = init_from_torchrun(config.device)
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    data = setup.prepare_data(args.data, seed=config.seed, run_dir=out if context.is_main else None,
-                              saved_split=out / "split.json" if args.resume else None)
+    data = data_prep.prepare_data(args.data, seed=config.seed, run_dir=out if context.is_main else None,
+                                  saved_split=out / "split.json" if args.resume else None,
+                                  drop_format_outliers=run.drop_outliers)
     splits, held, train_classes = holdout_split(data.splits, data.class_names, options.holdout_classes)
-    backbone = setup.build_model(run["model"], num_classes=len(train_classes), in_chans=data.in_chans,
-                                 seed=config.seed, pretrained=run["pretrained"], img_size=run["img_size"])
-    augment, cfg = setup.resolve_augment(backbone.default_cfg, run["augment"])
-    backbone.default_cfg = setup.fit_normalisation(cfg, splits["train"])
+    backbone = model_setup.build_model(run.model, num_classes=len(train_classes), in_chans=data.in_chans,
+                                       seed=config.seed, pretrained=run.pretrained, img_size=run.img_size,
+                                       overrides=run.model_options)
+    augment, cfg = preprocessing.resolve_augment(backbone.default_cfg, run.augment)
+    backbone.default_cfg = model_setup.fit_normalisation(cfg, splits["train"])
     prepared = dataclasses.replace(data, splits=splits, class_names=train_classes)
-    bundle = setup.data_bundle(prepared, backbone.default_cfg, config, augment)
+    bundle = preprocessing.data_bundle(prepared, backbone.default_cfg, config, augment)
+    info = RunInfo.for_model(run.model, backbone, train_classes, run.model_options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         embedder = EmbeddingModel(backbone, options.embedding_dim)
@@ -119,10 +122,10 @@ def run_embedding_train(args: argparse.Namespace) -> int:
     else:
         name = "test" if "test" in splits else "val" if "val" in splits else "train"
         evaluation = [splits[name]]
-    info = RunInfo(model_name=run["model"], class_names=train_classes, default_cfg=backbone.default_cfg.to_dict())
     summary = fit_embedding(MetricLearner(embedder, criterion), bundle, config, info, options,
                             evaluation_sets=evaluation, evaluation_name=name, run_dir=out, resume=args.resume,
-                            distributed=context, quiet=args.quiet)
+                            distributed=context, quiet=args.quiet,
+                            holdout_names=data.class_names[len(train_classes):])
     if context.is_main:
         print(format_metrics(summary, out))
         print(_describe(summary))
@@ -130,12 +133,12 @@ def run_embedding_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(summary: dict[str, Any]) -> str:
-    r, v = summary["retrieval"], summary["verification"]
-    return (f"retrieval on {summary['evaluated_on']}: precision@1 {r['precision_at_1']:.4f}  MAP@R {r['map_at_r']:.4f}  "
+def _describe(summary: RunSummary) -> str:
+    r, v = summary.retrieval or {}, summary.verification or {}
+    return (f"retrieval on {summary.evaluated_on}: precision@1 {r['precision_at_1']:.4f}  MAP@R {r['map_at_r']:.4f}  "
             f"recall@5 {r['recall_at_5']:.4f}  MRR {r['mrr']:.4f}\n"
             f"verification: AUC {v['auc']:.4f}  EER {v['eer']:.4f}  accuracy {v['accuracy']:.4f}  "
-            f"threshold {summary['verification_threshold']:.4f}")
+            f"threshold {summary.verification_threshold:.4f}")
 
 
 # ------------------------------------------------------------------------- verify
@@ -159,15 +162,15 @@ def read_pairs(path: Path) -> list[tuple[str, str, bool]]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    model, summary = load_embedder(args.run)
+    predictor, summary = embedding_predictor(args.run)
     if args.pairs is None:
         if len(args.images) != 2:
             raise CnnkitError(f"verify: give two images (or --pairs FILE), got {len(args.images)}")
-        vectors, kept, skipped = embed_files(model, args.images)
+        vectors, kept, skipped = embed_files(predictor, args.images)
         if skipped:
             raise CnnkitError(f"verify: cannot read {skipped[0][0]}: {skipped[0][1]}")
         cosine = float(vectors[0] @ vectors[1])
-        threshold = summary.get("verification_threshold")
+        threshold = summary.verification_threshold
         same = None if threshold is None else cosine >= threshold
         if args.json:
             print(json.dumps({"cosine": cosine, "threshold": threshold, "same": same}))
@@ -179,7 +182,7 @@ def run_verify(args: argparse.Namespace) -> int:
         raise CnnkitError("verify: give either --pairs FILE or two images, not both")
     pairs = read_pairs(Path(args.pairs))
     files = sorted({p for a, b, _ in pairs for p in (a, b)})
-    vectors, kept, skipped = embed_files(model, files, progress=not args.json)
+    vectors, kept, skipped = embed_files(predictor, files, progress=not args.json)
     row = {path: i for i, path in enumerate(kept)}
     usable = [(a, b, s) for a, b, s in pairs if a in row and b in row]
     if len(usable) < len(pairs):
@@ -217,9 +220,9 @@ def _images_of(folder: Path) -> tuple[list[str], list[str]]:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    model, _ = load_embedder(args.run)
+    predictor, _ = embedding_predictor(args.run)
     paths, labels = _images_of(Path(args.folder))
-    vectors, kept, skipped = embed_files(model, paths, progress=True)
+    vectors, kept, skipped = embed_files(predictor, paths, progress=True)
     for path, why in skipped:
         print(f"index: skipped {path}: {why}")
     label_of = dict(zip(paths, labels))
@@ -244,8 +247,8 @@ def run_search(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise CnnkitError(f"--top-k must be >= 1, got {args.top_k}")
     gallery = Gallery.load(args.gallery)
-    model, _ = load_embedder(gallery.run)
-    vectors, kept, skipped = embed_files(model, args.queries)
+    predictor, _ = embedding_predictor(gallery.run)
+    vectors, kept, skipped = embed_files(predictor, args.queries)
     for path, why in skipped:
         print(f"search: skipped {path}: {why}")
     results = gallery.search(vectors, args.top_k) if len(kept) else []

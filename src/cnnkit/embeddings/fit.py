@@ -1,7 +1,8 @@
 """`fit_embedding`: train a MetricLearner through `cnnkit.train.fit` (same run directory, resume,
-checkpoints, DDP), then score the best weights on an evaluation set and record in summary.json:
+checkpoints, DDP), then score the best weights on an evaluation set and record in the run's
+RunSummary (RUN/summary.json, through `update_summary`):
 
-    task: "embedding", loss, embedding_dim, holdout_classes (names)
+    task: "embedding", embedding_loss, embedding_dim, holdout_classes (names), evaluated_on
     retrieval:    precision_at_1, r_precision, map_at_r, mrr, recall_at_k (leave-one-out)
     verification: auc, eer, tar_at_far_*, 10-fold accuracy... over all pairs of (up to
                   `pair_items`) evaluation items; verification_threshold (best-accuracy one)
@@ -29,10 +30,10 @@ from cnnkit.data.epoch_sampling import SampleTransform
 from cnnkit.data.loader import BatchTransform
 from cnnkit.embeddings.metrics import retrieval_metrics
 from cnnkit.embeddings.model import MetricLearner
-from cnnkit.embeddings.runs import update_summary
 from cnnkit.embeddings.trainer import embed_batches, with_pk
 from cnnkit.embeddings.verification import verification_metrics
 from cnnkit.errors import CnnkitError
+from cnnkit.inference import RunSummary, update_summary
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.evaluate import ordered_loader
@@ -113,9 +114,10 @@ def evaluate_embeddings(vectors: torch.Tensor, labels: torch.Tensor, *, pair_ite
 def fit_embedding(learner: MetricLearner, data: DataBundle, config: TrainConfig, info: RunInfo,
                   options: EmbeddingOptions, *, evaluation_sets: Sequence[Dataset], evaluation_name: str,
                   run_dir: str | Path, resume: bool = False, distributed: DistributedContext | None = None,
-                  quiet: bool = False) -> dict[str, Any]:
+                  quiet: bool = False, holdout_names: Sequence[str] = ()) -> RunSummary:
     """Train (`cnnkit.train.fit` with an EmbeddingTrainer), then evaluate `evaluation_sets` with the
-    best weights and add the results to RUN/summary.json; returns the summary."""
+    best weights and add the results to the run's summary; returns it. `holdout_names`: the
+    classes kept out of training (recorded as `holdout_classes`)."""
     run_dir = Path(run_dir)
     summary = fit(learner, dataclasses.replace(data, test=None), config, info, run_dir=run_dir,
                   resume=resume, distributed=distributed, quiet=quiet, trainer_class=with_pk(*(options.pk or (None, None))))
@@ -131,6 +133,6 @@ def fit_embedding(learner: MetricLearner, data: DataBundle, config: TrainConfig,
     roc = {"fpr": verification.pop("fpr"), "tpr": verification.pop("tpr")}
     (run_dir / "roc.json").write_text(json.dumps(roc))
     return update_summary(
-        run_dir, task="embedding", loss=options.loss, embedding_dim=options.embedding_dim,
-        holdout_classes=options.holdout_classes, evaluated_on=evaluation_name, retrieval=retrieval,
+        run_dir, task="embedding", embedding_loss=options.loss, embedding_dim=options.embedding_dim,
+        holdout_classes=list(holdout_names), evaluated_on=evaluation_name, retrieval=retrieval,
         verification=verification, verification_threshold=verification["threshold"])

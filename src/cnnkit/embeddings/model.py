@@ -37,8 +37,7 @@ class EmbeddingModel(nn.Module):
         if embedding_dim < 1:
             raise CnnkitError(f"--embedding-dim must be >= 1, got {embedding_dim}")
         width = _pre_logits_width(backbone)
-        parent_name, _, leaf = backbone.default_cfg.classifier.rpartition(".")
-        setattr(backbone.get_submodule(parent_name) if parent_name else backbone, leaf, nn.Identity())
+        backbone.set_submodule(backbone.default_cfg.classifier, nn.Identity())
         self.backbone = backbone
         self.projection = nn.Linear(width, embedding_dim)
         self.embedding_dim = embedding_dim
@@ -47,9 +46,18 @@ class EmbeddingModel(nn.Module):
     def default_cfg(self):
         return self.backbone.default_cfg
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pooled = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the backbone's last feature map (N, C', h, w)."""
+        return self.backbone.forward_features(images)
+
+    def forward_head(self, feature_map: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map -> unit embeddings (N, embedding_dim): they are this model's output and its
+        pre-logits vector alike, so `Predictor.features` of an embedder gives the embeddings."""
+        pooled = self.backbone.forward_head(feature_map, pre_logits=True)
         return F.normalize(self.projection(pooled.flatten(1)), dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(images))
 
 
 class MetricLearner(nn.Module):
