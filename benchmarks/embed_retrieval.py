@@ -32,7 +32,7 @@ from cnnkit.embeddings.fit import (EmbeddingOptions, embed_datasets, evaluate_em
                                   holdout_split)
 from cnnkit.embeddings.losses import make_loss
 from cnnkit.embeddings.model import EmbeddingModel, MetricLearner
-from cnnkit.train import setup
+from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.fit import RunInfo, fit
@@ -63,24 +63,25 @@ def pre_logits(model: torch.nn.Module, dataset, transform, batch_transform) -> t
 
 
 def hymenoptera(folder: Path, epochs: int) -> str:
-    data = setup.prepare_data(str(folder), seed=0)
+    data = data_prep.prepare_data(str(folder), seed=0)
     print(f"\nhymenoptera: train {len(data.splits['train'])} photos, verification on all pairs of the "
           f"{len(data.splits['val'])} val photos ({', '.join(data.class_names)})")
     print("| features | AUC | EER | 10-fold accuracy | seconds |\n|---|---|---|---|---|")
     eers: dict[str, float] = {}
     for name in ("untrained", "arcface"):
         start = time.perf_counter()
-        model = setup.build_model("compact_cnn", num_classes=2, in_chans=3, seed=0, img_size=64)
-        augment, cfg = setup.resolve_augment(model.default_cfg, "flip")
-        model.default_cfg = setup.fit_normalisation(cfg, data.splits["train"])
+        model = model_setup.build_model("compact_cnn", num_classes=2, in_chans=3, seed=0, img_size=64)
+        augment, cfg = preprocessing.resolve_augment(model.default_cfg, "flip")
+        model.default_cfg = model_setup.fit_normalisation(cfg, data.splits["train"])
         only_train = dataclasses.replace(data, splits={"train": data.splits["train"]})
-        bundle = setup.data_bundle(only_train, model.default_cfg, TrainConfig(), augment)
+        bundle = preprocessing.data_bundle(only_train, model.default_cfg, TrainConfig(), augment)
         torch.manual_seed(0)
         learner = MetricLearner(EmbeddingModel(model, 128), make_loss("arcface", 2, 128))
         if name == "arcface":
             config = TrainConfig(epochs=epochs, batch_size=16, lr=1e-3, monitor="train_loss", monitor_mode="min")
             with tempfile.TemporaryDirectory() as tmp:
-                fit_embedding(learner, bundle, config, RunInfo("compact_cnn", data.class_names), EmbeddingOptions(),
+                info = RunInfo.for_model("compact_cnn", model, data.class_names)
+                fit_embedding(learner, bundle, config, info, EmbeddingOptions(),
                               evaluation_sets=[data.splits["val"]], evaluation_name="val", run_dir=tmp, quiet=True)
         vectors, labels = embed_datasets(learner, [data.splits["val"]], bundle.eval_transform,
                                          bundle.eval_batch_transform, device=torch.device("cpu"), seed=0,
@@ -109,7 +110,7 @@ def main() -> None:
 
 
 def mnist(args: argparse.Namespace) -> str:
-    data = setup.prepare_data(args.data, seed=0)
+    data = data_prep.prepare_data(args.data, seed=0)
     splits, _, train_classes = holdout_split(data.splits, data.class_names, 4)
     test = data.splits["test"]
     held_test = [SubsetDataset(test, [i for i, t in enumerate(test.targets) if t >= 6])]
@@ -120,10 +121,10 @@ def mnist(args: argparse.Namespace) -> str:
     results: dict[str, tuple[dict, dict, float]] = {}
 
     def backbone():
-        return setup.build_model("mnist_cnn", num_classes=6, in_chans=1, seed=0)
+        return model_setup.build_model("mnist_cnn", num_classes=6, in_chans=1, seed=0)
 
-    augment, cfg = setup.resolve_augment(backbone().default_cfg, "none")
-    bundle = setup.data_bundle(prepared, cfg, TrainConfig(), augment)
+    augment, cfg = preprocessing.resolve_augment(backbone().default_cfg, "none")
+    bundle = preprocessing.data_bundle(prepared, cfg, TrainConfig(), augment)
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("untrained", "classifier", "arcface", "triplet"):
             start = time.perf_counter()
@@ -131,7 +132,8 @@ def mnist(args: argparse.Namespace) -> str:
             if name == "classifier":
                 model = backbone()
                 config = TrainConfig(epochs=args.epochs, batch_size=96, lr=3e-3, monitor="train_loss", monitor_mode="min")
-                fit(model, bundle, config, RunInfo("mnist_cnn", train_classes), run_dir=Path(tmp) / name, quiet=True)
+                fit(model, bundle, config, RunInfo.for_model("mnist_cnn", model, train_classes), run_dir=Path(tmp) / name,
+                    quiet=True)
                 vectors, labels = pre_logits(model, held_test[0], bundle.eval_transform, bundle.eval_batch_transform)
                 retrieval, verification = evaluate_embeddings(vectors, labels)
             else:
@@ -146,10 +148,11 @@ def mnist(args: argparse.Namespace) -> str:
                     options = EmbeddingOptions(loss=loss, holdout_classes=4, pk=(6, 16) if name == "triplet" else None)
                     config = TrainConfig(epochs=args.epochs, batch_size=96, lr=3e-3, monitor="train_loss",
                                          monitor_mode="min")
-                    summary = fit_embedding(learner, bundle, config, RunInfo("mnist_cnn", train_classes), options,
-                                            evaluation_sets=held_test, evaluation_name="digits 6-9",
-                                            run_dir=Path(tmp) / name, quiet=True)
-                    retrieval, verification = summary["retrieval"], summary["verification"]
+                    info = RunInfo.for_model("mnist_cnn", learner.embedder.backbone, train_classes)
+                    summary = fit_embedding(learner, bundle, config, info, options, evaluation_sets=held_test,
+                                            evaluation_name="digits 6-9", run_dir=Path(tmp) / name, quiet=True,
+                                            holdout_names=data.class_names[6:])
+                    retrieval, verification = summary.retrieval, summary.verification
             results[name] = (retrieval, verification, time.perf_counter() - start)
             print(f"{name}: done in {results[name][2]:.0f} s", flush=True)
     print("\n| features | precision@1 | MAP@R | recall@5 | EER | seconds |\n|---|---|---|---|---|---|")

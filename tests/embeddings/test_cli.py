@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnkit.cli import main
-from cnnkit.inference import read_summary
+from cnnkit.embeddings.runs import embed_files, embedding_predictor
+from cnnkit.errors import CnnkitError
+from cnnkit.inference import read_summary, write_summary
 
 COLOURS = {"blue": (30, 30, 220), "cyan": (30, 210, 210), "green": (30, 200, 30), "red": (220, 30, 30),
            "yellow": (220, 220, 30)}
@@ -106,3 +110,31 @@ def test_classification_only_options_are_refused(folder: Path, tmp_path: Path, c
     assert "mixup_alpha" in capsys.readouterr().err
     assert _train(folder, tmp_path / "s", "--epochs", "1", "--label-smoothing", "0.1") == 2
     assert "label_smoothing" in capsys.readouterr().err
+
+
+def test_embed_files_goes_through_the_predictor(run: Path, folder: Path, tmp_path: Path) -> None:
+    predictor, summary = embedding_predictor(run, batch_size=2)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    files = [folder / "red" / "0.png", broken, folder / "blue" / "1.png", tmp_path / "missing.png"]
+    vectors, kept, skipped = embed_files(predictor, files)
+    assert kept == [str(files[0]), str(files[2])] and [path for path, _ in skipped] == [str(broken), str(files[3])]
+    # The same numbers as the embedder on the Predictor's own preprocessing of the two good files.
+    expected = predictor.model(predictor.preprocess([files[0], files[2]]).batch)
+    assert vectors.shape == (2, summary.embedding_dim)
+    assert torch.allclose(vectors, expected, atol=1e-6)
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_a_classification_run_is_not_an_embedder(run: Path, tmp_path: Path) -> None:
+    other = tmp_path / "classifier"
+    other.mkdir()
+    summary = read_summary(run)
+    write_summary(other, dataclasses.replace(summary, task="classification", embedding_dim=None))
+    with pytest.raises(CnnkitError, match="not an embedding run"):
+        embedding_predictor(other)
+
+
+def test_predict_on_an_embedding_run_says_what_to_use(run: Path, folder: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["predict", str(run), str(folder / "red" / "0.png")]) == 2
+    assert "embedding run" in capsys.readouterr().err
