@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "cnnkit.data.commands",
     "cnnkit.explain.report_commands",
     "cnnkit.explain.commands",
+    "cnnkit.embeddings.commands",  # after cnnkit.train.commands: it extends `train` with --task embedding
     "cnnkit.serve.commands",
 )
 

@@ -44,10 +44,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
     (DistributedSampler's padding rule), minus `skip` already-done samples."""
 
     def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
-                 item_weights: torch.Tensor | None = None) -> None:
+                 item_weights: torch.Tensor | None = None,
+                 custom_order: Callable[[torch.Generator], list[int]] | None = None) -> None:
         if item_weights is not None and len(item_weights) != size:
             raise ValueError(f"item_weights has {len(item_weights)} entries for a dataset of {size}")
         self.size, self.seed, self.shuffle, self.item_weights = size, seed, shuffle, item_weights
+        self.custom_order = custom_order  # e.g. P x K blocks for metric learning (cnnkit.embeddings)
         self.rank, self.world_size = rank, world_size
         self.epoch, self.skip = 0, 0
         self.per_rank = -(-size // world_size)
@@ -59,6 +61,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def epoch_order(self) -> list[int]:
         """All ranks' indices of the current epoch, before sharding."""
         generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        if self.custom_order is not None:
+            return self.custom_order(generator)
         if self.item_weights is not None:
             return torch.multinomial(self.item_weights, self.size, replacement=True, generator=generator).tolist()
         if self.shuffle:

@@ -138,6 +138,7 @@ def make_loader(
     balanced: bool = False,
     channels_last: bool = False,
     prefetch_factor: int = 2,
+    epoch_order: Callable[[torch.Generator], list[int]] | None = None,
 ) -> DeviceLoader:
     """Batches of `dataset` (items (image, label)) on `device`, this rank's share of each epoch.
 
@@ -146,6 +147,7 @@ def make_loader(
     `train=False` keeps the order and every item. Per-sample stage: `pipeline.sample` or
     `sample_transform`, in the workers; batch stage on the device: `pipeline.batch` then `mix`,
     or a whole `batch_transform`. Workers are persistent and seeded (`seed_worker`).
+    `epoch_order(generator) -> len(dataset) indices` replaces the training shuffle (P x K blocks).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -165,7 +167,8 @@ def make_loader(
         batch_transform = device_stage(None if pipeline is None else pipeline.batch, [] if mix is None else [mix])
     size = len(dataset)  # type: ignore[arg-type]
     weights = balanced_item_weights(dataset_targets(dataset)) if balanced else None
-    sampler = EpochSampler(size, seed=seed, shuffle=train, rank=rank, world_size=world_size, item_weights=weights)
+    sampler = EpochSampler(size, seed=seed, shuffle=train, rank=rank, world_size=world_size, item_weights=weights,
+                           custom_order=epoch_order if train else None)
     if train and sampler.per_rank < batch_size:
         raise CnnkitError(
             f"the training set of {size} samples ({sampler.per_rank} per process) is smaller than one batch "

@@ -20,6 +20,9 @@ def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -
     loaded, in eval mode and channels_last, its `default_cfg` the run's."""
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
+    if summary.task == "embedding":
+        raise CnnkitError(f"{run_dir} is an embedding run (it gives vectors, not class scores): use "
+                          "`cnnkit verify`, `cnnkit index` and `cnnkit search` (cnnkit.embeddings.runs)")
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise CnnkitError(f"{run_dir} has no {WEIGHTS_FILE}: the run finished no epoch")

@@ -75,8 +75,10 @@ def fit(
     param_groups: Sequence[dict] | None = None,
     distributed: DistributedContext | None = None,
     quiet: bool = False,
+    trainer_class: type[Trainer] = Trainer,
 ) -> RunSummary:
-    """Train `model`, write the run directory, and return the summary (also in summary.json)."""
+    """Train `model`, write the run directory, and return the summary (also in summary.json).
+    `trainer_class`: a Trainer subclass with its own loss/evaluation (cnnkit.embeddings)."""
     run_dir = Path(run_dir)
     dist = distributed or DistributedContext()
     last = run_dir / "last.pt"
@@ -92,7 +94,7 @@ def fit(
         all_callbacks += [CsvLogger(run_dir / "metrics.csv"), TensorBoardLogger(run_dir / "tensorboard")]
         if not quiet:
             all_callbacks.append(ProgressBar())
-    trainer = Trainer(
+    trainer = trainer_class(
         model, data.train, config, num_classes=len(info.class_names), run_dir=run_dir, val_data=data.val,
         sample_transform=data.train_transform, eval_transform=data.eval_transform,
         batch_transform=data.batch_transform, eval_batch_transform=data.eval_batch_transform,

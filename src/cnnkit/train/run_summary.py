@@ -27,7 +27,10 @@ class RunSummary:
     """What a finished run knows about itself: enough to rebuild the model and preprocess an image.
 
     The optional fields are written by later commands: `temperature` by `cnnkit calibrate`,
-    `exports` (format -> path) by `cnnkit export`, `verification_threshold` by `cnnkit verify`.
+    `exports` (format -> path) by `cnnkit export`, `verification_threshold` and
+    `verification_pairs` (the metrics of its pairs file) by `cnnkit verify`. An embedding run
+    (cnnkit.embeddings) also records its metric-learning loss, the classes held out of training,
+    and which items its `retrieval` / `verification` metrics were measured on (`evaluated_on`).
     """
 
     model_name: str
@@ -54,6 +57,10 @@ class RunSummary:
     verification: dict[str, Any] | None = None
     sparsity: dict[str, float] | None = None
     teacher: str | None = None
+    embedding_loss: str | None = None
+    holdout_classes: list[str] = field(default_factory=list)
+    evaluated_on: str | None = None
+    verification_pairs: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:

@@ -158,7 +158,7 @@ class Trainer:
         """One epoch's steps; False when a callback set `should_stop` before the epoch ended (the
         epoch is then neither evaluated nor checkpointed: the last checkpoint stays the resume point)."""
         self.train_loader.set_epoch(self.state.epoch, skip=self.state.batch_in_epoch)
-        self.meter = self._resumed_meter or ClassificationMeter(self.num_classes)
+        self.meter = self._resumed_meter or self.new_meter()
         self._resumed_meter = None
         self._set_train_mode()
         self._emit("before_epoch")
@@ -202,6 +202,10 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.last_loss, self.batch_size_seen = loss_value, images.shape[0]
+
+    def new_meter(self) -> ClassificationMeter:
+        """The training meter of an epoch (a subclass may track only the loss: metric learning)."""
+        return ClassificationMeter(self.num_classes)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Training cross-entropy of logits (N, K) against labels (N,) or soft targets (N, K), with
@@ -329,7 +333,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CnnkitError(f"cannot resume from {path}: it does not fit this model and config ({error})") from None
         if state["meter"] is not None:
-            self._resumed_meter = ClassificationMeter(self.num_classes)
+            self._resumed_meter = self.new_meter()
             self._resumed_meter.load_counts(state["meter"])
         ckpt.restore_rng_state(state["rng"])
 

@@ -1,0 +1,187 @@
+"""Nearest neighbours by cosine similarity: exact (blockwise torch) or approximate (faiss HNSW, IVF).
+
+Vectors are L2-normalised on the way in, so an inner-product index returns cosines in [-1, 1]
+(faiss on raw vectors returns inner products, the usual "similarity above 1" surprise).
+Approximate indexes are tuned at build time: efSearch (HNSW, Malkov & Yashunin 2018) or nprobe
+(IVF, Jegou et al. 2011) is raised until recall@10 against exact search on a sample of the
+vectors reaches `target_recall`, and that recall is reported (not faiss's defaults, left untested).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cnnkit.errors import CnnkitError
+
+IndexKind = Literal["exact", "hnsw", "ivf"]
+KINDS: tuple[str, ...] = ("exact", "hnsw", "ivf")
+_log = logging.getLogger("cnnkit")
+
+
+def normalise(vectors: Any) -> np.ndarray:
+    """Float32 rows of unit L2 norm (N, D), C-contiguous (what faiss wants)."""
+    array = np.asarray(vectors.detach().cpu() if isinstance(vectors, torch.Tensor) else vectors, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise CnnkitError(f"vectors must be (N, D), got shape {array.shape}")
+    return np.ascontiguousarray(F.normalize(torch.from_numpy(array), dim=1).numpy())
+
+
+def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int, *, query_chunk: int = 1024,
+                 reference_chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (cosines (Q, k), indices (Q, k)) of unit `queries` among unit `vectors`, by blocks of
+    query_chunk x reference_chunk similarities (64 MiB at the defaults), never Q x N at once."""
+    k = min(k, len(vectors))
+    base, out_s, out_i = torch.from_numpy(vectors), [], []
+    for q0 in range(0, len(queries), query_chunk):
+        q = torch.from_numpy(queries[q0:q0 + query_chunk])
+        best_s = torch.full((len(q), 0), -torch.inf)
+        best_i = torch.zeros((len(q), 0), dtype=torch.long)
+        for r0 in range(0, len(base), reference_chunk):
+            block = q @ base[r0:r0 + reference_chunk].T
+            s, i = block.topk(min(k, block.shape[1]), dim=1)
+            best_s, order = torch.cat([best_s, s], 1).topk(min(k, best_s.shape[1] + s.shape[1]), dim=1)
+            best_i = torch.cat([best_i, i + r0], 1).gather(1, order)
+        out_s.append(best_s)
+        out_i.append(best_i)
+    return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
+
+
+def import_faiss():
+    """faiss, imported on first use: exact search works without it."""
+    try:
+        import faiss
+    except ImportError:
+        raise CnnkitError("approximate indexes (hnsw, ivf) need faiss: pip install faiss-cpu "
+                          "(or use --kind exact, which needs nothing more)") from None
+    return faiss
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row of `truth` (Q, k) that appears in the same row of `found`."""
+    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth))
+    return hits / truth.size
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """How an index was tuned: its kind, the search parameter chosen, the recall@10 it measured
+    against exact search on `sample` stored vectors (each vector's own entry left out)."""
+
+    kind: str
+    parameter: str
+    value: int
+    recall_at_10: float
+    sample: int
+
+    def describe(self) -> str:
+        if self.kind == "exact":
+            return "exact index: recall@10 1.0 by construction"
+        return (f"{self.kind} index: {self.parameter}={self.value}, recall@10 {self.recall_at_10:.4f} "
+                f"against exact search on {self.sample} sampled vectors")
+
+
+class VectorIndex:
+    """Cosine k-NN over unit vectors (N, D): `add`, `search(queries, k) -> (cosines, indices)`."""
+
+    def __init__(self, kind: IndexKind, dim: int, *, index: Any = None) -> None:
+        if kind not in KINDS:
+            raise CnnkitError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        self.kind, self.dim, self.index = kind, dim, index
+        self.vectors = np.zeros((0, dim), np.float32)  # exact: the data; faiss: kept for re-tuning
+        self.report = BuildReport(kind, "", 0, 1.0, 0)
+
+    # ----------------------------------------------------------------- building
+    @classmethod
+    def build(cls, vectors: Any, kind: IndexKind = "exact", *, target_recall: float = 0.95, sample: int = 500,
+              generator: torch.Generator | None = None, hnsw_m: int = 32, ivf_lists: int | None = None) -> VectorIndex:
+        """Index `vectors` (normalised here); hnsw/ivf are tuned to `target_recall` (recall@10)."""
+        vectors = normalise(vectors)
+        index = cls(kind, vectors.shape[1])
+        if kind == "hnsw":
+            faiss = import_faiss()
+            index.index = faiss.IndexHNSWFlat(index.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivf":
+            faiss = import_faiss()
+            lists = ivf_lists or max(1, min(int(math.sqrt(len(vectors))), len(vectors) // 39))
+            index.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(index.dim), index.dim, lists,
+                                             faiss.METRIC_INNER_PRODUCT)
+            train_rows = _sample_rows(len(vectors), min(len(vectors), 64 * lists), generator)
+            index.index.train(vectors[train_rows])
+        index.add(vectors)
+        if kind != "exact":
+            index.tune(target_recall, sample=sample, generator=generator)
+        return index
+
+    def add(self, vectors: Any) -> None:
+        vectors = normalise(vectors)
+        if vectors.shape[1] != self.dim:
+            raise CnnkitError(f"vectors are {vectors.shape[1]}-d, the index holds {self.dim}-d ones")
+        if self.index is not None:
+            self.index.add(vectors)
+        self.vectors = np.concatenate([self.vectors, vectors])
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def tune(self, target_recall: float, *, sample: int = 500, generator: torch.Generator | None = None) -> BuildReport:
+        """Raise efSearch / nprobe from small until recall@10 on `sample` stored vectors reaches
+        `target_recall` (or the parameter's ceiling); log and keep the report."""
+        rows = _sample_rows(len(self), min(sample, len(self)), generator)
+        queries = self.vectors[rows]
+        k = min(11, len(self))
+        truth = _without_self(exact_search(queries, self.vectors, k)[1], rows)
+        name, candidates = ("efSearch", [16, 32, 64, 128, 256, 512, 1024]) if self.kind == "hnsw" else \
+            ("nprobe", [n for n in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if n <= self.index.nlist] or [1])
+        recall, value = 0.0, candidates[0]
+        for value in candidates:
+            self._set_parameter(value)
+            recall = recall_at(_without_self(self.search(queries, k)[1], rows), truth)
+            if recall >= target_recall:
+                break
+        self.report = BuildReport(self.kind, name, value, recall, len(rows))
+        _log.info(self.report.describe())
+        return self.report
+
+    def _set_parameter(self, value: int) -> None:
+        if self.kind == "hnsw":
+            self.index.hnsw.efSearch = value
+        else:
+            self.index.nprobe = value
+
+    # ----------------------------------------------------------------- searching
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cosines (Q, k), indices (Q, k)), most similar first; index -1 where fewer than k exist."""
+        if k < 1:
+            raise CnnkitError(f"k must be >= 1, got {k}")
+        queries = normalise(queries)
+        if queries.shape[1] != self.dim:
+            raise CnnkitError(f"queries are {queries.shape[1]}-d, the index holds {self.dim}-d vectors")
+        if self.index is None:
+            return exact_search(queries, self.vectors, k)
+        scores, indices = self.index.search(queries, k)
+        return scores, indices
+
+
+def _sample_rows(size: int, count: int, generator: torch.Generator | None) -> np.ndarray:
+    generator = generator or torch.Generator().manual_seed(0)
+    return torch.randperm(size, generator=generator)[:count].sort().values.numpy()
+
+
+def _without_self(indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each row's neighbours minus the query's own index, cut to one fewer column (recall@10 of
+    k = 11 searches)."""
+    width = indices.shape[1] - 1
+    out = np.empty((len(rows), width), dtype=indices.dtype)
+    for r, (found, own) in enumerate(zip(indices, rows)):
+        kept = found[found != own]
+        out[r] = kept[:width] if len(kept) >= width else np.r_[kept, np.full(width - len(kept), -2)]
+    return out

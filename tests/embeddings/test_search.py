@@ -1,0 +1,82 @@
+"""Exact search equals a brute-force argsort; faiss indexes reach their recall target; a gallery
+survives a save/load and grows by a second folder; without faiss the error names faiss-cpu."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit.embeddings.gallery import Gallery
+from cnnkit.embeddings.search import VectorIndex, exact_search, normalise
+from cnnkit.errors import CnnkitError
+
+
+def clustered(n: int, dim: int = 16, clusters: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, dim, generator=generator)
+    labels = torch.randint(clusters, (n,), generator=generator)
+    return (centres[labels] + 0.5 * torch.randn(n, dim, generator=generator)).numpy(), labels.numpy()
+
+
+def test_exact_search_equals_brute_force_in_blocks() -> None:
+    vectors, _ = clustered(500)
+    queries, _ = clustered(37, seed=1)
+    scores, indices = exact_search(normalise(queries), normalise(vectors), 7, query_chunk=8, reference_chunk=33)
+    full = normalise(queries) @ normalise(vectors).T
+    np.testing.assert_array_equal(indices, np.argsort(-full, axis=1)[:, :7])
+    np.testing.assert_allclose(scores, np.take_along_axis(full, indices, 1), atol=1e-6)
+    assert scores.max() <= 1.0 + 1e-6  # cosines, whatever the raw norms
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_index_is_tuned_to_the_recall_target(kind: str) -> None:
+    pytest.importorskip("faiss")
+    data, _ = clustered(4100)
+    vectors, queries = data[:4000], data[4000:]  # held-out queries from the same clusters
+    index = VectorIndex.build(vectors * 7.0, kind, target_recall=0.9, sample=200,
+                              generator=torch.Generator().manual_seed(0))
+    assert index.report.recall_at_10 >= 0.9 and index.report.value >= 1
+    scores, found = index.search(queries, 10)
+    _, truth = exact_search(normalise(queries), normalise(vectors), 10)
+    hits = sum(len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist())) / truth.size
+    assert hits >= 0.85 and scores.max() <= 1.0 + 1e-5  # inner products of unit vectors
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_gallery_save_load_and_add(tmp_path, kind: str) -> None:
+    if kind != "exact":
+        pytest.importorskip("faiss")
+    vectors, labels = clustered(300)
+    gallery = Gallery.build(vectors[:200], [f"a/{i}.jpg" for i in range(200)], [str(x) for x in labels[:200]],
+                            kind=kind, run="runs/x")
+    gallery.save(tmp_path / "g")
+    loaded = Gallery.load(tmp_path / "g")
+    loaded.add(vectors[200:], [f"b/{i}.jpg" for i in range(100)], [str(x) for x in labels[200:]])
+    loaded.save(tmp_path / "g")
+    again = Gallery.load(tmp_path / "g")
+    assert len(again) == 300 and again.run == "runs/x" and again.index.kind == kind
+    match = again.search(vectors[250:251], k=3)[0][0]  # an item of the second folder finds itself
+    assert match.path == "b/50.jpg" and match.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_missing_faiss_is_named(monkeypatch) -> None:
+    real_import = builtins.__import__
+
+    def no_faiss(name, *args, **kwargs):
+        if name == "faiss":
+            raise ImportError("no faiss")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    vectors, _ = clustered(50)
+    assert len(VectorIndex.build(vectors, "exact")) == 50  # exact search needs no faiss
+    with pytest.raises(CnnkitError, match="faiss-cpu"):
+        VectorIndex.build(vectors, "hnsw")
+
+
+def test_bad_gallery_folder_is_named(tmp_path) -> None:
+    with pytest.raises(CnnkitError, match="not a gallery"):
+        Gallery.load(tmp_path)
