@@ -86,7 +86,8 @@ class WaferMaps:
                          self.die_grids[indices], self.class_names)
 
 
-def class_counts(total: int, imbalance: Imbalance = "balanced", *, min_per_class: int = MIN_PER_CLASS) -> tuple[int, ...]:
+def class_counts(total: int, imbalance: Imbalance = "balanced", *,
+                 min_per_class: int = MIN_PER_CLASS) -> tuple[int, ...]:
     """Maps per class (in `WAFER_CLASSES` order) summing to `total`: equal ("balanced", the
     remainder to the first classes) or in WM-811K's proportions with at least `min_per_class`."""
     classes = len(WAFER_CLASSES)

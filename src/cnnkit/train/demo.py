@@ -145,7 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--imbalance", choices=IMBALANCES, default=defaults.imbalance,
                         help="balanced classes (default) or WM-811K's labelled class frequencies")
     parser.add_argument("--engine", choices=("torch", "numpy"), default="torch",
-                        help="torch: compact CNN and MLP with cnnkit's trainer (default); numpy: the from-scratch engine's CNN")
+                        help="torch: compact CNN and MLP with cnnkit's trainer (default); "
+                             "numpy: the from-scratch engine's CNN")
     parser.add_argument("--threads", type=int, default=DEMO_THREADS,
                         help="torch intra-op threads (default 1: the demo's small batches gain little from "
                              "more, and threads thrash on a shared machine)")
