@@ -128,7 +128,8 @@ def _placement_region(grid: Grid, placement: Placement) -> np.ndarray:
 
 def _one_wafer(class_name: str, size: int, die_range: tuple[int, int], placement: Placement,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """(map, mask) at size x size of one wafer; the pattern is redrawn until it shows in the image."""
+    """(map, mask) at size x size of one wafer, and its die grid (rows, cols); the pattern is redrawn
+    until at least MIN_DEFECT_FRACTION of the image's wafer pixels show it."""
     rows, cols = _die_grid(size, die_range, rng)
     grid = make_grid(rows, cols, thickness=max(1, int(np.ceil(max(rows, cols) / size))))
     pick_rows, pick_cols = np.ix_(_resize_index(rows, size), _resize_index(cols, size))

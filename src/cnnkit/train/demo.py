@@ -76,8 +76,8 @@ def score_model(model: nn.Module, evaluation: Pipeline, splits: dict[str, WaferM
 
 
 def run_torch_demo(config: DemoConfig, run_root: Path, *, quiet: bool = False) -> list[ModelScores]:
-    """Train compact_cnn and the MLP on the demo splits (no augmentation: a flip would show the
-    MLP the unseen half); returns each model's scores on train, test and the shifted test."""
+    """Train compact_cnn and the MLP on the demo splits (no augmentation: a flip would show
+    both models the unseen half); returns each model's scores on train, test and the shifted test."""
     config.check()
     splits = demo_splits(config)
     data = prepared_wafer_data(splits)
