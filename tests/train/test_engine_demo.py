@@ -1,4 +1,5 @@
-"""`cnnkit demo --engine numpy`: the CLI prints per-epoch progress and a test accuracy; the engine CNN learns every class."""
+"""`cnnkit demo --engine numpy`: the CLI prints per-epoch progress and the scores; the engine CNN learns every
+class; it scores exactly the splits the torch demo trains and scores."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from cnnkit.cli import main
 from cnnkit.data.wafer import WAFER_CLASSES
-from cnnkit.train.engine_demo import DemoConfig, confusion_matrix, cosine_learning_rate, run_demo
+from cnnkit.train.demo import prepared_wafer_data
+from cnnkit.train.demo_scores import confusion_matrix
+from cnnkit.train.engine_demo import DemoConfig, cosine_learning_rate, demo_splits, run_demo
 
 
 def test_cli_demo_prints_epochs_accuracy_and_confusion(capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,8 +24,11 @@ def test_cli_demo_prints_epochs_accuracy_and_confusion(capsys: pytest.CaptureFix
     assert losses[-1] < losses[0]
     accuracy = float(re.search(r"^test accuracy: ([\d.]+)", output, re.M).group(1))
     assert accuracy > 0.5  # chance is 1/9
+    assert re.search(r"^engine CNN +[\d,]+ +[\d.]+% +[\d.]+% +[\d.]+ +[\d.]+% +[\d.]+ +[\d.]+% -> +[\d.]+%$",
+                     output, re.M), output
     for name in WAFER_CLASSES:
-        assert re.search(rf"^ *{name} +(\d+ +){{9}} *[\d.]+%$", output, re.M), f"no confusion row for {name}"
+        # The confusion tables on the test and on the shifted test.
+        assert len(re.findall(rf"^ *{name} +(\d+ +){{9}} *[\d.]+%$", output, re.M)) == 2, f"confusion rows of {name}"
 
 
 def test_cli_demo_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,11 +40,33 @@ def test_cli_demo_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_demo_beats_90_percent_and_learns_every_class() -> None:
     result = run_demo(DemoConfig(epochs=6, n_per_class=150, seed=0))
-    assert result.test_accuracy > 0.9
+    # Thresholds lowered from 0.9 / 0.7 when the maps became WM-811K-like (varying die grids, soft
+    # edges, varying density and background): this run measured 0.908, scratch recall 0.61 the lowest;
+    # the margin allows for BLAS rounding differences between machines.
+    assert result.test_accuracy > 0.85
     recall = np.diag(result.confusion) / result.confusion.sum(axis=1)
-    assert np.all(recall >= 0.7), dict(zip(WAFER_CLASSES, np.round(recall, 2)))
+    assert np.all(recall >= 0.45), dict(zip(WAFER_CLASSES, np.round(recall, 2)))
     assert result.confusion.sum() == 9 * 23  # 15% of 150 per class in the test split
     assert [record.epoch for record in result.history] == list(range(1, 7))
+    splits = result.scores.splits
+    assert splits["test"].accuracy == result.test_accuracy and splits["train"].confusion.sum() == 9 * 105
+    assert splits["shifted"].confusion.sum() == 9 * 23 and 0 <= splits["shifted"].macro_f1 <= 1
+
+
+def test_engine_and_torch_demos_use_the_same_splits() -> None:
+    """Both demos read `demo_splits(config)`: the engine scores its labels, the trainer gets its maps."""
+    config = DemoConfig(epochs=1, n_per_class=10, size=16, seed=5)
+    splits = demo_splits(config)
+    result = run_demo(config)
+    for name in ("train", "test", "shifted"):
+        np.testing.assert_array_equal(result.scores.splits[name].confusion.sum(axis=1),
+                                      np.bincount(splits[name].labels, minlength=9))
+    prepared = prepared_wafer_data(splits)
+    for name in ("train", "val", "test"):
+        dataset = prepared.splits[name]
+        np.testing.assert_array_equal(dataset.images[:, 0], np.array([0, 128, 255], np.uint8)[splits[name].maps])
+        assert dataset.targets == splits[name].labels.tolist()
+    np.testing.assert_array_equal(demo_splits(config)["shifted"].maps, splits["shifted"].maps)
 
 
 def test_confusion_matrix_counts_true_rows_predicted_columns() -> None:

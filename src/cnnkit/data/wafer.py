@@ -1,18 +1,26 @@
-"""The built-in dataset: synthetic wafer bin maps in the style of WM-811K, no download needed.
+"""The built-in dataset: synthetic wafer bin maps after WM-811K's published properties, no download.
 
-A circular wafer on a square grid of dies, each die passing or failing, with random background
-failures plus one of 9 defect patterns (Wu et al. 2015, "Wafer Map Failure Pattern Recognition
-and Similarity Ranking for Large-Scale Data Sets", which introduced WM-811K). Every pattern
-varies in position, size, orientation and density, so the class is a matter of shape and radial
-position, not of any single die. Deterministic from the rng; NumPy only.
+Wu et al. 2015 ("Wafer Map Failure Pattern Recognition and Similarity Ranking for Large-Scale
+Data Sets", which introduced WM-811K): three die states (0 no die, 1 pass, 2 fail); die grids
+of varying size and aspect (about 15x15 to over 200x200 dies); background failures at a rate
+that varies per wafer; one of 9 failure patterns with soft edges and varying density; a
+labelled set dominated by "none" (`WM811K_COUNTS`).
+
+Each wafer is rendered on its own die grid (rows x cols) and resized to `size` x `size` by
+nearest neighbour, so a pixel is exactly one die's state and its mask bit exactly says whether
+that die fails because of the pattern (a scratch is drawn as thick as one output pixel, so no
+pattern disappears between sampled dies). Deterministic from the rng; NumPy only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+
+from cnnkit.data.wafer_patterns import PATTERNS, Grid, Placement, make_grid
 
 WAFER_CLASSES: tuple[str, ...] = (
     "none",
@@ -25,24 +33,40 @@ WAFER_CLASSES: tuple[str, ...] = (
     "random",
     "scratch",
 )
+# The labelled part of WM-811K (Wu et al. 2015, Table 1): 172,950 maps.
+WM811K_COUNTS: dict[str, int] = {
+    "none": 147_431, "edge-ring": 9_680, "edge-loc": 5_189, "center": 4_294, "loc": 3_593,
+    "scratch": 1_193, "random": 866, "donut": 555, "near-full": 149,
+}
+Imbalance = Literal["balanced", "wm811k"]
+IMBALANCES: tuple[str, ...] = ("balanced", "wm811k")
+# loc and scratch defects can be confined to one half of the wafer (`Placement`).
+PLACEABLE_CLASSES: tuple[str, ...] = ("loc", "scratch")
 
 # WM-811K's die encoding.
 OFF_WAFER, PASS, FAIL = 0, 1, 2
 MIN_SIZE = 16
-MAX_BACKGROUND_FAILURE_RATE = 0.04
-# A pattern instance must fail at least this fraction of the wafer's dies (else it is redrawn).
+MIN_DIES = 15  # WM-811K's smallest die grids are about 15x15
+# Under `imbalance="wm811k"` every class keeps at least this many maps (enough for a 70/15/15 split).
+MIN_PER_CLASS = 10
+# Background failure rate per wafer: log-uniform in this range.
+BACKGROUND_FAILURE_RATE = (0.002, 0.05)
+# A pattern instance must fail at least this fraction of the wafer's pixels (else it is redrawn).
 MIN_DEFECT_FRACTION = 0.015
+SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
 @dataclass(frozen=True)
 class WaferMaps:
     """N wafer maps: `maps` (N, H, W) uint8 in {0 off-wafer, 1 pass, 2 fail}, `labels` (N,) int64
-    indexing `class_names`, and `masks` (N, H, W) bool: the dies failing because of the defect
-    pattern (background failures excluded; all False for class "none")."""
+    indexing `class_names`, `masks` (N, H, W) bool: the pixels whose die fails because of the
+    defect pattern (background failures excluded; all False for "none"), and `die_grids` (N, 2):
+    each wafer's die grid (rows, cols) before resizing."""
 
     maps: np.ndarray
     labels: np.ndarray
     masks: np.ndarray
+    die_grids: np.ndarray
     class_names: tuple[str, ...] = WAFER_CLASSES
 
     def __len__(self) -> int:
@@ -52,167 +76,129 @@ class WaferMaps:
         """(N, 1, H, W) network input in [0, 1]: maps / 2 (off-wafer 0, pass 0.5, fail 1)."""
         return self.maps[:, None].astype(dtype) / 2
 
+    def grey_levels(self) -> np.ndarray:
+        """(N, 1, H, W) uint8 images: off-wafer 0, pass 128, fail 255."""
+        return np.rint(self.images(np.float64) * 255).astype(np.uint8)
+
     def subset(self, indices: np.ndarray) -> WaferMaps:
         """The maps at `indices`, in that order."""
-        return WaferMaps(self.maps[indices], self.labels[indices], self.masks[indices], self.class_names)
+        return WaferMaps(self.maps[indices], self.labels[indices], self.masks[indices],
+                         self.die_grids[indices], self.class_names)
 
 
-@dataclass(frozen=True)
-class _Grid:
-    """Die coordinates normalised to the wafer radius: u, v (x right, y down), r, theta; `wafer` mask."""
-
-    u: np.ndarray
-    v: np.ndarray
-    r: np.ndarray
-    theta: np.ndarray
-    wafer: np.ndarray
-    radius_in_dies: float
-
-
-def _grid(size: int) -> _Grid:
-    center = (size - 1) / 2
-    radius = size / 2 - 0.5
-    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
-    u, v = (x - center) / radius, (y - center) / radius
-    r = np.hypot(u, v)
-    return _Grid(u=u, v=v, r=r, theta=np.arctan2(v, u), wafer=r <= 1.0, radius_in_dies=radius)
+def class_counts(total: int, imbalance: Imbalance = "balanced", *,
+                 min_per_class: int = MIN_PER_CLASS) -> tuple[int, ...]:
+    """Maps per class (in `WAFER_CLASSES` order) summing to `total`: equal ("balanced", the
+    remainder to the first classes) or in WM-811K's proportions with at least `min_per_class`."""
+    classes = len(WAFER_CLASSES)
+    if imbalance == "balanced":
+        if total < classes:
+            raise ValueError(f"total must be >= {classes} for balanced classes, got {total}")
+        return tuple(total // classes + (index < total % classes) for index in range(classes))
+    if imbalance != "wm811k":
+        raise ValueError(f"imbalance must be one of {IMBALANCES}, got {imbalance!r}")
+    if total < classes * min_per_class + min_per_class:
+        raise ValueError(f"total must be >= {(classes + 1) * min_per_class} for imbalance='wm811k', got {total}")
+    frequency = np.array([WM811K_COUNTS[name] for name in WAFER_CLASSES], np.float64)
+    counts = np.maximum(min_per_class, np.floor(total * frequency / frequency.sum())).astype(int)
+    counts[WAFER_CLASSES.index("none")] += total - counts.sum()  # the majority class absorbs rounding
+    return tuple(int(c) for c in counts)
 
 
-def _ellipse(grid: _Grid, cu: float, cv: float, radius: float, rng: np.random.Generator) -> np.ndarray:
-    """Dies inside a randomly stretched and rotated ellipse of mean radius `radius` around (cu, cv)."""
-    aspect = rng.uniform(0.7, 1.4)
-    angle = rng.uniform(0, np.pi)
-    du, dv = grid.u - cu, grid.v - cv
-    along = du * np.cos(angle) + dv * np.sin(angle)
-    across = -du * np.sin(angle) + dv * np.cos(angle)
-    return (along / (radius * aspect)) ** 2 + (across * aspect / radius) ** 2 <= 1.0
+def _die_grid(size: int, die_range: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+    """(rows, cols): a log-uniform side in `die_range` and an aspect (cols / rows) in 0.8..1.25."""
+    low, high = die_range
+    rows = int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+    cols = int(np.clip(round(rows * np.exp(rng.uniform(np.log(0.8), np.log(1.25)))), low, max(high, low)))
+    return rows, cols
 
 
-def _arc(grid: _Grid, rng: np.random.Generator, min_fraction: float) -> np.ndarray:
-    """Dies within a random angular sector covering at least `min_fraction` of the circle."""
-    span = 2 * np.pi * rng.uniform(min_fraction, 1.0)
-    start = rng.uniform(0, 2 * np.pi)
-    return np.mod(grid.theta - start, 2 * np.pi) <= span
+def _resize_index(dies: int, size: int) -> np.ndarray:
+    """Nearest-neighbour source die of each of `size` output pixels (pixel centres)."""
+    return np.minimum(((np.arange(size) + 0.5) * dies / size).astype(int), dies - 1)
 
 
-def _polar_point(rng: np.random.Generator, r_low: float, r_high: float) -> tuple[float, float]:
-    r, angle = rng.uniform(r_low, r_high), rng.uniform(0, 2 * np.pi)
-    return r * np.cos(angle), r * np.sin(angle)
+def _placement_region(grid: Grid, placement: Placement) -> np.ndarray:
+    if placement == "left":
+        return grid.u < 0
+    if placement == "right":
+        return grid.u > 0
+    return np.ones_like(grid.wafer)
 
 
-def _center(grid: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    cu, cv = _polar_point(rng, 0.0, 0.12)
-    return _ellipse(grid, cu, cv, rng.uniform(0.15, 0.35), rng), rng.uniform(0.75, 1.0)
+def _one_wafer(class_name: str, size: int, die_range: tuple[int, int], placement: Placement,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(map, mask) at size x size of one wafer, and its die grid (rows, cols); the pattern is redrawn
+    until at least MIN_DEFECT_FRACTION of the image's wafer pixels show it."""
+    rows, cols = _die_grid(size, die_range, rng)
+    grid = make_grid(rows, cols, thickness=max(1, int(np.ceil(max(rows, cols) / size))))
+    pick_rows, pick_cols = np.ix_(_resize_index(rows, size), _resize_index(cols, size))
+    wafer = grid.wafer[pick_rows, pick_cols]
+    allowed = grid.wafer & (_placement_region(grid, placement) if class_name in PLACEABLE_CLASSES else True)
+    min_pixels = max(3, round(MIN_DEFECT_FRACTION * wafer.sum()))
+    mask = np.zeros_like(wafer)
+    while class_name != "none":
+        probability = PATTERNS[class_name](grid, placement, rng)
+        die_mask = allowed & (rng.random(grid.wafer.shape) < probability)
+        mask = die_mask[pick_rows, pick_cols]
+        if mask.sum() >= min_pixels:
+            break
+    rate = np.exp(rng.uniform(*np.log(BACKGROUND_FAILURE_RATE)))
+    background = (rng.random(grid.wafer.shape) < rate)[pick_rows, pick_cols]
+    failing = mask | background
+    wafer_map = np.where(wafer, np.where(failing, FAIL, PASS), OFF_WAFER).astype(np.uint8)
+    return wafer_map, mask & wafer, (rows, cols)
 
 
-def _donut(grid: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    cu, cv = _polar_point(rng, 0.0, 0.05)
-    r = np.hypot(grid.u - cu, grid.v - cv)
-    middle, half_width = rng.uniform(0.4, 0.6), rng.uniform(0.07, 0.13)
-    return (np.abs(r - middle) <= half_width) & _arc(grid, rng, 0.7), rng.uniform(0.65, 0.95)
-
-
-def _edge_loc(grid: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    cu, cv = _polar_point(rng, 0.85, 1.0)
-    return _ellipse(grid, cu, cv, rng.uniform(0.18, 0.35), rng), rng.uniform(0.7, 1.0)
-
-
-def _edge_ring(grid: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    width = max(rng.uniform(0.08, 0.16), 1.2 / grid.radius_in_dies)
-    return (grid.r >= 1.0 - width) & _arc(grid, rng, 0.5), rng.uniform(0.7, 1.0)
-
-
-def _loc(grid: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    cu, cv = _polar_point(rng, 0.35, 0.7)
-    return _ellipse(grid, cu, cv, rng.uniform(0.1, 0.22), rng), rng.uniform(0.75, 1.0)
-
-
-def _near_full(grid: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    return grid.wafer.copy(), rng.uniform(0.75, 0.98)
-
-
-def _random(grid: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    return grid.wafer.copy(), rng.uniform(0.15, 0.4)
-
-
-def _scratch(grid: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """A thin straight or gently curved line (constant curvature) at a random angle and place."""
-    start_u, start_v = _polar_point(rng, 0.0, 0.6)
-    heading = rng.uniform(0, 2 * np.pi)
-    length = rng.uniform(0.9, 1.6)
-    curvature = rng.uniform(-1.2, 1.2)
-    step = 0.3 / grid.radius_in_dies  # a third of a die: no gaps in the rasterised line
-    headings = heading + curvature * np.arange(0, length, step)
-    path_u = start_u + np.cumsum(np.cos(headings) * step)
-    path_v = start_v + np.cumsum(np.sin(headings) * step)
-    size = grid.u.shape[0]
-    columns = np.clip(np.rint(path_u * grid.radius_in_dies + (size - 1) / 2).astype(int), 0, size - 1)
-    rows = np.clip(np.rint(path_v * grid.radius_in_dies + (size - 1) / 2).astype(int), 0, size - 1)
-    line = np.zeros_like(grid.wafer)
-    line[rows, columns] = True
-    return line, rng.uniform(0.85, 1.0)
-
-
-_PATTERNS: dict[str, Callable[[_Grid, np.random.Generator], tuple[np.ndarray, float]]] = {
-    "center": _center,
-    "donut": _donut,
-    "edge-loc": _edge_loc,
-    "edge-ring": _edge_ring,
-    "loc": _loc,
-    "near-full": _near_full,
-    "random": _random,
-    "scratch": _scratch,
-}
-
-
-def _defect_mask(grid: _Grid, class_name: str, rng: np.random.Generator) -> np.ndarray:
-    """Failing dies of one pattern instance; redrawn until enough dies fail to show the pattern."""
-    if class_name == "none":
-        return np.zeros_like(grid.wafer)
-    min_dies = max(3, round(MIN_DEFECT_FRACTION * grid.wafer.sum()))
-    while True:
-        region, density = _PATTERNS[class_name](grid, rng)
-        mask = region & grid.wafer & (rng.random(grid.wafer.shape) < density)
-        if mask.sum() >= min_dies:
-            return mask
-
-
-def make_wafer_maps(n_per_class: int, size: int = 32, *, rng: np.random.Generator) -> WaferMaps:
-    """`n_per_class` maps of each of the 9 classes (balanced), size x size dies, in shuffled order."""
-    if n_per_class < 1:
-        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+def make_wafer_maps(per_class: int | Sequence[int], size: int = 32, *, rng: np.random.Generator,
+                    placement: Placement = "anywhere", die_range: tuple[int, int] | None = None) -> WaferMaps:
+    """Wafer maps of each of the 9 classes in shuffled order: `per_class` maps of each (an int) or
+    `per_class[k]` of class k (see `class_counts`), size x size pixels. `placement` confines loc and
+    scratch defects to one half of the wafer; `die_range` bounds the die grid's side (default
+    15 to 2 * size dies, so a die is at least half a pixel)."""
+    counts = [per_class] * len(WAFER_CLASSES) if isinstance(per_class, int | np.integer) else list(per_class)
+    if len(counts) != len(WAFER_CLASSES) or min(counts) < 0 or sum(counts) < 1:
+        raise ValueError(f"per_class must be >= 1 or {len(WAFER_CLASSES)} counts >= 0, got {per_class}")
     if size < MIN_SIZE:
         raise ValueError(f"wafer map size must be >= {MIN_SIZE}, got {size}")
-    grid = _grid(size)
-    count = n_per_class * len(WAFER_CLASSES)
-    labels = np.repeat(np.arange(len(WAFER_CLASSES), dtype=np.int64), n_per_class)
-    maps = np.empty((count, size, size), np.uint8)
-    masks = np.empty((count, size, size), bool)
+    if placement not in ("anywhere", "left", "right"):
+        raise ValueError(f"placement must be 'anywhere', 'left' or 'right', got {placement!r}")
+    die_range = die_range or (MIN_DIES, max(MIN_DIES, 2 * size))
+    if not MIN_DIES <= die_range[0] <= die_range[1]:
+        raise ValueError(f"die_range must satisfy {MIN_DIES} <= low <= high, got {die_range}")
+    labels = np.repeat(np.arange(len(WAFER_CLASSES), dtype=np.int64), counts)
+    maps = np.empty((len(labels), size, size), np.uint8)
+    masks = np.empty((len(labels), size, size), bool)
+    grids = np.empty((len(labels), 2), np.int64)
     for index, label in enumerate(labels):
-        masks[index] = _defect_mask(grid, WAFER_CLASSES[label], rng)
-        background = rng.random(grid.wafer.shape) < rng.uniform(0.0, MAX_BACKGROUND_FAILURE_RATE)
-        failing = masks[index] | (background & grid.wafer)
-        maps[index] = np.where(grid.wafer, np.where(failing, FAIL, PASS), OFF_WAFER)
-    order = rng.permutation(count)
-    return WaferMaps(maps=maps[order], labels=labels[order], masks=masks[order])
+        maps[index], masks[index], grids[index] = _one_wafer(WAFER_CLASSES[label], size, die_range, placement, rng)
+    order = rng.permutation(len(labels))
+    return WaferMaps(maps=maps[order], labels=labels[order], masks=masks[order], die_grids=grids[order])
 
 
-SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
-
-
-def wafer_splits(n_per_class: int = 200, size: int = 32, *, seed: int) -> dict[str, WaferMaps]:
-    """Stratified train/val/test (70/15/15 of each class) of `make_wafer_maps`, from one seed."""
+def wafer_splits(n_per_class: int = 200, size: int = 32, *, seed: int, imbalance: Imbalance = "balanced",
+                 shift_control: bool = False) -> dict[str, WaferMaps]:
+    """Stratified train/val/test (70/15/15 of each class) from one seed; `imbalance` spreads
+    9 * n_per_class maps over the classes (`class_counts`). With `shift_control`, loc and scratch
+    defects sit only in the wafer's left half in train/val/test, and a fourth split "shifted"
+    (test's class counts) has them only in the right half: positions never seen in training."""
     rng = np.random.default_rng(seed)
-    maps = make_wafer_maps(n_per_class, size, rng=rng)
-    n_train = round(SPLIT_FRACTIONS["train"] * n_per_class)
-    n_val = round(SPLIT_FRACTIONS["val"] * n_per_class)
-    if min(n_train, n_val, n_per_class - n_train - n_val) < 1:
-        raise ValueError(f"n_per_class={n_per_class} is too small for a train/val/test split")
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n_per_class)}
+    counts = class_counts(len(WAFER_CLASSES) * n_per_class, imbalance)
+    n_train = [round(SPLIT_FRACTIONS["train"] * n) for n in counts]
+    n_val = [round(SPLIT_FRACTIONS["val"] * n) for n in counts]
+    n_test = [n - a - b for n, a, b in zip(counts, n_train, n_val)]
+    if min(*n_train, *n_val, *n_test) < 1:
+        raise ValueError(f"n_per_class={n_per_class} is too small for a train/val/test split of every class")
+    maps = make_wafer_maps(counts, size, rng=rng, placement="left" if shift_control else "anywhere")
     # maps are already shuffled, so each class's first indices form a random sample of it.
     by_class = [np.flatnonzero(maps.labels == label) for label in range(len(WAFER_CLASSES))]
     splits = {}
-    for name, (low, high) in bounds.items():
-        indices = np.concatenate([members[low:high] for members in by_class])
+    for name, low, high in (("train", [0] * len(counts), n_train),
+                            ("val", n_train, [a + b for a, b in zip(n_train, n_val)]),
+                            ("test", [a + b for a, b in zip(n_train, n_val)], counts)):
+        indices = np.concatenate([members[lo:hi] for members, lo, hi in zip(by_class, low, high)])
         splits[name] = maps.subset(rng.permutation(indices))
+    if shift_control:
+        splits["shifted"] = make_wafer_maps(n_test, size, rng=rng, placement="right")
     return splits
+

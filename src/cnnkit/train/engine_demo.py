@@ -1,7 +1,8 @@
 """`cnnkit demo --engine numpy`: a small CNN built from the NumPy engine on the built-in wafer maps.
 
-No download, no GPU, no torch: a few minutes on two CPU cores from pixels to a confusion table.
-`run_demo` returns the numbers; `format_*` and `cnnkit.train.demo` do the printing.
+No download, no GPU, no torch: from pixels to a confusion table on two CPU cores, on exactly the
+splits of the torch demo (`demo_splits`), shifted control included. `run_demo` returns the
+numbers; `format_*` and `cnnkit.train.demo_scores` do the printing.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnkit import engine as E
-from cnnkit.data.wafer import MIN_SIZE, WAFER_CLASSES, wafer_splits
+from cnnkit.data.wafer import IMBALANCES, MIN_SIZE, PLACEABLE_CLASSES, WAFER_CLASSES, Imbalance, WaferMaps, wafer_splits
 from cnnkit.engine.training import accuracy, predict_logits, train_epoch
 from cnnkit.errors import CnnkitError
+from cnnkit.train.demo_scores import (ModelScores, SplitScores, format_recall_table,
+                                      format_side_by_side)
 from cnnkit.train.report import format_confusion
 
 # Channels of the conv-BN-ReLU stages; each but the last ends in 2x2 max pooling.
@@ -25,14 +28,39 @@ DEMO_CHANNELS = (16, 32, 64, 64)
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of one demo run; the defaults reach > 90% test accuracy in about 2 minutes on 2 cores."""
+    """Settings of one demo run (both engines); `n_per_class` maps per class on average
+    (9 * n_per_class in all), spread over the classes by `imbalance`."""
 
-    epochs: int = 8
+    epochs: int = 6
     seed: int = 0
     size: int = 32
     n_per_class: int = 300
     batch_size: int = 32
     learning_rate: float = 3e-3
+    imbalance: Imbalance = "balanced"
+
+    def check(self) -> None:
+        """CnnkitError naming the first unusable setting."""
+        if self.epochs < 1:
+            raise CnnkitError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.size < MIN_SIZE:
+            raise CnnkitError(f"--size must be >= {MIN_SIZE}, got {self.size}")
+        if self.imbalance not in IMBALANCES:
+            raise CnnkitError(f"--imbalance must be one of {', '.join(IMBALANCES)}, got {self.imbalance!r}")
+        least = 7 if self.imbalance == "balanced" else 12
+        if self.n_per_class < least:
+            raise CnnkitError(f"--n-per-class must be >= {least} (for a 70/15/15 split of every class), "
+                              f"got {self.n_per_class}")
+
+
+def demo_splits(config: DemoConfig) -> dict[str, WaferMaps]:
+    """train/val/test with loc and scratch defects in the wafer's left half, and "shifted" (the
+    test's class counts) with them in the right half: the control both demos score."""
+    return wafer_splits(config.n_per_class, config.size, seed=config.seed, imbalance=config.imbalance,
+                        shift_control=True)
+
+
+MOVED_CLASSES: tuple[int, ...] = tuple(WAFER_CLASSES.index(name) for name in PLACEABLE_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -48,13 +76,15 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class DemoResult:
-    """Per-epoch history, test accuracy and the test confusion matrix (rows: true, cols: predicted)."""
+    """Per-epoch history, test accuracy and the test confusion matrix (rows: true, cols: predicted),
+    and `scores` on train, test and the shifted test."""
 
     history: tuple[EpochRecord, ...]
     test_accuracy: float
     confusion: np.ndarray
     class_names: tuple[str, ...]
     num_parameters: int
+    scores: ModelScores
 
 
 def build_demo_cnn(num_classes: int, *, rng: np.random.Generator) -> E.Sequential:
@@ -78,22 +108,11 @@ def cosine_learning_rate(base: float, epoch: int, epochs: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
 
 
-def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(num_classes, num_classes) counts: entry [t, p] = samples of class t predicted as p."""
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    return matrix
-
-
 def run_demo(config: DemoConfig, *, on_epoch: Callable[[EpochRecord], None] | None = None) -> DemoResult:
-    """Make the wafer splits, train the engine CNN with Adam, and evaluate it on the test split."""
-    if config.epochs < 1:
-        raise CnnkitError(f"--epochs must be >= 1, got {config.epochs}")
-    if config.size < MIN_SIZE:
-        raise CnnkitError(f"--size must be >= {MIN_SIZE}, got {config.size}")
-    if config.n_per_class < 7:
-        raise CnnkitError(f"--n-per-class must be >= 7 (for a 70/15/15 split), got {config.n_per_class}")
-    splits = wafer_splits(config.n_per_class, config.size, seed=config.seed)
+    """Make the demo splits, train the engine CNN with Adam, and score it on train, test and shifted."""
+    config.check()
+    start_all = time.perf_counter()
+    splits = demo_splits(config)
     images = {name: split.images(np.float32) for name, split in splits.items()}
     rng = np.random.default_rng(config.seed)
     model = build_demo_cnn(len(WAFER_CLASSES), rng=rng)
@@ -108,14 +127,16 @@ def run_demo(config: DemoConfig, *, on_epoch: Callable[[EpochRecord], None] | No
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-    test_logits = predict_logits(model, images["test"])
-    test_labels = splits["test"].labels
+    scores = {name: SplitScores.of(predict_logits(model, images[name]).argmax(axis=1), splits[name].labels,
+                                   len(WAFER_CLASSES))
+              for name in ("train", "test", "shifted")}
     return DemoResult(
         history=tuple(history),
-        test_accuracy=accuracy(test_logits, test_labels),
-        confusion=confusion_matrix(test_logits.argmax(axis=1), test_labels, len(WAFER_CLASSES)),
+        test_accuracy=scores["test"].accuracy,
+        confusion=scores["test"].confusion,
         class_names=WAFER_CLASSES,
         num_parameters=model.num_parameters(),
+        scores=ModelScores("engine CNN", model.num_parameters(), scores, time.perf_counter() - start_all),
     )
 
 
@@ -127,15 +148,32 @@ def format_epoch(record: EpochRecord, epochs: int) -> str:
     )
 
 
+def describe_data(config: DemoConfig, model: str) -> str:
+    """The demo's header line: model, data, split and the shifted control."""
+    return (f"cnnkit demo: {model} on synthetic {config.size}x{config.size} wafer maps, {len(WAFER_CLASSES)} classes, "
+            f"{len(WAFER_CLASSES) * config.n_per_class} maps ({config.imbalance}; 70/15/15 split), seed {config.seed}; "
+            f"loc and scratch defects in the left half in training, in the right half in the shifted test")
+
+
+def format_results(models: list[ModelScores]) -> str:
+    """The side-by-side table, per-class recall, and the confusion tables on test and shifted test."""
+    parts = ["\nscores (train and test in distribution; shifted: loc and scratch moved to the unseen half):",
+             format_side_by_side(models, MOVED_CLASSES, WAFER_CLASSES),
+             "\nper-class recall:", format_recall_table(models, WAFER_CLASSES)]
+    for split in ("test", "shifted"):
+        for model in models:
+            parts += [f"\nconfusion of {model.name} on the {'shifted test' if split == 'shifted' else 'test split'} "
+                      "(rows: true class, columns: predicted):",
+                      format_confusion(model.splits[split].confusion.tolist(), list(WAFER_CLASSES))]
+    return "\n".join(parts)
+
+
 def run_engine_demo_command(config: DemoConfig) -> int:
-    """Print the engine demo's progress, test accuracy and confusion table."""
-    print(
-        f"cnnkit demo: NumPy-engine CNN on synthetic {config.size}x{config.size} wafer maps, "
-        f"{len(WAFER_CLASSES)} classes x {config.n_per_class} maps (70/15/15 split), seed {config.seed}"
-    )
-    start = time.perf_counter()
+    """Print the engine demo's progress, then its scores on train, test and the shifted test."""
+    config.check()
+    print(describe_data(config, "NumPy-engine CNN"))
     result = run_demo(config, on_epoch=lambda record: print(format_epoch(record, config.epochs), flush=True))
-    print(f"test accuracy: {result.test_accuracy:.4f}  ({result.num_parameters} parameters, {time.perf_counter() - start:.0f} s)")
-    print("confusion on the test split:")
-    print(format_confusion(result.confusion.tolist(), list(result.class_names)))
+    print(f"test accuracy: {result.test_accuracy:.4f}  ({result.num_parameters} parameters, "
+          f"{result.scores.seconds:.0f} s)")
+    print(format_results([result.scores]))
     return 0
