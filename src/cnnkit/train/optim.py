@@ -43,9 +43,14 @@ def parameter_groups(
 
 
 def build_optimizer(groups: Iterable[dict], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam (Kingma & Ba 2015; weight decay as an L2 term added to the
+    gradient) or AdamW (Loshchilov & Hutter 2019; decay decoupled from the adaptive step); each
+    group's `weight_decay` comes from `parameter_groups`."""
     groups = list(groups)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
