@@ -46,6 +46,10 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
                         help="training augmentation (default: standard for photos, none below 64 px)")
     parser.add_argument("--drop-outliers", action="store_true", default=None,
                         help="leave out readable files in a format almost absent from the set (e.g. a placeholder GIF)")
+    parser.add_argument("--head", default=None, metavar="SPEC",
+                        help="replace the classifier head: linear, or mlp:256 (hidden ReLU layers; mlp:512,256)")
+    parser.add_argument("--head-dropout", type=float, default=None, metavar="P",
+                        help="Dropout in the --head (after each hidden layer; before the Linear of a linear head)")
     parser.add_argument("--model-opt", action="append", default=None, metavar="KEY=VALUE",
                         help="an option of the model's builder, e.g. drop_rate=0.2 (repeatable; checked by name "
                              "and type)")
@@ -73,7 +77,8 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path
 def _model_and_bundle(config: TrainConfig, run: RunOptions, data: Any):
     model = model_setup.build_model(run.model, num_classes=len(data.class_names), in_chans=data.in_chans,
                               seed=config.seed,
-                              pretrained=run.pretrained, img_size=run.img_size, overrides=run.model_options)
+                              pretrained=run.pretrained, img_size=run.img_size, overrides=run.model_options,
+                              head=run.head_spec())
     augment, cfg = preprocessing.resolve_augment(model.default_cfg, run.augment)
     model.default_cfg = model_setup.fit_normalisation(cfg, data.splits["train"])
     bundle = preprocessing.data_bundle(data, model.default_cfg, config, augment)
@@ -83,7 +88,7 @@ def _model_and_bundle(config: TrainConfig, run: RunOptions, data: Any):
 def run_train(args: argparse.Namespace) -> int:
     config, run, data, out, context = _start(args)
     model, bundle = _model_and_bundle(config, run, data)
-    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options)
+    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = fit(model, bundle, config, info, run_dir=out,
                   resume=args.resume, distributed=context, quiet=args.quiet)
     if context.is_main:
@@ -99,7 +104,7 @@ def run_finetune(args: argparse.Namespace) -> int:
               file=sys.stderr)
     model, bundle = _model_and_bundle(config, run, data)
     phases = parse_phases(args.phases, unfrozen_lr_scale=args.unfrozen_lr_scale, layer_decay=args.layer_decay)
-    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options)
+    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = finetune(model, bundle, config, info, phases,
                        classifier_path=model.default_cfg.classifier, run_dir=out, resume=args.resume,
                        distributed=context, quiet=args.quiet)

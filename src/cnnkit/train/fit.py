@@ -26,6 +26,7 @@ from cnnkit.data.epoch_sampling import SampleTransform
 from cnnkit.data.loader import BatchTransform
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
+from cnnkit.models.heads import HeadSpec
 from cnnkit.train.callbacks import Callback, CsvLogger, ProgressBar, TensorBoardLogger
 from cnnkit.train.config import TrainConfig, save_config
 from cnnkit.train.distributed import DistributedContext
@@ -41,13 +42,14 @@ class RunInfo:
     class_names: Sequence[str]
     default_cfg: DefaultCfg = field(default_factory=DefaultCfg)
     model_options: dict[str, Any] = field(default_factory=dict)
+    head: HeadSpec | None = None  # the head that replaced the model's own (`--head`), if any
 
     @classmethod
     def for_model(cls, model_name: str, model: nn.Module, class_names: Sequence[str],
-                  options: dict[str, Any] | None = None) -> RunInfo:
+                  options: dict[str, Any] | None = None, *, head: HeadSpec | None = None) -> RunInfo:
         """The run's record of `model` as built (its default_cfg fitted to the data)."""
         return cls(model_name=model_name, class_names=list(class_names), default_cfg=model.default_cfg,
-                   model_options=dict(options or {}))
+                   model_options=dict(options or {}), head=head)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ def fit(
                 "test_confusion": trainer.last_eval_meter.confusion.tolist()}
     summary = RunSummary(
         model_name=info.model_name, class_names=tuple(info.class_names), default_cfg=info.default_cfg,
-        model_options=dict(info.model_options), epochs_run=trainer.state.epoch,
+        model_options=dict(info.model_options), head=None if info.head is None else info.head.to_dict(),
+        epochs_run=trainer.state.epoch,
         best_epoch=trainer.state.best_epoch, best_metric=trainer.state.best_metric,
         monitor=trainer.state.monitor, final=final, train_seconds=time.perf_counter() - start, **test,
     )

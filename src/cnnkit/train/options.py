@@ -13,13 +13,15 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import parse_model_options
+from cnnkit.models.heads import HeadSpec
 from cnnkit.train.config import TrainConfig, config_from_dict, read_yaml_mapping
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """What a run is of, beside its hyper-parameters: the model (and its builder options), the
-    run directory, input size, starting weights and augmentation. YAML may set them too."""
+    run directory, input size, starting weights, augmentation and the classifier head (`head`:
+    "linear" or "mlp:256", with `head_dropout`; None keeps the model's own). YAML may set them too."""
 
     model: str
     out: str | None = None
@@ -28,6 +30,23 @@ class RunOptions:
     augment: str | None = None
     drop_outliers: bool = False
     model_options: dict[str, Any] = field(default_factory=dict)
+    head: str | None = None
+    head_dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.head_dropout is not None:
+            try:
+                object.__setattr__(self, "head_dropout", float(self.head_dropout))
+            except (TypeError, ValueError):
+                raise CnnkitError(f"head_dropout must be a number, got {self.head_dropout!r}") from None
+        self.head_spec()  # a malformed head is an error now, not after the data is read
+
+    def head_spec(self) -> HeadSpec | None:
+        """The HeadSpec replacing the model's head; `head_dropout` alone means a Linear head with
+        Dropout before it; neither: None (the model's own head)."""
+        if self.head is None and self.head_dropout is None:
+            return None
+        return HeadSpec.parse(str(self.head or "linear"), dropout=self.head_dropout)
 
 
 RUN_KEYS = tuple(f.name for f in fields(RunOptions))

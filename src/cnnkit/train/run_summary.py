@@ -26,6 +26,7 @@ Task = Literal["classification", "embedding"]
 class RunSummary:
     """What a finished run knows about itself: enough to rebuild the model and preprocess an image.
 
+    `head` records a replaced classifier head (`--head mlp:256`) so that `load_run` rebuilds it.
     The optional fields are written by later commands: `temperature` by `cnnkit calibrate`,
     `exports` (format -> path) by `cnnkit export`, `verification_threshold` by `cnnkit verify`.
     """
@@ -54,6 +55,7 @@ class RunSummary:
     verification: dict[str, Any] | None = None
     sparsity: dict[str, float] | None = None
     teacher: str | None = None
+    head: dict[str, Any] | None = None  # HeadSpec.to_dict() of a `--head` run; None: the model's own head
 
     @property
     def num_classes(self) -> int:
