@@ -18,6 +18,9 @@ from cnnkit.train.options import RunOptions, add_train_config_flags, resolve
 from cnnkit.train.report import format_metrics
 
 
+DEFAULT_PHASES = "head:5,all:10"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a model on a dataset (or `wafer`)")
     _run_arguments(train, default_model="compact_cnn")
@@ -25,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     tune = subparsers.add_parser("finetune", help="fine-tune a pretrained model: head first, then all layers")
     _run_arguments(tune, default_model="resnet50")
-    tune.add_argument("--phases", default="head:5,all:10", help="e.g. head:5,all:10 (default)")
+    tune.add_argument("--phases", default=None,
+                      help=f"NAME[+NAME]:EPOCHS[@LR],... e.g. head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5 "
+                           f"(module names of the model; default {DEFAULT_PHASES}: without @LR, unfrozen "
+                           f"phases run at --unfrozen-lr-scale x lr with --layer-decay)")
     tune.add_argument("--unfrozen-lr-scale", type=float, default=0.1, help="LR multiplier once unfrozen")
     tune.add_argument("--layer-decay", type=float, default=0.7, help="layer-wise LR decay once unfrozen")
     tune.set_defaults(func=run_finetune)
@@ -62,6 +68,8 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
 
 def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path, DistributedContext]:
     config, run = resolve(args, default_model=args.default_model)
+    if run.phases is not None and args.func is not run_finetune:
+        raise CnnkitError(f"phases ({run.phases!r}) are for `cnnkit finetune`; this command trains in one phase")
     out = Path(run.out or f"runs/{run.model}")
     if not args.resume and (out / "last.pt").exists():
         raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -103,7 +111,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         print("finetune: no --pretrained weights given; the backbone starts from random initialisation",
               file=sys.stderr)
     model, bundle = _model_and_bundle(config, run, data)
-    phases = parse_phases(args.phases, unfrozen_lr_scale=args.unfrozen_lr_scale, layer_decay=args.layer_decay)
+    phases = parse_phases(run.phases or DEFAULT_PHASES, unfrozen_lr_scale=args.unfrozen_lr_scale, layer_decay=args.layer_decay)
     info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = finetune(model, bundle, config, info, phases,
                        classifier_path=model.default_cfg.classifier, run_dir=out, resume=args.resume,

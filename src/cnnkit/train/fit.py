@@ -27,7 +27,7 @@ from cnnkit.data.loader import BatchTransform
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
 from cnnkit.models.heads import HeadSpec
-from cnnkit.train.callbacks import Callback, CsvLogger, ProgressBar, TensorBoardLogger
+from cnnkit.train.callbacks import Callback, CsvLogger, PhaseLabel, ProgressBar, TensorBoardLogger
 from cnnkit.train.config import TrainConfig, save_config
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.run_summary import RunSummary, write_summary
@@ -77,8 +77,10 @@ def fit(
     param_groups: Sequence[dict] | None = None,
     distributed: DistributedContext | None = None,
     quiet: bool = False,
+    phase: PhaseLabel | None = None,
 ) -> RunSummary:
-    """Train `model`, write the run directory, and return the summary (also in summary.json)."""
+    """Train `model`, write the run directory, and return the summary (also in summary.json);
+    `phase` names the fine-tuning phase this run is, in the progress output."""
     run_dir = Path(run_dir)
     dist = distributed or DistributedContext()
     last = run_dir / "last.pt"
@@ -93,7 +95,7 @@ def fit(
     if dist.is_main:
         all_callbacks += [CsvLogger(run_dir / "metrics.csv"), TensorBoardLogger(run_dir / "tensorboard")]
         if not quiet:
-            all_callbacks.append(ProgressBar())
+            all_callbacks.append(ProgressBar(phase=phase))
     trainer = Trainer(
         model, data.train, config, num_classes=len(info.class_names), run_dir=run_dir, val_data=data.val,
         sample_transform=data.train_transform, eval_transform=data.eval_transform,

@@ -20,8 +20,9 @@ from cnnkit.train.config import TrainConfig, config_from_dict, read_yaml_mapping
 @dataclass(frozen=True)
 class RunOptions:
     """What a run is of, beside its hyper-parameters: the model (and its builder options), the
-    run directory, input size, starting weights, augmentation and the classifier head (`head`:
-    "linear" or "mlp:256", with `head_dropout`; None keeps the model's own). YAML may set them too."""
+    run directory, input size, starting weights, augmentation, the classifier head (`head`:
+    "linear" or "mlp:256", with `head_dropout`; None keeps the model's own) and the fine-tuning
+    phases. YAML may set them too."""
 
     model: str
     out: str | None = None
@@ -32,6 +33,7 @@ class RunOptions:
     model_options: dict[str, Any] = field(default_factory=dict)
     head: str | None = None
     head_dropout: float | None = None
+    phases: str | None = None  # `cnnkit finetune` only: "head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5"
 
     def __post_init__(self) -> None:
         if self.head_dropout is not None:
