@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cnnkit.data.augment_config import AUGMENTS, PRESETS
 from cnnkit.errors import CnnkitError
 from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
@@ -48,8 +49,9 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
     parser.add_argument("--out", default=None, help="run directory (default runs/<model>)")
     parser.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     parser.add_argument("--pretrained", default=None, help="local .safetensors/.pth weights")
-    parser.add_argument("--augment", choices=("standard", "flip", "none"), default=None,
-                        help="training augmentation (default: standard for photos, none below 64 px)")
+    parser.add_argument("--augment", choices=tuple(PRESETS), default=None,
+                        help="training augmentation preset (default: standard for photos, none below 64 px); "
+                             f"YAML `augment:` also takes a list of steps from: {', '.join(AUGMENTS)}")
     parser.add_argument("--drop-outliers", action="store_true", default=None,
                         help="leave out readable files in a format almost absent from the set (e.g. a placeholder GIF)")
     parser.add_argument("--head", default=None, metavar="SPEC",

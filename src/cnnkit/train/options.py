@@ -11,6 +11,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from cnnkit.data.augment_config import AugmentStep, parse_augment
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import parse_model_options
 from cnnkit.models.heads import HeadSpec
@@ -28,7 +29,7 @@ class RunOptions:
     out: str | None = None
     img_size: int | None = None
     pretrained: str | None = None
-    augment: str | None = None
+    augment: str | tuple[AugmentStep, ...] | None = None  # a preset, or steps (a YAML list)
     drop_outliers: bool = False
     model_options: dict[str, Any] = field(default_factory=dict)
     head: str | None = None
@@ -36,6 +37,10 @@ class RunOptions:
     phases: str | None = None  # `cnnkit finetune` only: "head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5"
 
     def __post_init__(self) -> None:
+        if self.augment is not None:
+            steps = parse_augment(self.augment, source="augment")  # unknown names fail here
+            if not isinstance(self.augment, str):
+                object.__setattr__(self, "augment", steps)
         if self.head_dropout is not None:
             try:
                 object.__setattr__(self, "head_dropout", float(self.head_dropout))
