@@ -78,3 +78,9 @@ def test_recipe_runs_end_to_end(photos: Path, tmp_path: Path, capsys: pytest.Cap
     model, run = load_run(out)
     assert run.class_names == ("clay", "loam", "sand") and run.default_cfg.input_size == (3, 32, 32)
     assert isinstance(model.fc, nn.Sequential) and model.fc[2].p == 0.4 and model.fc[3].out_features == 3
+
+
+def test_phases_belong_to_finetune(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", str(photos), "--config", str(RECIPE), "--out", str(tmp_path / "r")]) == 2
+    assert "are for `cnnkit finetune`" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists(), "refused before anything is written"
