@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -172,3 +173,23 @@ def test_three_phases_with_module_names_resume_bit_identical_and_name_the_phase(
     b = load_checkpoint(tmp_path / "cut" / "phase3-all" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["trainer"]["history"] == b["trainer"]["history"]
+
+
+def _last_lr(phase_dir: Path) -> float:
+    header, *rows = (phase_dir / "metrics.csv").read_text().splitlines()
+    return float(rows[-1].split(",")[header.split(",").index("lr")])
+
+
+@pytest.mark.parametrize("schedule", ["per_phase", "across"])
+def test_cosine_runs_within_each_phase_or_across_all(tmp_path: Path, schedule: str) -> None:
+    phases = parse_phases("head:1@0.05,all:1@0.01")
+    data = DataBundle(train=toy_data())  # 96 images / 16 = 6 steps per epoch
+    finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path, quiet=True,
+             schedule=schedule)
+    cosine = lambda step, total: (1 + math.cos(math.pi * step / total)) / 2  # noqa: E731
+    if schedule == "per_phase":
+        expected = (0.05 * cosine(5, 6), 0.01 * cosine(5, 6))
+    else:
+        expected = (0.05 * cosine(5, 12), 0.01 * cosine(11, 12))
+    got = (_last_lr(tmp_path / "phase1-head"), _last_lr(tmp_path / "phase2-all"))
+    assert got == pytest.approx(expected, rel=1e-5)

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help=f"NAME[+NAME]:EPOCHS[@LR],... e.g. head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5 "
                            f"(module names of the model; default {DEFAULT_PHASES}: without @LR, unfrozen "
                            f"phases run at --unfrozen-lr-scale x lr with --layer-decay)")
+    tune.add_argument("--phase-schedule", choices=("per_phase", "across"), default=None,
+                      help="the LR schedule runs within each phase (default) or once across all phases")
     tune.add_argument("--unfrozen-lr-scale", type=float, default=0.1, help="LR multiplier once unfrozen")
     tune.add_argument("--layer-decay", type=float, default=0.7, help="layer-wise LR decay once unfrozen")
     tune.set_defaults(func=run_finetune)
@@ -70,8 +72,9 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
 
 def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path, DistributedContext]:
     config, run = resolve(args, default_model=args.default_model)
-    if run.phases is not None and args.func is not run_finetune:
-        raise CnnkitError(f"phases ({run.phases!r}) are for `cnnkit finetune`; this command trains in one phase")
+    if (run.phases or run.phase_schedule) is not None and args.func is not run_finetune:
+        raise CnnkitError(f"phases ({run.phases or run.phase_schedule!r}) are for `cnnkit finetune`; "
+                          f"this command trains in one phase")
     out = Path(run.out or f"runs/{run.model}")
     if not args.resume and (out / "last.pt").exists():
         raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -117,7 +120,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = finetune(model, bundle, config, info, phases,
                        classifier_path=model.default_cfg.classifier, run_dir=out, resume=args.resume,
-                       distributed=context, quiet=args.quiet)
+                       distributed=context, quiet=args.quiet, schedule=run.phase_schedule or "per_phase")
     if context.is_main:
         print(format_metrics(summary, out))
     shutdown(context)

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from torch import nn
 
@@ -19,11 +20,12 @@ from cnnkit.train.checkpoint import load_checkpoint
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.fit import DataBundle, RunInfo, fit
-from cnnkit.train.optim import layerwise_lr_scale, parameter_groups
+from cnnkit.train.optim import ScheduleSpan, layerwise_lr_scale, parameter_groups
 from cnnkit.train.run_summary import RunSummary, read_summary, write_summary
 
 
 HEAD, ALL = "head", "all"
+PhaseSchedule = Literal["per_phase", "across"]
 
 
 @dataclass(frozen=True)
@@ -130,10 +132,12 @@ def finetune(
     resume: bool = False,
     distributed: DistributedContext | None = None,
     quiet: bool = False,
+    schedule: PhaseSchedule = "per_phase",
 ) -> RunSummary:
     """Run the phases one after another, each in `RUN/phaseK-<trainable>/` with its own
-    checkpoints and its own LR schedule (e.g. cosine from the phase's LR to 0 within the phase);
-    a resume skips finished phases and continues the interrupted one. Where a phase freezes a
+    checkpoints and its own LR: the schedule (e.g. cosine) runs within each phase, from the
+    phase's LR to 0, or with `schedule="across"` once across all phases (each phase's LR times
+    the schedule's factor at that point of the whole run). A resume skips finished phases and continues the interrupted one. Where a phase freezes a
     BatchNorm's parameters, its running statistics stay frozen too (`Trainer._set_train_mode`)."""
     run_dir = Path(run_dir)
     check_phases(model, phases)
@@ -153,8 +157,10 @@ def finetune(
         groups = parameter_groups(model, config.weight_decay, lr_scale)
         phase_resume = resume and (phase_dir / "last.pt").exists()
         label = PhaseLabel(index, len(phases), phase.trainable)
+        span = ScheduleSpan(sum(p.epochs for p in phases[:index - 1]), sum(p.epochs for p in phases))
         summaries.append(fit(model, data, phase_config, info, run_dir=phase_dir, resume=phase_resume,
-                             param_groups=groups, distributed=distributed, quiet=quiet, phase=label))
+                             param_groups=groups, distributed=distributed, quiet=quiet, phase=label,
+                             schedule_span=span if schedule == "across" else None))
     dist = distributed or DistributedContext()
     summary = dataclasses.replace(
         summaries[-1],

@@ -30,6 +30,7 @@ from cnnkit.models.heads import HeadSpec
 from cnnkit.train.callbacks import Callback, CsvLogger, PhaseLabel, ProgressBar, TensorBoardLogger
 from cnnkit.train.config import TrainConfig, save_config
 from cnnkit.train.distributed import DistributedContext
+from cnnkit.train.optim import ScheduleSpan
 from cnnkit.train.run_summary import RunSummary, write_summary
 from cnnkit.train.trainer import Trainer
 
@@ -78,9 +79,11 @@ def fit(
     distributed: DistributedContext | None = None,
     quiet: bool = False,
     phase: PhaseLabel | None = None,
+    schedule_span: ScheduleSpan | None = None,
 ) -> RunSummary:
     """Train `model`, write the run directory, and return the summary (also in summary.json);
-    `phase` names the fine-tuning phase this run is, in the progress output."""
+    `phase` names the fine-tuning phase this run is, in the progress output; `schedule_span`
+    places its LR schedule in one spanning several phases."""
     run_dir = Path(run_dir)
     dist = distributed or DistributedContext()
     last = run_dir / "last.pt"
@@ -100,7 +103,7 @@ def fit(
         model, data.train, config, num_classes=len(info.class_names), run_dir=run_dir, val_data=data.val,
         sample_transform=data.train_transform, eval_transform=data.eval_transform,
         batch_transform=data.batch_transform, eval_batch_transform=data.eval_batch_transform,
-        param_groups=param_groups, callbacks=all_callbacks, distributed=dist,
+        param_groups=param_groups, callbacks=all_callbacks, distributed=dist, schedule_span=schedule_span,
     )
     start = time.perf_counter()
     final = trainer.fit(resume_from=last if resume else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -52,6 +53,15 @@ def build_optimizer(groups: Iterable[dict], config: TrainConfig) -> torch.optim.
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr)
+
+
+@dataclass(frozen=True)
+class ScheduleSpan:
+    """Where a run sits in a longer schedule: fine-tuning phases sharing one schedule across all
+    of them (`epochs_before` this phase, `total_epochs` of all phases)."""
+
+    epochs_before: int
+    total_epochs: int
 
 
 def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:

@@ -35,6 +35,7 @@ class RunOptions:
     head: str | None = None
     head_dropout: float | None = None
     phases: str | None = None  # `cnnkit finetune` only: "head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5"
+    phase_schedule: str | None = None  # `cnnkit finetune` only: "per_phase" (default) or "across"
 
     def __post_init__(self) -> None:
         if self.augment is not None:
@@ -47,6 +48,8 @@ class RunOptions:
             except (TypeError, ValueError):
                 raise CnnkitError(f"head_dropout must be a number, got {self.head_dropout!r}") from None
         self.head_spec()  # a malformed head is an error now, not after the data is read
+        if self.phase_schedule not in (None, "per_phase", "across"):
+            raise CnnkitError(f"phase_schedule must be per_phase or across, got {self.phase_schedule!r}")
 
     def head_spec(self) -> HeadSpec | None:
         """The HeadSpec replacing the model's head; `head_dropout` alone means a Linear head with
