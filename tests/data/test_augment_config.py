@@ -68,7 +68,8 @@ def test_soil_list_builds_its_transforms_in_order() -> None:
 def test_rotate_step_is_bilinear_rotation_by_a_drawn_angle() -> None:
     (step,) = parse_augment([{"rotate": {"degrees": [90, 90]}}])
     image = _image()[:, :40, :40]
-    assert torch.equal(step.build(CFG)(image, generator=torch.Generator()), rotate(image, 90.0, interpolation="bilinear"))
+    turned = step.build(CFG)(image, generator=torch.Generator())
+    assert torch.equal(turned, rotate(image, 90.0, interpolation="bilinear"))
     # A quarter turn of a square image is exact: the pixels of torch.rot90 (counter-clockwise).
     assert torch.equal(rotate(image, 90.0, interpolation="bilinear"), torch.rot90(image, 1, dims=(-2, -1)))
 

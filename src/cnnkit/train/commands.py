@@ -116,7 +116,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         print("finetune: no --pretrained weights given; the backbone starts from random initialisation",
               file=sys.stderr)
     model, bundle = _model_and_bundle(config, run, data)
-    phases = parse_phases(run.phases or DEFAULT_PHASES, unfrozen_lr_scale=args.unfrozen_lr_scale, layer_decay=args.layer_decay)
+    phases = parse_phases(run.phases or DEFAULT_PHASES, unfrozen_lr_scale=args.unfrozen_lr_scale,
+                          layer_decay=args.layer_decay)
     info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = finetune(model, bundle, config, info, phases,
                        classifier_path=model.default_cfg.classifier, run_dir=out, resume=args.resume,

@@ -137,8 +137,9 @@ def finetune(
     """Run the phases one after another, each in `RUN/phaseK-<trainable>/` with its own
     checkpoints and its own LR: the schedule (e.g. cosine) runs within each phase, from the
     phase's LR to 0, or with `schedule="across"` once across all phases (each phase's LR times
-    the schedule's factor at that point of the whole run). A resume skips finished phases and continues the interrupted one. Where a phase freezes a
-    BatchNorm's parameters, its running statistics stay frozen too (`Trainer._set_train_mode`)."""
+    the schedule's factor at that point of the whole run). A resume skips finished phases and
+    continues the interrupted one. Where a phase freezes a BatchNorm's parameters, its running
+    statistics stay frozen too (`Trainer._set_train_mode`)."""
     run_dir = Path(run_dir)
     check_phases(model, phases)
     summaries = []
