@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,10 @@ from cnnkit.errors import CnnkitError
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.checkpoint import load_checkpoint
 from cnnkit.train.config import TrainConfig
-from cnnkit.train.finetune import Phase, finetune, parameter_stages, parse_phases, set_trainable
+from cnnkit.train.finetune import Phase, check_phases, finetune, parameter_stages, parse_phases, set_trainable
 from cnnkit.train.fit import DataBundle, RunInfo
 from cnnkit.train.optim import layerwise_lr_scale
+from cnnkit.train.report import format_phases
 from cnnkit.train.trainer import Trainer
 
 from train.toy_job import toy_data, toy_model
@@ -27,8 +30,36 @@ HEAD = "6"  # toy_model's final Linear
 def test_parse_phases() -> None:
     assert parse_phases("head:2,all:3", unfrozen_lr_scale=0.1, layer_decay=0.5) == (
         Phase("head", 2), Phase("all", 3, lr_scale=0.1, layer_decay=0.5))
-    with pytest.raises(CnnkitError, match="'body:2'"):
-        parse_phases("body:2")
+    assert parse_phases("head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5") == (
+        Phase("head", 5, lr=1e-3), Phase("layer3+layer4", 10, lr=1e-4), Phase("all", 5, lr=1e-5))
+    assert parse_phases("head+layer4:2@0.01")[0].modules == ("layer4",), "the head always trains"
+    assert parse_phases("layer4:3", unfrozen_lr_scale=0.2)[0].base_lr(1.0) == 0.2
+    for bad in ("head", "head:0", "all:2@fast", "all:2@-1", "layer3++layer4:2", "all+layer4:2"):
+        with pytest.raises(CnnkitError, match=re.escape(bad)):
+            parse_phases(bad)
+
+
+def test_module_names_are_checked_against_the_model_and_listed() -> None:
+    check_phases(toy_model(), parse_phases("head:1,0+1:1@0.1,all:1"))
+    with pytest.raises(CnnkitError, match=r"no module 'layer4'.*head, all, 0, 1, 2, 3, 4, 5, 6"):
+        check_phases(toy_model(), parse_phases("head:1,layer4:1@1e-4"))
+
+
+def test_partial_phase_trains_the_named_modules_and_the_head(tmp_path: Path) -> None:
+    model = toy_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    set_trainable(model, HEAD, "0")
+    trainer = Trainer(model, toy_data(), CONFIG, num_classes=2, run_dir=tmp_path)
+
+    class CheckModes(Callback):
+        def before_batch(self, t: Trainer) -> None:
+            assert not t.model[1].training, "the BatchNorm of a frozen module stays in eval mode"
+
+    trainer.callbacks.append(CheckModes())
+    trainer.fit()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"0.weight", "0.bias", "6.weight", "6.bias"}, changed
 
 
 def test_head_phase_trains_only_the_head_and_keeps_frozen_bn_statistics(tmp_path: Path) -> None:
@@ -91,3 +122,74 @@ def test_resume_across_phases_is_bit_identical(tmp_path: Path, monkeypatch: pyte
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["class_names"] == ["left", "right"] and len(summary["phases"]) == 2
     assert (tmp_path / "cut" / "best.safetensors").exists()
+
+
+class StopInPhase(Callback):
+    def __init__(self, phase_dir: str, step: int) -> None:
+        self.phase_dir, self.step = phase_dir, step
+
+    def after_batch(self, trainer: Trainer) -> None:
+        if trainer.run_dir.name == self.phase_dir and trainer.state.step == self.step:
+            trainer.save_state()
+            raise KeyboardInterrupt
+
+
+def test_three_phases_with_module_names_resume_bit_identical_and_name_the_phase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    phases = parse_phases("head:1@0.05,0+1:2@0.02,all:1@0.01")
+    data = DataBundle(train=toy_data(), val=toy_data(32, seed=1))
+    full = finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "full")
+    out = capsys.readouterr().out
+    assert "phase 1/3 (head) epoch 1/1" in out and "phase 2/3 (0+1) epoch 2/2" in out
+    assert "phase 3/3 (all) epoch 1/1" in out
+    assert full.epochs_run == 4 and [p["lr"] for p in full.phases] == [0.05, 0.02, 0.01]
+    for index, (name, lr) in enumerate((("head", 0.05), ("0+1", 0.02), ("all", 0.01)), start=1):
+        phase_dir = tmp_path / "full" / f"phase{index}-{name}"
+        assert f"lr: {lr}" in (phase_dir / "config.yaml").read_text(), "each phase runs at its own LR"
+        rows = (phase_dir / "metrics.csv").read_text().splitlines()
+        last_lr = float(rows[-1].split(",")[rows[0].split(",").index("lr")])
+        assert 0 < last_lr < lr, "cosine annealing within the phase"
+    assert format_phases(full.phases, full.epochs_run) == (
+        "phases: 1/3 head 1 epochs @ 0.05, 2/3 0+1 2 epochs @ 0.02, 3/3 all 1 epochs @ 0.01; total 4 epochs")
+
+    import cnnkit.train.fit as fit_module
+
+    original_fit = fit_module.fit
+
+    def crashing_fit(*args, callbacks=(), **kwargs):
+        return original_fit(*args, callbacks=[*callbacks, StopInPhase("phase2-0+1", 9)], **kwargs)
+
+    monkeypatch.setattr("cnnkit.train.finetune.fit", crashing_fit)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "cut", quiet=True)
+    monkeypatch.undo()
+    saved = load_checkpoint(tmp_path / "cut" / "phase2-0+1" / "last.pt")
+    assert saved["requires_grad"] == ["0.weight", "0.bias", "1.weight", "1.bias", "6.weight", "6.bias"]
+    assert saved["trainer"]["epoch"] == 1 and saved["trainer"]["batch_in_epoch"] == 3, "cut mid-epoch"
+    finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "cut",
+             resume=True, quiet=True)
+    a = load_checkpoint(tmp_path / "full" / "phase3-all" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "phase3-all" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["trainer"]["history"] == b["trainer"]["history"]
+
+
+def _last_lr(phase_dir: Path) -> float:
+    header, *rows = (phase_dir / "metrics.csv").read_text().splitlines()
+    return float(rows[-1].split(",")[header.split(",").index("lr")])
+
+
+@pytest.mark.parametrize("schedule", ["per_phase", "across"])
+def test_cosine_runs_within_each_phase_or_across_all(tmp_path: Path, schedule: str) -> None:
+    phases = parse_phases("head:1@0.05,all:1@0.01")
+    data = DataBundle(train=toy_data())  # 96 images / 16 = 6 steps per epoch
+    finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path, quiet=True,
+             schedule=schedule)
+    cosine = lambda step, total: (1 + math.cos(math.pi * step / total)) / 2  # noqa: E731
+    if schedule == "per_phase":
+        expected = (0.05 * cosine(5, 6), 0.01 * cosine(5, 6))
+    else:
+        expected = (0.05 * cosine(5, 12), 0.01 * cosine(11, 12))
+    got = (_last_lr(tmp_path / "phase1-head"), _last_lr(tmp_path / "phase2-all"))
+    assert got == pytest.approx(expected, rel=1e-5)

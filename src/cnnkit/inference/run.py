@@ -10,6 +10,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model
+from cnnkit.models.heads import HeadSpec
 from cnnkit.train.run_summary import RunSummary, read_summary
 
 WEIGHTS_FILE = "best.safetensors"
@@ -17,7 +18,8 @@ WEIGHTS_FILE = "best.safetensors"
 
 def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -> tuple[nn.Module, RunSummary]:
     """(model, RunSummary) of RUN: the model rebuilt from the summary with RUN/best.safetensors
-    loaded, in eval mode and channels_last, its `default_cfg` the run's."""
+    loaded, in eval mode and channels_last, its `default_cfg` the run's (and its head, if `--head`
+    replaced the model's own)."""
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     if summary.task == "embedding":
@@ -26,8 +28,9 @@ def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise CnnkitError(f"{run_dir} has no {WEIGHTS_FILE}: the run finished no epoch")
+    head = None if summary.head is None else HeadSpec.from_dict(summary.head, source=f"{run_dir}/summary.json: head")
     model = create_model(summary.model_name, num_classes=summary.num_classes,
-                         in_chans=summary.default_cfg.input_size[0], **summary.model_options)
+                         in_chans=summary.default_cfg.input_size[0], head=head, **summary.model_options)
     try:
         model.load_state_dict(load_file(weights))
     except RuntimeError as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -120,16 +121,34 @@ class TensorBoardLogger(Callback):
         self.writer.close()
 
 
+@dataclass(frozen=True)
+class PhaseLabel:
+    """Which fine-tuning phase a run is: `phase 2/3 (layer3+layer4)`."""
+
+    index: int
+    count: int
+    name: str
+
+    def __str__(self) -> str:
+        return f"phase {self.index}/{self.count} ({self.name})"
+
+
 class ProgressBar(Callback):
     """A bar per epoch with throughput and ETA on a terminal; otherwise a line at least every
-    `interval_s` seconds (step, images/s, ETA) and a summary line per epoch."""
+    `interval_s` seconds (step, images/s, ETA) and a summary line per epoch. Lines start with
+    the `phase` when the run is one phase of a fine-tuning (`phase 2/3 (layer4) epoch 4/10`)."""
 
-    def __init__(self, *, stream=None, interval_s: float = LINE_INTERVAL_S) -> None:
+    def __init__(self, *, stream=None, interval_s: float = LINE_INTERVAL_S, phase: PhaseLabel | None = None) -> None:
         self.stream = stream or sys.stdout
         self.interactive = self.stream.isatty()
         self.interval_s = interval_s
+        self.phase = phase
         self.progress = None
         self.task = None
+
+    def _epoch(self, trainer: TrainerView) -> str:
+        epoch = f"epoch {trainer.state.epoch + 1}/{trainer.config.epochs}"
+        return epoch if self.phase is None else f"{self.phase} {epoch}"
 
     def before_epoch(self, trainer: TrainerView) -> None:
         self.start = self.last_line = time.perf_counter()
@@ -138,7 +157,7 @@ class ProgressBar(Callback):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn(f"epoch {trainer.state.epoch + 1}/{trainer.config.epochs}"),
+                TextColumn(self._epoch(trainer)),
                 BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
                 transient=True,
             )
@@ -157,7 +176,7 @@ class ProgressBar(Callback):
             self.last_line = now
             done = trainer.state.batch_in_epoch
             left = (trainer.steps_per_epoch - done) * (now - self.start) / self.steps
-            print(f"epoch {trainer.state.epoch + 1}/{trainer.config.epochs}  step {done}/{trainer.steps_per_epoch}  "
+            print(f"{self._epoch(trainer)}  step {done}/{trainer.steps_per_epoch}  "
                   f"loss {trainer.last_loss:.4f}  {rate:.1f} img/s  ETA {format_eta(left)}",
                   file=self.stream, flush=True)
 
@@ -166,7 +185,7 @@ class ProgressBar(Callback):
             self.progress.stop()
         elapsed = time.perf_counter() - self.start
         shown = "  ".join(f"{k} {_format(k, v)}" for k, v in trainer.epoch_metrics.items())
-        print(f"epoch {trainer.state.epoch + 1}/{trainer.config.epochs}  {shown}  "
+        print(f"{self._epoch(trainer)}  {shown}  "
               f"({self.images / max(elapsed, 1e-9):.0f} img/s, {elapsed:.1f}s)", file=self.stream, flush=True)
 
 

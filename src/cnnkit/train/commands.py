@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cnnkit.data.augment_config import AUGMENTS, PRESETS
 from cnnkit.errors import CnnkitError
 from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
@@ -18,6 +19,9 @@ from cnnkit.train.options import RunOptions, add_train_config_flags, resolve
 from cnnkit.train.report import format_metrics
 
 
+DEFAULT_PHASES = "head:5,all:10"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a model on a dataset (or `wafer`)")
     _run_arguments(train, default_model="compact_cnn")
@@ -25,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     tune = subparsers.add_parser("finetune", help="fine-tune a pretrained model: head first, then all layers")
     _run_arguments(tune, default_model="resnet50")
-    tune.add_argument("--phases", default="head:5,all:10", help="e.g. head:5,all:10 (default)")
+    tune.add_argument("--phases", default=None,
+                      help=f"NAME[+NAME]:EPOCHS[@LR],... e.g. head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5 "
+                           f"(module names of the model; default {DEFAULT_PHASES}: without @LR, unfrozen "
+                           f"phases run at --unfrozen-lr-scale x lr with --layer-decay)")
+    tune.add_argument("--phase-schedule", choices=("per_phase", "across"), default=None,
+                      help="the LR schedule runs within each phase (default) or once across all phases")
     tune.add_argument("--unfrozen-lr-scale", type=float, default=0.1, help="LR multiplier once unfrozen")
     tune.add_argument("--layer-decay", type=float, default=0.7, help="layer-wise LR decay once unfrozen")
     tune.set_defaults(func=run_finetune)
@@ -42,10 +51,15 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
     parser.add_argument("--out", default=None, help="run directory (default runs/<model>)")
     parser.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     parser.add_argument("--pretrained", default=None, help="local .safetensors/.pth weights")
-    parser.add_argument("--augment", choices=("standard", "flip", "none"), default=None,
-                        help="training augmentation (default: standard for photos, none below 64 px)")
+    parser.add_argument("--augment", choices=tuple(PRESETS), default=None,
+                        help="training augmentation preset (default: standard for photos, none below 64 px); "
+                             f"YAML `augment:` also takes a list of steps from: {', '.join(AUGMENTS)}")
     parser.add_argument("--drop-outliers", action="store_true", default=None,
                         help="leave out readable files in a format almost absent from the set (e.g. a placeholder GIF)")
+    parser.add_argument("--head", default=None, metavar="SPEC",
+                        help="replace the classifier head: linear, or mlp:256 (hidden ReLU layers; mlp:512,256)")
+    parser.add_argument("--head-dropout", type=float, default=None, metavar="P",
+                        help="Dropout in the --head (after each hidden layer; before the Linear of a linear head)")
     parser.add_argument("--model-opt", action="append", default=None, metavar="KEY=VALUE",
                         help="an option of the model's builder, e.g. drop_rate=0.2 (repeatable; checked by name "
                              "and type)")
@@ -58,6 +72,9 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
 
 def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path, DistributedContext]:
     config, run = resolve(args, default_model=args.default_model)
+    if (run.phases or run.phase_schedule) is not None and args.func is not run_finetune:
+        raise CnnkitError(f"phases ({run.phases or run.phase_schedule!r}) are for `cnnkit finetune`; "
+                          f"this command trains in one phase")
     out = Path(run.out or f"runs/{run.model}")
     if not args.resume and (out / "last.pt").exists():
         raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -73,7 +90,8 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path
 def _model_and_bundle(config: TrainConfig, run: RunOptions, data: Any):
     model = model_setup.build_model(run.model, num_classes=len(data.class_names), in_chans=data.in_chans,
                               seed=config.seed,
-                              pretrained=run.pretrained, img_size=run.img_size, overrides=run.model_options)
+                              pretrained=run.pretrained, img_size=run.img_size, overrides=run.model_options,
+                              head=run.head_spec())
     augment, cfg = preprocessing.resolve_augment(model.default_cfg, run.augment)
     model.default_cfg = model_setup.fit_normalisation(cfg, data.splits["train"])
     bundle = preprocessing.data_bundle(data, model.default_cfg, config, augment)
@@ -83,7 +101,7 @@ def _model_and_bundle(config: TrainConfig, run: RunOptions, data: Any):
 def run_train(args: argparse.Namespace) -> int:
     config, run, data, out, context = _start(args)
     model, bundle = _model_and_bundle(config, run, data)
-    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options)
+    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = fit(model, bundle, config, info, run_dir=out,
                   resume=args.resume, distributed=context, quiet=args.quiet)
     if context.is_main:
@@ -98,11 +116,12 @@ def run_finetune(args: argparse.Namespace) -> int:
         print("finetune: no --pretrained weights given; the backbone starts from random initialisation",
               file=sys.stderr)
     model, bundle = _model_and_bundle(config, run, data)
-    phases = parse_phases(args.phases, unfrozen_lr_scale=args.unfrozen_lr_scale, layer_decay=args.layer_decay)
-    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options)
+    phases = parse_phases(run.phases or DEFAULT_PHASES, unfrozen_lr_scale=args.unfrozen_lr_scale,
+                          layer_decay=args.layer_decay)
+    info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = finetune(model, bundle, config, info, phases,
                        classifier_path=model.default_cfg.classifier, run_dir=out, resume=args.resume,
-                       distributed=context, quiet=args.quiet)
+                       distributed=context, quiet=args.quiet, schedule=run.phase_schedule or "per_phase")
     if context.is_main:
         print(format_metrics(summary, out))
     shutdown(context)

@@ -13,7 +13,7 @@ import yaml
 
 from cnnkit.errors import CnnkitError
 
-OptimizerName = Literal["sgd", "adamw"]
+OptimizerName = Literal["sgd", "adam", "adamw"]  # adam: L2 weight decay in the gradient; adamw: decoupled
 ScheduleName = Literal["cosine", "step", "onecycle", "constant"]
 Precision = Literal["fp32", "bf16", "fp16", "auto"]  # auto: bf16 where native (cnnkit.train.precision)
 NanPolicy = Literal["stop", "skip"]

@@ -26,9 +26,11 @@ from cnnkit.data.epoch_sampling import SampleTransform
 from cnnkit.data.loader import BatchTransform
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
-from cnnkit.train.callbacks import Callback, CsvLogger, ProgressBar, TensorBoardLogger
+from cnnkit.models.heads import HeadSpec
+from cnnkit.train.callbacks import Callback, CsvLogger, PhaseLabel, ProgressBar, TensorBoardLogger
 from cnnkit.train.config import TrainConfig, save_config
 from cnnkit.train.distributed import DistributedContext
+from cnnkit.train.optim import ScheduleSpan
 from cnnkit.train.run_summary import RunSummary, write_summary
 from cnnkit.train.trainer import Trainer
 
@@ -41,13 +43,14 @@ class RunInfo:
     class_names: Sequence[str]
     default_cfg: DefaultCfg = field(default_factory=DefaultCfg)
     model_options: dict[str, Any] = field(default_factory=dict)
+    head: HeadSpec | None = None  # the head that replaced the model's own (`--head`), if any
 
     @classmethod
     def for_model(cls, model_name: str, model: nn.Module, class_names: Sequence[str],
-                  options: dict[str, Any] | None = None) -> RunInfo:
+                  options: dict[str, Any] | None = None, *, head: HeadSpec | None = None) -> RunInfo:
         """The run's record of `model` as built (its default_cfg fitted to the data)."""
         return cls(model_name=model_name, class_names=list(class_names), default_cfg=model.default_cfg,
-                   model_options=dict(options or {}))
+                   model_options=dict(options or {}), head=head)
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,13 @@ def fit(
     distributed: DistributedContext | None = None,
     quiet: bool = False,
     trainer_class: type[Trainer] = Trainer,
+    phase: PhaseLabel | None = None,
+    schedule_span: ScheduleSpan | None = None,
 ) -> RunSummary:
     """Train `model`, write the run directory, and return the summary (also in summary.json).
-    `trainer_class`: a Trainer subclass with its own loss/evaluation (cnnkit.embeddings)."""
+    `trainer_class`: a Trainer subclass with its own loss/evaluation (cnnkit.embeddings); `phase`
+    names the fine-tuning phase this run is, in the progress output; `schedule_span` places its LR
+    schedule in one spanning several phases."""
     run_dir = Path(run_dir)
     dist = distributed or DistributedContext()
     last = run_dir / "last.pt"
@@ -93,12 +100,12 @@ def fit(
     if dist.is_main:
         all_callbacks += [CsvLogger(run_dir / "metrics.csv"), TensorBoardLogger(run_dir / "tensorboard")]
         if not quiet:
-            all_callbacks.append(ProgressBar())
+            all_callbacks.append(ProgressBar(phase=phase))
     trainer = trainer_class(
         model, data.train, config, num_classes=len(info.class_names), run_dir=run_dir, val_data=data.val,
         sample_transform=data.train_transform, eval_transform=data.eval_transform,
         batch_transform=data.batch_transform, eval_batch_transform=data.eval_batch_transform,
-        param_groups=param_groups, callbacks=all_callbacks, distributed=dist,
+        param_groups=param_groups, callbacks=all_callbacks, distributed=dist, schedule_span=schedule_span,
     )
     start = time.perf_counter()
     final = trainer.fit(resume_from=last if resume else None)
@@ -112,7 +119,8 @@ def fit(
                 "test_confusion": trainer.last_eval_meter.confusion.tolist()}
     summary = RunSummary(
         model_name=info.model_name, class_names=tuple(info.class_names), default_cfg=info.default_cfg,
-        model_options=dict(info.model_options), epochs_run=trainer.state.epoch,
+        model_options=dict(info.model_options), head=None if info.head is None else info.head.to_dict(),
+        epochs_run=trainer.state.epoch,
         best_epoch=trainer.state.best_epoch, best_metric=trainer.state.best_metric,
         monitor=trainer.state.monitor, final=final, train_seconds=time.perf_counter() - start, **test,
     )

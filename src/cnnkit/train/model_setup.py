@@ -12,16 +12,19 @@ from torch import nn
 from cnnkit.data.stats import channel_stats
 from cnnkit.models.base import DefaultCfg
 from cnnkit.models.factory import create_model
+from cnnkit.models.heads import HeadSpec
 
 
 def build_model(name: str, *, num_classes: int, in_chans: int, seed: int, pretrained: str | None = None,
-                img_size: int | None = None, overrides: dict[str, Any] | None = None) -> nn.Module:
+                img_size: int | None = None, overrides: dict[str, Any] | None = None,
+                head: HeadSpec | None = None) -> nn.Module:
     """create_model with its random initialisation drawn from `seed` (so that `--seed` fixes the
-    whole run), and the default_cfg input size set to the data's channels and `img_size`."""
+    whole run), and the default_cfg input size set to the data's channels and `img_size`; `head`
+    replaces the model's classifier head (after any pretrained weights loaded)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained,
-                             **(overrides or {}))
+                             head=head, **(overrides or {}))
     cfg: DefaultCfg = model.default_cfg
     _, height, width = cfg.input_size
     if img_size is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -43,10 +44,24 @@ def parameter_groups(
 
 
 def build_optimizer(groups: Iterable[dict], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam (Kingma & Ba 2015; weight decay as an L2 term added to the
+    gradient) or AdamW (Loshchilov & Hutter 2019; decay decoupled from the adaptive step); each
+    group's `weight_decay` comes from `parameter_groups`."""
     groups = list(groups)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr)
+
+
+@dataclass(frozen=True)
+class ScheduleSpan:
+    """Where a run sits in a longer schedule: fine-tuning phases sharing one schedule across all
+    of them (`epochs_before` this phase, `total_epochs` of all phases)."""
+
+    epochs_before: int
+    total_epochs: int
 
 
 def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:

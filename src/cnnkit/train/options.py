@@ -11,23 +11,52 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from cnnkit.data.augment_config import AugmentStep, parse_augment
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import parse_model_options
+from cnnkit.models.heads import HeadSpec
 from cnnkit.train.config import TrainConfig, config_from_dict, read_yaml_mapping
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """What a run is of, beside its hyper-parameters: the model (and its builder options), the
-    run directory, input size, starting weights and augmentation. YAML may set them too."""
+    run directory, input size, starting weights, augmentation, the classifier head (`head`:
+    "linear" or "mlp:256", with `head_dropout`; None keeps the model's own) and the fine-tuning
+    phases. YAML may set them too."""
 
     model: str
     out: str | None = None
     img_size: int | None = None
     pretrained: str | None = None
-    augment: str | None = None
+    augment: str | tuple[AugmentStep, ...] | None = None  # a preset, or steps (a YAML list)
     drop_outliers: bool = False
     model_options: dict[str, Any] = field(default_factory=dict)
+    head: str | None = None
+    head_dropout: float | None = None
+    phases: str | None = None  # `cnnkit finetune` only: "head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5"
+    phase_schedule: str | None = None  # `cnnkit finetune` only: "per_phase" (default) or "across"
+
+    def __post_init__(self) -> None:
+        if self.augment is not None:
+            steps = parse_augment(self.augment, source="augment")  # unknown names fail here
+            if not isinstance(self.augment, str):
+                object.__setattr__(self, "augment", steps)
+        if self.head_dropout is not None:
+            try:
+                object.__setattr__(self, "head_dropout", float(self.head_dropout))
+            except (TypeError, ValueError):
+                raise CnnkitError(f"head_dropout must be a number, got {self.head_dropout!r}") from None
+        self.head_spec()  # a malformed head is an error now, not after the data is read
+        if self.phase_schedule not in (None, "per_phase", "across"):
+            raise CnnkitError(f"phase_schedule must be per_phase or across, got {self.phase_schedule!r}")
+
+    def head_spec(self) -> HeadSpec | None:
+        """The HeadSpec replacing the model's head; `head_dropout` alone means a Linear head with
+        Dropout before it; neither: None (the model's own head)."""
+        if self.head is None and self.head_dropout is None:
+            return None
+        return HeadSpec.parse(str(self.head or "linear"), dropout=self.head_dropout)
 
 
 RUN_KEYS = tuple(f.name for f in fields(RunOptions))

@@ -1,40 +1,39 @@
-"""How a run's images become model inputs: the augmentation choice, the train and eval pipelines
-built from the model's default_cfg, the on-device batch stage, and the DataBundle the trainer reads."""
+"""How a run's images become model inputs: the augmentation (a preset or configured steps of
+cnnkit.data.augment_config), the train and eval pipelines built from the model's default_cfg,
+the on-device batch stage, and the DataBundle the trainer reads."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Sequence
 
+from cnnkit.data.augment_config import AugmentStep, augment_pipeline, parse_augment, random_crops
 from cnnkit.data.loader import BatchMix, BatchTransform, device_stage
 from cnnkit.data.mix import CutMix, MixUp
-from cnnkit.data.pipeline import Pipeline, augments_by_default, eval_pipeline, train_pipeline
+from cnnkit.data.pipeline import Pipeline, augments_by_default, eval_pipeline
 from cnnkit.models.base import DefaultCfg
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data_prep import PreparedData
 from cnnkit.train.fit import DataBundle
 
-Augment = Literal["standard", "flip", "none"]
+Augment = str | tuple[AugmentStep, ...]  # a preset name (PRESETS) or configured steps
 
 
-def resolve_augment(cfg: DefaultCfg, augment: Augment | None) -> tuple[Augment, DefaultCfg]:
-    """`augment=None` picks "standard" for photos and "none" for small images; without random
-    crops the eval view is the whole image too (crop_pct 1), so the cfg records that."""
+def resolve_augment(cfg: DefaultCfg, augment: Augment | None) -> tuple[tuple[AugmentStep, ...], DefaultCfg]:
+    """The training steps of a preset or list; `augment=None` picks "standard" for photos and
+    "none" for small images. Without random crops the eval view is the whole image too
+    (crop_pct 1), so the cfg records that."""
     if augment is None:
         augment = "standard" if augments_by_default(*cfg.input_size[1:]) else "none"
-    if augment != "standard":
+    steps = parse_augment(augment, source="--augment") if isinstance(augment, str) else tuple(augment)
+    if not random_crops(steps):
         cfg = dataclasses.replace(cfg, crop_pct=1.0)
-    return augment, cfg
+    return steps, cfg
 
 
-def pipelines(cfg: DefaultCfg, augment: Augment) -> tuple[Pipeline, Pipeline]:
-    """(train, eval) pipelines for a cfg returned by `resolve_augment`."""
-    evaluation = eval_pipeline(cfg)
-    if augment == "standard":
-        return train_pipeline(cfg), evaluation
-    if augment == "flip":
-        return train_pipeline(cfg, auto_scale=(1.0, 1.0), color_jitter=0.0), evaluation
-    return evaluation, evaluation
+def pipelines(cfg: DefaultCfg, augment: Sequence[AugmentStep]) -> tuple[Pipeline, Pipeline]:
+    """(train, eval) pipelines for the steps and cfg returned by `resolve_augment`."""
+    return augment_pipeline(cfg, augment), eval_pipeline(cfg)
 
 
 def batch_stage(pipeline: Pipeline, config: TrainConfig | None, num_classes: int) -> BatchTransform:
@@ -48,7 +47,8 @@ def batch_stage(pipeline: Pipeline, config: TrainConfig | None, num_classes: int
     return device_stage(pipeline.batch, mixers)
 
 
-def data_bundle(data: PreparedData, cfg: DefaultCfg, config: TrainConfig, augment: Augment) -> DataBundle:
+def data_bundle(data: PreparedData, cfg: DefaultCfg, config: TrainConfig,
+                augment: Sequence[AugmentStep]) -> DataBundle:
     train, evaluation = pipelines(cfg, augment)
     classes = len(data.class_names)
     # The decode hint follows the model's preprocessing (timm's order: model, data config, dataset):

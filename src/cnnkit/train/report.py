@@ -9,14 +9,28 @@ from cnnkit.train.run_summary import RunSummary
 
 
 def format_metrics(summary: RunSummary, run_dir: Path) -> str:
-    """Final metrics, best epoch, test accuracy and confusion table of a finished run."""
+    """Final metrics, best epoch, test accuracy and confusion table of a finished run (of a
+    fine-tuning: the epochs of each phase, their total, and the last phase's best epoch)."""
+    where = f"epoch {(summary.best_epoch or 0) + 1}"
+    if summary.phases:
+        where = f"phase {len(summary.phases)} {where}"
     lines = [f"run: {run_dir}  (model {summary.model_name}, {summary.epochs_run} epochs, "
-             f"best {summary.monitor} {summary.best_metric:.4f} at epoch {(summary.best_epoch or 0) + 1})"]
+             f"best {summary.monitor} {summary.best_metric:.4f} at {where})"]
+    if summary.phases:
+        lines.append(format_phases(summary.phases, summary.epochs_run))
     lines.append("final: " + "  ".join(f"{k} {v:.4f}" for k, v in summary.final.items()))
     if summary.test is not None and summary.test_confusion is not None:
         lines.append("test:  " + "  ".join(f"{k} {v:.4f}" for k, v in summary.test.items()))
         lines.append(format_confusion(summary.test_confusion, summary.class_names))
     return "\n".join(lines)
+
+
+def format_phases(phases: Sequence[dict], total_epochs: int) -> str:
+    """`phases: 1/3 head 5 epochs @ 0.001, 2/3 layer3+layer4 10 epochs @ 0.0001, ...; total 20 epochs`."""
+    items = [f"{i}/{len(phases)} {p['trainable']} {p.get('epochs_run', p['epochs'])} epochs"
+             + (f" @ {p['lr']:.3g}" if p.get("lr") is not None else "")
+             for i, p in enumerate(phases, start=1)]
+    return "phases: " + ", ".join(items) + f"; total {total_epochs} epochs"
 
 
 def format_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:

@@ -26,6 +26,7 @@ Task = Literal["classification", "embedding"]
 class RunSummary:
     """What a finished run knows about itself: enough to rebuild the model and preprocess an image.
 
+    `head` records a replaced classifier head (`--head mlp:256`) so that `load_run` rebuilds it.
     The optional fields are written by later commands: `temperature` by `cnnkit calibrate`,
     `exports` (format -> path) by `cnnkit export`, `verification_threshold` and
     `verification_pairs` (the metrics of its pairs file) by `cnnkit verify`. An embedding run
@@ -61,6 +62,7 @@ class RunSummary:
     holdout_classes: list[str] = field(default_factory=list)
     evaluated_on: str | None = None
     verification_pairs: dict[str, Any] | None = None
+    head: dict[str, Any] | None = None  # HeadSpec.to_dict() of a `--head` run; None: the model's own head
 
     @property
     def num_classes(self) -> int:

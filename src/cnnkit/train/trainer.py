@@ -31,7 +31,7 @@ from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.ema import ModelEma
 from cnnkit.train.evaluate import evaluate_model
 from cnnkit.train.metrics import ClassificationMeter
-from cnnkit.train.optim import build_optimizer, lr_factor, parameter_groups, set_learning_rate
+from cnnkit.train.optim import ScheduleSpan, build_optimizer, lr_factor, parameter_groups, set_learning_rate
 from cnnkit.train.precision import resolve_precision
 
 
@@ -85,8 +85,10 @@ class Trainer:
         param_groups: Sequence[dict] | None = None,
         callbacks: Sequence[Callback] = (),
         distributed: DistributedContext | None = None,
+        schedule_span: ScheduleSpan | None = None,
     ) -> None:
         self.config, self.num_classes = config, num_classes
+        self.schedule_span = schedule_span  # None: the LR schedule spans this run's epochs
         self.run_dir = Path(run_dir)
         self.dist = distributed or DistributedContext()
         self.device = pick_device(config.device) if not self.dist.enabled else self.dist.device
@@ -162,9 +164,11 @@ class Trainer:
         self._resumed_meter = None
         self._set_train_mode()
         self._emit("before_epoch")
-        total_steps = self.config.epochs * self.steps_per_epoch
+        span = self.schedule_span or ScheduleSpan(0, self.config.epochs)
+        total_steps, offset = span.total_epochs * self.steps_per_epoch, span.epochs_before * self.steps_per_epoch
         for images, targets, soft_targets in self.train_loader.labelled_batches():
-            self.current_lr = self.config.lr * lr_factor(self.config, self.state.step, total_steps, self.steps_per_epoch)
+            factor = lr_factor(self.config, offset + self.state.step, total_steps, self.steps_per_epoch)
+            self.current_lr = self.config.lr * factor
             set_learning_rate(self.optimizer, self.config.lr, self.current_lr / self.config.lr)
             self._emit("before_batch")
             self._train_step(images, targets, soft_targets)
