@@ -110,3 +110,33 @@ def test_explain_applies_the_temperature_stored_in_the_run(run_dir, images, tmp_
     with torch.no_grad():
         probabilities = (model(plain_input(images[0], model)) / 2.5).softmax(dim=1)[0]
     assert record["probability"] == pytest.approx(float(probabilities.max()), abs=1e-6)
+
+
+def test_mc_dropout_reports_uncertainty_or_says_the_model_has_no_dropout(run_dir, images, tmp_path, capsys):
+    from cnnkit.explain.uncertainty import mc_dropout
+    from cnnkit.inference import Predictor
+
+    dropout_run = tmp_path_factory_run(tmp_path, "mnist_cnn")  # FC 512-128-10 with nn.Dropout
+    argv = ["explain", str(dropout_run), str(images[0]), "--out", str(tmp_path / "o"), "--json", "--mc-dropout", "5"]
+    assert main(argv) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    predictor = Predictor.from_run(dropout_run)
+    batch = predictor.preprocess([str(images[0])]).batch
+    expected = mc_dropout(predictor.model, batch, samples=5, generator=torch.Generator().manual_seed(0))
+    predicted = CLASSES.index(record["predicted"])
+    assert record["mc_dropout"]["mean_probability"] == pytest.approx(float(expected.mean[0, predicted]), abs=1e-6)
+    assert record["mc_dropout"]["mutual_information"] == pytest.approx(float(expected.mutual_information[0]), abs=1e-6)
+    assert main(["explain", str(run_dir), str(images[0]), "--out", str(tmp_path / "p"), "--mc-dropout", "5"]) == 2
+    assert "has no dropout layer" in capsys.readouterr().err
+
+
+def tmp_path_factory_run(tmp_path: Path, name: str) -> Path:
+    """A run of zoo model `name` with seeded weights, as summary.json + best.safetensors."""
+    run = tmp_path / name
+    run.mkdir()
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=len(CLASSES), in_chans=1)
+    save_file(model.state_dict(), str(run / "best.safetensors"))
+    (run / "summary.json").write_text(json.dumps({
+        "model_name": name, "class_names": CLASSES, "default_cfg": model.default_cfg.to_dict()}))
+    return run

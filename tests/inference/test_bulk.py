@@ -34,16 +34,16 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_bulk_equals_per_image_prediction_and_lists_bad_files(tiny_run: Path, folder_with_bad_files: Path,
+def test_bulk_equals_per_image_prediction_and_lists_bad_files(trained_run: Path, folder_with_bad_files: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
     out = folder_with_bad_files.parent / "predictions.csv"
-    code = main(["predict", str(tiny_run), str(folder_with_bad_files), "--out", str(out), "--top-k", "2",
+    code = main(["predict", str(trained_run), str(folder_with_bad_files), "--out", str(out), "--top-k", "2",
                  "--batch-size", "5", "--workers", "0", "--quiet"])
     assert code == 1, "a skipped file makes the exit status 1"
     files = collect_files([folder_with_bad_files])
     assert len(files) == 49 and not any(".hidden" in f or f.endswith(".txt") for f in files)
     rows = _rows(out)
-    expected = Predictor.from_run(tiny_run).predict(files, top_k=2)
+    expected = Predictor.from_run(trained_run).predict(files, top_k=2)
     good = [p for p in expected if p.ok]
     assert [r["path"] for r in rows] == [p.source for p in good], "one row per readable image, in file order"
     for row, prediction in zip(rows, good):
@@ -54,9 +54,9 @@ def test_bulk_equals_per_image_prediction_and_lists_bad_files(tiny_run: Path, fo
     assert "zz_truncated.png" in capsys.readouterr().err
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_output(tiny_run: Path, tiny_folder: Path, tmp_path: Path) -> None:
+def test_a_killed_run_resumes_to_the_uninterrupted_output(trained_run: Path, tiny_folder: Path, tmp_path: Path) -> None:
     whole, cut = tmp_path / "whole.jsonl", tmp_path / "cut.jsonl"
-    arguments = ["predict", str(tiny_run), str(tiny_folder), "--batch-size", "4", "--workers", "0", "--quiet"]
+    arguments = ["predict", str(trained_run), str(tiny_folder), "--batch-size", "4", "--workers", "0", "--quiet"]
     assert main([*arguments, "--out", str(whole)]) == 0
     lines = whole.read_text().splitlines(keepends=True)
     cut.write_text("".join(lines[:13]) + lines[13][:25])  # killed mid-write of row 14
@@ -66,9 +66,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_output(tiny_run: Path, tiny_f
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
-def test_two_processes_write_what_one_process_writes(tiny_run: Path, tiny_folder: Path, tmp_path: Path) -> None:
+def test_two_processes_write_what_one_process_writes(trained_run: Path, tiny_folder: Path, tmp_path: Path) -> None:
     single, sharded = tmp_path / "single.csv", tmp_path / "sharded.csv"
-    arguments = ["predict", str(tiny_run), str(tiny_folder), "--batch-size", "4", "--workers", "0", "--quiet"]
+    arguments = ["predict", str(trained_run), str(tiny_folder), "--batch-size", "4", "--workers", "0", "--quiet"]
     assert main([*arguments, "--out", str(single)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT / "src")}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

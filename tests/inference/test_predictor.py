@@ -19,10 +19,10 @@ from cnnkit.train.config import TrainConfig
 from cnnkit.train.evaluate import ordered_loader
 
 
-def test_logits_equal_the_trainers_evaluation_logits(tiny_run: Path, tiny_folder: Path) -> None:
+def test_logits_equal_the_trainers_evaluation_logits(trained_run: Path, tiny_folder: Path) -> None:
     """The test split through the trainer's evaluation loader and model, and through Predictor."""
-    model, summary = load_run(tiny_run)
-    data = data_prep.prepare_data(str(tiny_folder), seed=0, saved_split=tiny_run / "split.json")
+    model, summary = load_run(trained_run)
+    data = data_prep.prepare_data(str(tiny_folder), seed=0, saved_split=trained_run / "split.json")
     bundle = preprocessing.data_bundle(data, summary.default_cfg, TrainConfig(), "none")
     loader = ordered_loader(data.splits["test"], bundle.eval_transform, batch_size=5, seed=0,
                             batch_transform=bundle.eval_batch_transform, channels_last=True)
@@ -30,14 +30,14 @@ def test_logits_equal_the_trainers_evaluation_logits(tiny_run: Path, tiny_folder
         expected = torch.cat([model(images) for images, _ in loader])
     test = data.splits["test"]
     paths = [test.base.files[i] for i in test.indices]
-    predictor = cnnkit.Predictor.from_run(tiny_run, batch_size=3)
+    predictor = cnnkit.Predictor.from_run(trained_run, batch_size=3)
     torch.testing.assert_close(predictor.logits(paths), expected, rtol=0, atol=1e-5)
 
 
-def test_every_input_kind_gives_the_same_logits(tiny_run: Path, tiny_folder: Path) -> None:
+def test_every_input_kind_gives_the_same_logits(trained_run: Path, tiny_folder: Path) -> None:
     path = tiny_folder / "red" / "3.png"
     pixels = np.array(Image.open(path).convert("RGB"))
-    predictor = Predictor.from_run(tiny_run)
+    predictor = Predictor.from_run(trained_run)
     reference = predictor.logits([str(path)])
     kinds = [path, path.read_bytes(), Image.open(path), pixels, torch.from_numpy(pixels).permute(2, 0, 1)]
     for kind in kinds:
@@ -48,12 +48,12 @@ def test_every_input_kind_gives_the_same_logits(tiny_run: Path, tiny_folder: Pat
     assert predictor.logits([grey]).shape == (1, 2), "a grey (H, W) array is repeated to the model's 3 channels"
 
 
-def test_predict_ranks_classes_and_reports_bad_images_by_name(tiny_run: Path, tiny_folder: Path,
+def test_predict_ranks_classes_and_reports_bad_images_by_name(trained_run: Path, tiny_folder: Path,
                                                               tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     good = [str(tiny_folder / "red" / "0.png"), str(tiny_folder / "blue" / "0.png")]
-    predictor = Predictor.from_run(tiny_run)
+    predictor = Predictor.from_run(trained_run)
     predictions = predictor.predict([good[0], str(broken), good[1], str(tmp_path / "absent.jpg")], top_k=5)
     assert [p.source for p in predictions] == [good[0], str(broken), good[1], str(tmp_path / "absent.jpg")]
     assert [p.ok for p in predictions] == [True, False, True, False]
@@ -70,10 +70,10 @@ def test_predict_ranks_classes_and_reports_bad_images_by_name(tiny_run: Path, ti
         predictor.logits([good[0], str(broken)])
 
 
-def test_temperature_and_features(tiny_run: Path, tiny_folder: Path) -> None:
+def test_temperature_and_features(trained_run: Path, tiny_folder: Path) -> None:
     images = [str(tiny_folder / "red" / "1.png"), str(tiny_folder / "blue" / "2.png")]
-    model, summary = load_run(tiny_run)
-    plain = Predictor.from_run(tiny_run)
+    model, summary = load_run(trained_run)
+    plain = Predictor.from_run(trained_run)
     hot = Predictor(plain.backend, class_names=summary.class_names, default_cfg=summary.default_cfg, temperature=3.0)
     logits = plain.logits(images)
     torch.testing.assert_close(hot.probabilities(images), (logits / 3).softmax(1))

@@ -23,8 +23,9 @@ from cnnkit.embeddings.search import KINDS
 from cnnkit.embeddings.verification import verification_metrics
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import RunSummary, update_summary
-from cnnkit.train import data_prep, model_setup, preprocessing
-from cnnkit.train.distributed import init_from_torchrun, shutdown
+from cnnkit.train import model_setup, preprocessing
+from cnnkit.train.commands import start_run
+from cnnkit.train.distributed import shutdown
 from cnnkit.train.fit import RunInfo
 from cnnkit.train.options import resolve
 from cnnkit.train.report import format_metrics
@@ -94,15 +95,8 @@ def run_embedding_train(args: argparse.Namespace) -> int:
         margin=args.margin, scale=args.scale, mining=args.mining or defaults.mining, pk=_pk(args.pk))
     if config.monitor == "val_top1":  # the classification default; retrieval is what matters here
         config = dataclasses.replace(config, monitor="val_map_at_r", monitor_mode="max")
-    out = Path(run.out or f"runs/{run.model}-embedding")
-    if not args.resume and (out / "last.pt").exists():
-        raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    context = init_from_torchrun(config.device)
-    if context.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    data = data_prep.prepare_data(args.data, seed=config.seed, run_dir=out if context.is_main else None,
-                                  saved_split=out / "split.json" if args.resume else None,
-                                  drop_format_outliers=run.drop_outliers)
+    out, context, data = start_run(args.data, config, run, resume=args.resume,
+                                   default_out=f"runs/{run.model}-embedding")
     splits, held, train_classes = holdout_split(data.splits, data.class_names, options.holdout_classes)
     backbone = model_setup.build_model(run.model, num_classes=len(train_classes), in_chans=data.in_chans,
                                        seed=config.seed, pretrained=run.pretrained, img_size=run.img_size,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from cnnkit.data.decode import BadImageError
@@ -17,6 +18,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.explain.activation_maps import CAM_METHODS, cam
 from cnnkit.explain.layers import resolve_target_layer
 from cnnkit.explain.overlay import overlay
+from cnnkit.explain.uncertainty import mc_dropout
 from cnnkit.explain.visuals import enlarge
 from cnnkit.inference import Predictor
 
@@ -56,10 +58,18 @@ def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, targ
     if args.raw:
         np.save(out / f"{stem}.npy", raw.numpy().astype(np.float32))
         record["raw"] = str(out / f"{stem}.npy")
+    if args.mc_dropout:
+        # Seeded per call: the same image gives the same MC-dropout figures every time.
+        mc = mc_dropout(predictor.model, batch, samples=args.mc_dropout, generator=torch.Generator().manual_seed(0))
+        record["mc_dropout"] = {"samples": args.mc_dropout, "mean_probability": round(float(mc.mean[0, predicted]), 6),
+                                "std": round(float(mc.std[0, predicted]), 6), "entropy": round(float(mc.entropy[0]), 6),
+                                "mutual_information": round(float(mc.mutual_information[0]), 6)}
     return record
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    if args.mc_dropout < 0:
+        raise CnnkitError(f"--mc-dropout must be >= 0 samples, got {args.mc_dropout}")
     predictor = load_run_for_explain(args.run)
     target = _class_argument(args.class_name, predictor.class_names)
     out = Path(args.out)
@@ -75,8 +85,11 @@ def run_explain(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=2))
     else:
         for r in records:
+            mc = r.get("mc_dropout")
+            uncertainty = (f" | MC dropout ({mc['samples']}): {100 * mc['mean_probability']:.1f}% +- "
+                           f"{100 * mc['std']:.1f}, mutual information {mc['mutual_information']:.3f}") if mc else ""
             print(f"{r['image']}: {r['predicted']} {100 * r['probability']:.1f}% | {r['method']} of "
-                  f"{r['explained_class']} at {r['layer']} -> {r['overlay']}")
+                  f"{r['explained_class']} at {r['layer']} -> {r['overlay']}{uncertainty}")
     return 1 if failures else 0
 
 
@@ -93,4 +106,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="explanations", help="folder for the PNGs (default ./explanations)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--raw", action="store_true", help="also save the raw signed map (H, W) as .npy")
+    parser.add_argument("--mc-dropout", type=int, default=0, metavar="N",
+                        help="also report MC-dropout uncertainty over N samples (the model needs nn.Dropout)")
     parser.set_defaults(func=run_explain)

@@ -75,16 +75,24 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path
     if (run.phases or run.phase_schedule) is not None and args.func is not run_finetune:
         raise CnnkitError(f"phases ({run.phases or run.phase_schedule!r}) are for `cnnkit finetune`; "
                           f"this command trains in one phase")
-    out = Path(run.out or f"runs/{run.model}")
-    if not args.resume and (out / "last.pt").exists():
+    out, context, data = start_run(args.data, config, run, resume=args.resume, default_out=f"runs/{run.model}")
+    return config, run, data, out, context
+
+
+def start_run(data_path: str, config: TrainConfig, run: RunOptions, *, resume: bool,
+              default_out: str) -> tuple[Path, DistributedContext, data_prep.PreparedData]:
+    """The run directory (refusing to overwrite a run unless resuming), the torchrun context, and
+    the data with its split (saved by rank 0; reused from split.json on resume)."""
+    out = Path(run.out or default_out)
+    if not resume and (out / "last.pt").exists():
         raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     context = init_from_torchrun(config.device)
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    data = data_prep.prepare_data(args.data, seed=config.seed, run_dir=out if context.is_main else None,
-                              saved_split=out / "split.json" if args.resume else None,
-                              drop_format_outliers=run.drop_outliers)
-    return config, run, data, out, context
+    data = data_prep.prepare_data(data_path, seed=config.seed, run_dir=out if context.is_main else None,
+                                  saved_split=out / "split.json" if resume else None,
+                                  drop_format_outliers=run.drop_outliers)
+    return out, context, data
 
 
 def _model_and_bundle(config: TrainConfig, run: RunOptions, data: Any):

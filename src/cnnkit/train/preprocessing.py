@@ -5,7 +5,6 @@ the on-device batch stage, and the DataBundle the trainer reads."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 from cnnkit.data.augment_config import AugmentStep, augment_pipeline, parse_augment, random_crops
 from cnnkit.data.loader import BatchMix, BatchTransform, device_stage
@@ -31,9 +30,10 @@ def resolve_augment(cfg: DefaultCfg, augment: Augment | None) -> tuple[tuple[Aug
     return steps, cfg
 
 
-def pipelines(cfg: DefaultCfg, augment: Sequence[AugmentStep]) -> tuple[Pipeline, Pipeline]:
-    """(train, eval) pipelines for the steps and cfg returned by `resolve_augment`."""
-    return augment_pipeline(cfg, augment), eval_pipeline(cfg)
+def pipelines(cfg: DefaultCfg, augment: Augment) -> tuple[Pipeline, Pipeline]:
+    """(train, eval) pipelines for the steps (or a preset's name) and cfg of `resolve_augment`."""
+    steps = parse_augment(augment, source="augment") if isinstance(augment, str) else tuple(augment)
+    return augment_pipeline(cfg, steps), eval_pipeline(cfg)
 
 
 def batch_stage(pipeline: Pipeline, config: TrainConfig | None, num_classes: int) -> BatchTransform:
@@ -47,8 +47,7 @@ def batch_stage(pipeline: Pipeline, config: TrainConfig | None, num_classes: int
     return device_stage(pipeline.batch, mixers)
 
 
-def data_bundle(data: PreparedData, cfg: DefaultCfg, config: TrainConfig,
-                augment: Sequence[AugmentStep]) -> DataBundle:
+def data_bundle(data: PreparedData, cfg: DefaultCfg, config: TrainConfig, augment: Augment) -> DataBundle:
     train, evaluation = pipelines(cfg, augment)
     classes = len(data.class_names)
     # The decode hint follows the model's preprocessing (timm's order: model, data config, dataset):
