@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "cnnkit.train.commands",
     "cnnkit.analysis.commands",
     "cnnkit.data.commands",
+    "cnnkit.deploy.train_commands",
 )
 
 
