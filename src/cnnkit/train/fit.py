@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +67,12 @@ def fit(
     param_groups: Sequence[dict] | None = None,
     distributed: DistributedContext | None = None,
     quiet: bool = False,
+    trainer_class: Callable[..., Trainer] = Trainer,
 ) -> dict[str, Any]:
-    """Train `model`, write the run directory, and return the summary (also in summary.json)."""
+    """Train `model`, write the run directory, and return the summary (also in summary.json).
+
+    `trainer_class` builds the trainer from Trainer's arguments (a subclass with another loss,
+    e.g. distillation in cnnkit.deploy)."""
     run_dir = Path(run_dir)
     dist = distributed or DistributedContext()
     last = run_dir / "last.pt"
@@ -84,7 +88,7 @@ def fit(
         all_callbacks += [CsvLogger(run_dir / "metrics.csv"), TensorBoardLogger(run_dir / "tensorboard")]
         if not quiet:
             all_callbacks.append(ProgressBar())
-    trainer = Trainer(
+    trainer = trainer_class(
         model, data.train, config, num_classes=len(info.class_names), run_dir=run_dir, val_data=data.val,
         sample_transform=data.train_transform, eval_transform=data.eval_transform,
         batch_transform=data.batch_transform, eval_batch_transform=data.eval_batch_transform,

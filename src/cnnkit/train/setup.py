@@ -23,6 +23,7 @@ from cnnkit.data.splits import load_split, save_split, split_of
 from cnnkit.data.stats import channel_stats
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
+from cnnkit.models.channel_plan import apply_channel_plan
 from cnnkit.models.factory import create_model
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.fit import DataBundle, RunInfo
@@ -147,6 +148,8 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     cfg = summary["default_cfg"]
     model = create_model(summary["model_name"], num_classes=len(summary["class_names"]),
                          in_chans=cfg["input_size"][0], **summary.get("model_overrides", {}))
+    if summary.get("channel_plan"):  # a channel-pruned run (cnnkit prune --structured channels)
+        apply_channel_plan(model, summary["channel_plan"])
     weights = run_dir / "best.safetensors"
     if not weights.is_file():
         raise CnnkitError(f"{run_dir} has no {weights.name}: the run finished no epoch")
