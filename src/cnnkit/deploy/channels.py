@@ -111,7 +111,7 @@ def prune_channels(model: nn.Module, fraction_removed: float) -> tuple[nn.Module
     pruned, masked = copy.deepcopy(model).eval(), copy.deepcopy(model).eval()
     plan = []
     for group in groups:
-        keep = l1_keep(pruned.get_submodule(group.conv), fraction_removed)
+        keep = l1_keep(model.get_submodule(group.conv), fraction_removed)  # "independent" norms (Li et al. 3.2)
         zero_channels(masked, group, keep)
         narrow_group(pruned, group, keep)
         plan.append(group.to_dict(len(keep)))

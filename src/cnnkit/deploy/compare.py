@@ -117,7 +117,7 @@ def format_compare(rows: Sequence[CompareRow]) -> str:
         lines.append(f"{'*' if on else ' '} {row.model:<18} {row.params:>10,} {row.macs:>12,} "
                      f"{100 * row.test_top1:6.2f}% {row.macro_f1:8.4f} {latency.p50_ms_batch1:9.2f} "
                      f"{latency.images_per_s_batch32:9.1f} {row.size_bytes / 1e6:8.2f}")
-    lines.append("* = on the accuracy-latency Pareto front (torch eager, batch 1)")
+    lines.append("models marked * are on the accuracy-latency Pareto front (torch eager, batch 1)")
     return "\n".join(lines)
 
 
