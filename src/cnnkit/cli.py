@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cnnkit.analysis.commands",
     "cnnkit.data.commands",
     "cnnkit.deploy.train_commands",
+    "cnnkit.deploy.commands",
 )
 
 
