@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from cnnkit.analysis.summary import summary as analyse
+from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.deploy.from_run import SourceRun
 from cnnkit.deploy.latency import Latency, torch_latency
 from cnnkit.train import setup
 from cnnkit.train.evaluate import evaluate_model, ordered_loader
-from cnnkit.data.pipeline import eval_pipeline
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
+from cnnkit.analysis.summary import summary as analyse
 from cnnkit.deploy.channels import prune_channels
 from cnnkit.deploy.compare import compare_row, format_compare, plot_pareto, test_metrics, write_compare_csv
 from cnnkit.deploy.distill import DistillationTrainer, check_settings
@@ -17,7 +18,6 @@ from cnnkit.deploy.from_run import SourceRun, add_to_summary, open_run
 from cnnkit.deploy.latency import torch_latency
 from cnnkit.deploy.lottery import LotterySettings, format_lottery, lottery_ticket, parse_rewind
 from cnnkit.deploy.masks import MaskHold, global_magnitude_masks, sparsity_report
-from cnnkit.analysis.summary import summary as analyse
 from cnnkit.errors import CnnkitError
 from cnnkit.train import setup
 from cnnkit.train.config import TrainConfig, config_from_dict
