@@ -116,6 +116,9 @@ def prune_channels(model: nn.Module, fraction_removed: float) -> tuple[nn.Module
         narrow_group(pruned, group, keep)
         plan.append(group.to_dict(len(keep)))
     _check_equivalent(pruned, masked, model)
+    first = model.get_submodule(groups[0].conv).weight
+    if first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last):
+        pruned = pruned.to(memory_format=torch.channels_last)  # the new layers in the model's own format
     return pruned.train(model.training), plan
 
 

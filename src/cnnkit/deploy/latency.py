@@ -35,9 +35,11 @@ def _timings(model: nn.Module, batch: torch.Tensor, *, warmup: int, repeats: int
 @torch.inference_mode()
 def torch_latency(model: nn.Module, input_size: tuple[int, int, int], *, device: torch.device | str = "cpu",
                   repeats: int = 50, budget_s: float = 3.0, generator: torch.Generator | None = None) -> Latency:
-    """Torch eager latency of `model` on random (N, *input_size) inputs; the model's mode is restored."""
+    """Torch eager latency of `model` on random channels_last (N, *input_size) inputs; the model is
+    converted to channels_last in place (as `load_run` does: mixed formats would time conversions)
+    and its train/eval mode restored."""
     was_training = model.training
-    model = model.eval()
+    model = model.eval().to(memory_format=torch.channels_last)
     generator = generator or torch.Generator().manual_seed(0)
     try:
         single = torch.randn((1, *input_size), generator=generator).to(device).contiguous(
