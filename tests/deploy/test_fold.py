@@ -7,11 +7,11 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tiny_runs import randomise_batchnorm
-from zoo_inputs import small_input
+from zoo_inputs import small_input, zoo_params
 
 from cnnkit.deploy.fold import fold_batchnorm, foldable_pairs
 from cnnkit.errors import CnnkitError
-from cnnkit.models.factory import create_model, list_models
+from cnnkit.models.factory import create_model
 
 # BatchNorms that read something other than a conv's output: DenseNet's pre-activation norms read
 # the concatenated features (norm1 of each dense layer, each transition's norm, the final norm5).
@@ -22,7 +22,7 @@ def _batchnorms(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", zoo_params())
 def test_every_zoo_model_folds_to_the_same_logits(name: str) -> None:
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)

@@ -10,28 +10,22 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from zoo_inputs import settle_batchnorm, small_input
+from zoo_inputs import settle_batchnorm, small_input, zoo_params
 
 from cnnkit.deploy.onnx_check import verify_onnx
 from cnnkit.deploy.onnx_export import export_onnx, write_onnx
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
-from cnnkit.models.factory import create_model, list_models
+from cnnkit.models.factory import create_model
 
-# The zoo's largest graphs (export + two ONNX Runtime sessions take 15-60 s each on 2 cores);
-# benchmarks/deploy_speed.py exports and runs resnet50 at full size; these run with -m slow.
-_LARGEST = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "resnet152", "vgg16", "vgg16_bn", "vgg19"}
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in _LARGEST else n for n in list_models()])
+@pytest.mark.parametrize("name", zoo_params())
 def test_every_zoo_model_exports_and_matches_onnx_runtime(name: str, tmp_path: Path,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = create_model(name, num_classes=10)
+    settle_batchnorm(model, small_input(name, model, 8, generator))
     x = small_input(name, model, 4, generator)
-    settle_batchnorm(model, x)
     with caplog.at_level(logging.INFO, logger="cnnkit"):
         path = export_onnx(model, tmp_path / f"{name}.onnx", input_size=tuple(x.shape[1:]), model_name=name)
     assert "random batch 1" in caplog.text and "random batch 7" in caplog.text
@@ -97,6 +91,7 @@ def test_a_corrupted_graph_is_caught_naming_the_largest_mismatch(
         verify_onnx(broken, model, real_inputs=torch.rand(3, 1, 16, 16))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_files_without_cnnkit_metadata_or_bad_sizes_are_refused(tmp_path: Path) -> None:
     model = create_model("lenet5", num_classes=4).eval()
     plain = tmp_path / "plain.onnx"
