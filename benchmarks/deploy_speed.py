@@ -5,8 +5,8 @@ accuracy of a model trained briefly on MNIST (fp32 vs int8 top-1 on the 10,000 t
 
     PYTHONPATH=src:benchmarks python benchmarks/deploy_speed.py [--models resnet18,...] [--skip-accuracy]
 
-Speed uses random weights with settled BatchNorm statistics (speed does not depend on the values);
-int8 is calibrated on random inputs for the speed part. The CPU's instruction set is printed first.
+Speed uses random weights (speed does not depend on the values); int8 is calibrated on random
+inputs for the speed part. The CPU's instruction set is printed first.
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ from pathlib import Path
 import torch
 
 from cnnkit.cli import main as cnnkit_main
-from cnnkit.deploy.bench import time_onnx, time_torch
+from cnnkit.deploy.bench import onnx_runner, torch_runner
 from cnnkit.deploy.fold import fold_batchnorm
 from cnnkit.deploy.onnx_export import write_onnx
 from cnnkit.deploy.quantize import Int8Quantizer
+from cnnkit.deploy.timing import time_side_by_side
 from cnnkit.device_info import device_info
 from cnnkit.models.factory import create_model
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
-# (batch, timed repeats, seconds cap per cell): fewer repeats at batch 32, fewest for resnet50.
-PLAN = {1: (15, 8.0), 32: (4, 20.0)}
+# batch -> (rounds, seconds cap): each round times one call of every variant, so load changes on
+# a shared machine hit all four alike; fewer rounds at batch 32, fewest for resnet50.
+PLAN = {1: (15, 20.0), 32: (4, 60.0)}
 
 
 def _speed(name: str, tmp: Path) -> dict[str, dict[int, float]]:
@@ -48,10 +50,10 @@ def _speed(name: str, tmp: Path) -> dict[str, dict[int, float]]:
     for batch, (repeats, cap) in PLAN.items():
         repeats = max(2, repeats // 2) if name == "resnet50" else repeats
         x = torch.randn((batch, 3, 224, 224), generator=generator)
-        p50["torch"][batch] = time_torch(model, x, repeats=repeats, max_seconds=cap).p50
-        p50["folded"][batch] = time_torch(folded, x, repeats=repeats, max_seconds=cap).p50
-        p50["onnx"][batch] = time_onnx(fp32, x, threads=None, repeats=repeats, max_seconds=cap).p50
-        p50["int8"][batch] = time_onnx(int8, x, threads=None, repeats=repeats, max_seconds=cap).p50
+        runs = {"torch": torch_runner(model, x), "folded": torch_runner(folded, x),
+                "onnx": onnx_runner(fp32, x, threads=None), "int8": onnx_runner(int8, x, threads=None)}
+        for key, timing in time_side_by_side(runs, batch=batch, repeats=repeats, max_seconds=cap).items():
+            p50[key][batch] = timing.p50
     quantizer.close()
     return p50
 

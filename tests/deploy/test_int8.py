@@ -133,3 +133,19 @@ def test_budget_keeps_the_sensitive_layers_in_float_or_falls_back(tmp_path: Path
     impossible = quantize_within_budget(quantizer, tmp_path / "never.int8.onnx", labels=labels, evaluate=evaluate,
                                         max_drop=-1.0, probe=batches[:1], threads=1, log=notes.append)
     assert impossible.path is None and not (tmp_path / "never.int8.onnx").exists(), "fp32 kept, no int8 file"
+
+
+def test_quantizers_sharing_a_workdir_keep_their_own_calibration(tmp_path: Path) -> None:
+    """Each model calibrates its own tensors (a cache shared across models once missed layers)."""
+    rng = np.random.default_rng(2)
+    paths = []
+    for name, model in (("two", _TwoConvs().eval()), ("lenet", None)):
+        if model is None:
+            from cnnkit.models.factory import create_model
+
+            model = create_model("lenet5", num_classes=2).eval()
+        fp32 = write_onnx(model, tmp_path / f"{name}.onnx")
+        shape = model.default_cfg.input_size
+        quantizer = Int8Quantizer(fp32, [rng.random((4, *shape), dtype=np.float32)], workdir=tmp_path)
+        paths.append(quantizer.quantize(tmp_path / f"{name}.int8.onnx"))
+    assert all(INPUT_NAME in qdq_parameters(p) for p in paths)

@@ -7,7 +7,7 @@ import csv
 import dataclasses
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from torch import nn
 from cnnkit.analysis.summary import summary as analyse
 from cnnkit.deploy.onnx_export import write_onnx
 from cnnkit.deploy.quantize import Int8Quantizer
-from cnnkit.deploy.timing import Timing, time_calls
+from cnnkit.deploy.timing import Timing, time_side_by_side
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
 from cnnkit.models.base import DefaultCfg
@@ -37,8 +37,9 @@ class BenchRow:
     timing: Timing
 
 
-def time_torch(model: nn.Module, batch: torch.Tensor, *, repeats: int, max_seconds: float | None) -> Timing:
-    """Eager PyTorch, eval mode, channels_last weights and input (the fast CPU layout)."""
+def torch_runner(model: nn.Module, batch: torch.Tensor) -> Callable[[], object]:
+    """Eager PyTorch, eval mode, channels_last weights and input (the fast CPU layout; `model` is
+    converted in place, as `nn.Module.to` does)."""
     model = model.eval().to(memory_format=torch.channels_last)
     batch = batch.contiguous(memory_format=torch.channels_last)
 
@@ -46,13 +47,12 @@ def time_torch(model: nn.Module, batch: torch.Tensor, *, repeats: int, max_secon
         with torch.inference_mode():
             return model(batch)
 
-    return time_calls(run, batch=batch.shape[0], repeats=repeats, max_seconds=max_seconds)
+    return run
 
 
-def time_onnx(path: Path, batch: torch.Tensor, *, threads: int | None, repeats: int,
-              max_seconds: float | None) -> Timing:
+def onnx_runner(path: Path, batch: torch.Tensor, *, threads: int | None) -> Callable[[], object]:
     backend = OnnxBackend(path, threads=threads)
-    return time_calls(lambda: backend.logits(batch), batch=batch.shape[0], repeats=repeats, max_seconds=max_seconds)
+    return lambda: backend.logits(batch)
 
 
 @dataclass
@@ -99,9 +99,9 @@ def _costs(target: Target) -> tuple[int, int]:
 
 def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequence[int], threads: int,
                  repeats: int = 20, max_seconds: float | None = 10.0, seed: int = 0) -> list[BenchRow]:
-    """Rows per (backend, batch size), measured one after the other in this process. int8 is
-    calibrated on random inputs: its speed is representative, its accuracy is not (use
-    `cnnkit export --int8` for that)."""
+    """Rows per (backend, batch size); per batch size the backends are timed side by side (one
+    call of each per round). int8 is calibrated on random inputs: its speed is representative,
+    its accuracy is not (use `cnnkit export --int8` for that)."""
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
         raise CnnkitError(f"--backends: unknown {', '.join(unknown)} (choose from {', '.join(BACKENDS)})")
@@ -113,15 +113,15 @@ def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequen
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
         paths = _onnx_paths(target, backends, Path(tmp), generator)
-        for backend in backends:
-            for size in batch_sizes:
-                batch = torch.randn((size, *target.cfg.input_size), generator=generator)
-                if backend == "torch":
-                    timing = time_torch(target.model, batch, repeats=repeats, max_seconds=max_seconds)
-                else:
-                    timing = time_onnx(paths[backend], batch, threads=threads, repeats=repeats, max_seconds=max_seconds)
-                rows.append(BenchRow(target.label, backend, threads, params, macs, timing))
-    return rows
+        timings: dict[tuple[str, int], Timing] = {}
+        for size in batch_sizes:
+            batch = torch.randn((size, *target.cfg.input_size), generator=generator)
+            runs = {backend: torch_runner(target.model, batch) if backend == "torch"
+                    else onnx_runner(paths[backend], batch, threads=threads) for backend in backends}
+            for backend, timing in time_side_by_side(runs, batch=size, repeats=repeats, max_seconds=max_seconds).items():
+                timings[(backend, size)] = timing
+    return [BenchRow(target.label, backend, threads, params, macs, timings[(backend, size)])
+            for backend in backends for size in batch_sizes]
 
 
 def _onnx_paths(target: Target, backends: Sequence[str], tmp: Path, generator: torch.Generator) -> dict[str, Path]:

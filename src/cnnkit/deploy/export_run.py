@@ -11,14 +11,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.deploy.bench import time_onnx
+from cnnkit.deploy.bench import onnx_runner
 from cnnkit.deploy.from_run import SourceRun, add_to_summary
 from cnnkit.deploy.int8_budget import Int8Result, logits_of, quantize_within_budget
 from cnnkit.deploy.onnx_check import OnnxCheck, verify_onnx
 from cnnkit.deploy.onnx_export import write_onnx
 from cnnkit.deploy.quantize import Int8Quantizer, QuantizeMethod
 from cnnkit.deploy.run_images import ImageBatches, split_batches
-from cnnkit.deploy.timing import Timing
+from cnnkit.deploy.timing import Timing, time_side_by_side
 from cnnkit.device_info import device_info
 
 
@@ -48,7 +48,7 @@ def export_int8(source: SourceRun, fp32_path: Path, *, method: QuantizeMethod, c
                 max_drop: float, threads: int | None, seed: int, repeats: int = 20,
                 log: Callable[[str], None] = print) -> Int8Report:
     """Calibrate on `calibration_size` training images, quantize within `max_drop` top-1 points on
-    the test split, and time fp32 and int8 at batch 1 and 32 one after the other."""
+    the test split, and time fp32 and int8 side by side at batch 1 and 32."""
     calibration = split_batches(source, "train", limit=calibration_size, seed=seed)
     test = _test_images(source, seed)
     int8_path = fp32_path.with_name(fp32_path.stem + ".int8.onnx")
@@ -65,9 +65,11 @@ def export_int8(source: SourceRun, fp32_path: Path, *, method: QuantizeMethod, c
     shape = tuple(source.model.default_cfg.input_size)
     for batch in (1, 32):
         inputs = torch.randn((batch, *shape), generator=generator)
-        speed[("fp32", batch)] = time_onnx(fp32_path, inputs, threads=threads, repeats=repeats, max_seconds=10)
+        runs = {"fp32": onnx_runner(fp32_path, inputs, threads=threads)}
         if result.path is not None:
-            speed[("int8", batch)] = time_onnx(result.path, inputs, threads=threads, repeats=repeats, max_seconds=10)
+            runs["int8"] = onnx_runner(result.path, inputs, threads=threads)
+        for name, timing in time_side_by_side(runs, batch=batch, repeats=repeats, max_seconds=10).items():
+            speed[(name, batch)] = timing
     int8_bytes = result.path.stat().st_size if result.path is not None else None
     return Int8Report(result, fp32_path.stat().st_size, int8_bytes, speed, method)
 

@@ -94,8 +94,10 @@ class Int8Quantizer:
         self.fp32_path = Path(fp32_path)
         self.method = method
         self._ort_method = _ort_method(method)
-        self._tmp = tempfile.TemporaryDirectory(prefix="cnnkit-int8-") if workdir is None else None
-        self.workdir = Path(self._tmp.name if self._tmp else workdir)
+        # A private folder (inside `workdir` when given): the prepared graph and the calibration
+        # cache belong to this model only; a cache shared between models would miss tensors.
+        self._tmp = tempfile.TemporaryDirectory(prefix="cnnkit-int8-", dir=workdir)
+        self.workdir = Path(self._tmp.name)
         self.prepared = self.workdir / "prepared.onnx"
         quant_pre_process(str(self.fp32_path), str(self.prepared))
         self.cache = self.workdir / f"calibration-{method}.json"
@@ -133,8 +135,8 @@ class Int8Quantizer:
         return out
 
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        """Remove the prepared graph and the calibration cache."""
+        self._tmp.cleanup()
 
 
 def _input_name(path: Path) -> str:
