@@ -37,7 +37,7 @@ MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mn
 PLAN = {1: (15, 20.0), 32: (4, 60.0)}
 
 
-def _speed(name: str, tmp: Path) -> dict[str, dict[int, float]]:
+def _speed(name: str, tmp: Path, threads: int) -> dict[str, dict[int, float]]:
     torch.manual_seed(0)
     model = create_model(name).eval()
     folded = fold_batchnorm(model)
@@ -51,7 +51,7 @@ def _speed(name: str, tmp: Path) -> dict[str, dict[int, float]]:
         repeats = max(2, repeats // 2) if name == "resnet50" else repeats
         x = torch.randn((batch, 3, 224, 224), generator=generator)
         runs = {"torch": torch_runner(model, x), "folded": torch_runner(folded, x),
-                "onnx": onnx_runner(fp32, x, threads=None), "int8": onnx_runner(int8, x, threads=None)}
+                "onnx": onnx_runner(fp32, x, threads=threads), "int8": onnx_runner(int8, x, threads=threads)}
         for key, timing in time_side_by_side(runs, batch=batch, repeats=repeats, max_seconds=cap).items():
             p50[key][batch] = timing.p50
     quantizer.close()
@@ -79,10 +79,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,resnet50,mobilenet_v2,efficientnet_b0")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of torch and ONNX Runtime alike (default 1: on an oversubscribed shared "
+                             "CPU, 2-thread torch measured 8x slower than 1 thread, i.e. the scheduler)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     info = device_info()
     print(f"# deploy_speed  {time.strftime('%Y-%m-%d %H:%M')}  load average {os.getloadavg()}")
     print(f"# {info.describe()}")
+    print(f"# threads: {args.threads} for torch and ONNX Runtime alike; variants timed side by side in rounds")
     print(f"# int8 kernels: {'VNNI' if info.vnni else 'no VNNI (AVX2/AVX-512 without dot-product instructions)'}")
     header = (f"{'model':<16} {'batch':>5} {'eager ms':>9} {'folded':>8} {'ort fp32':>9} {'ort int8':>9} "
               f"{'fold x':>7} {'ort/eager x':>11} {'int8/fp32 x':>11}")
@@ -92,7 +97,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="deploy-speed-") as tmp_name:
         tmp = Path(tmp_name)
         for name in args.models.split(","):
-            p50 = _speed(name, tmp)
+            p50 = _speed(name, tmp, args.threads)
             for batch in PLAN:
                 t, f, o, q = (p50[k][batch] for k in ("torch", "folded", "onnx", "int8"))
                 print(f"{name:<16} {batch:>5} {1e3 * t:>9.2f} {1e3 * f:>8.2f} {1e3 * o:>9.2f} {1e3 * q:>9.2f} "

@@ -19,6 +19,9 @@ def _session(path: Path, threads: int | None) -> Any:
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting of idle worker threads after a run: on a shared CPU (a server, torch in the
+    # same process, a benchmark timing both) spinning threads steal the cores others need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
