@@ -10,7 +10,10 @@ _LAZY = {
     "fold_batchnorm": "cnnkit.deploy.fold",
     "foldable_pairs": "cnnkit.deploy.fold",
     "export_onnx": "cnnkit.deploy.onnx_export",
-    "verify_onnx": "cnnkit.deploy.onnx_export",
+    "verify_onnx": "cnnkit.deploy.onnx_check",
+    "write_onnx": "cnnkit.deploy.onnx_export",
+    "Int8Quantizer": "cnnkit.deploy.quantize",
+    "quantize_within_budget": "cnnkit.deploy.int8_budget",
 }
 
 
