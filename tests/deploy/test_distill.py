@@ -80,3 +80,28 @@ def test_bad_settings_are_named(tiny, tmp_path: Path, capsys) -> None:
     assert main(["distill", str(teacher), str(data), "--student", "mnist_cnn", "--alpha", "1.5",
                  "--out", str(tmp_path / "x")]) == 2
     assert "--alpha" in capsys.readouterr().err
+
+
+def test_teacher_sees_the_students_very_batches(tiny, tmp_path: Path) -> None:
+    """Teacher logits are computed on the fly, on the same (augmented, normalised) batch as the student's."""
+    from cnnkit.deploy.distill import DistillationTrainer
+    from cnnkit.deploy.from_run import open_run
+    from cnnkit.train import setup
+    from cnnkit.train.fit import fit
+
+    data, teacher_run = tiny
+    teacher = open_run(teacher_run, str(data), out=tmp_path / "spy")
+    config = teacher.config.replace(epochs=1)
+    student = setup.build_model("mnist_cnn", num_classes=2, in_chans=3, seed=0)
+    student.default_cfg = teacher.model.default_cfg
+    seen: dict[str, list[torch.Tensor]] = {"student": [], "teacher": []}
+    student.register_forward_pre_hook(lambda _, args: seen["student"].append(args[0].clone()) if student.training else None)
+    teacher.model.register_forward_pre_hook(lambda _, args: seen["teacher"].append(args[0].clone()))
+
+    def make_trainer(*positional, **keywords) -> DistillationTrainer:
+        return DistillationTrainer(*positional, **keywords).configure(teacher.model, temperature=4.0, alpha=0.9)
+
+    fit(student, teacher.bundle(config, student), config, teacher.info(student, "mnist_cnn"), run_dir=tmp_path / "spy",
+        quiet=True, trainer_class=make_trainer)
+    assert len(seen["teacher"]) == len(seen["student"]) > 1
+    assert all(torch.equal(t, s) for t, s in zip(seen["teacher"], seen["student"]))
