@@ -47,10 +47,18 @@ def _torchscript_export(model: nn.Module, example: torch.Tensor, path: Path, *, 
 def _dynamo_export(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool,
                    opset: int) -> None:
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, input_names=[INPUT_NAME],
-                                    output_names=[OUTPUT_NAME], dynamic_shapes=shapes, opset_version=max(opset, 18))
+    # Its registry warns once per torchvision op it cannot find (cnnkit needs none of them).
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, input_names=[INPUT_NAME],
+                                        output_names=[OUTPUT_NAME], dynamic_shapes=shapes,
+                                        opset_version=max(opset, 18))
+    finally:
+        registry_log.setLevel(level)
     program.save(str(path), external_data=False)
 
 
