@@ -133,6 +133,7 @@ def test_budget_keeps_the_sensitive_layers_in_float_or_falls_back(tmp_path: Path
     impossible = quantize_within_budget(quantizer, tmp_path / "never.int8.onnx", labels=labels, evaluate=evaluate,
                                         max_drop=-1.0, probe=batches[:1], threads=1, log=notes.append)
     assert impossible.path is None and not (tmp_path / "never.int8.onnx").exists(), "fp32 kept, no int8 file"
+    assert not list(tmp_path.glob("probe-*")), "sensitivity trials stay in the quantizer's own folder"
 
 
 def test_quantizers_sharing_a_workdir_keep_their_own_calibration(tmp_path: Path) -> None:

@@ -43,10 +43,12 @@ def logits_of(path: Path, batches: Sequence[np.ndarray], *, threads: int | None 
     return np.concatenate([backend.logits(torch.from_numpy(b)).numpy() for b in batches])
 
 
-def layer_sensitivity(quantizer: Int8Quantizer, probe: Sequence[np.ndarray], workdir: Path,
-                      *, threads: int | None = None) -> list[tuple[str, float]]:
+def layer_sensitivity(quantizer: Int8Quantizer, probe: Sequence[np.ndarray], *,
+                      threads: int | None = None) -> list[tuple[str, float]]:
     """(node, sensitivity) for every quantizable node, most sensitive first: the fraction of the
-    all-int8 logit MSE against fp32 removed by keeping that node alone in float."""
+    all-int8 logit MSE against fp32 removed by keeping that node alone in float (the trial models
+    live in the quantizer's private folder)."""
+    workdir = quantizer.workdir
     reference = logits_of(quantizer.prepared, probe, threads=threads)
     full = quantizer.quantize(workdir / "probe-all.onnx")
     base = float(np.mean((logits_of(full, probe, threads=threads) - reference) ** 2))
@@ -77,7 +79,7 @@ def quantize_within_budget(quantizer: Int8Quantizer, out: Path, *, labels: np.nd
         return Int8Result(path, fp32_top1, top1, agreement, ())
     log(f"int8: top-1 {100 * top1:.2f}% vs fp32 {100 * fp32_top1:.2f}% (drop "
         f"{100 * (fp32_top1 - top1):.2f} > {max_drop:g} points): measuring per-layer sensitivity")
-    ranking = layer_sensitivity(quantizer, probe, out.parent, threads=threads)
+    ranking = layer_sensitivity(quantizer, probe, threads=threads)
     best = (top1, agreement, ())
     count = 1
     while count < len(ranking):
