@@ -6,12 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from cnnkit.train.commands import positive_int
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -33,24 +28,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the run's dataset (path or `wafer`): real test images for the check; with --int8 "
                              "its training split calibrates and its test split evaluates")
     export.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (static QDQ quantization)")
-    export.add_argument("--calibration-size", type=_positive_int, default=512, help="calibration images (512)")
+    export.add_argument("--calibration-size", type=positive_int, default=512, help="calibration images (512)")
     export.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
                         help="activation range calibration (minmax)")
     export.add_argument("--max-drop", type=float, default=1.0,
                         help="largest top-1 loss in points before layers are kept in float (1.0)")
     export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     export.add_argument("--fixed-batch", action="store_true", help="export for batch 1 only (default: any batch)")
-    export.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime threads (default: all)")
+    export.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads (default: all)")
     export.add_argument("--seed", type=int, default=0, help="seed of the calibration sample and random inputs")
     export.set_defaults(func=run_export)
 
     bench = subparsers.add_parser("bench", help="latency and throughput per backend (torch, onnx, int8)")
     bench.add_argument("targets", nargs="+", help="zoo model names, run directories or .onnx files")
     bench.add_argument("--batch-sizes", type=_sizes, default=(1, 32), help="comma-separated (default 1,32)")
-    bench.add_argument("--img-size", type=_positive_int, default=None, help="input size (default: the model's)")
+    bench.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the model's)")
     bench.add_argument("--backends", default="torch,onnx,int8", help="comma-separated of torch,onnx,int8")
-    bench.add_argument("--repeats", type=_positive_int, default=20, help="timed calls per cell (default 20)")
-    bench.add_argument("--threads", type=_positive_int, default=None, help="threads for every backend (default: torch's)")
+    bench.add_argument("--repeats", type=positive_int, default=20, help="timed calls per cell (default 20)")
+    bench.add_argument("--threads", type=positive_int, default=None, help="threads for every backend (default: torch's)")
     bench.add_argument("--csv", default="bench.csv", help="CSV file to write (default bench.csv)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench.set_defaults(func=run_bench)
