@@ -26,6 +26,7 @@ from cnnkit.data.decode import decode_image
 from cnnkit.data.loader import make_loader
 from cnnkit.data.pipeline import train_pipeline
 from cnnkit.models.base import DefaultCfg
+from cnnkit.device_info import device_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = PROJECT_ROOT.parent / "shared" / "datasets" / "hymenoptera" / "train"
@@ -140,6 +141,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=224, help="model input size (square)")
     args = parser.parse_args()
+    print(device_info().describe(), flush=True)
     if not PHOTOS.is_dir():
         print(f"data_loading: the hymenoptera photos are not at {PHOTOS}; nothing to measure", file=sys.stderr)
         return 1

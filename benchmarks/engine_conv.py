@@ -4,15 +4,19 @@ Both libraries get the same number of threads: torch.set_num_threads is set to t
 threads NumPy's BLAS uses (from threadpoolctl when installed; otherwise asked of the OpenBLAS
 library NumPy loaded; failing that, the cores this process may run on, OpenBLAS's default). The
 engine's depthwise path runs one thread per core of its own (NumPy's elementwise loops are
-serial). The engine's throughput is also reported as a fraction of this machine's own NumPy
-float32 GEMM throughput, measured in the same run. Depthwise is measured at 28x28 spatial size.
+serial). The engine, torch and a square NumPy float32 GEMM are timed in turn, round by round, so
+that on a shared machine each round sees the same load: the ratio engine / torch and the engine's
+throughput as a fraction of NumPy's own GEMM throughput are medians of the per-round figures.
+Depthwise is measured at 28x28 spatial size.
 
-Run: .venv/bin/python benchmarks/engine_conv.py   (last line: `engine_conv: <ratio>x torch`,
-the dense 3x3 forward+backward time of the engine divided by torch's).
+Run: .venv/bin/python benchmarks/engine_conv.py [--threads N]   (last line: `engine_conv: <ratio>x
+torch`, the dense 3x3 forward+backward time of the engine divided by torch's). On a crowded machine
+`--threads 1` is the steadier comparison: two BLAS threads that wait on each other suffer most.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import statistics
@@ -25,9 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnkit.device_info import device_info
 from cnnkit.engine.conv import conv2d, conv2d_backward
 
-REPETITIONS = 5
+REPETITIONS = 7
 GEMM_SIZE = 2048
 
 
@@ -59,16 +64,15 @@ CASES = (
 
 @dataclass(frozen=True)
 class CaseResult:
-    """Median fwd+bwd seconds of the engine and of torch on one case, and the engine's GFLOP/s."""
+    """Median fwd+bwd seconds of the engine and of torch on one case, the engine's GFLOP/s, and the
+    medians of the per-round ratios engine / torch and engine GFLOP/s / NumPy GEMM GFLOP/s."""
 
     case: ConvCase
     engine_s: float
     torch_s: float
     engine_gflops: float
-
-    @property
-    def ratio(self) -> float:
-        return self.engine_s / self.torch_s
+    ratio: float
+    gemm_fraction: float
 
 
 def blas_threads() -> int:
@@ -110,15 +114,39 @@ def median_seconds(run: Callable[[], object], repetitions: int = REPETITIONS) ->
     return statistics.median(times)
 
 
-def numpy_gemm_gflops(rng: np.random.Generator) -> float:
-    """This machine's NumPy float32 GEMM throughput on a large square matmul."""
+def interleaved_seconds(
+    runs: dict[str, Callable[[], object]], repetitions: int = REPETITIONS
+) -> dict[str, list[float]]:
+    """Wall times of each run, taken in turn round by round (after one warm-up round).
+
+    On a shared machine the load drifts within seconds; timing the contenders side by side in
+    every round lets the per-round ratios cancel most of that drift.
+    """
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repetitions):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def square_gemm(rng: np.random.Generator) -> Callable[[], object]:
+    """A large square NumPy float32 matmul: this machine's reference GEMM speed (2 * GEMM_SIZE^3 flops)."""
     a = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
     b = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
-    return 2.0 * GEMM_SIZE**3 / median_seconds(lambda: a @ b) / 1e9
+    return lambda: a @ b
+
+
+def numpy_gemm_gflops(rng: np.random.Generator) -> float:
+    """This machine's NumPy float32 GEMM throughput on a large square matmul."""
+    return 2.0 * GEMM_SIZE**3 / median_seconds(square_gemm(rng)) / 1e9
 
 
 def measure_case(case: ConvCase, rng: np.random.Generator) -> CaseResult:
-    """Median forward+backward time of the engine and of torch on the same data."""
+    """Forward+backward time of the engine and of torch on the same data, and a square GEMM, in turn."""
     x = rng.standard_normal(case.x_shape, dtype=np.float32)
     w = (rng.standard_normal(case.w_shape, dtype=np.float32) * 0.1).astype(np.float32)
     conv_args = (case.stride, case.padding, 1, case.groups)
@@ -137,14 +165,21 @@ def measure_case(case: ConvCase, rng: np.random.Generator) -> CaseResult:
         x_t.grad = w_t.grad = None
         F.conv2d(x_t, w_t, None, *conv_args).backward(dy_t)
 
-    engine_s = median_seconds(engine_step)
-    torch_s = median_seconds(torch_step)
-    gflops = 3.0 * case.flops(y.shape[2:]) / engine_s / 1e9
-    return CaseResult(case, engine_s, torch_s, gflops)
+    times = interleaved_seconds({"engine": engine_step, "torch": torch_step, "gemm": square_gemm(rng)})
+    flops = 3.0 * case.flops(y.shape[2:])
+    engine_s = statistics.median(times["engine"])
+    ratio = statistics.median(e / t for e, t in zip(times["engine"], times["torch"]))
+    # Engine GFLOP/s over GEMM GFLOP/s, round by round: (flops / engine_s) / (gemm_flops / gemm_s).
+    fraction = statistics.median(flops * g / (2.0 * GEMM_SIZE**3 * e) for e, g in zip(times["engine"], times["gemm"]))
+    return CaseResult(case, engine_s, statistics.median(times["torch"]), flops / engine_s / 1e9, ratio, fraction)
 
 
-def run_benchmark(seed: int = 0) -> tuple[int, float, list[CaseResult]]:
-    """(threads, NumPy GEMM GFLOP/s, one result per case)."""
+def run_benchmark(seed: int = 0, threads: int | None = None) -> tuple[int, float, list[CaseResult]]:
+    """(threads, NumPy GEMM GFLOP/s, one result per case); `threads` limits NumPy's BLAS and torch."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
     threads = blas_threads()
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -155,6 +190,8 @@ def run_benchmark(seed: int = 0) -> tuple[int, float, list[CaseResult]]:
 def report(threads: int, gemm_gflops: float, results: list[CaseResult]) -> str:
     """The results table, ending with the headline line."""
     lines = [
+        device_info().describe(),
+        f"load average (1, 5, 15 min) at the end: {', '.join(f'{load:.2f}' for load in os.getloadavg())}",
         f"threads: {threads} (NumPy BLAS and torch); NumPy float32 GEMM {GEMM_SIZE}^3: {gemm_gflops:.1f} GFLOP/s",
         f"{'case (N=32, float32, fwd+bwd)':<32} {'engine ms':>10} {'torch ms':>10} {'ratio':>7} "
         f"{'GFLOP/s':>8} {'of GEMM':>8}",
@@ -162,11 +199,15 @@ def report(threads: int, gemm_gflops: float, results: list[CaseResult]) -> str:
     for r in results:
         lines.append(
             f"{r.case.name:<32} {r.engine_s * 1e3:>10.1f} {r.torch_s * 1e3:>10.1f} {r.ratio:>6.2f}x "
-            f"{r.engine_gflops:>8.1f} {r.engine_gflops / gemm_gflops:>8.0%}"
+            f"{r.engine_gflops:>8.1f} {r.gemm_fraction:>8.0%}"
         )
     lines.append(f"engine_conv: {results[0].ratio:.2f}x torch")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(report(*run_benchmark()))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--threads", type=int, default=None, help="BLAS and torch threads (default: NumPy's BLAS default)"
+    )
+    print(report(*run_benchmark(threads=parser.parse_args().threads)))

@@ -20,6 +20,7 @@ import numpy as np
 
 from cnnkit import engine as E
 from cnnkit.engine.training import accuracy, predict_logits, train_epoch
+from cnnkit.device_info import device_info
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
 FILES = {
@@ -70,6 +71,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(device_info().describe(), flush=True)
     missing = [name for names in FILES.values() for name in names if not (args.data / name).is_file()]
     if missing:
         print(f"engine_mnist: MNIST not found: {args.data} lacks {', '.join(missing)}", file=sys.stderr)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from cnnkit.deploy.from_run import open_run
 from cnnkit.deploy.lottery import rewound_model
 from cnnkit.deploy.masks import MaskHold, apply_masks, global_magnitude_masks
 from cnnkit.device_info import device_info
+from cnnkit.inference import RunSummary, read_summary
 from cnnkit.train.fit import fit
 from mnist_subset import write_mnist_subset
 
@@ -52,12 +52,12 @@ def _train(data: str, model: str, out: Path, epochs: int, img_size: int, batch: 
     assert cnnkit_main(["train", data, "--model", model, "--epochs", str(epochs), "--batch-size", str(batch),
                         "--lr", "0.003", "--warmup-epochs", "0", "--img-size", str(img_size), "--seed", "0",
                         "--out", str(out), "--quiet"]) == 0
-    return json.loads((out / "summary.json").read_text())["test"]["test_top1"]
+    return read_summary(out).test["test_top1"]
 
 
-def _prune(run: Path, data: str, out: Path, epochs: int, *extra: str) -> dict:
+def _prune(run: Path, data: str, out: Path, epochs: int, *extra: str) -> RunSummary:
     assert cnnkit_main(["prune", str(run), data, "--epochs", str(epochs), "--out", str(out), "--quiet", *extra]) == 0
-    return json.loads((out / "summary.json").read_text())
+    return read_summary(out)
 
 
 def _rewound(run: Path, data: str, sparsity: float, out: Path) -> float:
@@ -67,7 +67,7 @@ def _rewound(run: Path, data: str, sparsity: float, out: Path) -> float:
     ticket = rewound_model(source, source.fresh_model(source.config.seed).state_dict(), masks)
     summary = fit(ticket, source.bundle(source.config), source.config, source.info(), run_dir=out,
                   callbacks=[MaskHold(masks)], quiet=True)
-    return summary["test"]["test_top1"]
+    return summary.test["test_top1"]
 
 
 def _pruned_only(run: Path, data: str, sparsity: float) -> float:
@@ -88,19 +88,19 @@ def study(name: str, data: str, model: str, scratch: Path, *, epochs: int, finet
         only = _pruned_only(dense, data, s)
         tuned = _prune(dense, data, scratch / f"{name}-ft{s}", finetune, "--sparsity", str(s))
         rewound = _rewound(dense, data, s, scratch / f"{name}-rw{s}")
-        tuned_by_sparsity[s] = tuned["test"]["test_top1"]
-        measured = tuned["sparsity"]["global"]
+        tuned_by_sparsity[s] = tuned.test["test_top1"]
+        measured = tuned.global_sparsity
         print(f"{100 * measured:7.1f}%  {100 * only:10.2f}%  {100 * tuned_by_sparsity[s]:15.2f}%  "
               f"{100 * rewound:14.2f}%", flush=True)
     print(f"{'channels':>8}  {'params':>7}  {'MACs':>7}  {'p50 b1':>7}  {'img/s b32':>9}  {f'fine-tuned {finetune} ep':>16}")
     for f in CHANNEL_FRACTIONS:
         summary = _prune(dense, data, scratch / f"{name}-ch{f}", finetune, "--structured", "channels",
                          "--sparsity", str(f))
-        before, after = summary["structured"]["before"], summary["structured"]["after"]
+        before, after = summary.structured["before"], summary.structured["after"]
         ratio = {k: after[k] / before[k] for k in before}
         print(f"{100 * f:7.0f}%  {ratio['params']:6.2f}x  {ratio['macs']:6.2f}x  "
               f"{ratio['latency_p50_ms_batch1']:6.2f}x  {ratio['images_per_s_batch32']:8.2f}x  "
-              f"{100 * summary['test']['test_top1']:15.2f}%", flush=True)
+              f"{100 * summary.test['test_top1']:15.2f}%", flush=True)
     print(f"({name}: {time.perf_counter() - start:.0f}s)")
     return {0.0: dense_top1, **tuned_by_sparsity}
 

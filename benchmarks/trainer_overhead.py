@@ -35,11 +35,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cnnkit.data.dataset import ArrayImageDataset
 from cnnkit.data.sources import open_source
-from cnnkit.train import setup
+from cnnkit.train import model_setup, preprocessing
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.fit import DataBundle, RunInfo, fit
 from cnnkit.train.trainer import Trainer
+from cnnkit.device_info import device_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MNIST = PROJECT_ROOT.parent / "shared" / "datasets" / "mnist"
@@ -121,11 +122,11 @@ def hand_loop(model: nn.Module, dataset: ArrayImageDataset, *, batch_size: int, 
 
 def cnnkit_loop(model: nn.Module, dataset: ArrayImageDataset, config: TrainConfig) -> StepClock:
     """One epoch through `fit`, as `cnnkit train` builds it (pipelines from the model's cfg)."""
-    augment, cfg = setup.resolve_augment(model.default_cfg, None)
-    train, _ = setup.pipelines(cfg, augment)
+    augment, cfg = preprocessing.resolve_augment(model.default_cfg, None)
+    train, _ = preprocessing.pipelines(cfg, augment)
     bundle = DataBundle(train=dataset, train_transform=train.sample,
-                        batch_transform=setup.batch_stage(train, config, CLASSES))
-    info = RunInfo(model_name=MODEL, class_names=dataset.classes, default_cfg=cfg.to_dict())
+                        batch_transform=preprocessing.batch_stage(train, config, CLASSES))
+    info = RunInfo(model_name=MODEL, class_names=dataset.classes, default_cfg=cfg)
     clock = StepClock()
     with tempfile.TemporaryDirectory(prefix="cnnkit-overhead-") as scratch:
         fit(model, bundle, config, info, run_dir=Path(scratch) / "run", callbacks=[ClockCallback(clock)], quiet=True)
@@ -188,12 +189,13 @@ def main() -> int:
                         help="torch intra-op threads (default 1: on a shared CPU more threads than free cores "
                              "make every step wait)")
     args = parser.parse_args()
+    print(device_info().describe(), flush=True)
     if min(args.warmup, args.steps, args.reps, args.variant_reps) < 1:
         parser.error("--warmup, --steps, --reps and --variant-reps must be >= 1")
     torch.set_num_threads(args.threads)
     dataset, origin = load_images((args.steps + args.warmup) * args.batch_size)
     torch.manual_seed(0)
-    model = setup.build_model(MODEL, num_classes=CLASSES, in_chans=1, seed=0)
+    model = model_setup.build_model(MODEL, num_classes=CLASSES, in_chans=1, seed=0)
     config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, optimizer="adamw", weight_decay=0.0,
                          schedule="constant", seed=0, channels_last=False)  # as the hand loop: NCHW fp32
     print(f"{MODEL} on {origin}, batch {args.batch_size}, {args.steps} timed + {args.warmup} warm-up steps, "

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import cnnkit
+from cnnkit.device_info import device_info
 
 DEFAULT_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "convnext_tiny")
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    print(device_info().describe(), flush=True)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     available = set(cnnkit.list_models())

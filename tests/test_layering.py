@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "cnnkit"
-LAYERS = ["engine", "layers", "models", "analysis", "data", "train", "inference", "deploy"]
+LAYERS = ["engine", "layers", "models", "analysis", "data", "train", "inference", "explain", "embeddings", "deploy", "serve"]
 ANYWHERE = {"errors", "device_info"}  # importable by every layer except the engine
 
 

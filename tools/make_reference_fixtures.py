@@ -3,13 +3,17 @@
 Provenance of the CI oracle that checks cnnkit's state-dict names and numerics. For every model of
 ../shared/reference/zoo.json whose source is torchvision or timm, it records the ordered state-dict
 keys, shapes and dtypes (buffers included) and the float64 eval-mode logits after the name-keyed
-fill (tests/models/reference/name_keyed_fill.py) on the fixed reference input.
+fill (tests/models/reference/name_keyed_fill.py) on the fixed reference input. It also copies the
+published figures (params, MACs, input size, source) of every zoo.json model to
+tests/models/reference/published.json, so the tests check them in a checkout without ../shared.
 
-Runs ONLY in the scratch venv that holds the torchvision/timm source (never in the project venv):
+Runs ONLY in the scratch venv where torchvision and timm are installed (never in the project venv;
+it does not import cnnkit):
 
-    cd /work/scratch/ref && PYTHONPATH=. /work/scratch/refvenv/bin/python /work/main/tools/make_reference_fixtures.py
+    /work/scratch/refvenv/bin/python tools/make_reference_fixtures.py
 
-Options: `--models resnet18 vgg11` to regenerate a subset, `--zoo PATH`, `--out DIR`.
+Options: `--models resnet18 vgg11` to regenerate a subset (default: all), `--missing` for those
+without a fixture yet, `--zoo PATH`, `--out DIR`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ CONSTRUCTOR_KWARGS: dict[str, dict[str, Any]] = {
 # The smallest input size every model accepts; inception_v3 needs at least 75.
 INPUT_SIZE: dict[str, int] = {"inception_v3": 80}
 DEFAULT_INPUT_SIZE = 64
+PUBLISHED = "published.json"
 
 
 def load_fill_module() -> ModuleType:
@@ -88,6 +93,13 @@ def reference_record(name: str, source: str, fill: ModuleType) -> dict[str, Any]
     }
 
 
+def write_published(zoo: dict[str, dict[str, Any]], path: Path) -> None:
+    """The published figures of every zoo.json model, one line each (small, diff-friendly)."""
+    about = "Copied from ../shared/reference/zoo.json by tools/make_reference_fixtures.py (params, MACs at input)."
+    rows = [f"  {json.dumps(name)}: {json.dumps(zoo[name], sort_keys=True)}" for name in sorted(zoo)]
+    path.write_text("{\n" + f'  "_about": {json.dumps(about)},\n' + ",\n".join(rows) + "\n}\n")
+
+
 def versions() -> dict[str, str]:
     """Versions of the libraries the fixtures come from."""
     import timm
@@ -101,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zoo", type=Path, default=ZOO_JSON)
     parser.add_argument("--out", type=Path, default=FIXTURE_DIR)
     parser.add_argument("--models", nargs="*", default=None, help="subset of zoo.json names (default: all)")
+    parser.add_argument("--missing", action="store_true", help="only models without a fixture file yet")
     args = parser.parse_args(argv)
 
     fill = load_fill_module()
     zoo = json.loads(args.zoo.read_text())["models"]
     reference = {name: entry["source"] for name, entry in zoo.items() if entry["source"] in ("torchvision", "timm")}
     names = args.models or sorted(reference)
+    if args.missing:
+        names = [name for name in names if not (args.out / f"{name}.json.gz").is_file()]
+    write_published(zoo, args.out / PUBLISHED)
     for name in names:
         record = reference_record(name, reference[name], fill)
         path = args.out / f"{name}.json.gz"

@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "create_model": "cnnkit.models.factory",
     "list_models": "cnnkit.models.factory",
+    "Predictor": "cnnkit.inference",
+    "load_run": "cnnkit.inference",
+    "device_info": "cnnkit.device_info",
 }
 
 
@@ -24,4 +27,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["Predictor", "__version__", "create_model", "device_info", "list_models", "load_run"]

@@ -18,10 +18,12 @@ from cnnkit.errors import CnnkitError
 COMMAND_MODULES = (
     "cnnkit.train.demo",
     "cnnkit.train.commands",
+    "cnnkit.inference.commands",
     "cnnkit.analysis.commands",
     "cnnkit.data.commands",
     "cnnkit.deploy.train_commands",
     "cnnkit.deploy.commands",
+    "cnnkit.serve.commands",
 )
 
 

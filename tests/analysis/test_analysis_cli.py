@@ -66,3 +66,65 @@ def test_summary_num_classes_resizes_the_head(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     # The head is Linear(512, 7): 512 x 7 + 7 parameters.
     assert "fc (Linear)" in out and "1x7" in out and "3,591" in out
+
+
+def test_conv_json_holds_the_report(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["conv", "--in", "5", "--kernel", "3", "--stride", "2", "--padding", "1", "--in-ch", "3", "--out-ch", "4"]
+    assert cli.main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # 'same'-style padding with stride 2 on 5: ceil(5 / 2) = 3; 4 x 3 x 3 x 3 = 108 weights.
+    assert (report["output_size"], report["params_no_bias"], report["params_with_bias"]) == (3, 108, 112)
+    assert report["spec"]["stride"] == 2 and report["separable_ratio"] == pytest.approx(1 / 4 + 1 / 9)
+
+
+def test_conv_stack_prints_receptive_field_and_jump(capsys: pytest.CaptureFixture[str]) -> None:
+    # The ResNet-like stack of worked-examples.md: stem, pool, then 3x3s; printed elsewhere as ... 199.
+    stack = "k7s2,k3s2,k3s1,k3s1,k3s2,k3s1,k3s2,k3s1,k3s2,k3s1,k3s2"
+    assert cli.main(["conv", "--stack", stack]) == 0
+    out = capsys.readouterr().out
+    assert "receptive field of the stack: 259 pixels, jump 64" in out
+    assert cli.main(["conv", "--stack", stack, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [layer["rf"] for layer in result["layers"]] == [7, 11, 19, 27, 35, 51, 67, 99, 131, 195, 259]
+    assert (result["rf"], result["jump"]) == (259, 64)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["conv", "--stack", "k3,3x3"], "--stack entry '3x3' is not k<kernel>"),
+        (["conv", "--stack", "k3s0"], "--stack entry 'k3s0'"),
+        (["conv", "--stack", "k3", "--in", "8"], "give it without --in and --kernel"),
+        (["conv", "--in", "8"], "--in and --kernel are required"),
+    ],
+)
+def test_conv_argument_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_summary_json_has_totals_and_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["summary", "lenet5", "--input", "1,32,32", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "lenet5" and result["input_shape"] == [1, 1, 32, 32]
+    assert result["total_params"] == sum(row["params"] for row in result["rows"])
+    assert result["flops"] == 2 * result["total_macs"] > 0
+    first = result["rows"][0]
+    # LeNet-5's C1: 6 5x5 filters on 32x32 -> 6x28x28, 6 x 25 + 6 = 156 parameters, RF 5.
+    assert (first["kind"], first["output_shape"], first["params"], first["rf"]) == ("Conv2d", [1, 6, 28, 28], 156, 5)
+
+
+def test_rf_lists_growth_and_draws_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "rf.png"
+    assert cli.main(["rf", "vgg16", "--plot", str(plot), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    layers = result["layers"]
+    # 13 convs, 5 max-pools and the adaptive pool (7x7 -> 7x7 at 224: no growth); after pool5
+    # VGG-16 sees 212 pixels with jump 32 (Araujo et al. 2019).
+    pool5 = layers[17]
+    assert len(layers) == 19 and (pool5["kind"], pool5["rf"], pool5["jump"]) == ("MaxPool2d", 212, 32)
+    assert [layer["depth"] for layer in layers] == list(range(1, 20))
+    assert all(a["rf"] < b["rf"] for a, b in zip(layers[:18], layers[1:18]))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["rf", "vgg16"]) == 0
+    assert "features.30 (MaxPool2d)" in capsys.readouterr().out

@@ -14,8 +14,9 @@ import cnnkit
 from cnnkit.analysis.commands import build_for_analysis
 from cnnkit.analysis.summary import summary
 
-ZOO_JSON = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "zoo.json"
-ZOO = json.loads(ZOO_JSON.read_text())["models"] if ZOO_JSON.is_file() else {}
+# ../shared/reference/zoo.json's figures, committed beside the zoo's fixtures (tools/make_reference_fixtures.py).
+ZOO_JSON = Path(__file__).resolve().parents[1] / "models" / "reference" / "published.json"
+ZOO = {name: row for name, row in json.loads(ZOO_JSON.read_text()).items() if name != "_about"}
 
 # zoo.json's "_about": every figure is for the 1000-class RGB head, except lenet5
 # (10 classes, 1-channel 32x32).

@@ -130,12 +130,14 @@ def test_format_outliers_need_a_dominant_format():
 
 
 def test_hymenoptera_scan_finds_the_placeholder_gif(hymenoptera_dir):
-    source = open_source(hymenoptera_dir)
+    kept = open_source(hymenoptera_dir)
+    assert [s.path.split("/")[-1] for s in kept.suspects] == ["imageNotFound.gif"] and not kept.bad_files
+    assert [len(kept.splits[s]) for s in ("train", "val")] == [245, 153], "a readable GIF is kept by default"
+    source = open_source(hymenoptera_dir, drop_format_outliers=True)
     assert [bad.path.split("/")[-1] for bad in source.bad_files] == ["imageNotFound.gif"]
     assert [len(source.splits[s]) for s in ("train", "val")] == [244, 153]
     counts = {s: np.bincount(source.splits[s].targets).tolist() for s in ("train", "val")}
     assert counts == {"train": [123, 121], "val": [70, 83]}  # the README's photo counts
-    assert len(open_source(hymenoptera_dir, drop_format_outliers=False).bad_files) == 0
 
 
 def test_folder_dataset_decodes_lazily_with_size_hint(tmp_path):
@@ -143,3 +145,19 @@ def test_folder_dataset_decodes_lazily_with_size_hint(tmp_path):
     dataset = FolderDataset([str(big)], [0], ["c"], size_hint=100, mode="L")
     image, label = dataset[0]
     assert image.shape == (1, 150, 200) and label == 0
+
+
+def test_a_readable_format_outlier_is_kept_and_listed_as_a_suspect(tmp_path, capsys):
+    """One valid palette GIF among 120 JPEGs: a suspect, kept unless --drop-outliers."""
+    from cnnkit.cli import main
+
+    for i in range(120):
+        _image(tmp_path / ("a" if i % 2 else "b") / f"{i}.jpg")
+    Image.new("P", (8, 6), 3).save(tmp_path / "a" / "odd.gif")
+    source = open_source(tmp_path)
+    assert [s.path.split("/")[-1] for s in source.suspects] == ["odd.gif"] and not source.bad_files
+    assert len(source.dataset()) == 121
+    assert len(open_source(tmp_path, drop_format_outliers=True).dataset()) == 120
+    assert main(["data", "inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "bad files: 0" in out and "format outliers (readable, kept" in out and "odd.gif" in out

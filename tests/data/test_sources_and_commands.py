@@ -48,8 +48,11 @@ def test_derived_splits_with_transform():
         open_dataset("wafer", "holdout", wafer_per_class=2)
 
 
-def test_inspect_hymenoptera_lists_the_bad_gif(hymenoptera_dir, capsys):
+def test_inspect_hymenoptera_lists_the_placeholder_gif(hymenoptera_dir, capsys):
     assert _run_data(["inspect", str(hymenoptera_dir)]) == 0
+    kept = capsys.readouterr().out
+    assert "bad files: 0" in kept and "format outliers (readable, kept" in kept and "imageNotFound.gif" in kept
+    assert _run_data(["inspect", str(hymenoptera_dir), "--drop-outliers"]) == 0
     out = capsys.readouterr().out
     assert "train/ants/imageNotFound.gif" in out and "bad files: 1" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("ants", "bees"))}

@@ -16,6 +16,8 @@ from cnnkit.analysis.summary import summary as analyse
 from cnnkit.cli import main
 from cnnkit.deploy.from_run import open_run
 from cnnkit.deploy.run_images import split_batches
+from cnnkit.errors import CnnkitError
+from cnnkit.inference import Predictor, read_summary
 from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
 from cnnkit.models.factory import create_model
 
@@ -60,16 +62,17 @@ def test_the_onnx_file_alone_predicts_like_the_run(exported: tuple[Path, str], t
     data, run = tiny
     source = open_run(run, str(data))
     class_names, cfg, model_name = onnx_metadata(out)
-    assert class_names == tuple(source.summary["class_names"]) and model_name == "compact_cnn"
+    assert class_names == source.summary.class_names and model_name == "compact_cnn"
     assert cfg == source.model.default_cfg, "the preprocessing travels in the file"
     test = split_batches(source, "test")
     images = torch.from_numpy(np.concatenate(test.batches))
     with torch.no_grad():
         torch_top1 = source.model(images).argmax(1)
     assert torch.equal(OnnxBackend(out, threads=1).logits(images).argmax(1), torch_top1)
-    exports = json.loads((run / "summary.json").read_text())["exports"]
-    assert exports[-1]["path"] == str(out.resolve()) and exports[-1]["max_abs_diff"] < 1e-4
-    assert exports[-1]["int8"]["agreement"] >= 0.0 and "isa" in exports[-1]["int8"]["cpu"]
+    summary = read_summary(run)
+    assert summary.exports["onnx"] == str(out.resolve()) and summary.export_checks["onnx"] < 1e-4
+    assert summary.exports["onnx-int8"] == str(out.with_name("model.int8.onnx").resolve())
+    assert summary.int8["agreement"] >= 0.0 and "isa" in summary.int8["cpu"]
 
 
 def test_export_refuses_int8_without_data_and_a_bad_suffix(tiny: tuple[Path, Path], tmp_path: Path,
@@ -106,3 +109,50 @@ def test_bench_refuses_unknown_targets_and_backends(capsys: pytest.CaptureFixtur
     assert "not a zoo model, a run directory or an .onnx file" in capsys.readouterr().err
     assert main(["bench", "lenet5", "--backends", "torch,tensorrt", "--csv", str(tmp_path / "b.csv")]) == 2
     assert "unknown tensorrt" in capsys.readouterr().err
+
+
+def _cli_json(argv: list[str], capsys: pytest.CaptureFixture) -> object:
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_of_the_onnx_file_equals_the_runs(exported: tuple[Path, str], tiny: tuple[Path, Path],
+                                               capsys: pytest.CaptureFixture) -> None:
+    """`cnnkit eval model.onnx DATA` (ONNX Runtime) and `cnnkit eval RUN DATA` (torch) on the same test
+    split (the .onnx has no split.json: the run's seed cuts the same one): identical top-1 and confusion."""
+    out, _ = exported
+    data, run = tiny
+    seed = str(open_run(run, str(data)).config.seed)
+    torch_eval = _cli_json(["eval", str(run), str(data), "--json"], capsys)
+    onnx_eval = _cli_json(["eval", str(out), str(data), "--seed", seed, "--json"], capsys)
+    assert onnx_eval["split"] == torch_eval["split"] == "test"
+    assert onnx_eval["confusion"] == torch_eval["confusion"] and sum(map(sum, torch_eval["confusion"])) > 0
+    assert onnx_eval["test_top1"] == torch_eval["test_top1"]
+    assert onnx_eval["test_loss"] == pytest.approx(torch_eval["test_loss"], rel=1e-4)
+
+
+def test_predict_with_the_onnx_file_equals_the_runs(exported: tuple[Path, str], tiny: tuple[Path, Path],
+                                                    capsys: pytest.CaptureFixture) -> None:
+    out, _ = exported
+    data, run = tiny
+    images = [str(data / "red" / "0.png"), str(data / "blue" / "3.png"), str(data / "blue")]
+    predictor = Predictor.from_onnx(out, batch_size=4, threads=1)
+    assert predictor.backend.name == "onnx" and predictor.model_name == "compact_cnn"
+    torch_rows = _cli_json(["predict", str(run), *images, "--top-k", "2", "--json"], capsys)
+    onnx_rows = _cli_json(["predict", str(out), *images, "--top-k", "2", "--json"], capsys)
+    assert len(onnx_rows) == len(torch_rows) == 25, "red/0.png and the 24 blue ones (blue/3.png once)"
+    for got, want in zip(onnx_rows, torch_rows):
+        assert got["image"] == want["image"]
+        assert [c["class"] for c in got["top"]] == [c["class"] for c in want["top"]]
+        for g, w in zip(got["top"], want["top"]):
+            assert g["probability"] == pytest.approx(w["probability"], abs=1e-5)
+
+
+def test_predictor_from_onnx_names_a_file_without_metadata(exported: tuple[Path, str], tmp_path: Path) -> None:
+    proto = onnx.load(str(exported[0]))
+    del proto.metadata_props[:]
+    plain = tmp_path / "plain.onnx"
+    onnx.save(proto, str(plain))
+    with pytest.raises(CnnkitError, match="plain.onnx: no cnnkit metadata"):
+        Predictor.from_onnx(plain)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from tiny_runs import make_tiny_folder, train_tiny_run
 
 from cnnkit.cli import main
 from cnnkit.deploy.distill import distillation_loss, soft_target_loss
+from cnnkit.inference import read_summary
 
 
 def _logits(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,9 +68,10 @@ def test_distill_at_alpha_zero_trains_exactly_like_plain_training(tiny, tmp_path
     alone = (tmp_path / "alone" / "best.safetensors").read_bytes()
     assert (tmp_path / "d0" / "best.safetensors").read_bytes() == alone
     assert (tmp_path / "d0.9" / "best.safetensors").read_bytes() != alone
-    summary = json.loads((tmp_path / "d0.9" / "summary.json").read_text())
-    assert summary["model_name"] == "mnist_cnn" and summary["distillation"]["teacher_model"] == "compact_cnn"
-    assert summary["distillation"]["temperature"] == 4.0 and summary["distillation"]["alpha"] == 0.9
+    summary = read_summary(tmp_path / "d0.9")
+    assert summary.model_name == "mnist_cnn" and summary.distillation["teacher_model"] == "compact_cnn"
+    assert summary.teacher == str(teacher)
+    assert summary.distillation["temperature"] == 4.0 and summary.distillation["alpha"] == 0.9
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "d0.9"), str(data), "--json"]) == 0
 
@@ -86,13 +87,13 @@ def test_teacher_sees_the_students_very_batches(tiny, tmp_path: Path) -> None:
     """Teacher logits are computed on the fly, on the same (augmented, normalised) batch as the student's."""
     from cnnkit.deploy.distill import DistillationTrainer
     from cnnkit.deploy.from_run import open_run
-    from cnnkit.train import setup
+    from cnnkit.train.model_setup import build_model
     from cnnkit.train.fit import fit
 
     data, teacher_run = tiny
     teacher = open_run(teacher_run, str(data), out=tmp_path / "spy")
     config = teacher.config.replace(epochs=1)
-    student = setup.build_model("mnist_cnn", num_classes=2, in_chans=3, seed=0)
+    student = build_model("mnist_cnn", num_classes=2, in_chans=3, seed=0)
     student.default_cfg = teacher.model.default_cfg
     seen: dict[str, list[torch.Tensor]] = {"student": [], "teacher": []}
     student.register_forward_pre_hook(lambda _, args: seen["student"].append(args[0].clone()) if student.training else None)

@@ -15,7 +15,7 @@ def test_keeps_the_globally_largest_weights() -> None:
     masks = global_magnitude_masks(model, 0.3)
     weights = prunable_weights(model)
     assert list(masks) == list(weights) == ["features.0.0.weight", "features.2.0.weight", "features.4.0.weight",
-                                            "pre_logits.2.weight", "classifier.weight"], "conv and linear weights"
+                                            "classifier.0.weight", "classifier.3.weight"], "conv and linear weights"
     magnitudes = torch.cat([w.detach().abs().flatten() for w in weights.values()])
     kept = torch.cat([masks[n].flatten() for n in weights])
     assert int(kept.sum()) == round(0.3 * magnitudes.numel())

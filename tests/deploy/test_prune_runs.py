@@ -16,7 +16,7 @@ from cnnkit.deploy.from_run import open_run
 from cnnkit.deploy.lottery import LotterySettings, lottery_ticket
 from cnnkit.deploy.masks import global_magnitude_masks, prunable_weights
 from cnnkit.train.callbacks import Callback
-from cnnkit.train.setup import load_run
+from cnnkit.inference import load_run, read_summary
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,13 @@ def test_magnitude_pruning_holds_the_zeros_through_fine_tuning(tiny, tmp_path: P
         assert torch.equal(pruned[name] != 0, mask), f"{name}: zeros exactly where the smallest magnitudes were"
     survivors = torch.cat([pruned[n][m] - source[n][m] for n, m in expected.items()])
     assert float(survivors.abs().max()) > 0, "the survivors were fine-tuned"
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_summary(out)
     total = sum(w.numel() for w in prunable_weights(model).values())
-    assert summary["sparsity"]["global"] == pytest.approx(0.8, abs=1 / total)
-    layers = summary["sparsity"]["layers"]
+    assert summary.global_sparsity == pytest.approx(0.8, abs=1 / total)
+    assert summary.pruning["prunable_weights"] == total and summary.pruned_from == str(run)
+    layers = summary.sparsity
     assert set(layers) == set(expected) and layers["features.0.0.weight"] < layers["features.7.0.weight"]
-    assert _eval_top1(out, data, capsys) == pytest.approx(summary["test"]["test_top1"]), "a normal run directory"
+    assert _eval_top1(out, data, capsys) == pytest.approx(summary.test["test_top1"]), "a normal run directory"
 
 
 class Snapshot(Callback):
@@ -104,13 +105,14 @@ def test_channel_pruned_run_is_smaller_and_loads(tiny, tmp_path: Path, capsys) -
                  "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "params" in printed and "macs" in printed and "latency_p50_ms_batch1" in printed
-    summary = json.loads((out / "summary.json").read_text())
-    before, after = summary["structured"]["before"], summary["structured"]["after"]
+    summary = read_summary(out)
+    before, after = summary.structured["before"], summary.structured["after"]
     assert after["params"] < 0.35 * before["params"] and after["macs"] < 0.35 * before["macs"]
     model, _ = load_run(out)
     assert sum(p.numel() for p in model.parameters()) == after["params"]
     assert model.features[0][0].out_channels == 16
-    assert _eval_top1(out, data, capsys) == pytest.approx(summary["test"]["test_top1"])
+    assert summary.channel_plan and summary.channel_plan[0]["kept"] == 16
+    assert _eval_top1(out, data, capsys) == pytest.approx(summary.test["test_top1"])
 
 
 def test_bad_prune_arguments_are_named(tiny, tmp_path: Path, capsys) -> None:

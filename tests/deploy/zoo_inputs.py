@@ -13,9 +13,10 @@ _SMALL_NATIVE = 32  # models made for small inputs (lenet5, mnist_cnn, compact_c
 # Over 40 M parameters, or EfficientNet-B5..B7's 456-600 px defaults, or DenseNet-161's 161 layers:
 # 20-130 s each on 2 shared cores. They run with `-m slow` (all passed on 2026-12-01);
 # benchmarks/deploy_speed.py folds, exports and times resnet50 at full size.
-LARGEST = frozenset({"alexnet", "convnext_small", "densenet161", "efficientnet_b5", "efficientnet_b6",
-                     "efficientnet_b7", "resnet101", "resnet152", "vgg11", "vgg16", "vgg16_bn", "vgg19",
-                     "wide_resnet50_2"})
+LARGEST = frozenset({"alexnet", "convnext_base", "convnext_large", "convnext_small", "densenet161",
+                     "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "resnet101", "resnet152",
+                     "resnext101_32x8d", "vgg11", "vgg13", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+                     "wide_resnet50_2", "wide_resnet101_2"})
 
 
 def zoo_params() -> list:

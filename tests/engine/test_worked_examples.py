@@ -17,19 +17,20 @@ def _as_nchw(rows) -> np.ndarray:
     return np.array(rows, dtype=np.float64)[None, None]
 
 
-def test_vertical_edge_kernel_on_4x4_input_gives_the_textbook_2x2_map():
+def test_vertical_edge_kernel_on_the_textbook_4x4_input():
     """Each kernel row is [1, 0, -1]: output = (sum of the window's left column) - (its right column).
 
-    Top-left entry, window rows 0..2 x cols 0..2:
-      1*0 + 0*0 + (-1)*2   row 0: [0, 0, 2]
-    + 1*1 + 0*2 + (-1)*1   row 1: [1, 2, 1]
-    + 1*3 + 0*1 + (-1)*3   row 2: [3, 1, 3]
-    = -2 + 0 + 0 = -2
+    The textbook's input [[1,2,3,0],[0,1,2,3],[3,0,1,2],[2,1,0,1]] (see
+    ../shared/reference/worked-examples.md); Y[1, 1] is the one often printed wrong (as 0):
+      window rows 1..3 x cols 1..3 = [[1, 2, 3], [0, 1, 2], [1, 0, 1]]
+      left column 1 + 0 + 1 = 2, right column 3 + 2 + 1 = 6: 2 - 6 = -4.
+    The others: Y[0,0] = (1+0+3) - (3+2+1) = -2, Y[0,1] = (2+1+0) - (0+3+2) = -2,
+    Y[1,0] = (0+3+2) - (2+1+0) = 2.
     """
-    x = _as_nchw([[0, 0, 2, 2], [1, 2, 1, 2], [3, 1, 3, 1], [2, 1, 0, 1]])
+    x = _as_nchw([[1, 2, 3, 0], [0, 1, 2, 3], [3, 0, 1, 2], [2, 1, 0, 1]])
     kernel = _as_nchw([[1, 0, -1]] * 3)
     y = conv2d(x, kernel)
-    np.testing.assert_array_equal(y[0, 0], [[-2, -2], [2, 0]])
+    np.testing.assert_array_equal(y[0, 0], [[-2, -2], [2, -4]])
     np.testing.assert_array_equal(y, F.conv2d(torch.tensor(x), torch.tensor(kernel)).numpy())
 
 

@@ -1,14 +1,13 @@
 """The classic zoo: parameter counts against published figures, shapes, heads and overrides.
 
-Oracle for counts: ../shared/reference/zoo.json (published/peer figures). Structural checks run on
+Oracle for counts: ../shared/reference/zoo.json (published/peer figures), committed as
+tests/models/reference/published.json. Structural checks run on
 the meta device (shapes without arithmetic) so full-size models cost no compute; a few small
 models also run for real on the CPU.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,8 +21,8 @@ from cnnkit.layers.residual import BasicBlock
 from cnnkit.models.googlenet import GoogLeNetOutputs
 from cnnkit.models.inception_v3 import InceptionOutputs
 from cnnkit.models.lenet import lenet5
+from models.reference.published import published_figures
 
-ZOO_JSON = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "zoo.json"
 CLASSIC = (
     "lenet5 alexnet vgg11 vgg16 vgg19 vgg16_bn googlenet inception_v3 resnet18 resnet34 resnet50 resnet101 "
     "resnet152 resnext50_32x4d wide_resnet50_2 densenet121 densenet161 seresnet50 resnet50d"
@@ -49,9 +48,7 @@ SHAPES = [
 
 
 def _zoo_figures() -> dict[str, dict]:
-    if not ZOO_JSON.is_file():
-        pytest.skip(f"published zoo figures not found at {ZOO_JSON} (a user's checkout has no ../shared)")
-    return json.loads(ZOO_JSON.read_text())["models"]
+    return published_figures()
 
 
 def _meta_model(name: str, **kwargs: object) -> nn.Module:
@@ -192,9 +189,14 @@ def test_seresnet50_squeezes_to_a_sixteenth_and_resnet50d_pools_its_shortcut() -
     assert isinstance(_meta_model("resnext50_32x4d").layer1[0], Bottleneck)
 
 
-def test_mnist_cnn_has_about_138k_parameters_and_runs_on_mnist_shape() -> None:
+def test_mnist_cnn_is_the_printed_code_with_its_true_count_and_runs_on_mnist_shape() -> None:
+    """worked-examples.md: conv 32-64-128 with BN, pool after each, FC 512-128-10 has 160,074 parameters."""
     model = cnnkit.create_model("mnist_cnn", num_classes=10, in_chans=1).eval()
-    assert abs(_count(model) - 138_000) <= 0.10 * 138_000
+    assert _count(model) == 160_074
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(c.out_channels, c.bias is not None) for c in convs] == [(32, True), (64, True), (128, True)]
+    assert [(f.in_features, f.out_features) for f in linears] == [(512, 128), (128, 10)]
     with torch.no_grad():
         assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
 
@@ -216,3 +218,20 @@ def test_unknown_override_is_named_in_the_error(name: str) -> None:
 def test_bad_stem_is_a_clear_error() -> None:
     with pytest.raises(CnnkitError, match="stem must be one of"):
         cnnkit.create_model("resnet18", stem="tiny")
+
+
+def test_all_cnn_c_follows_table_2_of_springenberg_2015() -> None:
+    """Convs 3-96, 96-96, 96-96/2, 96-192, 192-192, 192-192/2, 192-192 valid, 1x1 192-192, 1x1 192-10,
+    with biases: 2,688 + 2 x 83,040 + 166,080 + 3 x 331,968 + 37,056 + 1,930 = 1,369,738 parameters."""
+    model = cnnkit.create_model("all_cnn_c").eval()
+    assert _count(model) == 1_369_738
+    assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.Linear)) for m in model.modules())
+    strides = [m.stride[0] for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert strides == [1, 1, 2, 1, 1, 2, 1, 1, 1]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (2, 192, 6, 6)
+        logits = model(x)
+        expected = torch.relu(model.classifier[0](features)).mean(dim=(2, 3))
+    torch.testing.assert_close(logits, expected)

@@ -15,7 +15,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.layers.conv_norm_act import ConvNormAct
-from cnnkit.models.adapt import adapt_input_conv, reset_classifier
+from cnnkit.models.adapt import adapt_input_conv
 from cnnkit.models.base import ClassifierModel, DefaultCfg
 from cnnkit.models.pretrained import read_state_dict
 from cnnkit.models.factory import create_model
@@ -52,7 +52,7 @@ def zoo_infra_tiny_test_net(num_classes: int = 10, in_chans: int = 3) -> TinyNet
 @pytest.fixture
 def tiny_name() -> Iterator[str]:
     """TinyNet registered under a test-only name, removed afterwards."""
-    register_model(zoo_infra_tiny_test_net)
+    register_model(TEST_MODEL, zoo_infra_tiny_test_net)
     yield TEST_MODEL
     unregister_model(TEST_MODEL)
 
@@ -190,19 +190,18 @@ def test_mismatched_keys_are_listed(tiny_name, source, tmp_path):
 
 def test_reset_classifier_replaces_head_reproducibly(tiny_name, source):
     before = {k: v.clone() for k, v in source.state_dict().items()}
-    models = [
-        reset_classifier(trained_like(create_model(tiny_name)), 7, generator=torch.Generator().manual_seed(5))
-        for _ in range(2)
-    ]
+    models = [trained_like(create_model(tiny_name)) for _ in range(2)]
+    for model in models:
+        model.reset_classifier(7, generator=torch.Generator().manual_seed(5))
     assert torch.equal(models[0].head.fc.weight, models[1].head.fc.weight)
-    reset_classifier(source, 7)
-    assert source.head.fc.weight.shape == (7, 16) and source.default_cfg.num_classes == 7
+    source.reset_classifier(7)
+    assert source.head.fc.weight.shape == (7, 16) and source.default_cfg.num_classes == source.num_classes == 7
     assert source.head.fc.weight.abs().max() <= 1 / 16**0.5
     for key, value in source.state_dict().items():
         if not key.startswith("head.fc."):
             assert torch.equal(value, before[key]), key
-    with pytest.raises(ValueError, match="num_classes must be >= 1"):
-        reset_classifier(source, 0)
+    with pytest.raises(CnnkitError, match="num_classes must be a positive int, got 0"):
+        source.reset_classifier(0)
 
 
 def test_adapt_input_conv_follows_timm_rules():

@@ -19,11 +19,11 @@ from torch import nn
 from cnnkit.models.base import ClassifierModel, DefaultCfg
 from cnnkit.models.factory import create_model, list_models
 from models.reference.name_keyed_fill import fill_probe, name_keyed_state_dict, reference_input
+from models.reference.published import SHARED_ZOO_JSON, published_figures
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
-ZOO_JSON = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "zoo.json"
 MANIFEST = json.loads((REFERENCE_DIR / "manifest.json").read_text())
-ZOO: dict[str, dict[str, Any]] = json.loads(ZOO_JSON.read_text())["models"] if ZOO_JSON.is_file() else {}
+ZOO: dict[str, dict[str, Any]] = published_figures()
 REFERENCE_NAMES: list[str] = MANIFEST["models"]
 REGISTERED = list_models()
 
@@ -33,6 +33,7 @@ BUILD_KWARGS: dict[str, dict[str, int]] = {
     "lenet5": {"num_classes": 10, "in_chans": 1},
     "compact_cnn": {"num_classes": 9, "in_chans": 1},
     "mnist_cnn": {"num_classes": 10, "in_chans": 1},
+    "all_cnn_c": {"num_classes": 10},
 }
 SMOKE_SIZE_LIMIT = 64  # small inputs keep the smoke test fast; models accept down to this
 SMOKE_SIZE: dict[str, int] = {"inception_v3": 80}  # its stem needs >= 75
@@ -78,7 +79,15 @@ def test_fill_matches_the_one_the_fixtures_were_made_with():
     )
 
 
-@pytest.mark.skipif(not ZOO, reason=f"published figures {ZOO_JSON} not found (a user's checkout has no ../shared)")
+@pytest.mark.skipif(not SHARED_ZOO_JSON.is_file(), reason=f"{SHARED_ZOO_JSON} not found (no ../shared here)")
+def test_committed_figures_are_those_of_shared_zoo_json():
+    assert ZOO == json.loads(SHARED_ZOO_JSON.read_text())["models"], "run tools/make_reference_fixtures.py"
+
+
+def test_every_published_model_is_registered():
+    assert sorted(set(ZOO) - set(REGISTERED)) == []
+
+
 def test_every_torchvision_and_timm_entry_has_a_fixture():
     expected = sorted(name for name, entry in ZOO.items() if entry["source"] in ("torchvision", "timm"))
     assert REFERENCE_NAMES == expected
@@ -195,3 +204,20 @@ def test_builder_honours_num_classes_and_in_chans(name: str):
     assert (cfg.num_classes, cfg.input_size[0]) == (7, 2)
     assert model.get_submodule(cfg.first_conv).weight.shape[1] == 2
     assert model.get_submodule(cfg.classifier).weight.shape[0] == 7
+
+
+@pytest.mark.parametrize("built", REGISTERED, indirect=True)
+def test_feature_layer_output_is_the_feature_map(built: Built):
+    """default_cfg.feature_layer names a module whose output (a forward hook) is forward_features(x)."""
+    model = built.model.eval()
+    layer = model.default_cfg.feature_layer
+    assert layer, f"{built.name} declares no default_cfg.feature_layer"
+    captured: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: captured.append(out.clone()))
+    try:
+        with torch.no_grad():
+            features = model.forward_features(smoke_input(built.name, model.default_cfg))
+    finally:
+        handle.remove()
+    assert len(captured) == 1, f"{layer} ran {len(captured)} times"
+    assert captured[0].ndim == 4 and torch.equal(captured[0], features)

@@ -169,3 +169,19 @@ def test_eval_reuses_the_runs_split_and_refuses_a_changed_folder(trained_run: Pa
     (changed / "red" / "5.png").unlink()
     assert main(["eval", str(trained_run), str(changed)]) == 2
     assert "no longer matches" in capsys.readouterr().err
+
+
+def test_model_options_are_checked_and_kept_in_the_run(tiny_folder: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    from cnnkit.inference import load_run
+
+    out = tmp_path / "opt"
+    base = ["train", str(tiny_folder), "--model", "compact_cnn", "--epochs", "1", "--batch-size", "8",
+            "--img-size", "16", "--quiet"]
+    assert main([*base, "--out", str(out), "--model-opt", "drop_rate=0.3"]) == 0
+    model, summary = load_run(out)
+    assert summary.model_options == {"drop_rate": 0.3}
+    assert main([*base, "--out", str(tmp_path / "x"), "--model-opt", "dropout=0.3"]) == 2
+    assert "has no option dropout; its options: drop_rate, norm_layer" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "y"), "--model-opt", "drop_rate=high"]) == 2
+    assert "drop_rate=high: model 'compact_cnn' expects <class 'float'>" in capsys.readouterr().err

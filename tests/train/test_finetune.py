@@ -68,7 +68,7 @@ def test_resume_across_phases_is_bit_identical(tmp_path: Path, monkeypatch: pyte
     phases = (Phase("head", 2), Phase("all", 2, lr_scale=0.5, layer_decay=0.7))
     data = DataBundle(train=toy_data(), val=toy_data(32, seed=1))
     full = finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "full", quiet=True)
-    assert [p["trainable"] for p in full["phases"]] == ["head", "all"]
+    assert [p["trainable"] for p in full.phases] == ["head", "all"]
 
     import cnnkit.train.fit as fit_module
 

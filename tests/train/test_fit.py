@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from cnnkit.errors import CnnkitError
 from cnnkit.train.config import TrainConfig, load_config
+from cnnkit.models.base import DefaultCfg
 from cnnkit.train.fit import DataBundle, RunInfo, fit
 from cnnkit.train.lr_find import lr_find, suggest_lr
 from cnnkit.train.metrics import ClassificationMeter
@@ -19,7 +20,7 @@ from cnnkit.train.metrics import ClassificationMeter
 from train.toy_job import toy_data, toy_model
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, lr=0.05, optimizer="sgd", seed=0, weight_decay=1e-4)
-INFO = RunInfo(model_name="toy", class_names=["left", "right"], default_cfg={"input_size": [1, 8, 8]})
+INFO = RunInfo(model_name="toy", class_names=["left", "right"], default_cfg=DefaultCfg(input_size=(1, 8, 8), mean=(0.5,), std=(0.5,)))
 
 
 def test_fit_writes_the_documented_run_directory(tmp_path: Path) -> None:
@@ -37,7 +38,7 @@ def test_fit_writes_the_documented_run_directory(tmp_path: Path) -> None:
     assert load_config(tmp_path / "config.yaml") == CONFIG
     model = toy_model()
     model.load_state_dict(load_file(tmp_path / "best.safetensors"))
-    assert summary["best_epoch"] in (0, 1, 2)
+    assert summary.best_epoch in (0, 1, 2)
 
 
 def test_fit_refuses_to_overwrite_or_resume_nothing(tmp_path: Path) -> None:
@@ -108,6 +109,40 @@ def test_compiled_training_saves_plain_weights(tmp_path: Path) -> None:
     """`compile: true` trains through torch.compile; checkpoints keep the model's own names."""
     summary = fit(toy_model(), DataBundle(train=toy_data(), val=toy_data(32, seed=1)),
                   CONFIG.replace(epochs=1, compile=True), INFO, run_dir=tmp_path, quiet=True)
-    assert summary["final"]["val_top1"] > 0.5
+    assert summary.final["val_top1"] > 0.5
     model = toy_model()
     model.load_state_dict(load_file(tmp_path / "best.safetensors"))  # strict: no "_orig_mod." prefixes
+
+
+def test_a_callback_stops_the_loop_and_early_stopping_is_one() -> None:
+    """`should_stop` ends the run after the current step; early stopping stops at its patience."""
+    from cnnkit.train.callbacks import Callback
+    from cnnkit.train.trainer import Trainer
+
+    class StopAfter(Callback):
+        def __init__(self, steps: int) -> None:
+            self.steps, self.seen = steps, 0
+
+        def after_batch(self, trainer) -> None:
+            self.seen += 1
+            trainer.should_stop = self.seen >= self.steps
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        stopper = StopAfter(3)
+        trainer = Trainer(toy_model(), toy_data(), CONFIG, num_classes=2, run_dir=scratch, callbacks=[stopper])
+        trainer.fit()
+        assert trainer.state.step == 3 and trainer.state.epoch == 0, "stopped mid-epoch, epoch not counted"
+    with tempfile.TemporaryDirectory() as scratch:
+        patient = CONFIG.replace(epochs=12, lr=2.0, early_stopping_patience=2)  # a noisy loss
+        trainer = Trainer(toy_model(), toy_data(), patient, num_classes=2, run_dir=scratch)
+        trainer.fit()
+        losses = [row["train_loss"] for row in trainer.state.history]
+        best, waited, expected = float("inf"), 0, len(losses)
+        for epoch, loss in enumerate(losses):
+            best, waited = (loss, 0) if loss < best else (best, waited + 1)
+            if waited == 2:
+                expected = epoch + 1
+                break
+        assert len(losses) == expected < 12, "stopped exactly when 2 epochs in a row did not improve"

@@ -6,5 +6,8 @@
 - `costing`: MACs with FlopCounterMode's convention (conv, linear, matmul), uncosted ops named.
 - `effective_rf.effective_receptive_field` (Luo et al. 2016), drawn by `plots.plot_effective_rf`.
 - `conv_calculator.conv_report`: one convolution's output size, parameters and MACs.
-- `commands`: the `cnnkit summary` and `cnnkit conv` sub-commands.
+- `layer_stack.stack_receptive_fields`: receptive field and jump of a stack given as "k7s2,k3s2,...".
+- `rf_growth.rf_growth`: receptive field after each conv/pool call, drawn by `plots.plot_rf_growth`.
+- `json_view`: plain-JSON views for `--json`.
+- `commands`: the `cnnkit summary`, `cnnkit rf` and `cnnkit conv` sub-commands.
 """

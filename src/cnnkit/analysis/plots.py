@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cnnkit.analysis.effective_rf import EffectiveRF
+from cnnkit.analysis.rf_growth import RFPoint
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -30,4 +31,24 @@ def plot_effective_rf(erf: EffectiveRF, ax: Axes | None = None) -> Figure:
                            color="red", label=f"theoretical RF {rf_h}x{rf_w}"))
     ax.legend(loc="upper right", fontsize="small")
     ax.set_title("Effective receptive field")
+    return figure
+
+
+def plot_rf_growth(points: tuple[RFPoint, ...], title: str = "", ax: Axes | None = None) -> Figure:
+    """Receptive field (log scale) against depth, one marker per conv/pool call; strides bend the curve."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    if ax is None:
+        figure = Figure(figsize=(7, 4))
+        ax = figure.subplots()
+    else:
+        figure = ax.figure
+    ax.plot([p.depth for p in points], [p.rf for p in points], marker=".", label="receptive field")
+    ax.plot([p.depth for p in points], [p.jump for p in points], linestyle="--", label="jump (cumulative stride)")
+    ax.set_yscale("log")
+    ax.set_xlabel("depth (conv and pooling layers, in execution order)")
+    ax.set_ylabel("input pixels")
+    ax.set_title(title or "Receptive-field growth with depth")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
     return figure

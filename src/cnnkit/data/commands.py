@@ -40,6 +40,7 @@ class SourceSummary:
     counts: dict[str, list[int]]
     sizes: SizeSummary | None
     bad_files: list[BadFile] = field(default_factory=list)
+    suspects: list[BadFile] = field(default_factory=list)
     ignored_files: int = 0
 
 
@@ -56,6 +57,7 @@ def summarize(source: DataSource) -> SourceSummary:
         counts=counts,
         sizes=_size_summary(source),
         bad_files=list(source.bad_files),
+        suspects=[s for s in source.suspects if s not in source.bad_files],
         ignored_files=len(source.ignored),
     )
 
@@ -99,6 +101,9 @@ def format_summary(summary: SourceSummary) -> str:
         lines.append(f"ignored (not an image extension): {summary.ignored_files} files")
     lines.append(f"bad files: {len(summary.bad_files)}")
     lines.extend(f"  {bad.path}: {bad.reason}" for bad in summary.bad_files)
+    if summary.suspects:
+        lines.append(f"format outliers (readable, kept; --drop-outliers leaves them out): {len(summary.suspects)}")
+        lines.extend(f"  {suspect.path}: {suspect.reason}" for suspect in summary.suspects)
     return "\n".join(lines)
 
 
@@ -117,7 +122,7 @@ def _open(args: argparse.Namespace) -> DataSource:
         workers=args.workers,
         scan_cache=args.cache,
         allow_empty=args.allow_empty,
-        drop_format_outliers=not args.keep_outliers,
+        drop_format_outliers=args.drop_outliers,
     )
 
 
@@ -144,7 +149,8 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, help="JSON file caching the scan between runs")
     parser.add_argument("--allow-empty", action="store_true", help="accept empty class folders")
     parser.add_argument(
-        "--keep-outliers", action="store_true", help="keep files in a format almost absent from the set"
+        "--drop-outliers", action="store_true",
+        help="leave out readable files in a format almost absent from the set (listed as suspects either way)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 

@@ -47,6 +47,11 @@ class ImageDataset(Dataset):
         view.transform = transform
         return view
 
+    def with_decode_hint(self: D, size_hint: tuple[int, int] | None) -> D:
+        """This dataset decoding files for a pipeline that needs at least `size_hint` (width,
+        height): JPEG DCT scaling (see `decode_image`). Datasets held in memory are unchanged."""
+        return self
+
     def subset(self, indices: Sequence[int], *, transform: Transform | None = None) -> SubsetDataset:
         """The items at `indices` (e.g. one split), with their own transform."""
         return SubsetDataset(self, indices, transform=transform)
@@ -98,6 +103,9 @@ class SubsetDataset(ImageDataset):
 
     def load(self, index: int) -> tuple[torch.Tensor, int]:
         return self.base.load(self.indices[index])
+
+    def with_decode_hint(self, size_hint: tuple[int, int] | None) -> SubsetDataset:
+        return SubsetDataset(self.base.with_decode_hint(size_hint), self.indices, transform=self.transform)
 
 
 def _check_labels(targets: Sequence[int], num_classes: int) -> None:

@@ -7,6 +7,7 @@ are files without an image extension. Images are decoded lazily, one per `load`.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,11 @@ class FolderDataset(ImageDataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def with_decode_hint(self, size_hint: SizeHint | None) -> FolderDataset:
+        view = copy.copy(self)
+        view.size_hint = size_hint
+        return view
 
     def load(self, index: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self.files)):

@@ -35,10 +35,12 @@ class BadFile:
 
 @dataclass
 class ScanResult:
-    """Header of every good file (by path) and the bad files, in the order given."""
+    """Header of every good file (by path), the bad files in the order given, and the suspects:
+    readable files in a format almost absent from the collection (kept unless dropped)."""
 
     headers: dict[str, ImageHeader] = field(default_factory=dict)
     bad: list[BadFile] = field(default_factory=list)
+    suspects: list[BadFile] = field(default_factory=list)
 
     @property
     def bad_paths(self) -> set[str]:
@@ -70,14 +72,14 @@ def scan_images(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int | None = None,
     cache_path: str | os.PathLike[str] | None = None,
-    flag_format_outliers: bool = True,
+    drop_format_outliers: bool = False,
 ) -> ScanResult:
-    """Check every file in `paths` and return their headers and the bad files.
+    """Check every file in `paths` and return their headers, the bad files and the suspects.
 
     With `cache_path`, results for files whose size and mtime are unchanged (and scanned under
-    the same `max_pixels`) are reused, and the cache is rewritten. With `flag_format_outliers`,
-    files in a format almost absent from the collection are reported bad too (see
-    `find_format_outliers`).
+    the same `max_pixels`) are reused, and the cache is rewritten. Files in a format almost absent
+    from the collection (see `find_format_outliers`) are listed as suspects and kept, since they
+    decode fine; with `drop_format_outliers` they are left out as bad files too.
     """
     names = [os.fspath(p) for p in paths]
     cached = _load_cache(cache_path, max_pixels) if cache_path is not None else {}
@@ -97,11 +99,11 @@ def scan_images(
             result.bad.append(BadFile(name, entry["reason"]))
         else:
             result.headers[name] = ImageHeader(**entry["header"])
-    if flag_format_outliers:
-        outliers = find_format_outliers(result.headers)
-        for bad in outliers:
-            del result.headers[bad.path]
-        result.bad.extend(outliers)
+    result.suspects = find_format_outliers(result.headers)
+    if drop_format_outliers:
+        for suspect in result.suspects:
+            del result.headers[suspect.path]
+        result.bad.extend(result.suspects)
     return result
 
 

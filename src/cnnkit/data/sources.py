@@ -36,7 +36,9 @@ class DataSource:
     """What a path holds: its format, classes, datasets by split, and what was left out.
 
     `headers` (file sources, after a scan) gives each good file's size and mode; `bad_files`
-    lists skipped files with the reason; `ignored` lists files without an image extension.
+    lists skipped files with the reason; `suspects` lists readable files in a format almost absent
+    from the set (kept unless `drop_format_outliers`); `ignored` lists files without an image
+    extension.
     """
 
     location: str
@@ -44,6 +46,7 @@ class DataSource:
     classes: list[str]
     splits: dict[str, ImageDataset]
     bad_files: list[BadFile] = field(default_factory=list)
+    suspects: list[BadFile] = field(default_factory=list)
     headers: dict[str, ImageHeader] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
 
@@ -85,7 +88,7 @@ def open_source(
     workers: int | None = None,
     scan_cache: str | os.PathLike[str] | None = None,
     allow_empty: bool = False,
-    drop_format_outliers: bool = True,
+    drop_format_outliers: bool = False,
     mode: OutputMode = "RGB",
     size_hint: SizeHint | None = None,
     cifar_label: LabelKind = "fine",
@@ -125,9 +128,9 @@ def open_source(
             max_pixels=max_pixels,
             workers=workers,
             cache_path=scan_cache,
-            flag_format_outliers=drop_format_outliers,
+            drop_format_outliers=drop_format_outliers,
         )
-        source.bad_files, source.headers = result.bad, result.headers
+        source.bad_files, source.suspects, source.headers = result.bad, result.suspects, result.headers
     bad = {b.path for b in source.bad_files}
     for split, pairs in listing.splits.items():
         kept = [(file, label) for file, label in pairs if file not in bad]

@@ -19,10 +19,10 @@ from cnnkit.deploy.onnx_export import write_onnx
 from cnnkit.deploy.quantize import Int8Quantizer
 from cnnkit.deploy.timing import Timing, time_side_by_side
 from cnnkit.errors import CnnkitError
+from cnnkit.inference import load_run
 from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
 from cnnkit.models.base import DefaultCfg
 from cnnkit.models.factory import create_model, list_models
-from cnnkit.train import setup
 
 BACKENDS = ("torch", "onnx", "int8")
 
@@ -75,8 +75,8 @@ def resolve_target(text: str, *, img_size: int | None) -> Target:
             raise CnnkitError(f"{path}: exported at {cfg.input_size[1]} px; --img-size {img_size} needs a new export")
         return Target(text, None, cfg, model_name, path)
     if path.is_dir():
-        model, summary = setup.load_run(path)
-        name = summary["model_name"]
+        model, summary = load_run(path)
+        name = summary.model_name
     elif text in list_models():
         model, name = create_model(text).eval(), text
     else:
@@ -109,7 +109,6 @@ def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequen
         raise CnnkitError(f"{target.label}: an .onnx file has no torch backend; use --backends onnx,int8")
     params, macs = _costs(target)
     generator = torch.Generator().manual_seed(seed)
-    rows: list[BenchRow] = []
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
         paths = _onnx_paths(target, backends, Path(tmp), generator)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnkit.train.commands import positive_int
+from cnnkit.inference.commands import positive_int
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -56,7 +56,7 @@ def run_export(args: argparse.Namespace) -> int:
     from cnnkit.deploy.from_run import open_run
     from cnnkit.deploy.run_images import split_batches
     from cnnkit.errors import CnnkitError
-    from cnnkit.train import setup
+    from cnnkit.inference import load_run
 
     out = Path(args.out)
     if out.suffix != ".onnx":
@@ -71,7 +71,7 @@ def run_export(args: argparse.Namespace) -> int:
         split = "test" if "test" in source.data.splits else "val"
         real = split_batches(source, split, limit=7, seed=args.seed).first(7)
     else:
-        model, summary = setup.load_run(args.run)
+        model, summary = load_run(args.run)
         print("export: no --calibration DATA: checked on random inputs only", file=sys.stderr)
     check = export_checked(model, summary, out, opset=args.opset, dynamic_batch=not args.fixed_batch, real=real)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); ONNX Runtime vs PyTorch: {check.describe()}")
@@ -82,7 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(format_int8_report(report))
         if report.result.path is not None:
             print(f"wrote {report.result.path}")
-    record_export(Path(args.run), summary, out, check, report)
+    record_export(Path(args.run), out, check, report)
     return 0
 
 

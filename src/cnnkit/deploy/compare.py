@@ -14,8 +14,8 @@ from cnnkit.analysis.summary import summary as analyse
 from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.deploy.from_run import SourceRun
 from cnnkit.deploy.latency import Latency, torch_latency
-from cnnkit.train import setup
 from cnnkit.train.evaluate import evaluate_model, ordered_loader
+from cnnkit.train.preprocessing import batch_stage
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def test_metrics(source: SourceRun, *, device: torch.device, batch_size: int = 6
     classes = len(source.data.class_names)
     loader = ordered_loader(source.data.splits[split], evaluation.sample, batch_size=batch_size,
                             seed=source.config.seed, device=device,
-                            batch_transform=setup.batch_stage(evaluation, None, classes), channels_last=True)
+                            batch_transform=batch_stage(evaluation, None, classes), channels_last=True)
     meter = evaluate_model(source.model.to(device), loader, num_classes=classes, device=device)
     return meter.compute()["top1"], macro_f1(meter.confusion)
 
@@ -70,7 +70,7 @@ def compare_row(source: SourceRun, *, device: torch.device, latency_budget_s: fl
     costs = analyse(model, input_size)
     weights = source.path / "best.safetensors"
     return CompareRow(
-        model=source.summary["model_name"], run_dir=str(source.path),
+        model=source.summary.model_name, run_dir=str(source.path),
         params=sum(p.numel() for p in model.parameters()), macs=costs.total_macs,
         test_top1=top1, macro_f1=f1, size_bytes=weights.stat().st_size,
         latency={"torch": torch_latency(model, input_size, device=device, budget_s=latency_budget_s)},

@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from cnnkit.deploy.bench import onnx_runner
-from cnnkit.deploy.from_run import SourceRun, add_to_summary
+from cnnkit.deploy.from_run import SourceRun
 from cnnkit.deploy.int8_budget import Int8Result, logits_of, quantize_within_budget
 from cnnkit.deploy.onnx_check import OnnxCheck, verify_onnx
 from cnnkit.deploy.onnx_export import write_onnx
@@ -20,6 +19,7 @@ from cnnkit.deploy.quantize import Int8Quantizer, QuantizeMethod
 from cnnkit.deploy.run_images import ImageBatches, split_batches
 from cnnkit.deploy.timing import Timing, time_side_by_side
 from cnnkit.device_info import device_info
+from cnnkit.inference import RunSummary, read_summary, update_summary
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,12 @@ class Int8Report:
         return key_int8 in self.speed and self.speed[key_int8].p50 < self.speed[key_fp32].p50
 
 
-def export_checked(model: nn.Module, summary: dict[str, Any], out: Path, *, opset: int | None,
+def export_checked(model: nn.Module, summary: RunSummary, out: Path, *, opset: int | None,
                    dynamic_batch: bool, real: torch.Tensor | None) -> OnnxCheck:
     """Write a run's model (and its summary's class names and model name) to `out` and check it on
     random and `real` inputs at batch 1 and 7."""
-    write_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, class_names=summary["class_names"],
-               model_name=summary["model_name"])
+    write_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, class_names=summary.class_names,
+               model_name=summary.model_name)
     return verify_onnx(out, model, real_inputs=real, batch_sizes=(1, 7) if dynamic_batch else (1,))
 
 
@@ -105,14 +105,18 @@ def format_int8_report(report: Int8Report) -> str:
     return "\n".join(lines)
 
 
-def record_export(run_dir: Path, summary: dict[str, Any], fp32_path: Path, check: OnnxCheck,
-                  report: Int8Report | None) -> None:
-    """Append this export to the run's summary.json `exports` list."""
-    entry: dict[str, object] = {"format": "onnx", "path": str(fp32_path.resolve()),
-                                "max_abs_diff": check.max_abs_diff}
+def record_export(run_dir: Path, fp32_path: Path, check: OnnxCheck, report: Int8Report | None) -> RunSummary:
+    """Record this export in the run's summary: `exports["onnx"]` (and `"onnx-int8"` when an int8
+    model met the budget), the export check's max difference, and the int8 figures."""
+    summary = read_summary(run_dir)
+    exports = {**summary.exports, "onnx": str(fp32_path.resolve())}
+    checks = {**summary.export_checks, "onnx": check.max_abs_diff}
+    int8 = summary.int8
     if report is not None:
         r = report.result
-        entry["int8"] = {"path": str(r.path.resolve()) if r.path else None, "method": report.method,
-                         "fp32_top1": r.fp32_top1, "int8_top1": r.int8_top1, "agreement": r.agreement,
-                         "kept_float": list(r.kept_float), "cpu": device_info().describe()}
-    add_to_summary(run_dir, exports=[*summary.get("exports", []), entry])
+        exports.pop("onnx-int8", None)
+        if r.path is not None:
+            exports["onnx-int8"] = str(r.path.resolve())
+        int8 = {"method": report.method, "fp32_top1": r.fp32_top1, "int8_top1": r.int8_top1,
+                "agreement": r.agreement, "kept_float": list(r.kept_float), "cpu": device_info().describe()}
+    return update_summary(run_dir, exports=exports, export_checks=checks, int8=int8)

@@ -13,9 +13,21 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.layers.preact import BatchNormAct2d
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _remainder(norm: nn.Module) -> nn.Module | None:
+    """What is left of `norm` once its affine map is folded away: nothing for a plain BatchNorm,
+    the activation of a BatchNorm+activation module; None for other subclasses (their forward may
+    do more than normalise, so they are never folded)."""
+    if type(norm) in _NORMS:
+        return nn.Identity()
+    if type(norm) is BatchNormAct2d:
+        return copy.deepcopy(norm.act)
+    return None
 
 
 def _trial_input(model: nn.Module) -> torch.Tensor:
@@ -58,6 +70,7 @@ def foldable_pairs(model: nn.Module, example_input: torch.Tensor | None = None) 
             handle.remove()
     return [(names[conv], names[norm]) for conv, norm in edges
             if calls[conv] == 1 and calls[norm] == 1 and norm.track_running_stats
+            and _remainder(norm) is not None
             and conv.out_channels == norm.num_features]
 
 
@@ -83,7 +96,7 @@ def _replace(model: nn.Module, dotted: str, module: nn.Module) -> None:
 
 def fold_batchnorm(model: nn.Module, *, example_input: torch.Tensor | None = None) -> nn.Module:
     """A copy of `model` in eval mode with every BatchNorm that directly follows a conv folded
-    into it and replaced by `nn.Identity` (other BatchNorms, e.g. DenseNet's pre-activation
+    into it and replaced by `nn.Identity` (by its activation for `BatchNormAct2d`; other BatchNorms, e.g. DenseNet's pre-activation
     ones, stay). The original is untouched; a model in training mode is refused (its BatchNorm
     would still be updating the statistics being folded)."""
     if model.training:
@@ -91,6 +104,7 @@ def fold_batchnorm(model: nn.Module, *, example_input: torch.Tensor | None = Non
                           "(folding uses the BatchNorm running statistics)")
     folded = copy.deepcopy(model).eval()
     for conv_name, norm_name in foldable_pairs(folded, example_input):
-        fold_conv_bn(folded.get_submodule(conv_name), folded.get_submodule(norm_name))
-        _replace(folded, norm_name, nn.Identity())
+        norm = folded.get_submodule(norm_name)
+        fold_conv_bn(folded.get_submodule(conv_name), norm)
+        _replace(folded, norm_name, _remainder(norm))
     return folded

@@ -23,10 +23,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cnnkit.deploy.from_run import SourceRun, add_to_summary
+from cnnkit.deploy.from_run import SourceRun
 from cnnkit.deploy.masks import (Masks, MaskHold, apply_masks, full_masks, global_magnitude_masks, rounds_density,
                                  sparsity_report)
 from cnnkit.errors import CnnkitError
+from cnnkit.inference import RunSummary, update_summary
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.fit import fit
@@ -91,20 +92,21 @@ def rewound_model(source: SourceRun, rewind_state: dict[str, torch.Tensor], mask
     return model
 
 
-def _test_top1(summary: dict) -> float:
-    metrics = summary.get("test") or summary.get("final") or {}
+def _test_top1(summary: RunSummary) -> float:
+    metrics = summary.test or summary.final or {}
     return float(metrics.get("test_top1", metrics.get("val_top1", float("nan"))))
 
 
 def _train(model: nn.Module, source: SourceRun, config: TrainConfig, masks: Masks | None, run_dir: Path,
-           callbacks: Sequence[Callback], quiet: bool) -> dict:
+           callbacks: Sequence[Callback], quiet: bool) -> RunSummary:
     hold = [MaskHold(masks)] if masks is not None else []
     summary = fit(model, source.bundle(config, model), config, source.info(), run_dir=run_dir,
                   callbacks=[*hold, *callbacks], quiet=quiet)
     if masks is not None:
         save_file({k: v.cpu().contiguous() for k, v in masks.items()}, run_dir / "mask.safetensors")
         weights = load_file(run_dir / "best.safetensors")
-        summary = add_to_summary(run_dir, sparsity=sparsity_report(weights, list(masks)))
+        report = sparsity_report(weights, list(masks))
+        summary = update_summary(run_dir, sparsity=report.layers, global_sparsity=report.global_sparsity)
     return summary
 
 
@@ -134,7 +136,7 @@ def lottery_ticket(source: SourceRun, config: TrainConfig, settings: LotterySett
             control = source.fresh_model(config.seed + CONTROL_SEED_OFFSET + r)
             apply_masks(control, masks)
             control_top1 = _test_top1(_train(control, source, config, masks, out / f"control{r}", (), quiet))
-        rows.append(LotteryRound(r, 1.0 - summary["sparsity"]["global"],
+        rows.append(LotteryRound(r, 1.0 - summary.global_sparsity,
                                  _test_top1(summary), control_top1, str(out / f"round{r}")))
         trained = out / f"round{r}" / "best.safetensors"
     write_lottery_csv(rows, out / "lottery.csv")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -64,12 +65,21 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
         weight.mul_(mask.to(weight.device, weight.dtype))
 
 
-def sparsity_report(state: Mapping[str, torch.Tensor], names: list[str]) -> dict[str, object]:
+@dataclass(frozen=True)
+class SparsityReport:
+    """Fraction of exact zeros per weight name (`layers`) and over all `prunable_weights` of them."""
+
+    layers: dict[str, float]
+    global_sparsity: float
+    prunable_weights: int
+
+
+def sparsity_report(state: Mapping[str, torch.Tensor], names: list[str]) -> SparsityReport:
     """Fraction of exact zeros per weight in `names` and over all of them (from a state dict)."""
     layers = {name: float((state[name] == 0).sum()) / state[name].numel() for name in names}
     total = sum(state[name].numel() for name in names)
     zeros = sum(layers[name] * state[name].numel() for name in names)
-    return {"global": zeros / total, "layers": layers, "prunable_weights": total}
+    return SparsityReport(layers, zeros / total, total)
 
 
 def density(masks: Mapping[str, torch.Tensor]) -> float:

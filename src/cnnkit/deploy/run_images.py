@@ -12,8 +12,8 @@ from torch.utils.data import Dataset, Subset
 from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.deploy.from_run import SourceRun
 from cnnkit.errors import CnnkitError
-from cnnkit.train import setup
 from cnnkit.train.evaluate import ordered_loader
+from cnnkit.train.preprocessing import batch_stage
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def split_batches(source: SourceRun, split: str, *, limit: int | None = None, ba
         dataset = Subset(dataset, sorted(int(i) for i in order))
     evaluation = eval_pipeline(source.model.default_cfg)
     loader = ordered_loader(dataset, evaluation.sample, batch_size=batch_size, seed=seed,
-                            batch_transform=setup.batch_stage(evaluation, None, len(source.data.class_names)))
+                            batch_transform=batch_stage(evaluation, None, len(source.data.class_names)))
     batches, labels = [], []
     for images, targets in loader:
         batches.append(images.float().contiguous().numpy())

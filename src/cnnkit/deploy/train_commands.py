@@ -14,15 +14,18 @@ from cnnkit.analysis.summary import summary as analyse
 from cnnkit.deploy.channels import prune_channels
 from cnnkit.deploy.compare import compare_row, format_compare, plot_pareto, test_metrics, write_compare_csv
 from cnnkit.deploy.distill import DistillationTrainer, check_settings
-from cnnkit.deploy.from_run import SourceRun, add_to_summary, open_run
+from cnnkit.deploy.from_run import SourceRun, open_run
 from cnnkit.deploy.latency import torch_latency
 from cnnkit.deploy.lottery import LotterySettings, format_lottery, lottery_ticket, parse_rewind
 from cnnkit.deploy.masks import MaskHold, global_magnitude_masks, sparsity_report
 from cnnkit.errors import CnnkitError
-from cnnkit.train import setup
+from cnnkit.inference import update_summary
 from cnnkit.train.config import TrainConfig, config_from_dict
-from cnnkit.train.fit import fit
+from cnnkit.train.data_prep import prepare_data
+from cnnkit.train.fit import RunInfo, fit
+from cnnkit.train.model_setup import build_model, fit_normalisation
 from cnnkit.train.options import add_train_config_flags
+from cnnkit.train.preprocessing import data_bundle, resolve_augment
 from cnnkit.train.report import format_metrics
 from cnnkit.train.trainer import pick_device
 
@@ -95,14 +98,15 @@ def run_prune(args: argparse.Namespace) -> int:
     device = pick_device(config.device)
     before = test_metrics(source, device=device)[0]
     masks = global_magnitude_masks(source.model, 1.0 - args.sparsity)
-    summary = fit(source.model, source.bundle(config), config, source.info(), run_dir=out,
-                  callbacks=[MaskHold(masks)], quiet=args.quiet)
+    fit(source.model, source.bundle(config), config, source.info(), run_dir=out,
+        callbacks=[MaskHold(masks)], quiet=args.quiet)
     sparsity = sparsity_report(load_file(out / "best.safetensors"), list(masks))
-    summary = add_to_summary(out, sparsity=sparsity, pruned_from=str(source.path),
+    summary = update_summary(out, sparsity=sparsity.layers, global_sparsity=sparsity.global_sparsity,
+                             pruned_from=str(source.path),
                              pruning={"method": "global_magnitude", "target_sparsity": args.sparsity,
-                                      "source_test_top1": before})
+                                      "prunable_weights": sparsity.prunable_weights, "source_test_top1": before})
     print(format_metrics(summary, out))
-    print(f"sparsity {100 * sparsity['global']:.2f}% of {sparsity['prunable_weights']:,} conv/linear weights; "
+    print(f"sparsity {100 * sparsity.global_sparsity:.2f}% of {sparsity.prunable_weights:,} conv/linear weights; "
           f"test top-1 {100 * before:.2f}% before pruning")
     return 0
 
@@ -117,13 +121,14 @@ def _prune_channels(source: SourceRun, config: TrainConfig, args: argparse.Names
     try:
         small, plan = prune_channels(source.model, args.sparsity)
     except CnnkitError as error:
-        raise CnnkitError(f"{source.summary['model_name']}: {error}") from None
+        raise CnnkitError(f"{source.summary.model_name}: {error}") from None
     device = pick_device(config.device)
     input_size = tuple(source.model.default_cfg.input_size)
     before, after = _costs(source.model, input_size, device), _costs(small, input_size, device)
-    summary = fit(small, source.bundle(config, small), config, source.info(small), run_dir=out, quiet=args.quiet)
-    summary = add_to_summary(out, channel_plan=plan, pruned_from=str(source.path),
-                             structured={"fraction_removed": args.sparsity, "before": before, "after": after})
+    fit(small, source.bundle(config, small), config, source.info(small), run_dir=out, quiet=args.quiet)
+    summary = update_summary(out, channel_plan=plan, pruned_from=str(source.path),
+                             pruning={"method": "channels_l1", "fraction_removed": args.sparsity},
+                             structured={"before": before, "after": after})
     print(format_metrics(summary, out))
     for key in before:
         print(f"{key:>22}: {before[key]:>14,.2f} -> {after[key]:>14,.2f}  ({after[key] / before[key]:.2f}x)")
@@ -137,8 +142,8 @@ def run_distill(args: argparse.Namespace) -> int:
     teacher = open_run(args.teacher, args.data, out=out)
     config = config_over(teacher.config, args)
     cfg = teacher.model.default_cfg
-    student = setup.build_model(args.student, num_classes=len(teacher.data.class_names), in_chans=cfg.input_size[0],
-                                seed=config.seed)
+    student = build_model(args.student, num_classes=len(teacher.data.class_names), in_chans=cfg.input_size[0],
+                          seed=config.seed)
     # The student sees the teacher's very batches: same input size and preprocessing.
     student.default_cfg = dataclasses.replace(student.default_cfg, input_size=cfg.input_size, mean=cfg.mean,
                                               std=cfg.std, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
@@ -147,12 +152,13 @@ def run_distill(args: argparse.Namespace) -> int:
         trainer = DistillationTrainer(*positional, **keywords)
         return trainer.configure(teacher.model, temperature=args.temperature, alpha=args.alpha)
 
-    summary = fit(student, teacher.bundle(config, student), config, teacher.info(student, args.student), run_dir=out,
-                  quiet=args.quiet, trainer_class=make_trainer)
-    teacher_top1 = (teacher.summary.get("test") or {}).get("test_top1")
-    summary = add_to_summary(out, distillation={"teacher": str(teacher.path), "teacher_model": teacher.summary["model_name"],
-                                                "teacher_test_top1": teacher_top1, "temperature": args.temperature,
-                                                "alpha": args.alpha})
+    fit(student, teacher.bundle(config, student), config, teacher.info(student, args.student), run_dir=out,
+        quiet=args.quiet, trainer_class=make_trainer)
+    teacher_top1 = (teacher.summary.test or {}).get("test_top1")
+    summary = update_summary(out, teacher=str(teacher.path),
+                             distillation={"teacher_model": teacher.summary.model_name,
+                                           "teacher_test_top1": teacher_top1, "temperature": args.temperature,
+                                           "alpha": args.alpha})
     print(format_metrics(summary, out))
     return 0
 
@@ -163,15 +169,15 @@ def _train_backbone(name: str, args: argparse.Namespace, config: TrainConfig, ou
     if (run_dir / "summary.json").is_file():
         raise CnnkitError(f"{run_dir} already holds a run: pass it with --runs, or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = setup.prepare_data(args.data, seed=config.seed, run_dir=run_dir)
-    model = setup.build_model(name, num_classes=len(data.class_names), in_chans=data.in_chans, seed=config.seed,
-                              img_size=args.img_size)
-    augment, cfg = setup.resolve_augment(model.default_cfg, None)
-    model.default_cfg = setup.fit_normalisation(cfg, data.splits["train"])
-    bundle = setup.data_bundle(data, model.default_cfg, config, augment)
+    data = prepare_data(args.data, seed=config.seed, run_dir=run_dir)
+    model = build_model(name, num_classes=len(data.class_names), in_chans=data.in_chans, seed=config.seed,
+                        img_size=args.img_size)
+    augment, cfg = resolve_augment(model.default_cfg, None)
+    model.default_cfg = fit_normalisation(cfg, data.splits["train"])
+    bundle = data_bundle(data, model.default_cfg, config, augment)
     if not args.quiet:
         print(f"training {name} -> {run_dir}")
-    fit(model, bundle, config, setup.run_info(name, model, data, {}), run_dir=run_dir, quiet=args.quiet)
+    fit(model, bundle, config, RunInfo.for_model(name, model, data.class_names), run_dir=run_dir, quiet=args.quiet)
     return run_dir
 
 

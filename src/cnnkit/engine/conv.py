@@ -7,10 +7,18 @@ bounded size: the column buffer is allocated once per call and reused, instead o
 multi-hundred-MiB temporary page-faulted in on every call. Pointwise (1x1, stride 1, unpadded)
 convolutions skip im2col, the input being its own column matrix; depthwise convolutions take the
 dedicated path in `_depthwise`.
+
+Backward: dw is a GEMM of dy with the same columns. dx is the transposed convolution; the
+textbook computes it as W^T @ dy followed by a col2im scatter-add, which here is replaced by
+correlations of dy with the flipped kernel, one per stride phase (`_input_gradient_by_phases`):
+im2col + GEMM again, the same arithmetic, and no scatter.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -23,8 +31,6 @@ from cnnkit.engine._utils import (
     check_nchw,
     conv_geometry,
     pad_spatial,
-    padded_hw,
-    unpad_spatial,
     window_view,
 )
 
@@ -56,6 +62,7 @@ class _Columns:
         # (C_in, kH, kW, N, H_out, W_out) view of the windows, samples moved next to the positions.
         self.windows = window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw).transpose(1, 2, 3, 0, 4, 5)
         self.groups = geo.groups
+        self.rows = x.shape[1] // geo.groups * geo.kernel[0] * geo.kernel[1]
         per_sample = self.windows[:, :, :, :1].size
         self.size = max(1, _COLUMN_CHUNK_BYTES // (per_sample * x.itemsize))
         self.chunks = [slice(start, min(start + self.size, x.shape[0])) for start in range(0, x.shape[0], self.size)]
@@ -129,8 +136,8 @@ def conv2d_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients (dx, dw, db) of conv2d given dy = dL/dy of shape (N, C_out, H_out, W_out).
 
-    dw is a GEMM of dy with the im2col columns; dx is the transposed convolution, computed as a
-    GEMM with w^T followed by a col2im scatter-add over the kH*kW kernel offsets.
+    dw is a GEMM of dy with the im2col columns; dx is the transposed convolution, computed as
+    im2col + GEMM of dy with the flipped, transposed kernel (one per stride phase).
     """
     check_nchw(x)
     geo = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
@@ -152,24 +159,106 @@ def conv2d_backward(
 def _dense_backward(
     dy: np.ndarray, x: np.ndarray, w: np.ndarray, geo: ConvGeometry
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per batch chunk: dw += dy @ columns^T; d_columns = W^T @ dy, scatter-added back (col2im)."""
-    n, c_in, h, width = x.shape
+    """dw = dy @ columns^T, one GEMM per group and batch chunk; dx by `_input_gradient_by_phases`."""
     c_out = w.shape[0]
-    weights_t = w.reshape(geo.groups, c_out // geo.groups, -1).swapaxes(-1, -2)
     columns = _Columns(x, geo)
-    dw_t = np.zeros((geo.groups, weights_t.shape[1], c_out // geo.groups), dtype=x.dtype)
-    dx = np.empty_like(x)
-    padded_size = padded_hw((h, width), geo.padding)
+    dw_t = np.zeros((geo.groups, columns.rows, c_out // geo.groups), dtype=x.dtype)
     for chunk in columns.chunks:
-        count = chunk.stop - chunk.start
         # (G, C_out/G, n*H_out*W_out): dy with the samples next to the positions, like the columns.
         dy_t = np.ascontiguousarray(dy[chunk].transpose(1, 0, 2, 3)).reshape(geo.groups, c_out // geo.groups, -1)
         # dw^T = columns @ dy^T: OpenBLAS runs this orientation several times faster than dy @ columns^T.
         dw_t += np.matmul(columns.fill(chunk), dy_t.swapaxes(-1, -2))
-        d_columns = np.matmul(weights_t, dy_t).reshape(c_in, *geo.kernel, count, *geo.out_hw)
-        dxp = _col2im(d_columns, geo, padded_size)
-        dx[chunk] = unpad_spatial(dxp, geo.padding, (h, width)).transpose(1, 0, 2, 3)
+    dx = _input_gradient_by_phases(dy, w, geo, x.shape[2:])
     return dx, np.ascontiguousarray(dw_t.swapaxes(-1, -2)).reshape(w.shape)
+
+
+def _input_gradient_by_phases(dy: np.ndarray, w: np.ndarray, geo: ConvGeometry, x_hw: tuple[int, int]) -> np.ndarray:
+    """dx (N, C_in, H, W) as im2col + GEMM of dy with the flipped, transposed kernel, per stride phase.
+
+    Why: the textbook route (d_columns = W^T @ dy, then col2im) writes a (C_in*kH*kW, positions)
+    column gradient and scatter-adds it kH*kW times. Read the other way, input row t receives
+    dy[(t - i*d) / s] from every offset i with i*d = t (mod s): for the rows of one phase
+    t = a (mod s) that is an ordinary stride-1 correlation of dy with the offsets of that phase,
+    flipped. So dx is s_h*s_w small convolutions (one at stride 1) whose outputs interleave, with
+    the same GEMM work and no scatter (the "sub-pixel" view of a transposed convolution).
+    """
+    transposed = _transposed_kernel(w, geo.groups)
+    if geo.stride == (1, 1):
+        return _phase_correlation(dy, transposed, _phases(geo, 0, x_hw[0])[0], _phases(geo, 1, x_hw[1])[0], geo)
+    dx = np.empty((dy.shape[0], transposed.shape[0], *x_hw), dtype=dy.dtype)
+    for rows, cols in itertools.product(_phases(geo, 0, x_hw[0]), _phases(geo, 1, x_hw[1])):
+        target = dx[:, :, rows.first :: geo.stride[0], cols.first :: geo.stride[1]]
+        if rows.taps and cols.taps:
+            target[...] = _phase_correlation(dy, transposed, rows, cols, geo)
+        else:
+            target[...] = 0  # no kernel offset reaches these rows or columns (kernel smaller than stride)
+    return dx
+
+
+def _phase_correlation(
+    dy: np.ndarray, transposed: np.ndarray, rows: _Phase, cols: _Phase, geo: ConvGeometry
+) -> np.ndarray:
+    """The input gradient at one stride phase's rows and columns: a stride-1 im2col + GEMM."""
+    kernel = np.ascontiguousarray(transposed[:, :, rows.taps][:, :, :, cols.taps][:, :, ::-1, ::-1])
+    window = _pad_or_crop(dy, (rows.dy_pad, cols.dy_pad))
+    phase_geo = ConvGeometry(
+        kernel.shape[2:], (1, 1), (rows.dilation, cols.dilation), ((0, 0), (0, 0)), geo.groups, (rows.count, cols.count)
+    )
+    return _dense_forward(window, kernel, phase_geo)
+
+
+@dataclass(frozen=True)
+class _Phase:
+    """Along one axis: the input rows first + s*q (q < count) of one stride phase, the kernel
+    offsets `taps` that reach them, the dilation between those taps in dy, and dy's (before, after)
+    padding (negative: cropping) for the phase's correlation."""
+
+    first: int
+    count: int
+    taps: list[int]
+    dilation: int
+    dy_pad: tuple[int, int]
+
+
+def _phases(geo: ConvGeometry, axis: int, size: int) -> list[_Phase]:
+    """The stride phases of one axis of the input gradient (see `_input_gradient_by_phases`).
+
+    Padded row P = o*s + i*d receives dy[o] through offset i. For the rows P = a + s*q of phase a,
+    the offsets with i*d = a (mod s) reach it, from dy row q - m_i with m_i = (i*d) // s; these
+    m_i are spaced d / gcd(d, s) apart, which is the dilation of that phase's correlation.
+    """
+    stride, dilation, kernel = geo.stride[axis], geo.dilation[axis], geo.kernel[axis]
+    before, out = geo.padding[axis][0], geo.out_hw[axis]
+    phases = []
+    for first in range(min(stride, size)):
+        residue = (first + before) % stride  # phase of the padded rows holding input rows first, first+s, ...
+        q0 = (first + before) // stride  # padded row of input row `first` is residue + s*q0
+        count = len(range(first, size, stride))
+        taps = [i for i in range(kernel) if (i * dilation) % stride == residue]
+        if not taps:
+            phases.append(_Phase(first, count, [], 1, (0, 0)))
+            continue
+        shifts = [(i * dilation) // stride for i in taps]
+        step = dilation // math.gcd(dilation, stride)
+        # Output q (0-based, of this phase) reads dy rows q0 + q - shifts[-1] + u*step, u < len(taps).
+        top = shifts[-1] - q0
+        bottom = (q0 + count - 1 - shifts[0]) - (out - 1)
+        phases.append(_Phase(first, count, taps, step, (top, bottom)))
+    return phases
+
+
+def _transposed_kernel(w: np.ndarray, groups: int) -> np.ndarray:
+    """(C_in, C_out/G, kH, kW): per group, w[g][c_out, c_in] -> [c_in, c_out] (the kernel of dx)."""
+    c_out, c_per_group = w.shape[:2]
+    per_group = w.reshape(groups, c_out // groups, c_per_group, *w.shape[2:]).swapaxes(1, 2)
+    return per_group.reshape(groups * c_per_group, c_out // groups, *w.shape[2:])
+
+
+def _pad_or_crop(x: np.ndarray, sides: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """Zero-pad (positive) or crop (negative) the last two axes of (N, C, H, W) `x` per side."""
+    (top, bottom), (left, right) = sides
+    cropped = x[:, :, max(0, -top) : x.shape[2] - max(0, -bottom), max(0, -left) : x.shape[3] - max(0, -right)]
+    return pad_spatial(cropped, ((max(0, top), max(0, bottom)), (max(0, left), max(0, right))))
 
 
 def _pointwise_backward(
@@ -184,17 +273,3 @@ def _pointwise_backward(
     # dw^T = x @ dy^T: the orientation OpenBLAS runs fastest (see _dense_backward).
     dw_t = np.matmul(x_groups, dy_groups.swapaxes(-1, -2)).sum(axis=0)
     return dx, np.ascontiguousarray(dw_t.swapaxes(-1, -2)).reshape(w.shape)
-
-
-def _col2im(d_columns: np.ndarray, geo: ConvGeometry, padded_hw: tuple[int, int]) -> np.ndarray:
-    """Scatter-add (C, kH, kW, n, H_out, W_out) column gradients into a padded (C, n, H, W) gradient.
-
-    Overlapping windows accumulate: one strided add per kernel offset.
-    """
-    c, n = d_columns.shape[0], d_columns.shape[3]
-    dxp = np.zeros((c, n, *padded_hw), dtype=d_columns.dtype)
-    for i in range(geo.kernel[0]):
-        for j in range(geo.kernel[1]):
-            rows, cols = geo.offset_slices(i, j)
-            dxp[:, :, rows, cols] += d_columns[:, i, j]
-    return dxp

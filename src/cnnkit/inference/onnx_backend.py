@@ -38,6 +38,7 @@ class OnnxBackend:
     """
 
     name = "onnx"
+    device = torch.device("cpu")
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         self.path = Path(path)

@@ -113,3 +113,50 @@ class MBConv(nn.Module):
         if self.use_res_connect:
             out = self.stochastic_depth(out) + x
         return out
+
+
+class FusedMBConv(nn.Module):
+    """EfficientNetV2's Fused-MBConv (Tan & Le 2021, fig. 2): the 1x1 expand and the depthwise conv
+    of MBConv fused into one k x k conv, then a 1x1 projection (no projection when not expanding).
+
+    (N, C_in, H, W) -> (N, C_out, H / stride, W / stride); residual through stochastic depth when
+    stride 1 and C_in == C_out; torchvision's names (`block.0`, `block.1`).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        expanded_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        activation: ActFactory,
+        norm_layer: NormFactory,
+        *,
+        stochastic_depth_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_stride(stride)
+        self.use_res_connect = stride == 1 and in_channels == out_channels
+        if expanded_channels != in_channels:
+            layers: list[nn.Module] = [
+                ConvNormAct(
+                    in_channels, expanded_channels, kernel_size, stride, norm_layer=norm_layer, activation_layer=activation
+                ),
+                ConvNormAct(expanded_channels, out_channels, 1, norm_layer=norm_layer, activation_layer=None),
+            ]
+        else:
+            layers = [
+                ConvNormAct(
+                    in_channels, out_channels, kernel_size, stride, norm_layer=norm_layer, activation_layer=activation
+                )
+            ]
+        self.block = nn.Sequential(*layers)
+        self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.use_res_connect:
+            out = self.stochastic_depth(out) + x
+        return out

@@ -1,10 +1,9 @@
-"""Adapt a zoo model's two ends: a new classifier for another label set, and a first conv for
-another number of input channels (timm's `adapt_input_conv`).
+"""Adapt a zoo model's input end: a first conv for another number of input channels (timm's
+`adapt_input_conv`); the classifier end is `ClassifierModel.reset_classifier`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -31,41 +30,6 @@ def module_at(model: nn.Module, path: str, expected: tuple[type[nn.Module], ...]
         names = " or ".join(t.__name__ for t in expected)
         raise ValueError(f"{type(model).__name__}.{path} is a {type(module).__name__}, expected {names}")
     return module
-
-
-def new_classifier(
-    old: nn.Linear | nn.Conv2d, num_classes: int, *, generator: torch.Generator | None = None
-) -> nn.Module:
-    """A layer like `old` with `num_classes` outputs, PyTorch's default init U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    factory = {"device": old.weight.device, "dtype": old.weight.dtype}
-    if isinstance(old, nn.Linear):
-        layer: nn.Linear | nn.Conv2d = nn.Linear(old.in_features, num_classes, bias=old.bias is not None, **factory)
-    else:
-        layer = nn.Conv2d(
-            old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
-            dilation=old.dilation, bias=old.bias is not None, **factory,
-        )
-    bound = 1.0 / math.sqrt(math.prod(layer.weight.shape[1:]))
-    with torch.no_grad():
-        for tensor in (layer.weight, layer.bias):
-            if tensor is not None:
-                nn.init.uniform_(tensor, -bound, bound, generator=generator)
-    return layer
-
-
-def reset_classifier(model: nn.Module, num_classes: int, *, generator: torch.Generator | None = None) -> nn.Module:
-    """Replace the classifier at `default_cfg.classifier` by a fresh one with `num_classes` outputs.
-
-    Modifies `model` in place (also its `default_cfg.num_classes`) and returns it; used for
-    fine-tuning. `generator` makes the new weights reproducible.
-    """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    cfg = model_cfg(model)
-    old = module_at(model, cfg.classifier, (nn.Linear, nn.Conv2d))
-    model.set_submodule(cfg.classifier, new_classifier(old, num_classes, generator=generator))
-    model.default_cfg = dataclasses.replace(cfg, num_classes=num_classes)
-    return model
 
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:

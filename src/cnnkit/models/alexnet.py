@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.heads import mlp_head
 from cnnkit.models.plain_stack import PlainConv, plain_conv_stack
 from cnnkit.models.registry import register_model
 
@@ -30,11 +29,15 @@ class AlexNet(ClassifierModel):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, drop_rate: float = 0.5) -> None:
         super().__init__()
         self.default_cfg = DefaultCfg(
-            input_size=(in_chans, 224, 224), first_conv="features.0", classifier="classifier.6", num_classes=num_classes
+            input_size=(in_chans, 224, 224), first_conv="features.0",
+            classifier="classifier.6",
+            num_classes=num_classes,
+            feature_layer="features",
         )
         relu = partial(nn.ReLU, inplace=True)
         self.features = plain_conv_stack(ALEXNET_CONVS, in_chans, relu, partial(nn.MaxPool2d, 3, 2))
         self.avgpool = nn.AdaptiveAvgPool2d(6)
+        # torchvision's layout: dropout before each hidden Linear, none before the last (not a HeadSpec).
         self.classifier = nn.Sequential(
             nn.Dropout(drop_rate),
             nn.Linear(256 * 6 * 6, 4096),
@@ -48,11 +51,11 @@ class AlexNet(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return mlp_head(x, self.avgpool, self.classifier, pre_logits=pre_logits)
+    def pool_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(x), 1)
 
 
-@register_model
+@register_model("alexnet")
 def alexnet(num_classes: int = 1000, in_chans: int = 3, *, drop_rate: float = 0.5) -> AlexNet:
     """AlexNet (61.1M parameters); override: drop_rate (classifier dropout, 0.5)."""
     return AlexNet(num_classes, in_chans, drop_rate=drop_rate)

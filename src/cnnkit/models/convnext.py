@@ -17,6 +17,7 @@ from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.layers.convnext_block import ConvNeXtBlock
 from cnnkit.layers.layer_norm import LayerNorm2d
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 
 NORM_EPS = 1e-6
@@ -43,8 +44,23 @@ CONVNEXT_SMALL: tuple[ConvNeXtStage, ...] = (
     ConvNeXtStage(channels=768, num_layers=3),
 )
 
+CONVNEXT_BASE: tuple[ConvNeXtStage, ...] = (
+    ConvNeXtStage(channels=128, num_layers=3),
+    ConvNeXtStage(channels=256, num_layers=3),
+    ConvNeXtStage(channels=512, num_layers=27),
+    ConvNeXtStage(channels=1024, num_layers=3),
+)
+CONVNEXT_LARGE: tuple[ConvNeXtStage, ...] = (
+    ConvNeXtStage(channels=192, num_layers=3),
+    ConvNeXtStage(channels=384, num_layers=3),
+    ConvNeXtStage(channels=768, num_layers=27),
+    ConvNeXtStage(channels=1536, num_layers=3),
+)
+
 # torchvision's evaluation transform for its ConvNeXt weights: resize 236, centre crop 224, bilinear.
-CONVNEXT_CFG = DefaultCfg(first_conv="features.0.0", classifier="classifier.2", crop_pct=224 / 236)
+CONVNEXT_CFG = DefaultCfg(
+    first_conv="features.0.0", classifier="classifier.2", crop_pct=224 / 236, feature_layer="features"
+)
 
 
 class ConvNeXt(ClassifierModel):
@@ -96,10 +112,10 @@ class ConvNeXt(ClassifierModel):
                 )
         self.features = nn.Sequential(*features)
         self.num_features = stages[-1].channels
-        self.classifier = nn.Sequential(
-            norm_layer(self.num_features), nn.Flatten(1), nn.Linear(self.num_features, num_classes)
+        # The head's LayerNorm runs on the pooled (N, C, 1, 1) map, then Flatten (torchvision's names).
+        self.classifier = build_head(
+            self.num_features, num_classes, HeadSpec(), prefix=(norm_layer(self.num_features), nn.Flatten(1))
         )
-        self.num_classes = num_classes
         self.default_cfg = replace(CONVNEXT_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -110,13 +126,12 @@ class ConvNeXt(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, LayerNorm, flatten -> (N, C) pre-logits; then the Linear `classifier.2`."""
-        x = self.classifier[:-1](nn.functional.adaptive_avg_pool2d(x, 1))
-        return x if pre_logits else self.classifier[-1](x)
+    def pool_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) -> (N, C, 1, 1): the head's LayerNorm2d and Flatten come next."""
+        return nn.functional.adaptive_avg_pool2d(x, 1)
 
 
-@register_model
+@register_model("convnext_tiny")
 def convnext_tiny(
     num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.1, layer_scale: float = 1e-6
 ) -> ConvNeXt:
@@ -126,11 +141,31 @@ def convnext_tiny(
     )
 
 
-@register_model
+@register_model("convnext_small")
 def convnext_small(
     num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.4, layer_scale: float = 1e-6
 ) -> ConvNeXt:
     """ConvNeXt-S (50.2 M parameters)."""
     return ConvNeXt(
         CONVNEXT_SMALL, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
+    )
+
+
+@register_model("convnext_base")
+def convnext_base(
+    num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.5, layer_scale: float = 1e-6
+) -> ConvNeXt:
+    """ConvNeXt-B (88.6 M parameters)."""
+    return ConvNeXt(
+        CONVNEXT_BASE, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
+    )
+
+
+@register_model("convnext_large")
+def convnext_large(
+    num_classes: int = 1000, in_chans: int = 3, *, stochastic_depth_prob: float = 0.5, layer_scale: float = 1e-6
+) -> ConvNeXt:
+    """ConvNeXt-L (197.8 M parameters)."""
+    return ConvNeXt(
+        CONVNEXT_LARGE, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
     )

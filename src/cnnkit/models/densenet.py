@@ -1,4 +1,4 @@
-"""DenseNet-BC-121 and -161 (Huang et al. 2017, "Densely Connected Convolutional Networks", table 1).
+"""DenseNet-BC-121, -161, -169 and -201 (Huang et al. 2017, "Densely Connected Convolutional Networks", table 1).
 
 Names follow torchvision: `features.conv0/norm0/relu0/pool0`, `features.denseblockN.denselayerM`,
 `features.transitionN`, `features.norm5`, `classifier`.
@@ -10,13 +10,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.layers.conv_norm_act import NormFactory
 from cnnkit.layers.dense import DenseBlock, Transition
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.heads import pooled_linear_head
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 from cnnkit.models.weight_init import init_kaiming_
 
@@ -65,19 +64,17 @@ class DenseNet(ClassifierModel):
                 self.features.add_module(f"transition{i + 1}", Transition(width, width // 2, norm_layer))
                 width //= 2
         self.features.add_module("norm5", norm_layer(width))
+        self.features.add_module("relu5", nn.ReLU(inplace=True))  # torchvision applies it functionally
         self.num_features = width
-        self.classifier = nn.Linear(width, num_classes)
+        self.classifier = build_head(width, num_classes, HeadSpec(), bare=True)
         init_kaiming_(self, mode="fan_in")
         nn.init.zeros_(self.classifier.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.features(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return pooled_linear_head(x, self.classifier, drop_rate=0.0, training=self.training, pre_logits=pre_logits)
+        return self.features(x)
 
 
-DENSENET_CFG = DefaultCfg(first_conv="features.conv0", classifier="classifier")
+DENSENET_CFG = DefaultCfg(first_conv="features.conv0", classifier="classifier", feature_layer="features")
 
 
 def register_densenet(name: str, config: DenseNetConfig, summary: str) -> ModelBuilder:
@@ -95,13 +92,14 @@ def register_densenet(name: str, config: DenseNetConfig, summary: str) -> ModelB
             config, cfg, num_classes, in_chans, norm_layer=norm_layer or nn.BatchNorm2d, drop_rate=drop_rate
         )
 
-    builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
         f"{summary}\n\nOverrides: norm_layer (e.g. `make_norm_layer('group')`), "
         "drop_rate (dropout on each dense layer's new features)."
     )
-    return register_model(builder)
+    return register_model(name, builder)
 
 
 densenet121 = register_densenet("densenet121", DenseNetConfig(32, (6, 12, 24, 16), 64), "DenseNet-BC-121, k=32.")
 densenet161 = register_densenet("densenet161", DenseNetConfig(48, (6, 12, 36, 24), 96), "DenseNet-BC-161, k=48.")
+densenet169 = register_densenet("densenet169", DenseNetConfig(32, (6, 12, 32, 32), 64), "DenseNet-BC-169, k=32.")
+densenet201 = register_densenet("densenet201", DenseNetConfig(32, (6, 12, 48, 32), 64), "DenseNet-BC-201, k=32.")

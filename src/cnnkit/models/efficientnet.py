@@ -11,14 +11,16 @@ import math
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 from torch import nn
 
 from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.layers.inverted_residual import MBConv
 from cnnkit.layers.make_divisible import make_divisible
-from cnnkit.models.base import DefaultCfg
-from cnnkit.models.mobilenet_v2 import PooledClassifierModel, init_mobilenet_weights
+from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
+from cnnkit.models.weight_init import init_mobilenet_weights
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def scale_stage(stage: MBConvStage, scaling: CompoundScaling) -> MBConvStage:
     )
 
 
-class EfficientNet(PooledClassifierModel):
+class EfficientNet(ClassifierModel):
     """(N, in_chans, H, W) -> (N, num_classes): stem, MBConv stages (`features.1..7`), 1x1 conv to 4x width.
 
     Stochastic depth grows linearly with block index, from 0 to `stochastic_depth_prob` (excluded).
@@ -137,8 +139,7 @@ class EfficientNet(PooledClassifierModel):
             ConvNormAct(scaled[-1].out_channels, self.num_features, 1, norm_layer=norm_layer, activation_layer=nn.SiLU)
         )
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(drop_rate, inplace=True), nn.Linear(self.num_features, num_classes))
-        self.num_classes = num_classes
+        self.classifier = build_head(self.num_features, num_classes, HeadSpec(dropout=drop_rate))
         self.default_cfg = DefaultCfg(
             input_size=(in_chans, scaling.resolution, scaling.resolution),
             first_conv="features.0.0",
@@ -146,8 +147,12 @@ class EfficientNet(PooledClassifierModel):
             num_classes=num_classes,
             crop_pct=scaling.crop_pct,
             interpolation="bicubic",
+            feature_layer="features",
         )
         init_mobilenet_weights(self, linear_init="uniform")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
 
 
 def register_efficientnet(variant: str, summary: str) -> ModelBuilder:
@@ -169,11 +174,10 @@ def register_efficientnet(variant: str, summary: str) -> ModelBuilder:
             stochastic_depth_prob=stochastic_depth_prob,
         )
 
-    builder.__name__ = builder.__qualname__ = f"efficientnet_{variant}"
     builder.__doc__ = (
         f"{summary}\n\nOverrides: drop_rate (None: the variant's {scaling.dropout}), stochastic_depth_prob."
     )
-    return register_model(builder)
+    return register_model(f"efficientnet_{variant}", builder)
 
 
 efficientnet_b0 = register_efficientnet("b0", "EfficientNet-B0 (5.3 M parameters, 224 px).")

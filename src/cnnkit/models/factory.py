@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import numbers
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models import zoo  # noqa: F401  (each family registers its builders when imported)
+from cnnkit.models.base import ClassifierModel
+from cnnkit.models.heads import HeadSpec
 from cnnkit.models.registry import _REGISTRY, ModelBuilder
 
 
@@ -28,6 +32,8 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     pretrained: str | Path | None = None,
+    *,
+    head: HeadSpec | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded).
@@ -37,6 +43,8 @@ def create_model(
 
     With `pretrained`, a classifier of another size is re-initialised and the first conv adapted
     to `in_chans` (see `cnnkit.models.pretrained.load_pretrained`; notes go to the 'cnnkit' logger).
+    `head` (a `HeadSpec`, e.g. `HeadSpec(hidden=(256,), dropout=0.4)`) replaces the model's own
+    head by a fresh one (`ClassifierModel.reset_classifier`), after any pretrained weights loaded.
     """
     if name not in _REGISTRY:
         close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
@@ -50,11 +58,19 @@ def create_model(
     for argument, value in (("num_classes", num_classes), ("in_chans", in_chans)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise CnnkitError(f"{argument} must be a positive int, got {value!r} (model {name!r})")
+    if head is not None and not isinstance(head, HeadSpec):
+        raise CnnkitError(f"head must be a cnnkit.models.heads.HeadSpec, got {type(head).__name__} (model {name!r})")
     if pretrained is None:
-        return builder(num_classes=num_classes, in_chans=in_chans, **overrides)
-    from cnnkit.models.pretrained import build_with_weights
+        model = builder(num_classes=num_classes, in_chans=in_chans, **overrides)
+    else:
+        from cnnkit.models.pretrained import build_with_weights
 
-    return build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
+        model = build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
+    if head is not None:
+        if not isinstance(model, ClassifierModel):
+            raise CnnkitError(f"model {name!r} is not a ClassifierModel: it takes no head")
+        model.reset_classifier(num_classes, head=head)
+    return model
 
 
 def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]) -> None:
@@ -67,3 +83,49 @@ def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]
         raise CnnkitError(
             f"model {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted)) or 'none'}"
         )
+
+
+def parse_model_options(name: str, pairs: list[str]) -> dict[str, Any]:
+    """`["drop_rate=0.2", ...]` -> {"drop_rate": 0.2}: each key an option of model `name`'s builder,
+    each value read as YAML and checked against the option's type (its annotation or default)."""
+    import yaml
+
+    if name not in _REGISTRY:
+        raise CnnkitError(f"unknown model {name!r} (see `cnnkit.list_models()`)")
+    builder = _REGISTRY[name]
+    parameters = inspect.signature(builder).parameters
+    try:
+        hints = typing.get_type_hints(builder)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: fall back to defaults
+        hints = {}
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CnnkitError(f"--model-opt {pair!r}: expected KEY=VALUE")
+        value = yaml.safe_load(text) if text.strip() else None
+        options[key] = value
+        if key in ("num_classes", "in_chans"):
+            raise CnnkitError(f"--model-opt {key}: set by the data, not a model option")
+        if key in parameters and not _fits(value, hints.get(key, type(parameters[key].default))):
+            raise CnnkitError(f"--model-opt {key}={text}: model {name!r} expects {hints.get(key, 'another type')}")
+    _check_overrides(name, builder, options)
+    return options
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    if annotation in (inspect.Parameter.empty, Any, type(None)):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arm) for arm in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple))
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.layers.inception import BasicConv2d, Inception, InceptionWidths
-from cnnkit.models.base import IMAGENET_MEAN, IMAGENET_STD, ClassifierModel, DefaultCfg
-from cnnkit.models.heads import pooled_linear_head
+from cnnkit.models.base import ClassifierModel, DefaultCfg, imagenet_to_unit_range
+from cnnkit.models.heads import HeadSpec, build_head, new_classifier
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_trunc_normal_
 
@@ -71,13 +71,6 @@ class GoogLeNetAux(nn.Module):
         return self.fc2(self.dropout(F.relu(self.fc1(x), inplace=True)))
 
 
-def imagenet_to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """Map ImageNet-normalised (N, 3, H, W) input to (pixel - 0.5) / 0.5, the Google weights' scaling."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return x * (std / 0.5) + (mean - 0.5) / 0.5
-
-
 class GoogLeNet(ClassifierModel):
     """(N, in_chans, H, W) -> (N, num_classes); features (N, 1024, H/32, W/32)."""
 
@@ -95,7 +88,11 @@ class GoogLeNet(ClassifierModel):
         if transform_input and in_chans != 3:
             raise ValueError(f"transform_input needs 3 input channels, got in_chans={in_chans}")
         self.default_cfg = DefaultCfg(
-            input_size=(in_chans, 224, 224), first_conv="conv1.conv", classifier="fc", num_classes=num_classes
+            input_size=(in_chans, 224, 224),
+            first_conv="conv1.conv",
+            classifier="fc",
+            num_classes=num_classes,
+            feature_layer=GOOGLENET_TABLE[-1].name,
         )
         self.aux_logits = aux_logits
         self.transform_input = transform_input
@@ -118,7 +115,7 @@ class GoogLeNet(ClassifierModel):
             for name, width in aux_inputs.items():
                 self.add_module(name, GoogLeNetAux(width, num_classes, aux_drop_rate))
         self.num_features = channels
-        self.fc = nn.Linear(channels, num_classes)
+        self.fc = build_head(channels, num_classes, HeadSpec(dropout=drop_rate), bare=True)
         init_trunc_normal_(self, std=0.01)
 
     def _run(self, x: torch.Tensor, aux_out: dict[str, torch.Tensor] | None) -> torch.Tensor:
@@ -140,8 +137,15 @@ class GoogLeNet(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return pooled_linear_head(x, self.fc, drop_rate=self.drop_rate, training=self.training, pre_logits=pre_logits)
+    def reset_classifier(
+        self, num_classes: int, *, head: HeadSpec | None = None, generator: torch.Generator | None = None
+    ) -> None:
+        """As ClassifierModel's; the auxiliary heads (when built) get `num_classes` outputs too."""
+        super().reset_classifier(num_classes, head=head, generator=generator)
+        for name in ("aux1", "aux2"):
+            aux = getattr(self, name, None)
+            if isinstance(aux, GoogLeNetAux):
+                aux.fc2 = new_classifier(aux.fc2, num_classes, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:  # type: ignore[override]
         if not (self.training and self.aux_logits):
@@ -151,7 +155,7 @@ class GoogLeNet(ClassifierModel):
         return GoogLeNetOutputs(logits, aux["aux2"], aux["aux1"])
 
 
-@register_model
+@register_model("googlenet")
 def googlenet(
     num_classes: int = 1000,
     in_chans: int = 3,

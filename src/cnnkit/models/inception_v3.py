@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.layers.inception import BasicConv2d, KernelSize
-from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.googlenet import imagenet_to_unit_range
-from cnnkit.models.heads import pooled_linear_head
+from cnnkit.models.base import ClassifierModel, DefaultCfg, imagenet_to_unit_range
+from cnnkit.models.heads import HeadSpec, build_head, new_classifier
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_trunc_normal_
 
@@ -247,6 +246,7 @@ class InceptionV3(ClassifierModel):
             first_conv="Conv2d_1a_3x3.conv",
             classifier="fc",
             num_classes=num_classes,
+            feature_layer=MIXED_TABLE[-1][0],
         )
         self.aux_logits = aux_logits
         self.transform_input = transform_input
@@ -264,7 +264,7 @@ class InceptionV3(ClassifierModel):
             if name == AUX_AFTER and aux_logits:
                 self.AuxLogits = InceptionAux(channels, num_classes)
         self.num_features = channels
-        self.fc = nn.Linear(channels, num_classes)
+        self.fc = build_head(channels, num_classes, HeadSpec(dropout=drop_rate), bare=True)
         init_trunc_normal_(self, std=0.1)
 
     def _run(self, x: torch.Tensor, aux_out: list[torch.Tensor] | None) -> torch.Tensor:
@@ -284,8 +284,13 @@ class InceptionV3(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return pooled_linear_head(x, self.fc, drop_rate=self.drop_rate, training=self.training, pre_logits=pre_logits)
+    def reset_classifier(
+        self, num_classes: int, *, head: HeadSpec | None = None, generator: torch.Generator | None = None
+    ) -> None:
+        """As ClassifierModel's; the auxiliary head (when built) gets `num_classes` outputs too."""
+        super().reset_classifier(num_classes, head=head, generator=generator)
+        if isinstance(getattr(self, "AuxLogits", None), InceptionAux):
+            self.AuxLogits.fc = new_classifier(self.AuxLogits.fc, num_classes, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | InceptionOutputs:  # type: ignore[override]
         if not (self.training and self.aux_logits):
@@ -295,7 +300,7 @@ class InceptionV3(ClassifierModel):
         return InceptionOutputs(logits, aux[0])
 
 
-@register_model
+@register_model("inception_v3")
 def inception_v3(
     num_classes: int = 1000,
     in_chans: int = 3,

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.heads import mlp_head
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.plain_stack import PlainConv, plain_conv_stack
 from cnnkit.models.registry import register_model
 
@@ -38,21 +38,20 @@ class LeNet5(ClassifierModel):
             classifier="classifier.4",
             num_classes=num_classes,
             crop_pct=1.0,
+            feature_layer="features",
         )
         self.features = plain_conv_stack(LENET5_CONVS, in_chans, nn.Tanh, partial(nn.AvgPool2d, 2))
         self.avgpool = nn.AdaptiveAvgPool2d(5)
-        self.classifier = nn.Sequential(
-            nn.Linear(16 * 5 * 5, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, num_classes)
-        )
+        self.classifier = build_head(16 * 5 * 5, num_classes, HeadSpec((120, 84), activation="tanh"))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return mlp_head(x, self.avgpool, self.classifier, pre_logits=pre_logits)
+    def pool_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(x), 1)
 
 
-@register_model
+@register_model("lenet5")
 def lenet5(num_classes: int = 10, in_chans: int = 1) -> LeNet5:
     """LeNet-5, tanh + average pooling (61,706 parameters with 10 classes on one channel)."""
     return LeNet5(num_classes, in_chans)

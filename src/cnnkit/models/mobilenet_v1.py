@@ -15,6 +15,7 @@ from torch import nn
 from cnnkit.layers.depthwise_separable import DepthwiseSeparableConv
 from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 
 
@@ -43,6 +44,7 @@ MOBILENET_V1_CFG = DefaultCfg(
     first_conv="conv_stem",
     classifier="classifier",
     interpolation="bicubic",
+    feature_layer="blocks",
 )
 
 
@@ -94,21 +96,15 @@ class MobileNetV1(ClassifierModel):
         self.blocks = nn.Sequential(*blocks)
         self.num_features = channels
         self.drop_rate = drop_rate
-        self.classifier = nn.Linear(channels, num_classes)
-        self.num_classes = num_classes
+        self.classifier = build_head(channels, num_classes, HeadSpec(dropout=drop_rate), bare=True)
         self.default_cfg = replace(MOBILENET_V1_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes)
         init_tf_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-        x = nn.functional.dropout(x, self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
 
-
-@register_model
+@register_model("mobilenetv1_100")
 def mobilenetv1_100(
     num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0, drop_rate: float = 0.0
 ) -> MobileNetV1:

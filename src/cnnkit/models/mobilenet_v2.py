@@ -1,8 +1,7 @@
 """MobileNetV2 (Sandler et al. 2018): a stem conv, 17 inverted residual blocks, a 1x1 conv to 1280.
 
 The architecture is the paper's Table 2 `(t, c, n, s)` rows as data. State-dict names follow
-torchvision's `mobilenet_v2` (`features.N...`, `classifier.1`). Also home of the
-`PooledClassifierModel` head shared by the MobileNet/EfficientNet families.
+torchvision's `mobilenet_v2` (`features.N...`, `classifier.1`).
 """
 
 from __future__ import annotations
@@ -16,43 +15,9 @@ from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.layers.inverted_residual import InvertedResidual
 from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
-from cnnkit.models.weight_init import init_kaiming_
-
-
-class PooledClassifierModel(ClassifierModel):
-    """`features` (N, C, h, w) -> global average pool -> `classifier` (an nn.Sequential ending in Linear).
-
-    `forward_head(pre_logits=True)` returns the (N, D) input of that last Linear (the module at
-    `default_cfg.classifier`), which is what a new head for fine-tuning receives.
-    """
-
-    features: nn.Sequential
-    classifier: nn.Sequential
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-        x = self.classifier[:-1](x)
-        return x if pre_logits else self.classifier[-1](x)
-
-
-def init_mobilenet_weights(model: nn.Module, *, linear_init: str = "normal") -> None:
-    """torchvision's MobileNet/EfficientNet init: He-normal (fan_out) convs, unit norms, small Linear.
-
-    `linear_init="normal"`: N(0, 0.01) (MobileNetV2/V3); `"uniform"`: U(+-1/sqrt(out_features)) (EfficientNet).
-    """
-    if linear_init not in ("normal", "uniform"):
-        raise ValueError(f"linear_init must be 'normal' or 'uniform', got {linear_init!r}")
-    init_kaiming_(model, mode="fan_out", linear_std=0.01 if linear_init == "normal" else None)
-    if linear_init == "uniform":
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                bound = 1.0 / m.out_features**0.5
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+from cnnkit.models.weight_init import init_mobilenet_weights
 
 
 @dataclass(frozen=True)
@@ -77,10 +42,10 @@ MOBILENET_V2_STAGES: tuple[InvertedResidualStage, ...] = (
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
 
-MOBILENET_V2_CFG = DefaultCfg(first_conv="features.0.0", classifier="classifier.1")
+MOBILENET_V2_CFG = DefaultCfg(first_conv="features.0.0", classifier="classifier.1", feature_layer="features")
 
 
-class MobileNetV2(PooledClassifierModel):
+class MobileNetV2(ClassifierModel):
     """(N, in_chans, H, W) -> (N, num_classes); features end at stride 32 with `num_features` channels.
 
     `width_mult` scales every width (rounded to multiples of 8); the last conv never shrinks below
@@ -110,13 +75,15 @@ class MobileNetV2(PooledClassifierModel):
                 channels = out_channels
         features.append(ConvNormAct(channels, self.num_features, 1, activation_layer=nn.ReLU6))
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(self.num_features, num_classes))
-        self.num_classes = num_classes
+        self.classifier = build_head(self.num_features, num_classes, HeadSpec(dropout=drop_rate))
         self.default_cfg = replace(MOBILENET_V2_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes)
         init_mobilenet_weights(self)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
 
-@register_model
+
+@register_model("mobilenet_v2")
 def mobilenet_v2(
     num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0, drop_rate: float = 0.2
 ) -> MobileNetV2:

@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import partial
 
+import torch
 from torch import nn
 
 from cnnkit.layers.conv_norm_act import ActFactory, ConvNormAct
 from cnnkit.layers.inverted_residual import MBConv
 from cnnkit.layers.make_divisible import make_divisible
-from cnnkit.models.base import DefaultCfg
-from cnnkit.models.mobilenet_v2 import PooledClassifierModel, init_mobilenet_weights
+from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
+from cnnkit.models.weight_init import init_mobilenet_weights
 
 RE: ActFactory = nn.ReLU
 HS: ActFactory = nn.Hardswish
@@ -84,10 +86,10 @@ MOBILENET_V3_SMALL = MobileNetV3Arch(
     last_channels=1024,
 )
 
-MOBILENET_V3_CFG = DefaultCfg(first_conv="features.0.0", classifier="classifier.3")
+MOBILENET_V3_CFG = DefaultCfg(first_conv="features.0.0", classifier="classifier.3", feature_layer="features")
 
 
-class MobileNetV3(PooledClassifierModel):
+class MobileNetV3(ClassifierModel):
     """(N, in_chans, H, W) -> (N, num_classes); the last conv is 6x the last block's width.
 
     `width_mult` scales every width, rounded to multiples of 8 (SE widths: expanded / 4, rounded).
@@ -134,18 +136,17 @@ class MobileNetV3(PooledClassifierModel):
         )
         self.features = nn.Sequential(*features)
         self.head_hidden_size = make_divisible(arch.last_channels * width_mult)
-        self.classifier = nn.Sequential(
-            nn.Linear(self.num_features, self.head_hidden_size),
-            nn.Hardswish(inplace=True),
-            nn.Dropout(drop_rate, inplace=True),
-            nn.Linear(self.head_hidden_size, num_classes),
+        self.classifier = build_head(
+            self.num_features, num_classes, HeadSpec((self.head_hidden_size,), drop_rate, activation="hardswish")
         )
-        self.num_classes = num_classes
         self.default_cfg = replace(MOBILENET_V3_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes)
         init_mobilenet_weights(self)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
 
-@register_model
+
+@register_model("mobilenet_v3_large")
 def mobilenet_v3_large(
     num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0, drop_rate: float = 0.2
 ) -> MobileNetV3:
@@ -153,7 +154,7 @@ def mobilenet_v3_large(
     return MobileNetV3(MOBILENET_V3_LARGE, num_classes, in_chans, width_mult=width_mult, drop_rate=drop_rate)
 
 
-@register_model
+@register_model("mobilenet_v3_small")
 def mobilenet_v3_small(
     num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0, drop_rate: float = 0.2
 ) -> MobileNetV3:

@@ -7,7 +7,7 @@ list_models) sits on top and imports the zoo.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from torch import nn
 
@@ -18,13 +18,29 @@ F = TypeVar("F", bound=ModelBuilder)
 _REGISTRY: dict[str, ModelBuilder] = {}
 
 
-def register_model(builder: F) -> F:
-    """Register `builder` under its function name; a second model with the same name is an error."""
-    name = builder.__name__
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = builder
-    return builder
+@overload
+def register_model(name: str) -> Callable[[F], F]: ...
+
+
+@overload
+def register_model(name: str, builder: F) -> F: ...
+
+
+def register_model(name: str, builder: F | None = None) -> F | Callable[[F], F]:
+    """Register `builder` under `name`: `register_model("resnet18", build)` or `@register_model("resnet18")`.
+
+    The name is an argument (no builder renames itself); a second model with that name is an error.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_model needs the model's name as its first argument, got {name!r}")
+
+    def register(function: F) -> F:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = function
+        return function
+
+    return register if builder is None else register(builder)
 
 
 def unregister_model(name: str) -> None:

@@ -22,7 +22,7 @@ from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.layers.residual import AttentionFactory, BasicBlock, projection_shortcut
 from cnnkit.layers.squeeze_excitation import SqueezeExcitation
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.heads import pooled_linear_head
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 from cnnkit.models.weight_init import init_kaiming_
 
@@ -109,7 +109,7 @@ class ResNet(ClassifierModel):
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
             inplanes = out_channels
         self.num_features = inplanes
-        self.fc = nn.Linear(inplanes, num_classes)
+        self.fc = build_head(inplanes, num_classes, HeadSpec(dropout=drop_rate), bare=True)
         init_kaiming_(self)
         if zero_init_residual:
             for m in self.modules():
@@ -119,9 +119,6 @@ class ResNet(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return pooled_linear_head(x, self.fc, drop_rate=self.drop_rate, training=self.training, pre_logits=pre_logits)
 
 
 def register_resnet(name: str, config: ResNetConfig, default_cfg: DefaultCfg, summary: str) -> ModelBuilder:
@@ -158,15 +155,14 @@ def register_resnet(name: str, config: ResNetConfig, default_cfg: DefaultCfg, su
             drop_rate=drop_rate,
         )
 
-    builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
         f"{summary}\n\nOverrides: stem ('imagenet' | 'deep' | 'cifar': 3x3/1 stem without max-pool for "
         "32x32 inputs), norm_layer (e.g. `make_norm_layer('group')`), zero_init_residual, drop_rate."
     )
-    return register_model(builder)
+    return register_model(name, builder)
 
 
-TORCHVISION_CFG = DefaultCfg()
+TORCHVISION_CFG = DefaultCfg(feature_layer="layer4")
 _BOTTLENECK = partial(ResNetConfig, Bottleneck)
 
 resnet18 = register_resnet("resnet18", ResNetConfig(BasicBlock, (2, 2, 2, 2)), TORCHVISION_CFG, "ResNet-18.")
@@ -177,6 +173,14 @@ resnet152 = register_resnet("resnet152", _BOTTLENECK((3, 8, 36, 3)), TORCHVISION
 resnext50_32x4d = register_resnet(
     "resnext50_32x4d", _BOTTLENECK((3, 4, 6, 3), groups=32, width_per_group=4), TORCHVISION_CFG,
     "ResNeXt-50 32x4d: 32 groups of width 4 in every 3x3 conv.",
+)
+resnext101_32x8d = register_resnet(
+    "resnext101_32x8d", _BOTTLENECK((3, 4, 23, 3), groups=32, width_per_group=8), TORCHVISION_CFG,
+    "ResNeXt-101 32x8d: 32 groups of width 8 in every 3x3 conv.",
+)
+wide_resnet101_2 = register_resnet(
+    "wide_resnet101_2", _BOTTLENECK((3, 4, 23, 3), width_per_group=128), TORCHVISION_CFG,
+    "Wide ResNet-101-2: the bottleneck's 3x3 conv is twice as wide.",
 )
 wide_resnet50_2 = register_resnet(
     "wide_resnet50_2", _BOTTLENECK((3, 4, 6, 3), width_per_group=128), TORCHVISION_CFG,

@@ -1,6 +1,6 @@
-"""VGG-11/16/19 (and with BatchNorm): stacks of 3x3 convs, a 2x2 max-pool closing each stage.
+"""VGG-11/13/16/19 (and with BatchNorm): stacks of 3x3 convs, a 2x2 max-pool closing each stage.
 
-Simonyan & Zisserman 2015, "Very Deep Convolutional Networks", table 1 (configurations A, D, E).
+Simonyan & Zisserman 2015, "Very Deep Convolutional Networks", table 1 (configurations A, B, D, E).
 Module names and indices follow torchvision (`features.N`, `classifier.0/3/6`).
 """
 
@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnkit.layers.conv_norm_act import NormFactory
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.heads import mlp_head
+from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 from cnnkit.models.weight_init import init_kaiming_
 
@@ -27,6 +27,7 @@ class VGGConfig:
 
 
 VGG11 = VGGConfig(((64,), (128,), (256, 256), (512, 512), (512, 512)))
+VGG13 = VGGConfig(((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)))
 VGG16 = VGGConfig(((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)))
 VGG19 = VGGConfig(((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)))
 
@@ -64,25 +65,17 @@ class VGG(ClassifierModel):
         self.features = vgg_features(config, in_chans, norm_layer)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         width = config.stages[-1][-1]
-        self.classifier = nn.Sequential(
-            nn.Linear(width * 7 * 7, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(4096, num_classes),
-        )
+        self.classifier = build_head(width * 7 * 7, num_classes, HeadSpec((4096, 4096), drop_rate))
         init_kaiming_(self, linear_std=0.01)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return mlp_head(x, self.avgpool, self.classifier, pre_logits=pre_logits)
+    def pool_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(x), 1)
 
 
-VGG_CFG = DefaultCfg(first_conv="features.0", classifier="classifier.6")
+VGG_CFG = DefaultCfg(first_conv="features.0", classifier="classifier.6", feature_layer="features")
 
 
 def register_vgg(name: str, config: VGGConfig, summary: str) -> ModelBuilder:
@@ -99,15 +92,16 @@ def register_vgg(name: str, config: VGGConfig, summary: str) -> ModelBuilder:
         cfg = replace(VGG_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes)
         return VGG(config, cfg, num_classes, in_chans, norm_layer=norm, drop_rate=drop_rate)
 
-    builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
         f"{summary}\n\nOverrides: norm_layer (a norm after every conv; default BatchNorm for *_bn, "
         "none otherwise), drop_rate (classifier dropout, 0.5)."
     )
-    return register_model(builder)
+    return register_model(name, builder)
 
 
 vgg11 = register_vgg("vgg11", VGG11, "VGG-11 (configuration A).")
+vgg13 = register_vgg("vgg13", VGG13, "VGG-13 (configuration B).")
 vgg16 = register_vgg("vgg16", VGG16, "VGG-16 (configuration D).")
 vgg19 = register_vgg("vgg19", VGG19, "VGG-19 (configuration E).")
 vgg16_bn = register_vgg("vgg16_bn", replace(VGG16, batch_norm=True), "VGG-16 with BatchNorm after every conv.")
+vgg19_bn = register_vgg("vgg19_bn", replace(VGG19, batch_norm=True), "VGG-19 with BatchNorm after every conv.")

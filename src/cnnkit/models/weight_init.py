@@ -48,3 +48,19 @@ def init_trunc_normal_(model: nn.Module, std: float) -> None:
         elif isinstance(m, _NORMS) and m.weight is not None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def init_mobilenet_weights(model: nn.Module, *, linear_init: Literal["normal", "uniform"] = "normal") -> None:
+    """torchvision's MobileNet/EfficientNet init: He-normal (fan_out) convs, unit norms, small Linear.
+
+    `linear_init="normal"`: N(0, 0.01) (MobileNetV2/V3); `"uniform"`: U(+-1/sqrt(out_features)) (EfficientNet).
+    """
+    if linear_init not in ("normal", "uniform"):
+        raise ValueError(f"linear_init must be 'normal' or 'uniform', got {linear_init!r}")
+    init_kaiming_(model, mode="fan_out", linear_std=0.01 if linear_init == "normal" else None)
+    if linear_init == "uniform":
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                bound = 1.0 / m.out_features**0.5
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)

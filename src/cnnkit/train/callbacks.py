@@ -1,6 +1,9 @@
-"""Events of a training run, and the callbacks that log them (fastai-style: no subclassing of the trainer).
+"""Events of a training run, and the callbacks that log or steer it (fastai-style: no subclassing
+of the trainer).
 
-The trainer calls `callback.<event>(trainer)` for each event in `EVENTS`, in callback order.
+The trainer calls `callback.<event>(trainer)` for each event in `EVENTS`, in callback order. What
+a callback may read is `TrainerView`; what it may change is `trainer.should_stop` (stop after the
+current step) and the optimizer's learning rate in `before_batch` (the LR finder does).
 """
 
 from __future__ import annotations
@@ -9,23 +12,57 @@ import csv
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from cnnkit.train.trainer import Trainer
+import torch
+from torch import nn
+
+from cnnkit.train.progress import LINE_INTERVAL_S, format_eta
 
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_batch", "after_epoch", "after_fit")
+
+
+class TrainerView(Protocol):
+    """The part of the Trainer that callbacks read (and `should_stop`, which they may set)."""
+
+    config: Any  # TrainConfig
+    state: Any  # TrainState: epoch, batch_in_epoch, step, best_metric, epochs_without_improvement, ...
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epoch_metrics: dict[str, float]
+    current_lr: float
+    last_loss: float
+    batch_size_seen: int
+    should_stop: bool
+
+    @property
+    def steps_per_epoch(self) -> int: ...
 
 
 class Callback:
     """Override any of the event methods; each receives the trainer (read its `state`, `metrics`)."""
 
-    def before_fit(self, trainer: Trainer) -> None: ...
-    def before_epoch(self, trainer: Trainer) -> None: ...
-    def before_batch(self, trainer: Trainer) -> None: ...
-    def after_batch(self, trainer: Trainer) -> None: ...
-    def after_epoch(self, trainer: Trainer) -> None: ...
-    def after_fit(self, trainer: Trainer) -> None: ...
+    def before_fit(self, trainer: TrainerView) -> None: ...
+    def before_epoch(self, trainer: TrainerView) -> None: ...
+    def before_batch(self, trainer: TrainerView) -> None: ...
+    def after_batch(self, trainer: TrainerView) -> None: ...
+    def after_epoch(self, trainer: TrainerView) -> None: ...
+    def after_fit(self, trainer: TrainerView) -> None: ...
+
+
+class EarlyStopping(Callback):
+    """Stop once `patience` epochs in a row did not improve the monitored metric (added by the
+    Trainer when config.early_stopping_patience is set; the count lives in the checkpointed state)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def _check(self, trainer: TrainerView) -> None:
+        if trainer.state.epochs_without_improvement >= self.patience:
+            trainer.should_stop = True
+
+    before_fit = _check  # a resumed run that had already stopped stays stopped
+    after_epoch = _check
 
 
 class CsvLogger(Callback):
@@ -34,14 +71,14 @@ class CsvLogger(Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def before_fit(self, trainer: Trainer) -> None:
+    def before_fit(self, trainer: TrainerView) -> None:
         if not self.path.exists():
             return
         with self.path.open(newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < trainer.state.epoch]
         self._write(rows)
 
-    def after_epoch(self, trainer: Trainer) -> None:
+    def after_epoch(self, trainer: TrainerView) -> None:
         rows = []
         if self.path.exists():
             with self.path.open(newline="") as handle:
@@ -66,34 +103,37 @@ class TensorBoardLogger(Callback):
         self.log_dir = log_dir
         self.writer = None
 
-    def before_fit(self, trainer: Trainer) -> None:
+    def before_fit(self, trainer: TrainerView) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=trainer.state.step)
 
-    def after_batch(self, trainer: Trainer) -> None:
+    def after_batch(self, trainer: TrainerView) -> None:
         self.writer.add_scalar("lr", trainer.current_lr, trainer.state.step)
 
-    def after_epoch(self, trainer: Trainer) -> None:
+    def after_epoch(self, trainer: TrainerView) -> None:
         for name, value in trainer.epoch_metrics.items():
             self.writer.add_scalar(name, value, trainer.state.epoch)
         self.writer.flush()
 
-    def after_fit(self, trainer: Trainer) -> None:
+    def after_fit(self, trainer: TrainerView) -> None:
         self.writer.close()
 
 
 class ProgressBar(Callback):
-    """A bar per epoch with throughput and ETA on a terminal; one summary line per epoch otherwise."""
+    """A bar per epoch with throughput and ETA on a terminal; otherwise a line at least every
+    `interval_s` seconds (step, images/s, ETA) and a summary line per epoch."""
 
-    def __init__(self, *, stream=None) -> None:
+    def __init__(self, *, stream=None, interval_s: float = LINE_INTERVAL_S) -> None:
         self.stream = stream or sys.stdout
         self.interactive = self.stream.isatty()
+        self.interval_s = interval_s
         self.progress = None
         self.task = None
 
-    def before_epoch(self, trainer: Trainer) -> None:
-        self.start, self.images = time.perf_counter(), 0
+    def before_epoch(self, trainer: TrainerView) -> None:
+        self.start = self.last_line = time.perf_counter()
+        self.images, self.steps = 0, 0
         if self.interactive:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -106,13 +146,22 @@ class ProgressBar(Callback):
             self.task = self.progress.add_task("train", total=trainer.steps_per_epoch, info="",
                                                completed=trainer.state.batch_in_epoch)
 
-    def after_batch(self, trainer: Trainer) -> None:
+    def after_batch(self, trainer: TrainerView) -> None:
         self.images += trainer.batch_size_seen
+        self.steps += 1
+        now = time.perf_counter()
+        rate = self.images / max(1e-9, now - self.start)
         if self.progress is not None:
-            rate = self.images / max(1e-9, time.perf_counter() - self.start)
             self.progress.update(self.task, advance=1, info=f"loss {trainer.last_loss:.4f}  {rate:.0f} img/s")
+        elif now - self.last_line >= self.interval_s:
+            self.last_line = now
+            done = trainer.state.batch_in_epoch
+            left = (trainer.steps_per_epoch - done) * (now - self.start) / self.steps
+            print(f"epoch {trainer.state.epoch + 1}/{trainer.config.epochs}  step {done}/{trainer.steps_per_epoch}  "
+                  f"loss {trainer.last_loss:.4f}  {rate:.1f} img/s  ETA {format_eta(left)}",
+                  file=self.stream, flush=True)
 
-    def after_epoch(self, trainer: Trainer) -> None:
+    def after_epoch(self, trainer: TrainerView) -> None:
         if self.progress is not None:
             self.progress.stop()
         elapsed = time.perf_counter() - self.start

@@ -15,7 +15,7 @@ from cnnkit.errors import CnnkitError
 
 OptimizerName = Literal["sgd", "adamw"]
 ScheduleName = Literal["cosine", "step", "onecycle", "constant"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]  # auto: bf16 where native (cnnkit.train.precision)
 NanPolicy = Literal["stop", "skip"]
 MonitorMode = Literal["max", "min"]
 

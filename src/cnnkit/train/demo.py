@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnkit.data.wafer import MIN_SIZE, WAFER_CLASSES
 from cnnkit.errors import CnnkitError
-from cnnkit.train import setup
+from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.engine_demo import DemoConfig, run_engine_demo_command
 from cnnkit.train.fit import RunInfo, fit
@@ -57,8 +57,8 @@ def demo_train_config(config: DemoConfig) -> TrainConfig:
 
 def run_torch_demo(config: DemoConfig, run_root: Path, *, compare_mlp: bool, quiet: bool = False) -> list[ModelOutcome]:
     """Train compact_cnn (and the MLP) on the same wafer split; returns one outcome per model."""
-    data = setup.prepare_data("wafer", seed=config.seed, wafer_per_class=config.n_per_class, wafer_size=config.size)
-    cnn = setup.build_model("compact_cnn", num_classes=len(data.class_names), in_chans=1, seed=config.seed)
+    data = data_prep.prepare_data("wafer", seed=config.seed, wafer_per_class=config.n_per_class, wafer_size=config.size)
+    cnn = model_setup.build_model("compact_cnn", num_classes=len(data.class_names), in_chans=1, seed=config.seed)
     cfg = cnn.default_cfg
     candidates: list[tuple[str, nn.Module]] = [("compact CNN", cnn)]
     if compare_mlp:
@@ -69,15 +69,15 @@ def run_torch_demo(config: DemoConfig, run_root: Path, *, compare_mlp: bool, qui
     for name, model in candidates:
         if not quiet:
             print(f"-- {name}: {sum(p.numel() for p in model.parameters()):,} parameters")
-        bundle = setup.data_bundle(data, cfg, demo_train_config(config), "flip")
-        info = RunInfo(model_name=name, class_names=data.class_names, default_cfg=cfg.to_dict())
+        bundle = preprocessing.data_bundle(data, cfg, demo_train_config(config), "flip")
+        info = RunInfo(model_name=name, class_names=data.class_names, default_cfg=cfg)
         start = time.perf_counter()
         run_dir = run_root / name.replace(" ", "_").lower()
         summary = fit(model, bundle, demo_train_config(config), info, run_dir=run_dir, quiet=quiet)
         outcomes.append(ModelOutcome(
             name=name, parameters=sum(p.numel() for p in model.parameters()),
-            train_accuracy=summary["final"]["train_top1"], test_accuracy=summary["test"]["test_top1"],
-            confusion=summary["test_confusion"], seconds=time.perf_counter() - start,
+            train_accuracy=summary.final["train_top1"], test_accuracy=summary.test["test_top1"],
+            confusion=summary.test_confusion, seconds=time.perf_counter() - start,
         ))
     return outcomes
 

@@ -3,22 +3,24 @@ layer-wise learning-rate decay (Howard & Ruder 2018, ULMFiT's gradual unfreezing
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.adapt import module_at
+from cnnkit.models.heads import head_path_of
 from cnnkit.train.checkpoint import load_checkpoint
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.fit import DataBundle, RunInfo, fit
 from cnnkit.train.optim import layerwise_lr_scale, parameter_groups
+from cnnkit.train.run_summary import RunSummary, read_summary, write_summary
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,8 @@ def parse_phases(text: str, *, unfrozen_lr_scale: float = 0.1, layer_decay: floa
 
 
 def set_trainable(model: nn.Module, head_path: str, trainable: Literal["head", "all"]) -> None:
-    """Freeze everything but the head (`trainable="head"`), or unfreeze all."""
-    head = {id(p) for p in module_at(model, head_path, (nn.Module,)).parameters()}
+    """Freeze everything but the whole head holding `head_path` (`fc` for `fc.3`), or unfreeze all."""
+    head = {id(p) for p in module_at(model, head_path_of(head_path), (nn.Module,)).parameters()}
     for param in model.parameters():
         param.requires_grad_(trainable == "all" or id(param) in head)
 
@@ -77,7 +79,7 @@ def finetune(
     resume: bool = False,
     distributed: DistributedContext | None = None,
     quiet: bool = False,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run the phases one after another, each in `RUN/phaseK-<trainable>/` with its own
     checkpoints; a resume skips finished phases and continues the interrupted one."""
     run_dir = Path(run_dir)
@@ -87,7 +89,7 @@ def finetune(
         finished = (phase_dir / "summary.json").exists()
         if finished and resume:
             model.load_state_dict(load_checkpoint(phase_dir / "last.pt")["model"])
-            summaries.append(json.loads((phase_dir / "summary.json").read_text()))
+            summaries.append(read_summary(phase_dir))
             continue
         set_trainable(model, classifier_path, phase.trainable)
         lr_scale = None
@@ -99,12 +101,12 @@ def finetune(
         summaries.append(fit(model, data, phase_config, info, run_dir=phase_dir, resume=phase_resume,
                              param_groups=groups, distributed=distributed, quiet=quiet))
     dist = distributed or DistributedContext()
-    summary = {**summaries[-1], "phases": [
-        {"trainable": p.trainable, "epochs": p.epochs, "best_metric": s["best_metric"]}
+    summary = dataclasses.replace(summaries[-1], phases=[
+        {"trainable": p.trainable, "epochs": p.epochs, "best_metric": s.best_metric}
         for p, s in zip(phases, summaries)
-    ]}
+    ])
     if dist.is_main:
         last_dir = run_dir / f"phase{len(phases)}-{phases[-1].trainable}"
         shutil.copyfile(last_dir / "best.safetensors", run_dir / "best.safetensors")
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        write_summary(run_dir, summary)
     return summary

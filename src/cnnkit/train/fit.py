@@ -7,11 +7,11 @@
     RUN/last.pt            model, optimizer, scaler, EMA, progress and RNG states (for --resume)
     RUN/tensorboard/       TensorBoard event files
     RUN/summary.json       final train/val/test metrics, class names, model name, default_cfg
+                           (a `RunSummary`, cnnkit/train/run_summary.py)
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +25,11 @@ from torch.utils.data import Dataset
 from cnnkit.data.epoch_sampling import SampleTransform
 from cnnkit.data.loader import BatchTransform
 from cnnkit.errors import CnnkitError
+from cnnkit.models.base import DefaultCfg
 from cnnkit.train.callbacks import Callback, CsvLogger, ProgressBar, TensorBoardLogger
-from cnnkit.train.checkpoint import atomic_write
 from cnnkit.train.config import TrainConfig, save_config
 from cnnkit.train.distributed import DistributedContext
+from cnnkit.train.run_summary import RunSummary, write_summary
 from cnnkit.train.trainer import Trainer
 
 
@@ -38,8 +39,15 @@ class RunInfo:
 
     model_name: str
     class_names: Sequence[str]
-    default_cfg: dict[str, Any] = field(default_factory=dict)
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    default_cfg: DefaultCfg = field(default_factory=DefaultCfg)
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_model(cls, model_name: str, model: nn.Module, class_names: Sequence[str],
+                  options: dict[str, Any] | None = None) -> RunInfo:
+        """The run's record of `model` as built (its default_cfg fitted to the data)."""
+        return cls(model_name=model_name, class_names=list(class_names), default_cfg=model.default_cfg,
+                   model_options=dict(options or {}))
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ def fit(
     distributed: DistributedContext | None = None,
     quiet: bool = False,
     trainer_class: Callable[..., Trainer] = Trainer,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Train `model`, write the run directory, and return the summary (also in summary.json).
 
     `trainer_class` builds the trainer from Trainer's arguments (a subclass with another loss,
@@ -97,25 +105,19 @@ def fit(
     start = time.perf_counter()
     final = trainer.fit(resume_from=last if resume else None)
     dist.barrier()
-    summary: dict[str, Any] = {
-        "model_name": info.model_name,
-        "model_overrides": dict(info.model_overrides),
-        "class_names": list(info.class_names),
-        "default_cfg": dict(info.default_cfg),
-        "epochs_run": trainer.state.epoch,
-        "best_epoch": trainer.state.best_epoch,
-        "best_metric": trainer.state.best_metric,
-        "monitor": trainer.state.monitor,
-        "final": final,
-        "train_seconds": time.perf_counter() - start,
-    }
+    test: dict[str, Any] = {}
     if data.test is not None:
         best = run_dir / "best.safetensors"
         trainer.eval_model.load_state_dict(load_file(best))
-        summary["test"] = trainer.evaluate_dataset(data.test, data.eval_transform, prefix="test_")
-        summary["test_per_class"] = trainer.last_eval_meter.per_class_accuracy()
-        summary["test_confusion"] = trainer.last_eval_meter.confusion.tolist()
+        test = {"test": trainer.evaluate_dataset(data.test, data.eval_transform, prefix="test_"),
+                "test_per_class": trainer.last_eval_meter.per_class_accuracy(),
+                "test_confusion": trainer.last_eval_meter.confusion.tolist()}
+    summary = RunSummary(
+        model_name=info.model_name, class_names=tuple(info.class_names), default_cfg=info.default_cfg,
+        model_options=dict(info.model_options), epochs_run=trainer.state.epoch,
+        best_epoch=trainer.state.best_epoch, best_metric=trainer.state.best_metric,
+        monitor=trainer.state.monitor, final=final, train_seconds=time.perf_counter() - start, **test,
+    )
     if dist.is_main:
-        text = json.dumps(summary, indent=2, default=float)
-        atomic_write(run_dir / "summary.json", lambda f: f.write(text.encode()))
+        write_summary(run_dir, summary)
     return summary

@@ -1,24 +1,27 @@
 """The learning-rate range test (Smith 2017): raise the LR exponentially over a few hundred steps,
-record the smoothed loss, and suggest the LR where the loss falls fastest."""
+record the smoothed loss, and suggest the LR where the loss falls fastest. A callback over the one
+Trainer loop, not a loop of its own."""
 
 from __future__ import annotations
 
 import copy
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
 from cnnkit.data.epoch_sampling import SampleTransform
-from cnnkit.data.loader import BatchTransform, make_loader
+from cnnkit.data.epoch_sampling import dataset_targets
+from cnnkit.data.loader import BatchTransform
 from cnnkit.errors import CnnkitError
+from cnnkit.train.callbacks import Callback, TrainerView
 from cnnkit.train.config import TrainConfig
-from cnnkit.train.optim import build_optimizer, parameter_groups, set_learning_rate
-from cnnkit.train.trainer import pick_device
+from cnnkit.train.optim import set_learning_rate
+from cnnkit.train.trainer import Trainer, TrainingDiverged
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,41 @@ class LrFindResult:
     suggestion: float
 
 
+class LrFinder(Callback):
+    """Overrides the schedule with an exponential LR sweep and records the smoothed loss; sets
+    `should_stop` after `num_steps` or once the loss diverges (over 4x its best)."""
+
+    def __init__(self, *, start_lr: float, end_lr: float, num_steps: int, smoothing: float) -> None:
+        self.start_lr, self.num_steps, self.smoothing = start_lr, num_steps, smoothing
+        self.ratio = (end_lr / start_lr) ** (1 / max(1, num_steps - 1))
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.average, self.best, self.step = 0.0, math.inf, 0
+
+    def before_batch(self, trainer: TrainerView) -> None:
+        self.lr = self.start_lr * self.ratio**self.step
+        set_learning_rate(trainer.optimizer, self.lr, 1.0)
+
+    def after_batch(self, trainer: TrainerView) -> None:
+        self.average = self.smoothing * self.average + (1 - self.smoothing) * trainer.last_loss
+        smoothed = self.average / (1 - self.smoothing ** (self.step + 1))
+        self.step += 1
+        if not math.isfinite(smoothed) or smoothed > 4 * self.best:
+            trainer.should_stop = True
+            return
+        self.best = min(self.best, smoothed)
+        self.lrs.append(self.lr)
+        self.losses.append(smoothed)
+        if self.step >= self.num_steps:
+            trainer.should_stop = True
+
+
 def lr_find(
     model: nn.Module,
     dataset: Dataset,
     config: TrainConfig,
     *,
+    num_classes: int | None = None,
     sample_transform: SampleTransform | None = None,
     batch_transform: BatchTransform | None = None,
     start_lr: float = 1e-7,
@@ -40,42 +73,23 @@ def lr_find(
     num_steps: int = 100,
     smoothing: float = 0.98,
 ) -> LrFindResult:
-    """Sweep on a copy of `model` (the original is untouched); stops early once the loss diverges."""
+    """Sweep on a copy of `model` (the original is untouched) through the Trainer's own loop, so
+    precision, channels_last, label smoothing and class weights are those of the real run."""
     if not 0 < start_lr < end_lr:
         raise CnnkitError(f"lr-find: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
-    device = pick_device(config.device)
-    work = copy.deepcopy(model).to(device).train()
-    optimizer = build_optimizer(parameter_groups(work, config.weight_decay), config)
-    loader = make_loader(dataset, batch_size=config.batch_size, train=True, seed=config.seed,
-                         num_workers=config.num_workers, device=device, sample_transform=sample_transform,
-                         batch_transform=batch_transform)
-    ratio = (end_lr / start_lr) ** (1 / max(1, num_steps - 1))
-    lrs: list[float] = []
-    losses: list[float] = []
-    average, best = 0.0, math.inf
-    step, epoch = 0, 0
-    while step < num_steps:
-        loader.set_epoch(epoch)
-        for images, targets, soft in loader.labelled_batches():
-            lr = start_lr * ratio**step
-            set_learning_rate(optimizer, lr, 1.0)
-            loss = F.cross_entropy(work(images), soft if soft is not None else targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            average = smoothing * average + (1 - smoothing) * value
-            smoothed = average / (1 - smoothing ** (step + 1))
-            step += 1
-            if not math.isfinite(smoothed) or smoothed > 4 * best:
-                return _result(lrs, losses)
-            best = min(best, smoothed)
-            lrs.append(lr)
-            losses.append(smoothed)
-            if step >= num_steps:
-                break
-        epoch += 1
-    return _result(lrs, losses)
+    finder = LrFinder(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, smoothing=smoothing)
+    classes = num_classes if num_classes is not None else max(dataset_targets(dataset)) + 1
+    with tempfile.TemporaryDirectory(prefix="cnnkit-lr-find-") as scratch:
+        probe = config.replace(epochs=1, early_stopping_patience=None, ema_decay=None, checkpoint_every_steps=None)
+        trainer = Trainer(copy.deepcopy(model), dataset, probe, num_classes=classes, run_dir=scratch,
+                          sample_transform=sample_transform, batch_transform=batch_transform, callbacks=[finder])
+        epochs = -(-num_steps // trainer.steps_per_epoch)
+        trainer.config = probe.replace(epochs=epochs, schedule="constant", warmup_epochs=0.0)
+        try:
+            trainer.fit()
+        except TrainingDiverged:
+            pass  # a NaN loss is where the sweep ends
+    return _result(finder.lrs, finder.losses)
 
 
 def _result(lrs: list[float], losses: list[float]) -> LrFindResult:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from cnnkit.train.run_summary import RunSummary
 
 
-def format_metrics(summary: dict[str, Any], run_dir: Path) -> str:
+def format_metrics(summary: RunSummary, run_dir: Path) -> str:
     """Final metrics, best epoch, test accuracy and confusion table of a finished run."""
-    lines = [f"run: {run_dir}  (model {summary['model_name']}, {summary['epochs_run']} epochs, "
-             f"best {summary['monitor']} {summary['best_metric']:.4f} at epoch {(summary['best_epoch'] or 0) + 1})"]
-    final = summary.get("final") or {}
-    lines.append("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
-    if "test" in summary:
-        lines.append("test:  " + "  ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()))
-        lines.append(format_confusion(summary["test_confusion"], summary["class_names"]))
+    lines = [f"run: {run_dir}  (model {summary.model_name}, {summary.epochs_run} epochs, "
+             f"best {summary.monitor} {summary.best_metric:.4f} at epoch {(summary.best_epoch or 0) + 1})"]
+    lines.append("final: " + "  ".join(f"{k} {v:.4f}" for k, v in summary.final.items()))
+    if summary.test is not None and summary.test_confusion is not None:
+        lines.append("test:  " + "  ".join(f"{k} {v:.4f}" for k, v in summary.test.items()))
+        lines.append(format_confusion(summary.test_confusion, summary.class_names))
     return "\n".join(lines)
 
 

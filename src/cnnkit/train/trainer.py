@@ -25,13 +25,14 @@ from cnnkit.data.loader import BatchTransform, DeviceLoader, make_loader
 from cnnkit.data.sampling import class_weights
 from cnnkit.errors import CnnkitError
 from cnnkit.train import checkpoint as ckpt
-from cnnkit.train.callbacks import EVENTS, Callback
+from cnnkit.train.callbacks import EVENTS, Callback, EarlyStopping
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.ema import ModelEma
 from cnnkit.train.evaluate import evaluate_model
 from cnnkit.train.metrics import ClassificationMeter
 from cnnkit.train.optim import build_optimizer, lr_factor, parameter_groups, set_learning_rate
+from cnnkit.train.precision import resolve_precision
 
 
 class TrainingDiverged(CnnkitError):
@@ -94,6 +95,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.eval_batch_transform = eval_batch_transform
         self.callbacks = list(callbacks)
+        if config.early_stopping_patience is not None:
+            self.callbacks.append(EarlyStopping(config.early_stopping_patience))
+        # Any callback may set this; the loop stops after the current step (see `_train_epoch`).
+        self.should_stop = False
         self.state = TrainState()
         self.train_loader = self._loader(train_data, sample_transform, batch_transform, train=True)
         self.val_loader = None if val_data is None else self._loader(val_data, eval_transform, eval_batch_transform,
@@ -103,7 +108,8 @@ class Trainer:
                              if config.class_weighted_loss else None)
         groups = param_groups if param_groups is not None else parameter_groups(self.model, config.weight_decay)
         self.optimizer = build_optimizer(groups, config)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.precision = resolve_precision(config.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema = ModelEma(self.model, config.ema_decay) if config.ema_decay else None
         self.forward_model = self.dist.wrap(self.model)
         if config.compile:
@@ -142,13 +148,15 @@ class Trainer:
             if resume_from is None:
                 torch.manual_seed(self.config.seed)
             self._emit("before_fit")
-            while self.state.epoch < self.config.epochs and not self._should_stop():
-                self._train_epoch()
-                self._end_epoch()
+            while self.state.epoch < self.config.epochs and not self.should_stop:
+                if self._train_epoch():
+                    self._end_epoch()
             self._emit("after_fit")
         return self.epoch_metrics
 
-    def _train_epoch(self) -> None:
+    def _train_epoch(self) -> bool:
+        """One epoch's steps; False when a callback set `should_stop` before the epoch ended (the
+        epoch is then neither evaluated nor checkpointed: the last checkpoint stays the resume point)."""
         self.train_loader.set_epoch(self.state.epoch, skip=self.state.batch_in_epoch)
         self.meter = self._resumed_meter or ClassificationMeter(self.num_classes)
         self._resumed_meter = None
@@ -163,9 +171,12 @@ class Trainer:
             self.state.batch_in_epoch += 1
             self.state.step += 1
             self._emit("after_batch")
+            if self.should_stop and self.state.batch_in_epoch < self.steps_per_epoch:
+                return False
             every = self.config.checkpoint_every_steps
             if every and self.state.step % every == 0 and self.state.batch_in_epoch < self.steps_per_epoch:
                 self.save_state()
+        return True
 
     def _train_step(self, images: torch.Tensor, targets: torch.Tensor, soft_targets: torch.Tensor | None) -> None:
         """One optimizer step on a device batch: labels (N,) for the meter, soft (N, K) after mixing."""
@@ -242,10 +253,6 @@ class Trainer:
             self.state.epochs_without_improvement += 1
         return improved
 
-    def _should_stop(self) -> bool:
-        patience = self.config.early_stopping_patience
-        return patience is not None and self.state.epochs_without_improvement >= patience
-
     # ----------------------------------------------------------------- evaluation
     @property
     def eval_model(self) -> nn.Module:
@@ -265,9 +272,9 @@ class Trainer:
 
     # ----------------------------------------------------------------- helpers
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.precision == "fp32":
+        if self.precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _set_train_mode(self) -> None:

@@ -1,0 +1,184 @@
+"""`create_app(predictor, settings) -> FastAPI`: the HTTP service of one trained model.
+
+Endpoints: POST /predict, POST /explain, GET /healthz, /readyz, /info, /metrics, the page at /
+and OpenAPI at /docs. Uploads are read into memory within the size limit, checked by magic bytes
+and header, decoded in a thread pool and batched dynamically (`DynamicBatcher`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from cnnkit.inference import Prediction, Predictor
+from cnnkit.serve.auth import check_bearer
+from cnnkit.serve.errors import ServeError, install_error_handlers
+from cnnkit.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
+from cnnkit.serve.overlay import explain_module, gradcam_overlay
+from cnnkit.serve.schemas import (
+    BatchingInfo,
+    ClassProbability,
+    ErrorResponse,
+    ExplainResponse,
+    InfoResponse,
+    LimitsInfo,
+    PredictResponse,
+    StatusResponse,
+)
+from cnnkit.serve.settings import ServeSettings
+from cnnkit.serve.state import ServeState
+from cnnkit.serve.uploads import ACCEPTED_FORMATS, Upload, parse_multipart
+
+ENDPOINTS = ("/", "/predict", "/explain", "/healthz", "/readyz", "/info", "/metrics", "/docs", "/openapi.json")
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object",
+    "properties": {"file": {"type": "string", "format": "binary", "description": "one image"},
+                   "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                             "description": "several images (the answer is a list)"}}}}}}}
+_ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 413, 415, 422, 503, 504)}
+
+
+def get_state(request: Request) -> ServeState:
+    return request.app.state.serve
+
+
+def authorised(request: Request, state: ServeState = Depends(get_state)) -> ServeState:
+    check_bearer(request, state.settings.api_key)
+    return state
+
+
+def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app serving `predictor`; mount it in your own app or run it with uvicorn."""
+    settings = settings or ServeSettings()
+    state = ServeState(predictor, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(title=f"cnnkit serve: {predictor.model_name or 'model'}", lifespan=lifespan,
+                  description="Predictions and Grad-CAM explanations of one trained cnnkit model.")
+    app.state.serve = state
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics, endpoints=ENDPOINTS)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("cnnkit.serve").joinpath("static/index.html").read_text("utf-8"))
+
+    @app.get("/healthz", response_model=StatusResponse)
+    async def healthz() -> StatusResponse:
+        """The process is up (no authentication)."""
+        return StatusResponse(status="ok")
+
+    @app.get("/readyz", response_model=StatusResponse, responses={503: {"model": ErrorResponse}})
+    async def readyz(state: ServeState = Depends(get_state)) -> StatusResponse:
+        """503 until the model is loaded and one warm-up forward has run (no authentication)."""
+        if not state.ready:
+            raise ServeError(503, "not ready", "the model is loading or warming up", headers={"Retry-After": "1"})
+        return StatusResponse(status="ready")
+
+    @app.get("/info", response_model=InfoResponse)
+    async def info(state: ServeState = Depends(authorised)) -> InfoResponse:
+        """The model, its classes and input size, the backend, batching settings and limits."""
+        p, s = state.predictor, state.settings
+        return InfoResponse(
+            model=p.model_name, classes=list(p.class_names), input_size=list(p.default_cfg.input_size),
+            backend=p.backend.name, temperature=p.temperature,
+            explain_available=explain_module() is not None and hasattr(p.backend, "model"),
+            auth=s.api_key is not None,
+            batching=BatchingInfo(max_batch_size=s.max_batch_size, max_delay_ms=s.max_delay_ms,
+                                  max_queue=s.max_queue, timeout_s=s.timeout_s),
+            limits=LimitsInfo(max_upload_bytes=s.max_upload_bytes, max_pixels=s.max_pixels,
+                              max_files=s.max_files, formats=list(ACCEPTED_FORMATS)))
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics(state: ServeState = Depends(authorised)) -> Response:
+        """Prometheus text: requests by endpoint and status, latency, queue time, batch size."""
+        return Response(state.metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/predict", response_model=PredictResponse | list[PredictResponse], openapi_extra=_UPLOAD_BODY,
+              responses=_ERRORS)
+    async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000),
+                      state: ServeState = Depends(authorised)) -> PredictResponse | list[PredictResponse]:
+        """Top-k classes of the image in field `file`, or a list for the images in field `files`."""
+        started = time.perf_counter()
+        uploads, many = await _uploads(request, state.settings)
+        samples = await state.decode(uploads)
+        logits = await state.logits(samples)
+        names = [u.filename or u.field for u in uploads]
+        found = state.predictions(logits, names, top_k=top_k or state.settings.default_top_k)
+        latency = 1000 * (time.perf_counter() - started)
+        answers = [_answer(state, p, latency) for p in found]
+        return answers if many else answers[0]
+
+    @app.post("/explain", response_model=ExplainResponse, openapi_extra=_UPLOAD_BODY,
+              responses={**_ERRORS, 501: {"model": ErrorResponse}})
+    async def explain(request: Request, top_k: int | None = Query(None, ge=1, le=1000),
+                      class_name: str | None = Query(None, alias="class", description="label or index to explain"),
+                      state: ServeState = Depends(authorised)) -> ExplainResponse:
+        """The prediction plus the Grad-CAM overlay (PNG data URL) of the top class or of `class`."""
+        started = time.perf_counter()
+        module = explain_module()
+        if module is None or not hasattr(state.predictor.backend, "model"):
+            raise ServeError(501, "explain not available",
+                             "Grad-CAM needs cnnkit.explain and the torch backend (not in this build)")
+        uploads, _ = await _uploads(request, state.settings)
+        if len(uploads) != 1:
+            raise ServeError(422, "invalid request", "explain takes exactly one image (field `file`)")
+        target = _class_index(state.predictor, class_name)
+        [sample] = await state.decode(uploads)
+        logits = await state.logits([sample])
+        [found] = state.predictions(logits, [uploads[0].filename or uploads[0].field],
+                                    top_k=top_k or state.settings.default_top_k)
+        index = found.index if target is None else target
+        overlay, view = await asyncio.get_running_loop().run_in_executor(
+            state.inference_pool, gradcam_overlay, module, state.predictor, sample, index)
+        answer = _answer(state, found, 1000 * (time.perf_counter() - started))
+        probability = float(state.predictor.probabilities_from_logits(logits)[0, index])
+        return ExplainResponse(**answer.model_dump(), method="gradcam", overlay=overlay, view=view,
+                               explained=ClassProbability(label=state.predictor.class_names[index], index=index,
+                                                          probability=probability))
+
+    return app
+
+
+async def _uploads(request: Request, settings: ServeSettings) -> tuple[list[Upload], bool]:
+    """The images in fields `file` / `files` of the (size-limited) body; whether a list was sent."""
+    body = await request.body()
+    files, _ = parse_multipart(body, request.headers.get("content-type", ""))
+    images = [f for f in files if f.field in ("file", "files")]
+    if not images:
+        raise ServeError(422, "invalid request", [{"field": "body.file", "message": "Field required: "
+                                                   "send an image in multipart field `file` (or several in `files`)"}])
+    if len(images) > settings.max_files:
+        raise ServeError(413, "too many files", f"{len(images)} images; at most {settings.max_files} per request")
+    return images, any(f.field == "files" for f in images)
+
+
+def _class_index(predictor: Predictor, name: str | None) -> int | None:
+    """`class=` as a label, or an index into the class list; 422 naming the known classes otherwise."""
+    if name is None:
+        return None
+    if name in predictor.class_names:
+        return predictor.class_names.index(name)
+    if name.isdigit() and int(name) < len(predictor.class_names):
+        return int(name)
+    raise ServeError(422, "unknown class", f"class={name!r} is not one of {list(predictor.class_names)}")
+
+
+def _answer(state: ServeState, prediction: Prediction, latency_ms: float) -> PredictResponse:
+    return PredictResponse(model=state.predictor.model_name, filename=prediction.source, latency_ms=latency_ms,
+                           predictions=[ClassProbability(label=c.label, index=c.index, probability=c.probability)
+                                        for c in prediction.top])

@@ -1,0 +1,100 @@
+"""What one running app holds: the predictor, its batcher and thread pools, metrics, readiness.
+
+Request work is split by cost: decoding and resizing in a small thread pool, the forward pass
+(and Grad-CAM) in one inference thread fed by the `DynamicBatcher`; the event loop only waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from cnnkit.data.decode import BadImageError
+from cnnkit.inference import Prediction, Predictor, Prepared
+from cnnkit.serve.batcher import DynamicBatcher, QueueFullError
+from cnnkit.serve.errors import ServeError
+from cnnkit.serve.metrics import ServeMetrics
+from cnnkit.serve.settings import ServeSettings
+from cnnkit.serve.uploads import Upload, check_header, sniff_format
+
+
+class ServeState:
+    """The per-app objects; `start` (in the lifespan) runs the warm-up forward and opens /readyz."""
+
+    def __init__(self, predictor: Predictor, settings: ServeSettings) -> None:
+        self.predictor = predictor
+        self.settings = settings
+        self.metrics = ServeMetrics()
+        self.ready = False
+        self.decode_pool: ThreadPoolExecutor | None = None
+        self.inference_pool: ThreadPoolExecutor | None = None
+        self.batcher: DynamicBatcher | None = None
+
+    async def start(self) -> None:
+        self.decode_pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="cnnkit-decode")
+        self.inference_pool = ThreadPoolExecutor(1, thread_name_prefix="cnnkit-infer")
+        self.batcher = DynamicBatcher(self.forward, executor=self.inference_pool,
+                                      max_batch_size=self.settings.max_batch_size,
+                                      max_delay_ms=self.settings.max_delay_ms, max_queue=self.settings.max_queue,
+                                      observe=self.metrics.observe_batch)
+        self.batcher.start()
+        channels, height, width = self.predictor.default_cfg.input_size
+        warm_up = torch.zeros(1, channels, height, width, dtype=torch.uint8)
+        await asyncio.get_running_loop().run_in_executor(self.inference_pool, self.forward, warm_up)
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.stop()
+        for pool in (self.decode_pool, self.inference_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        """uint8 samples (N, C, H, W) -> logits (N, K) on the CPU (runs in the inference thread)."""
+        return self.predictor.backend.logits(self.predictor.normalise(samples)).cpu()
+
+    def prepare(self, upload: Upload) -> torch.Tensor:
+        """Magic bytes, header pixel count, then decode and resize: uint8 (C, H, W) at the input size."""
+        label = upload.filename or upload.field
+        sniff_format(upload.data, label)
+        check_header(upload.data, label, max_pixels=self.settings.max_pixels)
+        try:
+            return self.predictor.sample(upload.data, name=label)
+        except BadImageError as error:
+            raise ServeError(400, "unreadable image", f"{label}: {error.reason}") from error
+        except (OSError, ValueError) as error:  # a decoder that fails past the header checks
+            raise ServeError(400, "unreadable image", f"{label}: {error}") from error
+
+    async def decode(self, uploads: list[Upload]) -> list[torch.Tensor]:
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(self.decode_pool, self.prepare, u) for u in uploads)))
+
+    async def logits(self, samples: list[torch.Tensor]) -> torch.Tensor:
+        """Each sample through the batcher; 503 when the queue is full, 504 past `timeout_s`."""
+        if self.batcher is None or not self.ready:
+            raise ServeError(503, "not ready", "the model is still loading", headers={"Retry-After": "1"})
+        futures = []
+        try:
+            for sample in samples:
+                futures.append(self.batcher.submit(sample))
+        except QueueFullError as error:
+            for future in futures:
+                future.cancel()
+            raise ServeError(503, "server busy", f"the queue is full ({error}); retry shortly",
+                             headers={"Retry-After": "1"}) from error
+        try:
+            rows = await asyncio.wait_for(asyncio.gather(*futures), self.settings.timeout_s)
+        except asyncio.TimeoutError as error:
+            raise ServeError(504, "timed out", f"no answer within {self.settings.timeout_s} s (--timeout-s)") from error
+        except Exception as error:  # the model itself failed; the batcher goes on with the next batch
+            raise ServeError(500, "inference failed", f"{type(error).__name__}: {error}") from error
+        return torch.stack(list(rows))
+
+    def predictions(self, logits: torch.Tensor, names: list[str], *, top_k: int) -> list[Prediction]:
+        probabilities = self.predictor.probabilities_from_logits(logits)
+        prepared = Prepared(torch.empty(0), list(range(len(names))), [])
+        return self.predictor.top_k(probabilities, prepared, top_k=top_k, sources=names)

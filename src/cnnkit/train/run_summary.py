@@ -1,0 +1,137 @@
+"""RUN/summary.json as a typed record: the one reader and the one writer of a run's summary.
+
+Schema 1 (the first release) had no `schema_version` and named the builder options
+`model_overrides`; it is still read. Keys this version does not know are an error naming the
+file, so that a run written by a newer cnnkit is never half-understood.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from cnnkit.errors import CnnkitError
+from cnnkit.models.base import DefaultCfg
+from cnnkit.train.checkpoint import atomic_write
+
+SCHEMA_VERSION = 2
+SUMMARY_FILE = "summary.json"
+Task = Literal["classification", "embedding"]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run knows about itself: enough to rebuild the model and preprocess an image.
+
+    The optional fields are written by later commands: `temperature` by `cnnkit calibrate`,
+    `exports` (format -> path) by `cnnkit export`, `verification_threshold` by `cnnkit verify`;
+    the pruning and distillation fields by `cnnkit prune` / `cnnkit distill` (cnnkit.deploy).
+    """
+
+    model_name: str
+    class_names: tuple[str, ...]
+    default_cfg: DefaultCfg
+    model_options: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    task: Task = "classification"
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    monitor: str | None = None
+    final: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    test: dict[str, float] | None = None
+    test_per_class: list[float] | None = None
+    test_confusion: list[list[int]] | None = None
+    phases: list[dict[str, Any]] | None = None
+    temperature: float | None = None
+    exports: dict[str, str] = field(default_factory=dict)
+    embedding_dim: int | None = None
+    verification_threshold: float | None = None
+    retrieval: dict[str, float] | None = None
+    verification: dict[str, Any] | None = None
+    sparsity: dict[str, float] | None = None  # weight name -> fraction of exact zeros
+    teacher: str | None = None
+    export_checks: dict[str, float] = field(default_factory=dict)  # format -> max |ORT - torch| at export
+    int8: dict[str, Any] | None = None  # `cnnkit export --int8`: top-1 fp32/int8, agreement, kept_float, cpu
+    global_sparsity: float | None = None  # zeros over all prunable weights (`cnnkit prune`)
+    pruned_from: str | None = None  # the run a pruned run was made from
+    pruning: dict[str, Any] | None = None  # method, target, prunable_weights, source_test_top1
+    structured: dict[str, dict[str, float]] | None = None  # "before"/"after" costs of channel pruning
+    channel_plan: list[dict[str, Any]] | None = None  # narrowed convs (cnnkit.models.channel_plan)
+    distillation: dict[str, Any] | None = None  # teacher_model, teacher_test_top1, temperature, alpha
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["class_names"] = list(self.class_names)
+        return record
+
+
+def _default_cfg(value: dict[str, Any], path: Path) -> DefaultCfg:
+    known = {f.name for f in fields(DefaultCfg)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise CnnkitError(f"{path}: default_cfg has unknown key(s) {', '.join(unknown)} "
+                          f"(written by a newer cnnkit?)")
+    return DefaultCfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+
+
+def summary_from_dict(record: dict[str, Any], *, path: Path) -> RunSummary:
+    """A RunSummary from the JSON object of `path` (schema 1 or 2); unknown keys are an error."""
+    record = dict(record)
+    version = record.pop("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise CnnkitError(f"{path}: schema_version {version!r} is newer than this cnnkit reads ({SCHEMA_VERSION})")
+    if "model_overrides" in record:  # schema 1's name
+        record["model_options"] = record.pop("model_overrides")
+    known = {f.name for f in fields(RunSummary)}
+    unknown = sorted(set(record) - known)
+    if unknown:
+        raise CnnkitError(f"{path}: unknown key(s) {', '.join(unknown)} (written by a newer cnnkit?)")
+    missing = sorted({"model_name", "class_names", "default_cfg"} - set(record))
+    if missing:
+        raise CnnkitError(f"{path}: missing {', '.join(missing)}: not a cnnkit run summary")
+    record["class_names"] = tuple(record["class_names"])
+    record["default_cfg"] = _default_cfg(record["default_cfg"], path)
+    return RunSummary(schema_version=SCHEMA_VERSION, **record)
+
+
+def read_summary(run_dir: str | Path) -> RunSummary:
+    """RUN/summary.json as a RunSummary; a missing or unreadable file is an error naming it."""
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise CnnkitError(f"{Path(run_dir)} is not a finished run: {SUMMARY_FILE} is missing")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CnnkitError(f"{path}: not readable JSON ({error})") from error
+    if not isinstance(record, dict):
+        raise CnnkitError(f"{path}: expected a JSON object")
+    return summary_from_dict(record, path=path)
+
+
+def write_summary(run_dir: str | Path, summary: RunSummary) -> Path:
+    """Write RUN/summary.json atomically (a reader never sees half a file)."""
+    path = Path(run_dir) / SUMMARY_FILE
+    text = json.dumps(summary.to_dict(), indent=2, default=float)
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return path
+
+
+def update_summary(run_dir: str | Path, **changes: Any) -> RunSummary:
+    """Replace some fields of a finished run's summary (e.g. `temperature=1.7`) and write it back."""
+    summary = read_summary(run_dir)
+    known = {f.name for f in fields(RunSummary)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise CnnkitError(f"RunSummary has no field {', '.join(unknown)}")
+    updated = dataclasses.replace(summary, **changes)
+    write_summary(run_dir, updated)
+    return updated

@@ -1,0 +1,82 @@
+"""`cnnkit predict RUN FOLDER --out`: equal to per-image prediction, resumable, shardable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnkit.cli import main
+from cnnkit.inference import Predictor
+from cnnkit.inference.bulk import collect_files
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def folder_with_bad_files(tiny_folder: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    shutil.copytree(tiny_folder, root)
+    (root / "red" / "zz_truncated.png").write_bytes((tiny_folder / "red" / "0.png").read_bytes()[:60])
+    (root / "notes.txt").write_text("not an image, not listed")
+    (root / ".hidden.png").write_bytes(b"")
+    return root
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_bulk_equals_per_image_prediction_and_lists_bad_files(tiny_run: Path, folder_with_bad_files: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    out = folder_with_bad_files.parent / "predictions.csv"
+    code = main(["predict", str(tiny_run), str(folder_with_bad_files), "--out", str(out), "--top-k", "2",
+                 "--batch-size", "5", "--workers", "0", "--quiet"])
+    assert code == 1, "a skipped file makes the exit status 1"
+    files = collect_files([folder_with_bad_files])
+    assert len(files) == 49 and not any(".hidden" in f or f.endswith(".txt") for f in files)
+    rows = _rows(out)
+    expected = Predictor.from_run(tiny_run).predict(files, top_k=2)
+    good = [p for p in expected if p.ok]
+    assert [r["path"] for r in rows] == [p.source for p in good], "one row per readable image, in file order"
+    for row, prediction in zip(rows, good):
+        assert row["label"] == prediction.label
+        assert float(row["probability"]) == pytest.approx(prediction.probability, abs=2e-6)
+    errors = _rows(out.with_name("predictions.errors.csv"))
+    assert [e["path"] for e in errors] == [str(folder_with_bad_files / "red" / "zz_truncated.png")]
+    assert "zz_truncated.png" in capsys.readouterr().err
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_output(tiny_run: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    whole, cut = tmp_path / "whole.jsonl", tmp_path / "cut.jsonl"
+    arguments = ["predict", str(tiny_run), str(tiny_folder), "--batch-size", "4", "--workers", "0", "--quiet"]
+    assert main([*arguments, "--out", str(whole)]) == 0
+    lines = whole.read_text().splitlines(keepends=True)
+    cut.write_text("".join(lines[:13]) + lines[13][:25])  # killed mid-write of row 14
+    assert main([*arguments, "--out", str(cut)]) == 0
+    assert cut.read_text() == whole.read_text()
+    assert [json.loads(line)["path"] for line in lines] == collect_files([tiny_folder])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
+def test_two_processes_write_what_one_process_writes(tiny_run: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    single, sharded = tmp_path / "single.csv", tmp_path / "sharded.csv"
+    arguments = ["predict", str(tiny_run), str(tiny_folder), "--batch-size", "4", "--workers", "0", "--quiet"]
+    assert main([*arguments, "--out", str(single)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT / "src")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "cnnkit", *arguments, "--out", str(sharded), "--device", "cpu"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = _rows(single), _rows(sharded)
+    assert [r["path"] for r in a] == [r["path"] for r in b] and [r["label"] for r in a] == [r["label"] for r in b]
+    for x, y in zip(a, b):
+        assert float(x["probability"]) == pytest.approx(float(y["probability"]), abs=2e-6)
+    assert not list(tmp_path.glob("sharded.csv.part*")), "part files are merged and removed"

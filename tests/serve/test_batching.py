@@ -1,0 +1,133 @@
+"""Dynamic batching: each request gets its own answer, batched equals batch-1, the loop stays free."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from cnnkit.inference import Predictor
+from cnnkit.serve.batcher import DynamicBatcher, QueueFullError
+from serve_helpers import CLASSES, metric, png_bytes, run, serving, upload
+
+
+class SlowBackend:
+    """The tiny model's backend, `seconds` slower per forward pass (a big model on a busy machine)."""
+
+    name = "torch"
+    device = torch.device("cpu")
+
+    def __init__(self, inner, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.inner.logits(batch)
+
+
+def slow(predictor: Predictor, seconds: float) -> Predictor:
+    return Predictor(SlowBackend(predictor.backend, seconds), class_names=CLASSES, default_cfg=predictor.default_cfg)
+
+
+def test_concurrent_tagged_requests_get_their_own_answers_equal_to_batch_one(predictor: Predictor) -> None:
+    images = [png_bytes(seed) for seed in range(12)]
+    expected = torch.cat([predictor.probabilities([image]) for image in images])  # batch size 1 each
+
+    async def scenario():
+        async with serving(predictor, max_batch_size=8, max_delay_ms=200) as client:
+            responses = await asyncio.gather(*(client.post("/predict?top_k=3", **upload(image, f"tag-{i}.png"))
+                                               for i, image in enumerate(images)))
+            return responses, (await client.get("/metrics")).text
+
+    responses, text = run(scenario)
+    for i, response in enumerate(responses):
+        body = response.json()
+        assert body["filename"] == f"tag-{i}.png"
+        got = torch.zeros(len(CLASSES))
+        for p in body["predictions"]:
+            got[p["index"]] = p["probability"]
+        torch.testing.assert_close(got, expected[i], rtol=0, atol=1e-5)
+    assert metric(text, "cnnkit_batch_size_sum") == len(images)
+    assert metric(text, "cnnkit_batch_size_count") < len(images), "requests were batched together"
+    assert metric(text, "cnnkit_batch_size_bucket", le="8.0") == metric(text, "cnnkit_batch_size_count")
+
+
+def test_several_files_in_one_request_answer_a_list_in_order(predictor: Predictor) -> None:
+    images = [png_bytes(20 + i) for i in range(3)]
+    labels = [p.label for p in predictor.predict(images, top_k=1)]
+
+    async def scenario():
+        async with serving(predictor) as client:
+            files = [("files", (f"f{i}.png", data, "image/png")) for i, data in enumerate(images)]
+            return await client.post("/predict?top_k=1", files=files)
+
+    body = run(scenario).json()
+    assert [b["filename"] for b in body] == ["f0.png", "f1.png", "f2.png"]
+    assert [b["predictions"][0]["label"] for b in body] == labels
+
+
+def test_batcher_respects_size_and_delay() -> None:
+    seen: list[int] = []
+
+    def forward(samples: torch.Tensor) -> torch.Tensor:
+        seen.append(len(samples))
+        return samples.float().flatten(1)[:, :2]
+
+    async def scenario():
+        pool = ThreadPoolExecutor(1)
+        batcher = DynamicBatcher(forward, executor=pool, max_batch_size=4, max_delay_ms=50, max_queue=100)
+        batcher.start()
+        samples = [torch.full((1, 2, 2), i, dtype=torch.uint8) for i in range(10)]
+        rows = await asyncio.gather(*(batcher.submit(s) for s in samples))
+        started = time.perf_counter()
+        await batcher.submit(samples[0])
+        alone = time.perf_counter() - started
+        await batcher.stop()
+        pool.shutdown()
+        return rows, alone
+
+    rows, alone = run(scenario)
+    assert [int(r[0]) for r in rows] == list(range(10)), "each future got its own row"
+    assert seen[:3] == [4, 4, 2] and seen[3] == 1
+    assert 0.045 <= alone < 1.0, "a lone request waits for the delay, then runs"
+
+
+def test_queue_full_is_503_with_retry_after() -> None:
+    async def scenario():
+        batcher = DynamicBatcher(lambda s: s, executor=ThreadPoolExecutor(1), max_batch_size=1, max_delay_ms=0,
+                                 max_queue=2)
+        batcher.submit(torch.zeros(1))
+        batcher.submit(torch.zeros(1))
+        try:
+            batcher.submit(torch.zeros(1))
+        except QueueFullError as error:
+            return str(error)
+        return None
+
+    assert run(scenario) == "2 samples already waiting"
+
+
+def test_busy_server_answers_health_503_and_504(predictor: Predictor) -> None:
+    """A 0.4 s forward pass: /healthz answers meanwhile; a full queue is 503; a slow answer 504."""
+    slow_predictor = slow(predictor, 0.4)
+
+    async def scenario():
+        async with serving(slow_predictor, max_batch_size=1, max_delay_ms=0, max_queue=1, timeout_s=0.3) as client:
+            busy = asyncio.create_task(client.post("/predict", **upload(png_bytes(1))))
+            await asyncio.sleep(0.1)  # the first request is now in the forward pass
+            started = time.perf_counter()
+            health = await client.get("/healthz")
+            health_s = time.perf_counter() - started
+            waiting = asyncio.create_task(client.post("/predict", **upload(png_bytes(2))))
+            await asyncio.sleep(0.05)  # the second waits in the queue (max_queue=1)
+            refused = await client.post("/predict", **upload(png_bytes(3)))
+            return health, health_s, refused, await busy, await waiting
+
+    health, health_s, refused, first, second = run(scenario)
+    assert health.status_code == 200 and health_s < 0.2, "the event loop is free while the model runs"
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"] == "server busy"
+    assert first.status_code == 504 and first.json()["error"] == "timed out"
+    assert second.status_code == 504

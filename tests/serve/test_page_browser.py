@@ -1,0 +1,128 @@
+"""The page in a real browser: headless Debian Chromium driven by Selenium, against a live uvicorn."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.inference import Predictor
+from cnnkit.serve import ServeSettings, create_app
+from cnnkit.serve.overlay import explain_module
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(predictor: Predictor) -> Iterator[str]:
+    """uvicorn serving the tiny model on a free loopback port, in a background thread."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(predictor, ServeSettings(port=port)), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not (server.started and server.servers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.skip(f"no browser: needs Debian's chromium ({CHROMIUM}) and chromium-driver ({CHROMEDRIVER})")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    for flag in (*FLAGS, f"--user-data-dir={profile}", "--window-size=1100,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def write_photo(path: Path, seed: int) -> Path:
+    """A 96x72 PNG with smooth colour gradients and noise (a photo-like image, not a flat square)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:72, 0:96]
+    pixels = np.stack([x * 2.5, y * 3.3, 255 - x * 2.0], axis=2) + rng.normal(0, 12, (72, 96, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_page_predicts_explains_and_shows_errors(live_server: str, browser, predictor: Predictor,
+                                                 tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 15)
+    photo = write_photo(tmp_path / "photo.png", 0)
+    expected = predictor.predict(str(photo), top_k=3)[0]
+    browser.get(live_server)
+    wait.until(ready.text_to_be_present_in_element((By.ID, "model"), "3 classes"))
+
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    top = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, ".card .top[data-label]")))
+    assert top.get_attribute("data-label") == expected.label
+    assert f"{100 * expected.probability:.1f}%" in top.text
+    bars = browser.find_elements(By.CSS_SELECTOR, ".card .bars li")
+    assert len(bars) == 3 and "%" in bars[0].text
+    assert "latency" in browser.find_element(By.CSS_SELECTOR, ".card .meta").text
+    if explain_module() is not None:
+        overlay = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".card img.overlay")))
+        wait.until(lambda _: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
+        browser.save_screenshot(str(tmp_path / "page-prediction.png"))
+        slider = browser.find_element(By.CSS_SELECTOR, ".card .slider input")
+        browser.execute_script("arguments[0].value = 20; arguments[0].dispatchEvent(new Event('input'))", slider)
+        assert overlay.value_of_css_property("opacity") == "0.2"
+    else:  # /explain answered 501: no overlay, no slider, no error
+        time.sleep(0.5)
+        assert not browser.find_elements(By.CSS_SELECTOR, ".card img.overlay, .card .slider")
+        assert browser.find_element(By.ID, "error").text == ""
+        browser.save_screenshot(str(tmp_path / "page-prediction.png"))
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("this is not an image\n")
+    browser.find_element(By.ID, "file").send_keys(str(notes))
+    wait.until(ready.text_to_be_present_in_element((By.ID, "error"), "unsupported file type"))
+    assert "notes.txt" in browser.find_element(By.ID, "error").text
+    assert "415" in browser.find_element(By.ID, "error").text
+
+    browser.find_element(By.ID, "compare").click()
+    second = write_photo(tmp_path / "second.png", 1)
+    browser.find_element(By.ID, "file").send_keys(f"{photo}\n{second}")
+    wait.until(lambda _: len(browser.find_elements(By.CSS_SELECTOR, ".card .top[data-label]")) >= 2)
+    assert "compare" in browser.find_element(By.ID, "results").get_attribute("class")
+    browser.set_window_size(390, 844)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1"), \
+        "no sideways scrolling on a phone-sized window"
+    browser.save_screenshot(str(tmp_path / "page-phone.png"))
+    assert (tmp_path / "page-prediction.png").stat().st_size > 5000
