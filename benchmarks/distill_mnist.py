@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import torch
 
 from cnnkit.cli import main as _cli
 from cnnkit.device_info import device_info
+from cnnkit.inference import read_summary
 from mnist_subset import write_mnist_subset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +38,9 @@ def cnnkit_main(argv: list[str]) -> int:
 
 
 def _errors(run: Path) -> tuple[int, int]:
-    summary = json.loads((run / "summary.json").read_text())
-    total = sum(sum(row) for row in summary["test_confusion"])
-    correct = sum(summary["test_confusion"][k][k] for k in range(len(summary["test_confusion"])))
+    confusion = read_summary(run).test_confusion
+    total = sum(sum(row) for row in confusion)
+    correct = sum(confusion[k][k] for k in range(len(confusion)))
     return total - correct, total
 
 
