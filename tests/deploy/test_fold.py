@@ -82,6 +82,32 @@ def test_pairs_follow_data_flow_and_skip_shared_convs() -> None:
         torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-6)
 
 
+class _ConvOutputReadTwice(nn.Module):
+    """conv_a's output feeds bn_a and a shortcut; conv_b's is rectified in place before bn_b reads
+    the very same tensor: folding either would change what the other reader sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_a, self.bn_a = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+        self.conv_b, self.bn_b = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+        self.conv_c, self.bn_c = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv_a(x)
+        z = self.bn_a(y) + y
+        return self.bn_c(self.conv_c(self.bn_b(torch.relu_(self.conv_b(z)))))
+
+
+def test_a_conv_output_with_other_readers_is_not_folded() -> None:
+    model = _ConvOutputReadTwice().eval()
+    randomise_batchnorm(model, torch.Generator().manual_seed(3))
+    x = torch.randn(2, 3, 4, 4)
+    assert foldable_pairs(model, x) == [("conv_c", "bn_c")]
+    folded = fold_batchnorm(model, example_input=x)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-6)
+
+
 def test_training_mode_is_refused() -> None:
     with pytest.raises(CnnkitError, match="training mode"):
         fold_batchnorm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))

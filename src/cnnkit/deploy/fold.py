@@ -8,9 +8,13 @@ Networks for Efficient Integer-Arithmetic-Only Inference", section 3.2).
 from __future__ import annotations
 
 import copy
+from collections import Counter
+from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from cnnkit.errors import CnnkitError
 from cnnkit.layers.preact import BatchNormAct2d
@@ -38,17 +42,38 @@ def _trial_input(model: nn.Module) -> torch.Tensor:
     return torch.zeros((1, *size), device=device)
 
 
+class _Readers(TorchFunctionMode):
+    """Counts, for each watched tensor (by id), the ops that read it and return a tensor: a conv
+    output read by anything besides its BatchNorm (a shortcut, an in-place activation) must keep
+    its unfolded values."""
+
+    def __init__(self, watched: dict[int, Any]) -> None:
+        super().__init__()
+        self.watched = watched
+        self.reads: Counter[int] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if any(isinstance(r, torch.Tensor) for r in tree_flatten(result)[0]):
+            for value in tree_flatten((args, kwargs))[0]:
+                if isinstance(value, torch.Tensor) and id(value) in self.watched:
+                    self.reads[id(value)] += 1
+        return result
+
+
 def foldable_pairs(model: nn.Module, example_input: torch.Tensor | None = None) -> list[tuple[str, str]]:
     """(conv name, norm name) for every BatchNorm whose input is exactly a convolution's output.
 
     Found by data flow, not by module order: one forward pass on `example_input` (default zeros of
-    shape (1, *default_cfg.input_size)) records which tensor each leaf module read and wrote.
-    A conv or norm called more than once (shared weights) is never folded.
+    shape (1, *default_cfg.input_size)) records which tensor each leaf module read and wrote, and
+    every op that read a conv's output. A conv or norm called more than once (shared weights), or
+    a conv output read by anything but the norm, is never folded.
     """
     names = {module: name for name, module in model.named_modules()}
     produced_by: dict[int, nn.Module] = {}
     calls: dict[nn.Module, int] = {}
-    edges: list[tuple[nn.Module, nn.Module]] = []
+    edges: list[tuple[nn.Module, nn.Module, int]] = []  # (conv, norm, id of the conv's output)
     keep_alive: list[torch.Tensor] = []  # ids stay unique while the tensors live
 
     def hook(module: nn.Module, inputs: tuple, output: object) -> None:
@@ -56,20 +81,21 @@ def foldable_pairs(model: nn.Module, example_input: torch.Tensor | None = None) 
         if isinstance(module, _NORMS) and inputs and isinstance(inputs[0], torch.Tensor):
             source = produced_by.get(id(inputs[0]))
             if source is not None:
-                edges.append((source, module))
+                edges.append((source, module, id(inputs[0])))
         if isinstance(module, _CONVS) and isinstance(output, torch.Tensor):
             produced_by[id(output)] = module
             keep_alive.append(output)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _CONVS + _NORMS)]
+    readers = _Readers(produced_by)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), readers:
             model(_trial_input(model) if example_input is None else example_input)
     finally:
         for handle in handles:
             handle.remove()
-    return [(names[conv], names[norm]) for conv, norm in edges
-            if calls[conv] == 1 and calls[norm] == 1 and norm.track_running_stats
+    return [(names[conv], names[norm]) for conv, norm, output in edges
+            if calls[conv] == 1 and readers.reads[output] == 1 and calls[norm] == 1 and norm.track_running_stats
             and _remainder(norm) is not None
             and conv.out_channels == norm.num_features]
 
