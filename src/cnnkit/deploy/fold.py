@@ -122,8 +122,8 @@ def _replace(model: nn.Module, dotted: str, module: nn.Module) -> None:
 
 def fold_batchnorm(model: nn.Module, *, example_input: torch.Tensor | None = None) -> nn.Module:
     """A copy of `model` in eval mode with every BatchNorm that directly follows a conv folded
-    into it and replaced by `nn.Identity` (by its activation for `BatchNormAct2d`; other BatchNorms, e.g. DenseNet's pre-activation
-    ones, stay). The original is untouched; a model in training mode is refused (its BatchNorm
+    into it and replaced by `nn.Identity` (by its activation for `BatchNormAct2d`); other
+    BatchNorms, e.g. DenseNet's pre-activation ones, stay. The original is untouched; a model in training mode is refused (its BatchNorm
     would still be updating the statistics being folded)."""
     if model.training:
         raise CnnkitError("fold_batchnorm: the model is in training mode; call model.eval() first "
