@@ -31,12 +31,13 @@ def positive_int(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    evaluate = subparsers.add_parser("eval", help="evaluate a finished run on a dataset")
+    evaluate = subparsers.add_parser("eval", help="evaluate a finished run (or an exported .onnx) on a dataset")
     evaluate.add_argument("run", help="run directory, or an .onnx exported by `cnnkit export`")
     evaluate.add_argument("data", help="dataset path or `wafer`")
     evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else the whole set)")
     evaluate.add_argument("--seed", type=int, default=None,
-                          help="seed of a derived split when the run has no split.json (default: the run's)")
+                          help="seed of a derived split when the run has no split.json, e.g. for an .onnx "
+                               "(default: the run's; 0 for an .onnx)")
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
