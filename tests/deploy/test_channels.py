@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -14,7 +15,7 @@ import cnnkit
 from cnnkit.deploy.channels import channel_groups, prune_channels
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
-from cnnkit.models.channel_plan import apply_channel_plan
+from cnnkit.models.channel_plan import NarrowedGroup, apply_channel_plan
 from cnnkit.models.vgg import VGG, VGGConfig
 
 
@@ -56,13 +57,14 @@ def test_pruned_model_equals_the_masked_unpruned_one(name: str) -> None:
     with torch.no_grad():
         expected, got = _hand_masked(model, 0.5)(batch), small(batch)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    convs = [e["conv"] for e in plan]
+    convs = [e.group.conv for e in plan]
     before = sum(model.get_submodule(c).weight.numel() for c in convs)
     after = sum(small.get_submodule(c).weight.numel() for c in convs)
     assert after <= 0.5 * before, "half the filters of every group, and their input columns downstream"
     for entry in plan:
-        assert small.get_submodule(entry["conv"]).out_channels == entry["kept"]
-        assert entry["kept"] == math.ceil(0.5 * model.get_submodule(entry["conv"]).out_channels)
+        assert small.get_submodule(entry.group.conv).out_channels == entry.kept
+        assert entry.kept == math.ceil(0.5 * model.get_submodule(entry.group.conv).out_channels)
+        assert NarrowedGroup.from_dict(json.loads(json.dumps(entry.to_dict()))) == entry, "summary.json round trip"
     rebuilt = apply_channel_plan(_model(name)[0], plan)
     rebuilt.load_state_dict(small.state_dict())  # strict: the plan alone gives every shape
     with torch.no_grad():
@@ -72,7 +74,7 @@ def test_pruned_model_equals_the_masked_unpruned_one(name: str) -> None:
 def test_resnet_keeps_the_residual_channels() -> None:
     model, _ = _model("resnet18")
     small, plan = prune_channels(model.eval(), 0.5)
-    assert {e["conv"].rsplit(".", 1)[1] for e in plan} == {"conv1"}, "only the block-inner convs"
+    assert {e.group.conv.rsplit(".", 1)[1] for e in plan} == {"conv1"}, "only the block-inner convs"
     for name, module in model.named_modules():
         if name.endswith(("conv2", "downsample.0")) or name == "conv1":
             assert small.get_submodule(name).out_channels == module.out_channels
@@ -81,3 +83,18 @@ def test_resnet_keeps_the_residual_channels() -> None:
 def test_unsupported_family_is_named() -> None:
     with pytest.raises(CnnkitError, match="MobileNetV2 is not one of them"):
         prune_channels(cnnkit.create_model("mobilenet_v2", num_classes=3).eval(), 0.5)
+
+
+def test_the_plan_round_trips_through_summary_json_and_a_bad_one_is_named(tmp_path) -> None:
+    from cnnkit.inference import RunSummary, read_summary, write_summary
+
+    model, _ = _model("resnet18")
+    _, plan = prune_channels(model.eval(), 0.5)
+    write_summary(tmp_path, RunSummary(model_name="resnet18", class_names=("a", "b"), default_cfg=DefaultCfg(),
+                                       channel_plan=plan))
+    assert read_summary(tmp_path).channel_plan == plan
+    record = json.loads((tmp_path / "summary.json").read_text())
+    del record["channel_plan"][0]["kept"]
+    (tmp_path / "summary.json").write_text(json.dumps(record))
+    with pytest.raises(CnnkitError, match=r"summary.json: channel_plan entry .* is malformed"):
+        read_summary(tmp_path)

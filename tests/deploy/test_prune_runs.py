@@ -111,7 +111,7 @@ def test_channel_pruned_run_is_smaller_and_loads(tiny, tmp_path: Path, capsys) -
     model, _ = load_run(out)
     assert sum(p.numel() for p in model.parameters()) == after["params"]
     assert model.features[0][0].out_channels == 16
-    assert summary.channel_plan and summary.channel_plan[0]["kept"] == 16
+    assert summary.channel_plan and summary.channel_plan[0].kept == 16
     assert _eval_top1(out, data, capsys) == pytest.approx(summary.test["test_top1"])
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.layers.bottleneck import Bottleneck
 from cnnkit.layers.residual import BasicBlock
-from cnnkit.models.channel_plan import ChannelConsumer, ChannelGroup, narrow_group
+from cnnkit.models.channel_plan import ChannelConsumer, ChannelGroup, NarrowedGroup, narrow_group
 from cnnkit.models.resnet import ResNet
 
 # Leaves a plain `features` stack may hold: anything else (SE, concat, depthwise) breaks the chain.
@@ -100,7 +100,7 @@ def zero_channels(model: nn.Module, group: ChannelGroup, keep: torch.Tensor) -> 
                 value[removed.to(value.device)] = 0
 
 
-def prune_channels(model: nn.Module, fraction_removed: float) -> tuple[nn.Module, list[dict]]:
+def prune_channels(model: nn.Module, fraction_removed: float) -> tuple[nn.Module, tuple[NarrowedGroup, ...]]:
     """A smaller dense copy of `model` with `fraction_removed` of each group's filters removed by
     L1 norm, and the plan that `cnnkit.models.channel_plan.apply_channel_plan` rebuilds it from.
     Checked before returning: on a random batch it must equal the masked unpruned model."""
@@ -114,12 +114,12 @@ def prune_channels(model: nn.Module, fraction_removed: float) -> tuple[nn.Module
         keep = l1_keep(model.get_submodule(group.conv), fraction_removed)  # "independent" norms (Li et al. 3.2)
         zero_channels(masked, group, keep)
         narrow_group(pruned, group, keep)
-        plan.append(group.to_dict(len(keep)))
+        plan.append(NarrowedGroup(group, len(keep)))
     _check_equivalent(pruned, masked, model)
     first = model.get_submodule(groups[0].conv).weight
     if first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last):
         pruned = pruned.to(memory_format=torch.channels_last)  # the new layers in the model's own format
-    return pruned.train(model.training), plan
+    return pruned.train(model.training), tuple(plan)
 
 
 @torch.no_grad()

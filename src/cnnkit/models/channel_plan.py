@@ -33,14 +33,28 @@ class ChannelGroup:
     norm: str | None
     consumers: tuple[ChannelConsumer, ...]
 
-    def to_dict(self, kept: int) -> dict[str, Any]:
-        return {"conv": self.conv, "norm": self.norm, "kept": kept,
-                "consumers": [[c.name, c.per_channel] for c in self.consumers]}
+
+
+@dataclass(frozen=True)
+class NarrowedGroup:
+    """One step of a saved plan: `group.conv` keeps its first `kept` output channels."""
+
+    group: ChannelGroup
+    kept: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in a run's summary.json."""
+        return {"conv": self.group.conv, "norm": self.group.norm, "kept": self.kept,
+                "consumers": [[c.name, c.per_channel] for c in self.group.consumers]}
 
     @staticmethod
-    def from_dict(entry: Mapping[str, Any]) -> tuple[ChannelGroup, int]:
-        consumers = tuple(ChannelConsumer(str(name), int(per)) for name, per in entry["consumers"])
-        return ChannelGroup(str(entry["conv"]), entry.get("norm"), consumers), int(entry["kept"])
+    def from_dict(entry: Mapping[str, Any]) -> NarrowedGroup:
+        """Inverse of `to_dict`; a malformed entry is a CnnkitError quoting it."""
+        try:
+            consumers = tuple(ChannelConsumer(str(name), int(per)) for name, per in entry["consumers"])
+            return NarrowedGroup(ChannelGroup(str(entry["conv"]), entry.get("norm"), consumers), int(entry["kept"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise CnnkitError(f"channel_plan entry {entry!r} is malformed ({error})") from None
 
 
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -96,12 +110,8 @@ def _narrow_input(model: nn.Module, consumer: ChannelConsumer, keep: torch.Tenso
     _replace(model, consumer.name, thin.train(layer.training))
 
 
-def apply_channel_plan(model: nn.Module, plan: Sequence[Mapping[str, Any]]) -> nn.Module:
+def apply_channel_plan(model: nn.Module, plan: Sequence[NarrowedGroup]) -> nn.Module:
     """Give `model` the narrow shapes a saved plan records (its weights are loaded afterwards)."""
-    for entry in plan:
-        try:
-            group, kept = ChannelGroup.from_dict(entry)
-        except (KeyError, TypeError, ValueError) as error:
-            raise CnnkitError(f"channel_plan entry {entry!r} is malformed ({error})") from None
-        narrow_group(model, group, torch.arange(kept))
+    for step in plan:
+        narrow_group(model, step.group, torch.arange(step.kept))
     return model

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
+from cnnkit.models.channel_plan import NarrowedGroup
 from cnnkit.train.checkpoint import atomic_write
 
 SCHEMA_VERSION = 2
@@ -61,7 +62,7 @@ class RunSummary:
     pruned_from: str | None = None  # the run a pruned run was made from
     pruning: dict[str, Any] | None = None  # method, target, prunable_weights, source_test_top1
     structured: dict[str, dict[str, float]] | None = None  # "before"/"after" costs of channel pruning
-    channel_plan: list[dict[str, Any]] | None = None  # narrowed convs (cnnkit.models.channel_plan)
+    channel_plan: tuple[NarrowedGroup, ...] | None = None  # convs a channel-pruned run narrowed
     distillation: dict[str, Any] | None = None  # teacher_model, teacher_test_top1, temperature, alpha
 
     @property
@@ -71,6 +72,8 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
         record["class_names"] = list(self.class_names)
+        if self.channel_plan is not None:
+            record["channel_plan"] = [step.to_dict() for step in self.channel_plan]
         return record
 
 
@@ -100,6 +103,11 @@ def summary_from_dict(record: dict[str, Any], *, path: Path) -> RunSummary:
         raise CnnkitError(f"{path}: missing {', '.join(missing)}: not a cnnkit run summary")
     record["class_names"] = tuple(record["class_names"])
     record["default_cfg"] = _default_cfg(record["default_cfg"], path)
+    if record.get("channel_plan") is not None:
+        try:
+            record["channel_plan"] = tuple(NarrowedGroup.from_dict(step) for step in record["channel_plan"])
+        except CnnkitError as error:
+            raise CnnkitError(f"{path}: {error}") from None
     return RunSummary(schema_version=SCHEMA_VERSION, **record)
 
 
