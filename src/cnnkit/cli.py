@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "cnnkit.explain.report_commands",
     "cnnkit.explain.commands",
     "cnnkit.embeddings.commands",  # after cnnkit.train.commands: it extends `train` with --task embedding
+    "cnnkit.deploy.train_commands",
+    "cnnkit.deploy.commands",
     "cnnkit.serve.commands",
 )
 

@@ -78,19 +78,15 @@ def test_cli_refuses_open_non_loopback_and_warns_with_no_auth(random_run: Path, 
     assert served["app"].state.serve.settings.api_key == KEY
 
 
-def test_cli_names_a_missing_model_and_onnx_without_export(tmp_path: Path, capsys) -> None:
-    from cnnkit.inference import Predictor as P
-
+def test_cli_names_a_missing_model_and_a_bad_onnx_file(tmp_path: Path, capsys) -> None:
     assert main(["serve", str(tmp_path / "absent")]) == 2
     assert "absent: not a run directory" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "missing.onnx")]) == 2
+    assert "missing.onnx" in capsys.readouterr().err
     model = tmp_path / "model.onnx"
     model.write_bytes(b"not really onnx")
-    code = main(["serve", str(model)])
-    err = capsys.readouterr().err
-    if not hasattr(P, "from_onnx"):
-        assert code == 2 and "ONNX serving needs cnnkit export (not in this build)" in err
-    else:
-        assert code == 2 and "model.onnx" in err
+    assert main(["serve", str(model)]) == 2
+    assert "model.onnx: not a readable ONNX file" in capsys.readouterr().err
 
 
 def test_no_endpoint_reads_a_server_side_path_named_by_a_request(predictor: Predictor, tmp_path: Path) -> None:

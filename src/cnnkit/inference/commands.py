@@ -7,13 +7,16 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.bulk import collect_files, errors_path, merge_outputs, predict_files
+from cnnkit.inference.evaluation import evaluate_backend
 from cnnkit.inference.predictor import Failure, Predictor
 from cnnkit.train import data_prep, preprocessing
 from cnnkit.train.config import load_config
 from cnnkit.train.distributed import init_from_torchrun, shutdown
-from cnnkit.train.evaluate import evaluate_model, ordered_loader
+from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.progress import RateReporter
 from cnnkit.train.report import format_confusion
 from cnnkit.train.trainer import pick_device
@@ -28,19 +31,20 @@ def positive_int(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    evaluate = subparsers.add_parser("eval", help="evaluate a finished run on a dataset")
-    evaluate.add_argument("run", help="run directory")
+    evaluate = subparsers.add_parser("eval", help="evaluate a finished run (or an exported .onnx) on a dataset")
+    evaluate.add_argument("run", help="run directory, or an .onnx exported by `cnnkit export`")
     evaluate.add_argument("data", help="dataset path or `wafer`")
     evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else the whole set)")
     evaluate.add_argument("--seed", type=int, default=None,
-                          help="seed of a derived split when the run has no split.json (default: the run's)")
+                          help="seed of a derived split when the run has no split.json, e.g. for an .onnx "
+                               "(default: the run's; 0 for an .onnx)")
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(func=run_eval)
 
     predict = subparsers.add_parser("predict", help="top-k classes of images or whole folders with a finished run")
-    predict.add_argument("run", help="run directory")
+    predict.add_argument("run", help="run directory, or an .onnx exported by `cnnkit export`")
     predict.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
     predict.add_argument("--top-k", type=positive_int, default=5)
     predict.add_argument("--out", default=None,
@@ -54,10 +58,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.set_defaults(func=run_predict)
 
 
+def open_predictor(target: str, *, device: str | torch.device | None, batch_size: int) -> Predictor:
+    """A run directory's Predictor, or an .onnx file's (ONNX Runtime on CPU, metadata preprocessing)."""
+    if Path(target).suffix.lower() == ".onnx":
+        return Predictor.from_onnx(target, batch_size=batch_size)
+    return Predictor.from_run(target, device=pick_device(device), batch_size=batch_size)
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    predictor = Predictor.from_run(args.run, device=pick_device(args.device), batch_size=args.batch_size)
-    seed = args.seed if args.seed is not None else _run_seed(Path(args.run))
-    data = data_prep.prepare_data(args.data, seed=seed, saved_split=Path(args.run) / "split.json")
+    predictor = open_predictor(args.run, device=args.device, batch_size=args.batch_size)
+    # An .onnx has no split.json of its own: pass --seed, or keep it beside a run whose split it uses.
+    run_dir = Path(args.run) if Path(args.run).is_dir() else None
+    seed = args.seed if args.seed is not None else (_run_seed(run_dir) if run_dir is not None else 0)
+    data = data_prep.prepare_data(args.data, seed=seed,
+                                  saved_split=run_dir / "split.json" if run_dir is not None else None)
     if tuple(data.class_names) != predictor.class_names:
         raise CnnkitError(f"{args.data} has classes {data.class_names}, the run was trained on "
                           f"{list(predictor.class_names)}")
@@ -69,7 +83,7 @@ def run_eval(args: argparse.Namespace) -> int:
                             device=predictor.device,
                             batch_transform=preprocessing.batch_stage(predictor.pipeline, None, len(data.class_names)),
                             channels_last=True)
-    meter = evaluate_model(predictor.model, loader, num_classes=len(data.class_names), device=predictor.device)
+    meter = evaluate_backend(predictor.backend, loader, num_classes=len(data.class_names))
     metrics = meter.compute(f"{split}_")
     confusion = meter.confusion.tolist()
     if args.json:
@@ -88,7 +102,7 @@ def _run_seed(run_dir: Path) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     if args.out is not None:
         return _predict_to_file(args)
-    predictor = Predictor.from_run(args.run, device=pick_device(args.device), batch_size=args.batch_size)
+    predictor = open_predictor(args.run, device=args.device, batch_size=args.batch_size)
     predictions = predictor.predict(collect_files(args.images), top_k=args.top_k)
     for failed in (p for p in predictions if not p.ok):
         print(f"predict: skipped {failed.source}: {failed.error}", file=sys.stderr)
@@ -104,8 +118,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _predict_to_file(args: argparse.Namespace) -> int:
     context = init_from_torchrun(args.device)
-    predictor = Predictor.from_run(args.run, device=context.device if context.enabled else pick_device(args.device),
-                                   batch_size=args.batch_size)
+    device = context.device if context.enabled else args.device
+    predictor = open_predictor(args.run, device=device, batch_size=args.batch_size)
     files = collect_files(args.images)
     reporter = RateReporter(0, label=f"predict (rank {context.rank})" if context.enabled else "predict",
                             stream=sys.stderr, enabled=not args.quiet and context.is_main)

@@ -110,6 +110,16 @@ class Predictor:
                    temperature=summary.temperature, batch_size=batch_size)
 
     @classmethod
+    def from_onnx(cls, path: str | Path, *, batch_size: int = 32, threads: int | None = None) -> Predictor:
+        """An .onnx written by `cnnkit export`, run with ONNX Runtime on CPU; class names and
+        preprocessing come from the file's metadata. `threads`: ONNX Runtime's intra-op threads."""
+        from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
+
+        class_names, cfg, model_name = onnx_metadata(path)
+        return cls(OnnxBackend(path, threads=threads), class_names=class_names, default_cfg=cfg,
+                   model_name=model_name, batch_size=batch_size)
+
+    @classmethod
     def from_model(cls, model: nn.Module, class_names: Sequence[str], *, default_cfg: DefaultCfg | None = None,
                    device: str | torch.device | None = None, batch_size: int = 32) -> Predictor:
         """Wrap a model in memory; its own `default_cfg` decides the preprocessing unless given."""

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.channel_plan import apply_channel_plan
 from cnnkit.models.factory import create_model
 from cnnkit.models.heads import HeadSpec
 from cnnkit.train.run_summary import RunSummary, read_summary
@@ -31,6 +32,8 @@ def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -
     head = None if summary.head is None else HeadSpec.from_dict(summary.head, source=f"{run_dir}/summary.json: head")
     model = create_model(summary.model_name, num_classes=summary.num_classes,
                          in_chans=summary.default_cfg.input_size[0], head=head, **summary.model_options)
+    if summary.channel_plan:  # a channel-pruned run (cnnkit prune --structured channels)
+        apply_channel_plan(model, summary.channel_plan)
     try:
         model.load_state_dict(load_file(weights))
     except RuntimeError as error:

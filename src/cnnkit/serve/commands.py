@@ -62,22 +62,12 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 
 def load_predictor(source: str, *, device: str, batch_size: int) -> Predictor:
-    """A run directory's Predictor, or an ONNX file's where `Predictor.from_onnx` exists."""
+    """A run directory's Predictor, or an exported .onnx file's (ONNX Runtime on CPU)."""
     from cnnkit.inference import Predictor
 
     path = Path(source)
     if path.suffix.lower() == ".onnx":
-        if not path.is_file():
-            raise CnnkitError(f"no such file: {path}")
-        from_onnx = getattr(Predictor, "from_onnx", None)
-        if from_onnx is None:
-            raise CnnkitError(f"{path}: ONNX serving needs cnnkit export (not in this build)")
-        try:
-            return from_onnx(path)
-        except CnnkitError:
-            raise
-        except Exception as error:  # ONNX Runtime's own exception types
-            raise CnnkitError(f"{path}: cannot load it for serving ({error})") from error
+        return Predictor.from_onnx(path, batch_size=batch_size)
     if not path.is_dir():
         raise CnnkitError(f"{path}: not a run directory or an .onnx file")
     return Predictor.from_run(path, device=device, batch_size=batch_size)

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,14 +78,16 @@ def fit(
     param_groups: Sequence[dict] | None = None,
     distributed: DistributedContext | None = None,
     quiet: bool = False,
-    trainer_class: type[Trainer] = Trainer,
+    trainer_class: Callable[..., Trainer] = Trainer,
     phase: PhaseLabel | None = None,
     schedule_span: ScheduleSpan | None = None,
 ) -> RunSummary:
     """Train `model`, write the run directory, and return the summary (also in summary.json).
-    `trainer_class`: a Trainer subclass with its own loss/evaluation (cnnkit.embeddings); `phase`
-    names the fine-tuning phase this run is, in the progress output; `schedule_span` places its LR
-    schedule in one spanning several phases."""
+
+    `trainer_class` builds the trainer from Trainer's arguments (a subclass with another loss or
+    evaluation: embeddings in cnnkit.embeddings, distillation in cnnkit.deploy); `phase` names the
+    fine-tuning phase this run is, in the progress output; `schedule_span` places its LR schedule
+    in one spanning several phases."""
     run_dir = Path(run_dir)
     dist = distributed or DistributedContext()
     last = run_dir / "last.pt"

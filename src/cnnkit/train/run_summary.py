@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
+from cnnkit.models.channel_plan import NarrowedGroup
 from cnnkit.train.checkpoint import atomic_write
 
 SCHEMA_VERSION = 2
@@ -29,7 +30,8 @@ class RunSummary:
     `head` records a replaced classifier head (`--head mlp:256`) so that `load_run` rebuilds it.
     The optional fields are written by later commands: `temperature` by `cnnkit calibrate`,
     `exports` (format -> path) by `cnnkit export`, `verification_threshold` and
-    `verification_pairs` (the metrics of its pairs file) by `cnnkit verify`. An embedding run
+    `verification_pairs` (the metrics of its pairs file) by `cnnkit verify`; the pruning and
+    distillation fields by `cnnkit prune` / `cnnkit distill` (cnnkit.deploy). An embedding run
     (cnnkit.embeddings) also records its metric-learning loss, the classes held out of training,
     and which items its `retrieval` / `verification` metrics were measured on (`evaluated_on`).
     """
@@ -56,13 +58,21 @@ class RunSummary:
     verification_threshold: float | None = None
     retrieval: dict[str, float] | None = None
     verification: dict[str, Any] | None = None
-    sparsity: dict[str, float] | None = None
+    sparsity: dict[str, float] | None = None  # weight name -> fraction of exact zeros
     teacher: str | None = None
     embedding_loss: str | None = None
     holdout_classes: list[str] = field(default_factory=list)
     evaluated_on: str | None = None
     verification_pairs: dict[str, Any] | None = None
     head: dict[str, Any] | None = None  # HeadSpec.to_dict() of a `--head` run; None: the model's own head
+    export_checks: dict[str, float] = field(default_factory=dict)  # format -> max |ORT - torch| at export
+    int8: dict[str, Any] | None = None  # `cnnkit export --int8`: top-1 fp32/int8, agreement, kept_float, cpu
+    global_sparsity: float | None = None  # zeros over all prunable weights (`cnnkit prune`)
+    pruned_from: str | None = None  # the run a pruned run was made from
+    pruning: dict[str, Any] | None = None  # method, target, prunable_weights, source_test_top1
+    structured: dict[str, dict[str, float]] | None = None  # "before"/"after" costs of channel pruning
+    channel_plan: tuple[NarrowedGroup, ...] | None = None  # convs a channel-pruned run narrowed
+    distillation: dict[str, Any] | None = None  # teacher_model, teacher_test_top1, temperature, alpha
 
     @property
     def num_classes(self) -> int:
@@ -71,6 +81,8 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
         record["class_names"] = list(self.class_names)
+        if self.channel_plan is not None:
+            record["channel_plan"] = [step.to_dict() for step in self.channel_plan]
         return record
 
 
@@ -100,6 +112,11 @@ def summary_from_dict(record: dict[str, Any], *, path: Path) -> RunSummary:
         raise CnnkitError(f"{path}: missing {', '.join(missing)}: not a cnnkit run summary")
     record["class_names"] = tuple(record["class_names"])
     record["default_cfg"] = _default_cfg(record["default_cfg"], path)
+    if record.get("channel_plan") is not None:
+        try:
+            record["channel_plan"] = tuple(NarrowedGroup.from_dict(step) for step in record["channel_plan"])
+        except CnnkitError as error:
+            raise CnnkitError(f"{path}: {error}") from None
     return RunSummary(schema_version=SCHEMA_VERSION, **record)
 
 

@@ -1,0 +1,177 @@
+"""Speed tables: one model (a zoo name, a run or an .onnx file) on the torch, ONNX Runtime fp32 and
+ONNX Runtime int8 backends, per batch size, with its parameters and MACs beside the latencies."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnkit.analysis.summary import summary as analyse
+from cnnkit.deploy.onnx_export import write_onnx
+from cnnkit.deploy.quantize import Int8Quantizer
+from cnnkit.deploy.timing import Timing, time_side_by_side
+from cnnkit.errors import CnnkitError
+from cnnkit.inference import load_run
+from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
+from cnnkit.models.base import DefaultCfg
+from cnnkit.models.factory import create_model, list_models
+
+BACKENDS = ("torch", "onnx", "int8")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    target: str
+    backend: str
+    threads: int
+    params: int
+    macs: int
+    timing: Timing
+
+
+def torch_runner(model: nn.Module, batch: torch.Tensor) -> Callable[[], object]:
+    """Eager PyTorch, eval mode, channels_last weights and input (the fast CPU layout; `model` is
+    converted in place, as `nn.Module.to` does)."""
+    model = model.eval().to(memory_format=torch.channels_last)
+    batch = batch.contiguous(memory_format=torch.channels_last)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return model(batch)
+
+    return run
+
+
+def onnx_runner(path: Path, batch: torch.Tensor, *, threads: int | None) -> Callable[[], object]:
+    backend = OnnxBackend(path, threads=threads)
+    return lambda: backend.logits(batch)
+
+
+@dataclass
+class Target:
+    """A model to bench: its name as given, a torch model (None for an .onnx), cfg, fp32 .onnx."""
+
+    label: str
+    model: nn.Module | None
+    cfg: DefaultCfg
+    model_name: str
+    onnx_path: Path | None = None
+
+
+def resolve_target(text: str, *, img_size: int | None) -> Target:
+    """A zoo model name (random weights), a run directory, or an .onnx file exported by cnnkit."""
+    path = Path(text)
+    if path.suffix == ".onnx":
+        _, cfg, model_name = onnx_metadata(path)
+        if img_size is not None and img_size != cfg.input_size[1]:
+            raise CnnkitError(f"{path}: exported at {cfg.input_size[1]} px; --img-size {img_size} needs a new export")
+        return Target(text, None, cfg, model_name, path)
+    if path.is_dir():
+        model, summary = load_run(path)
+        name = summary.model_name
+    elif text in list_models():
+        model, name = create_model(text).eval(), text
+    else:
+        raise CnnkitError(f"{text!r} is not a zoo model, a run directory or an .onnx file")
+    cfg = model.default_cfg
+    if img_size is not None:
+        cfg = dataclasses.replace(cfg, input_size=(cfg.input_size[0], img_size, img_size))
+    return Target(text, model, cfg, name)
+
+
+def _costs(target: Target) -> tuple[int, int]:
+    model = target.model
+    if model is None:  # an .onnx file: count with the zoo architecture it came from
+        if target.model_name not in list_models():
+            return 0, 0
+        model = create_model(target.model_name, num_classes=target.cfg.num_classes, in_chans=target.cfg.input_size[0])
+    costs = analyse(model, tuple(target.cfg.input_size))
+    return costs.total_params, costs.total_macs
+
+
+def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequence[int], threads: int,
+                 repeats: int = 20, max_seconds: float | None = 10.0, seed: int = 0) -> list[BenchRow]:
+    """Rows per (backend, batch size); per batch size the backends are timed side by side (one
+    call of each per round). int8 is calibrated on random inputs: its speed is representative,
+    its accuracy is not (use `cnnkit export --int8` for that)."""
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        raise CnnkitError(f"--backends: unknown {', '.join(unknown)} (choose from {', '.join(BACKENDS)})")
+    if target.model is None and "torch" in backends:
+        raise CnnkitError(f"{target.label}: an .onnx file has no torch backend; use --backends onnx,int8")
+    params, macs = _costs(target)
+    generator = torch.Generator().manual_seed(seed)
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
+        paths = _onnx_paths(target, backends, Path(tmp), generator)
+        timings: dict[tuple[str, int], Timing] = {}
+        for size in batch_sizes:
+            batch = torch.randn((size, *target.cfg.input_size), generator=generator)
+            runs = {backend: torch_runner(target.model, batch) if backend == "torch"
+                    else onnx_runner(paths[backend], batch, threads=threads) for backend in backends}
+            for backend, timing in time_side_by_side(runs, batch=size, repeats=repeats, max_seconds=max_seconds).items():
+                timings[(backend, size)] = timing
+    return [BenchRow(target.label, backend, threads, params, macs, timings[(backend, size)])
+            for backend in backends for size in batch_sizes]
+
+
+def _onnx_paths(target: Target, backends: Sequence[str], tmp: Path, generator: torch.Generator) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+    if {"onnx", "int8"} & set(backends):
+        paths["onnx"] = target.onnx_path or write_onnx(target.model, tmp / "fp32.onnx",
+                                                       input_size=target.cfg.input_size, model_name=target.model_name)
+    if "int8" in backends:
+        calibration = [torch.randn((8, *target.cfg.input_size), generator=generator).numpy() for _ in range(4)]
+        quantizer = Int8Quantizer(paths["onnx"], calibration, method="minmax", workdir=tmp)
+        paths["int8"] = quantizer.quantize(tmp / "int8.onnx")
+    return paths
+
+
+CSV_COLUMNS = ("target", "backend", "batch", "threads", "p50_ms", "p90_ms", "p99_ms", "images_per_s",
+               "repeats", "params", "macs")
+
+
+def row_values(row: BenchRow) -> dict[str, object]:
+    t = row.timing
+    return {"target": row.target, "backend": row.backend, "batch": t.batch, "threads": row.threads,
+            "p50_ms": round(1e3 * t.p50, 3), "p90_ms": round(1e3 * t.p90, 3), "p99_ms": round(1e3 * t.p99, 3),
+            "images_per_s": round(t.images_per_s, 2), "repeats": t.repeats, "params": row.params, "macs": row.macs}
+
+
+def write_csv(rows: Sequence[BenchRow], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(row_values(r) for r in rows)
+
+
+def format_table(rows: Sequence[BenchRow]) -> str:
+    header = (f"{'target':<22} {'backend':<7} {'batch':>5} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
+              f"{'img/s':>9} {'params M':>9} {'GMACs':>7}")
+    lines = [header]
+    for row in rows:
+        v = row_values(row)
+        lines.append(f"{row.target[-22:]:<22} {row.backend:<7} {v['batch']:>5} {row.threads:>3} {v['p50_ms']:>9.2f} "
+                     f"{v['p90_ms']:>9.2f} {v['p99_ms']:>9.2f} {v['images_per_s']:>9.1f} "
+                     f"{row.params / 1e6:>9.2f} {row.macs / 1e9:>7.3f}")
+    return "\n".join(lines)
+
+
+def rows_json(rows: Sequence[BenchRow]) -> str:
+    return json.dumps([row_values(r) for r in rows], indent=2)
+
+
+def batch_speedup(rows: Sequence[BenchRow], faster: str, slower: str, batch: int) -> float | None:
+    """p50(slower) / p50(faster) at `batch` for the first target with both backends, else None."""
+    found = {(r.backend, r.timing.batch): r.timing.p50 for r in rows}
+    if (faster, batch) in found and (slower, batch) in found:
+        return found[(slower, batch)] / found[(faster, batch)]
+    return None

@@ -1,0 +1,98 @@
+"""ONNX Runtime against PyTorch on the same inputs: every export is checked before it is reported done."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+from cnnkit.inference.onnx_backend import OnnxBackend
+
+RTOL, ATOL = 1e-3, 1e-4
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One comparison: which inputs, batch size, largest |onnx - torch| and the largest logit."""
+
+    inputs: str
+    batch: int
+    max_abs_diff: float
+    max_abs_logit: float
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    rows: tuple[CheckRow, ...]
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(row.max_abs_diff for row in self.rows)
+
+    def describe(self) -> str:
+        parts = [f"{r.inputs} batch {r.batch}: max |diff| {r.max_abs_diff:.2e}" for r in self.rows]
+        return "; ".join(parts) + f" (tolerance rtol {RTOL:g} / atol {ATOL:g})"
+
+
+def _batch_of(inputs: torch.Tensor, size: int) -> torch.Tensor:
+    repeats = -(-size // inputs.shape[0])
+    return inputs.repeat(repeats, 1, 1, 1)[:size]
+
+
+def allowed_difference(expected: torch.Tensor) -> torch.Tensor:
+    """atol + rtol·max_j |logit_j| per sample (N, 1): logits matter up to a shared shift (softmax
+    ignores it), so a logit near zero is judged on the scale of its row, not on its own."""
+    return ATOL + RTOL * expected.abs().amax(dim=1, keepdim=True)
+
+
+def _largest_mismatch(actual: torch.Tensor, expected: torch.Tensor) -> tuple[tuple[int, ...], float] | None:
+    excess = (actual - expected).abs() - allowed_difference(expected)
+    worst = int(excess.argmax())
+    if float(excess.flatten()[worst]) <= 0:
+        return None
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), excess.shape))
+    return index, float(excess.flatten()[worst])
+
+
+def verify_onnx(path: str | Path, model: nn.Module, *, real_inputs: torch.Tensor | None = None,
+                batch_sizes: Sequence[int] = (1, 7), seed: int = 0) -> OnnxCheck:
+    """Run `path` with ONNX Runtime and `model` (eval mode, float32) with PyTorch on random
+    inputs (from `seed`) and on `real_inputs` (N, C, H, W) (repeated to fill a batch), at each of
+    `batch_sizes`; a difference beyond atol 1e-4 + rtol 1e-3 (of the sample's largest logit, see
+    `allowed_difference`) is an error naming the largest mismatch."""
+    backend = OnnxBackend(path)
+    shape = tuple(backend.input_shape[1:])
+    generator = torch.Generator().manual_seed(seed)
+    sources = {"random": torch.randn((max(batch_sizes), *shape), generator=generator)}
+    if real_inputs is not None:
+        if tuple(real_inputs.shape[1:]) != shape:
+            raise CnnkitError(f"verify_onnx: real inputs have shape {tuple(real_inputs.shape[1:])}, "
+                              f"{Path(path).name} takes {shape}")
+        sources["real"] = real_inputs.float()
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        for kind, inputs in sources.items():
+            for size in batch_sizes:
+                batch = _batch_of(inputs, size)
+                with torch.inference_mode():
+                    expected = model(batch.to(device)).float().cpu()
+                actual = backend.logits(batch)
+                mismatch = _largest_mismatch(actual, expected)
+                if mismatch is not None:
+                    index, _ = mismatch
+                    raise CnnkitError(
+                        f"{Path(path).name}: ONNX Runtime disagrees with PyTorch on {kind} inputs at batch {size}: "
+                        f"logits{list(index)} = {float(actual[index]):.6g} vs {float(expected[index]):.6g} "
+                        f"(|diff| {float((actual - expected).abs()[index]):.3g} > atol {ATOL:g} + rtol {RTOL:g}"
+                        f"·max|logit| of the sample); largest |diff| {float((actual - expected).abs().max()):.3g}")
+                rows.append(CheckRow(kind, size, float((actual - expected).abs().max()), float(expected.abs().max())))
+    finally:
+        model.train(was_training)
+    return OnnxCheck(tuple(rows))

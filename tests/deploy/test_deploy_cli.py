@@ -1,0 +1,158 @@
+"""`cnnkit export` (checked ONNX + INT8 with its accuracy) and `cnnkit bench` on a tiny trained run."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from tiny_runs import make_tiny_folder, train_tiny_run
+
+from cnnkit.analysis.summary import summary as analyse
+from cnnkit.cli import main
+from cnnkit.deploy.from_run import open_run
+from cnnkit.deploy.run_images import split_batches
+from cnnkit.errors import CnnkitError
+from cnnkit.inference import Predictor, read_summary
+from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
+from cnnkit.models.factory import create_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("deploy-cli")
+    data = make_tiny_folder(root / "tiny")
+    return data, train_tiny_run(data, root / "run")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    data, run = tiny
+    out = tmp_path_factory.mktemp("export") / "model.onnx"
+    import contextlib
+    import io
+
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["export", str(run), "--format", "onnx", "--out", str(out), "--calibration", str(data),
+                     "--int8", "--calibration-size", "16", "--threads", "1"])
+    assert code == 0
+    return out, stdout.getvalue()
+
+
+def test_export_prints_the_check_and_the_int8_figures_side_by_side(exported: tuple[Path, str]) -> None:
+    out, text = exported
+    assert "ONNX Runtime vs PyTorch: random batch 1" in text and "real batch 7" in text
+    assert "isa: " in text and "top-1 fp32" in text and "agreement" in text
+    assert "batch  1: fp32 p50" in text and "batch 32: fp32 p50" in text
+    int8 = out.with_name("model.int8.onnx")
+    assert int8.is_file() and int8.stat().st_size < out.stat().st_size
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops, "QDQ format"
+    faster = "NOT faster" not in text
+    assert faster or "use the fp32 model here" in text
+
+
+def test_the_onnx_file_alone_predicts_like_the_run(exported: tuple[Path, str], tiny: tuple[Path, Path]) -> None:
+    out, _ = exported
+    data, run = tiny
+    source = open_run(run, str(data))
+    class_names, cfg, model_name = onnx_metadata(out)
+    assert class_names == source.summary.class_names and model_name == "compact_cnn"
+    assert cfg == source.model.default_cfg, "the preprocessing travels in the file"
+    test = split_batches(source, "test")
+    images = torch.from_numpy(np.concatenate(test.batches))
+    with torch.no_grad():
+        torch_top1 = source.model(images).argmax(1)
+    assert torch.equal(OnnxBackend(out, threads=1).logits(images).argmax(1), torch_top1)
+    summary = read_summary(run)
+    assert summary.exports["onnx"] == str(out.resolve()) and summary.export_checks["onnx"] < 1e-4
+    assert summary.exports["onnx-int8"] == str(out.with_name("model.int8.onnx").resolve())
+    assert summary.int8["agreement"] >= 0.0 and "isa" in summary.int8["cpu"]
+
+
+def test_export_refuses_int8_without_data_and_a_bad_suffix(tiny: tuple[Path, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    _, run = tiny
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx"), "--int8"]) == 2
+    assert "--int8 needs --calibration DATA" in capsys.readouterr().err
+    assert main(["export", str(run), "--out", str(tmp_path / "m.pt")]) == 2
+    assert "--out must name an .onnx file" in capsys.readouterr().err
+
+
+def test_bench_writes_percentiles_threads_params_and_macs(exported: tuple[Path, str], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    out, _ = exported
+    table = tmp_path / "bench.csv"
+    code = main(["bench", "compact_cnn", str(out), "--img-size", "16", "--batch-sizes", "1,4", "--repeats", "3",
+                 "--backends", "torch,onnx,int8", "--threads", "1", "--csv", str(table)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "isa:" in printed and "p99 ms" in printed
+    rows = list(csv.DictReader(table.open()))
+    cells = [(r["target"], r["backend"], r["batch"]) for r in rows]
+    assert cells == [("compact_cnn", b, s) for b in ("torch", "onnx", "int8") for s in ("1", "4")] + [
+        (str(out), b, s) for b in ("onnx", "int8") for s in ("1", "4")], "an .onnx file has no torch row"
+    reference = analyse(create_model("compact_cnn"), (1, 16, 16))
+    first = rows[0]
+    assert int(first["params"]) == reference.total_params and int(first["macs"]) == reference.total_macs
+    for row in rows:
+        assert row["threads"] == "1" and float(row["p50_ms"]) <= float(row["p90_ms"]) <= float(row["p99_ms"])
+        assert float(row["images_per_s"]) == pytest.approx(int(row["batch"]) / (float(row["p50_ms"]) / 1e3), rel=1e-2)
+
+
+def test_bench_refuses_unknown_targets_and_backends(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert main(["bench", "no_such_model", "--csv", str(tmp_path / "b.csv")]) == 2
+    assert "not a zoo model, a run directory or an .onnx file" in capsys.readouterr().err
+    assert main(["bench", "lenet5", "--backends", "torch,tensorrt", "--csv", str(tmp_path / "b.csv")]) == 2
+    assert "unknown tensorrt" in capsys.readouterr().err
+
+
+def _cli_json(argv: list[str], capsys: pytest.CaptureFixture) -> object:
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_of_the_onnx_file_equals_the_runs(exported: tuple[Path, str], tiny: tuple[Path, Path],
+                                               capsys: pytest.CaptureFixture) -> None:
+    """`cnnkit eval model.onnx DATA` (ONNX Runtime) and `cnnkit eval RUN DATA` (torch) on the same test
+    split (the .onnx has no split.json: the run's seed cuts the same one): identical top-1 and confusion."""
+    out, _ = exported
+    data, run = tiny
+    seed = str(open_run(run, str(data)).config.seed)
+    torch_eval = _cli_json(["eval", str(run), str(data), "--json"], capsys)
+    onnx_eval = _cli_json(["eval", str(out), str(data), "--seed", seed, "--json"], capsys)
+    assert onnx_eval["split"] == torch_eval["split"] == "test"
+    assert onnx_eval["confusion"] == torch_eval["confusion"] and sum(map(sum, torch_eval["confusion"])) > 0
+    assert onnx_eval["test_top1"] == torch_eval["test_top1"]
+    assert onnx_eval["test_loss"] == pytest.approx(torch_eval["test_loss"], rel=1e-4)
+
+
+def test_predict_with_the_onnx_file_equals_the_runs(exported: tuple[Path, str], tiny: tuple[Path, Path],
+                                                    capsys: pytest.CaptureFixture) -> None:
+    out, _ = exported
+    data, run = tiny
+    images = [str(data / "red" / "0.png"), str(data / "blue" / "3.png"), str(data / "blue")]
+    predictor = Predictor.from_onnx(out, batch_size=4, threads=1)
+    assert predictor.backend.name == "onnx" and predictor.model_name == "compact_cnn"
+    torch_rows = _cli_json(["predict", str(run), *images, "--top-k", "2", "--json"], capsys)
+    onnx_rows = _cli_json(["predict", str(out), *images, "--top-k", "2", "--json"], capsys)
+    assert len(onnx_rows) == len(torch_rows) == 25, "red/0.png and the 24 blue ones (blue/3.png once)"
+    for got, want in zip(onnx_rows, torch_rows):
+        assert got["image"] == want["image"]
+        assert [c["class"] for c in got["top"]] == [c["class"] for c in want["top"]]
+        for g, w in zip(got["top"], want["top"]):
+            assert g["probability"] == pytest.approx(w["probability"], abs=1e-5)
+
+
+def test_predictor_from_onnx_names_a_file_without_metadata(exported: tuple[Path, str], tmp_path: Path) -> None:
+    proto = onnx.load(str(exported[0]))
+    del proto.metadata_props[:]
+    plain = tmp_path / "plain.onnx"
+    onnx.save(proto, str(plain))
+    with pytest.raises(CnnkitError, match="plain.onnx: no cnnkit metadata"):
+        Predictor.from_onnx(plain)

@@ -1,0 +1,123 @@
+"""`cnnkit prune` end to end on a tiny run: zeros held through fine-tuning, the lottery ticket's invariants,
+and a channel-pruned run that `cnnkit eval` loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_runs import make_tiny_folder, train_tiny_run
+
+from cnnkit.cli import main
+from cnnkit.deploy.from_run import open_run
+from cnnkit.deploy.lottery import LotterySettings, lottery_ticket
+from cnnkit.deploy.masks import global_magnitude_masks, prunable_weights
+from cnnkit.train.callbacks import Callback
+from cnnkit.inference import load_run, read_summary
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("prune")
+    data = make_tiny_folder(root / "data")
+    return data, train_tiny_run(data, root / "run")
+
+
+def _eval_top1(run: Path, data: Path, capsys: pytest.CaptureFixture) -> float:
+    capsys.readouterr()
+    assert main(["eval", str(run), str(data), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["test_top1"]
+
+
+def test_magnitude_pruning_holds_the_zeros_through_fine_tuning(tiny, tmp_path: Path, capsys) -> None:
+    data, run = tiny
+    out = tmp_path / "pruned"
+    code = main(["prune", str(run), str(data), "--sparsity", "0.8", "--epochs", "1", "--optimizer", "sgd",
+                 "--momentum", "0.9", "--weight-decay", "0.01", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    source, pruned = load_file(run / "best.safetensors"), load_file(out / "best.safetensors")
+    assert set(pruned) == set(source), "a plain state dict: no _orig/_mask keys"
+    model, _ = load_run(run)
+    expected = global_magnitude_masks(model, 0.2)
+    for name, mask in expected.items():
+        assert torch.equal(pruned[name] != 0, mask), f"{name}: zeros exactly where the smallest magnitudes were"
+    survivors = torch.cat([pruned[n][m] - source[n][m] for n, m in expected.items()])
+    assert float(survivors.abs().max()) > 0, "the survivors were fine-tuned"
+    summary = read_summary(out)
+    total = sum(w.numel() for w in prunable_weights(model).values())
+    assert summary.global_sparsity == pytest.approx(0.8, abs=1 / total)
+    assert summary.pruning["prunable_weights"] == total and summary.pruned_from == str(run)
+    layers = summary.sparsity
+    assert set(layers) == set(expected) and layers["features.0.0.weight"] < layers["features.7.0.weight"]
+    assert _eval_top1(out, data, capsys) == pytest.approx(summary.test["test_top1"]), "a normal run directory"
+
+
+class Snapshot(Callback):
+    """The model's weights as training starts (after MaskHold applied the round's mask)."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def before_fit(self, trainer) -> None:
+        self.states.append({k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()})
+
+
+def test_lottery_ticket_invariants(tiny, tmp_path: Path) -> None:
+    data, run = tiny
+    source = open_run(run, str(data))
+    config = source.config.replace(epochs=2)
+    snapshot = Snapshot()
+    rows = lottery_ticket(source, config, LotterySettings(rounds=2, rate=0.2, rewind_epoch=1), tmp_path / "lt",
+                          callbacks=[snapshot])
+    rewind = load_file(tmp_path / "lt" / "rewind.safetensors")
+    initial = source.fresh_model(config.seed).state_dict()
+    assert torch.equal(snapshot.states[0]["features.0.0.weight"], initial["features.0.0.weight"]), "round 0 = init"
+    assert not torch.equal(rewind["features.0.0.weight"], initial["features.0.0.weight"]), "epoch-1 weights"
+    total = sum(w.numel() for w in prunable_weights(source.model).values())
+    previous = None
+    for r in (1, 2):
+        masks = load_file(tmp_path / "lt" / f"round{r}" / "mask.safetensors")
+        kept = sum(int(m.sum()) for m in masks.values())
+        assert kept == round(0.8**r * total), "density 0.8^n, global over prunable weights"
+        if previous is not None:
+            assert all(not bool((masks[k] & ~previous[k]).any()) for k in masks), "masks only grow"
+        previous = masks
+        started = snapshot.states[r]
+        for key, value in rewind.items():
+            expected = value * masks[key] if key in masks else value
+            assert torch.equal(started[key], expected), f"round {r}: {key} rewound bit for bit"
+        trained = load_file(tmp_path / "lt" / f"round{r}" / "best.safetensors")
+        assert all(bool((trained[k][~m] == 0).all()) for k, m in masks.items()), "mask held in training"
+        control = load_file(tmp_path / "lt" / f"control{r}" / "mask.safetensors")
+        assert all(torch.equal(control[k], masks[k]) for k in masks), "the control uses the same masks"
+    assert [row.round for row in rows] == [0, 1, 2] and rows[2].density == pytest.approx(0.64, abs=1e-4)
+    assert all(row.control_top1 is not None for row in rows[1:])
+    assert (tmp_path / "lt" / "lottery.csv").read_text().startswith("round,density,test_top1,control_top1")
+
+
+def test_channel_pruned_run_is_smaller_and_loads(tiny, tmp_path: Path, capsys) -> None:
+    data, run = tiny
+    out = tmp_path / "slim"
+    assert main(["prune", str(run), str(data), "--structured", "channels", "--sparsity", "0.5", "--epochs", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "params" in printed and "macs" in printed and "latency_p50_ms_batch1" in printed
+    summary = read_summary(out)
+    before, after = summary.structured["before"], summary.structured["after"]
+    assert after["params"] < 0.35 * before["params"] and after["macs"] < 0.35 * before["macs"]
+    model, _ = load_run(out)
+    assert sum(p.numel() for p in model.parameters()) == after["params"]
+    assert model.features[0][0].out_channels == 16
+    assert summary.channel_plan and summary.channel_plan[0].kept == 16
+    assert _eval_top1(out, data, capsys) == pytest.approx(summary.test["test_top1"])
+
+
+def test_bad_prune_arguments_are_named(tiny, tmp_path: Path, capsys) -> None:
+    data, run = tiny
+    assert main(["prune", str(run), str(data), "--iterative", "--rewind", "epoch:x", "--out", str(tmp_path / "a")]) == 2
+    assert "--rewind" in capsys.readouterr().err
+    assert main(["prune", str(run), str(data), "--sparsity", "1.5", "--out", str(tmp_path / "b")]) == 2
+    assert "--sparsity" in capsys.readouterr().err

@@ -1,0 +1,53 @@
+"""Small inputs for registry-wide deploy tests: each zoo model at the least size it accepts cheaply."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Inception's 5 unpadded reductions and GoogLeNet's stride need more than 64 px; AlexNet at 224 px
+# ends on 6x6, which its 6x6 adaptive pool takes as is (any other size needs the slow exporter).
+_LARGER = {"inception_v3": 96, "googlenet": 96, "alexnet": 224}
+_SMALL_NATIVE = 32  # models made for small inputs (lenet5, mnist_cnn, compact_cnn) keep their own size
+
+# Over 40 M parameters, or EfficientNet-B5..B7's 456-600 px defaults, or DenseNet-161's 161 layers:
+# 20-130 s each on 2 shared cores. They run with `-m slow` (all passed on 2026-12-01);
+# benchmarks/deploy_speed.py folds, exports and times resnet50 at full size.
+LARGEST = frozenset({"alexnet", "convnext_base", "convnext_large", "convnext_small", "densenet161",
+                     "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "resnet101", "resnet152",
+                     "resnext101_32x8d", "vgg11", "vgg13", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+                     "wide_resnet50_2", "wide_resnet101_2"})
+
+
+def zoo_params() -> list:
+    """Every registered model as a pytest param, the LARGEST marked slow."""
+    import pytest
+
+    from cnnkit.models.factory import list_models
+
+    return [pytest.param(n, marks=pytest.mark.slow) if n in LARGEST else n for n in list_models()]
+
+
+def small_input(name: str, model: nn.Module, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """A random (batch, C, s, s) input the model accepts, s as small as the model allows."""
+    channels, height, _ = model.default_cfg.input_size
+    size = height if height <= _SMALL_NATIVE else _LARGER.get(name, 64)
+    return torch.randn(batch, channels, size, size, generator=generator)
+
+
+def settle_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of batch `x` (one train-mode pass, then
+    eval), each variance raised to at least its layer's mean: a randomly initialised deep net then
+    has logits of order one instead of 1e6, and no near-constant channel of a tiny late feature
+    map (a variance from a handful of values) amplifies float32 rounding 1e4-fold, so that a
+    relative tolerance means what it does on a trained model."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(x)
+        for m in norms:
+            m.running_var.clamp_(min=float(m.running_var.mean()))
+    return model.eval()
