@@ -100,6 +100,8 @@ def _model_and_bundle(config: TrainConfig, run: RunOptions, data: Any):
                               seed=config.seed,
                               pretrained=run.pretrained, img_size=run.img_size, overrides=run.model_options,
                               head=run.head_spec())
+    if run.img_size is None and run.pretrained is None:
+        model_setup.fit_small_images(model, data.image_size)
     augment, cfg = preprocessing.resolve_augment(model.default_cfg, run.augment)
     model.default_cfg = model_setup.fit_normalisation(cfg, data.splits["train"])
     bundle = preprocessing.data_bundle(data, model.default_cfg, config, augment)

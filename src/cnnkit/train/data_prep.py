@@ -19,6 +19,7 @@ class PreparedData:
     splits: dict[str, Any]  # name -> dataset of uint8 (C, H, W) images
     in_chans: int
     class_names: list[str]
+    image_size: tuple[int, int] | None = None  # (H, W) of the first training image
 
 
 def prepare_data(path: str, *, seed: int, run_dir: Path | None = None, saved_split: Path | None = None,
@@ -42,4 +43,5 @@ def prepare_data(path: str, *, seed: int, run_dir: Path | None = None, saved_spl
         if run_dir is not None and not reuse:
             save_split(split, run_dir / "split.json")
     image, _ = splits["train"][0]
-    return PreparedData(source, splits, int(image.shape[0]), list(source.classes))
+    return PreparedData(source, splits, int(image.shape[0]), list(source.classes),
+                        (int(image.shape[1]), int(image.shape[2])))
