@@ -38,3 +38,8 @@ def compact_input() -> torch.Tensor:
 def reference() -> dict[str, np.ndarray]:
     with np.load(FIXTURE) as data:
         return {key: data[key] for key in data.files}
+
+
+def max_difference(ours: torch.Tensor, theirs: np.ndarray) -> float:
+    """Largest absolute difference between a cnnkit result and a reference array."""
+    return float((ours - torch.from_numpy(theirs).double()).abs().max())

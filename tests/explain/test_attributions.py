@@ -10,24 +10,10 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.attributions import integrated_gradients, occlusion, saliency, smoothgrad
 from explain.reference_models import (IG_STEPS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, SMOOTHGRAD_NOISE,
-                                      SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SEED, TARGETS, filled, reference,
+                                      SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SEED, TARGETS, filled, max_difference,
                                       resnet_input)
 
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def resnet() -> nn.Module:
-    return filled("resnet18")
-
-
-@pytest.fixture(scope="module")
-def expected() -> dict[str, np.ndarray]:
-    return reference()
-
-
-def error(ours: torch.Tensor, theirs: np.ndarray) -> float:
-    return float((ours - torch.from_numpy(theirs).double()).abs().max())
 
 
 def test_saliency_equals_captum(resnet, expected):
@@ -37,7 +23,7 @@ def test_saliency_equals_captum(resnet, expected):
     assert all(p.grad is None for p in resnet.parameters())
     resnet.layer1.eval()
     assert ours.shape == (2, 3, 64, 64) and ours.min() >= 0
-    assert error(ours, expected["saliency"]) < TOLERANCE
+    assert max_difference(ours, expected["saliency"]) < TOLERANCE
     signed = saliency(resnet, resnet_input(), classes=TARGETS, absolute=False)
     assert signed.min() < 0 and torch.equal(signed.abs(), ours)
 
@@ -45,24 +31,24 @@ def test_saliency_equals_captum(resnet, expected):
 def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_noise(resnet, expected):
     ours = smoothgrad(resnet, resnet_input(), classes=TARGETS, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHGRAD_NOISE,
                       generator=torch.Generator().manual_seed(SMOOTHGRAD_SEED), batch_size=3)
-    assert error(ours, expected["smoothgrad"]) < TOLERANCE
-    assert error(ours, expected["saliency"]) > 100 * TOLERANCE  # the noise did something
+    assert max_difference(ours, expected["smoothgrad"]) < TOLERANCE
+    assert max_difference(ours, expected["saliency"]) > 100 * TOLERANCE  # the noise did something
 
 
 def test_integrated_gradients_gauss_legendre_equals_captum_with_delta(resnet, expected):
     result = integrated_gradients(resnet, resnet_input(), classes=TARGETS, steps=IG_STEPS, method="gausslegendre",
                                   batch_size=5)
-    assert error(result.attributions, expected["ig_gausslegendre"]) < TOLERANCE
-    assert error(result.delta, expected["ig_gausslegendre_delta"]) < TOLERANCE
+    assert max_difference(result.attributions, expected["ig_gausslegendre"]) < TOLERANCE
+    assert max_difference(result.delta, expected["ig_gausslegendre_delta"]) < TOLERANCE
 
 
 def test_integrated_gradients_trapezoid_is_captum_rescaled_to_weights_summing_to_one(resnet, expected):
     result = integrated_gradients(resnet, resnet_input(), classes=TARGETS, steps=IG_STEPS, method="riemann_trapezoid")
     theirs = expected["ig_riemann_trapezoid"].astype(np.float64)
     scale = IG_STEPS / (IG_STEPS - 1)  # captum's trapezoid weights are 1/steps, not 1/(steps-1)
-    assert error(result.attributions, theirs * scale) < TOLERANCE
+    assert max_difference(result.attributions, theirs * scale) < TOLERANCE
     their_gain = theirs.reshape(2, -1).sum(1) - expected["ig_riemann_trapezoid_delta"]
-    assert error(result.delta, result.attributions.flatten(1).sum(1).numpy() - their_gain) < TOLERANCE
+    assert max_difference(result.delta, result.attributions.flatten(1).sum(1).numpy() - their_gain) < TOLERANCE
 
 
 def test_integrated_gradients_delta_shrinks_as_steps_grow():
@@ -86,7 +72,7 @@ def test_integrated_gradients_of_a_linear_model_are_exact():
 def test_occlusion_equals_captum(resnet, expected):
     ours = occlusion(resnet, resnet_input(), classes=TARGETS, window=OCCLUSION_WINDOW, stride=OCCLUSION_STRIDE,
                      batch_size=20)
-    assert error(ours, expected["occlusion"]) < TOLERANCE
+    assert max_difference(ours, expected["occlusion"]) < TOLERANCE
 
 
 def test_bad_arguments_are_clear_errors(resnet):

@@ -3,12 +3,12 @@ the median latency of single images and the throughput of batches of 32 (eval mo
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from cnnkit.deploy.timing import time_side_by_side
 
 
 @dataclass(frozen=True)
@@ -18,18 +18,6 @@ class Latency:
     p50_ms_batch1: float
     images_per_s_batch32: float
     threads: int
-
-
-def _timings(model: nn.Module, batch: torch.Tensor, *, warmup: int, repeats: int, budget_s: float) -> list[float]:
-    for _ in range(warmup):
-        model(batch)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
-        tick = time.perf_counter()
-        model(batch)
-        times.append(time.perf_counter() - tick)
-    return times
 
 
 @torch.inference_mode()
@@ -46,8 +34,10 @@ def torch_latency(model: nn.Module, input_size: tuple[int, int, int], *, device:
             memory_format=torch.channels_last)
         many = torch.randn((32, *input_size), generator=generator).to(device).contiguous(
             memory_format=torch.channels_last)
-        one = statistics.median(_timings(model, single, warmup=3, repeats=repeats, budget_s=budget_s))
-        batch = statistics.median(_timings(model, many, warmup=1, repeats=max(3, repeats // 5), budget_s=budget_s))
+        one = time_side_by_side({"torch": lambda: model(single)}, batch=1, warmup=3, repeats=repeats,
+                                max_seconds=budget_s)["torch"].p50
+        batch = time_side_by_side({"torch": lambda: model(many)}, batch=32, warmup=1, repeats=max(3, repeats // 5),
+                                  max_seconds=budget_s)["torch"].p50
     finally:
         model.train(was_training)
     return Latency(1000.0 * one, 32.0 / batch, torch.get_num_threads())

@@ -1,5 +1,5 @@
 """Latency percentiles of callables on one batch (torch, ONNX Runtime fp32 or int8), timed side by
-side after a warm-up. (`latency.torch_latency` is the two-figure summary used by `compare`.)"""
+side after a warm-up. (`latency.torch_latency`, the two-figure summary used by `compare`, is built on it.)"""
 
 from __future__ import annotations
 

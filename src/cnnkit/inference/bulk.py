@@ -77,20 +77,16 @@ class _FileSamples(Dataset):
             return self.blank, -1 - index
 
 
-def _row(prediction: Prediction) -> dict[str, str]:
-    top = ";".join(f"{c.label}:{c.probability:.6f}" for c in prediction.top)
-    return {"path": prediction.source, "label": prediction.label,
-            "probability": f"{prediction.probability:.6f}", "top_k": top}
-
-
-def _format(row: dict[str, str], *, jsonl: bool) -> str:
+def format_row(prediction: Prediction, *, jsonl: bool) -> str:
+    """One output line: CSV (path, label, probability, top_k as "label:p;...") or a JSON object."""
     if jsonl:
-        top = [{"label": label, "probability": float(p)} for label, p in
-               (item.rsplit(":", 1) for item in row["top_k"].split(";"))]
-        return json.dumps({"path": row["path"], "label": row["label"],
-                           "probability": float(row["probability"]), "top": top}) + "\n"
+        top = [{"label": c.label, "probability": float(f"{c.probability:.6f}")} for c in prediction.top]
+        return json.dumps({"path": prediction.source, "label": prediction.label,
+                           "probability": float(f"{prediction.probability:.6f}"), "top": top}) + "\n"
     buffer = io.StringIO()
-    csv.DictWriter(buffer, CSV_FIELDS, lineterminator="\n").writerow(row)
+    csv.writer(buffer, lineterminator="\n").writerow((
+        prediction.source, prediction.label, f"{prediction.probability:.6f}",
+        ";".join(f"{c.label}:{c.probability:.6f}" for c in prediction.top)))
     return buffer.getvalue()
 
 
@@ -153,7 +149,7 @@ def predict_files(predictor: Predictor, files: Sequence[str], output: str | Path
                 sources = {p: todo[p] for p in prepared.positions}
                 for prediction in predictor.top_k(probabilities, prepared, top_k=top_k, sources=sources):
                     if prediction.ok:
-                        sink.write(_format(_row(prediction), jsonl=jsonl))
+                        sink.write(format_row(prediction, jsonl=jsonl))
                         written += 1
                 sink.flush()
                 if progress is not None:
