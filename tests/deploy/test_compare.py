@@ -10,7 +10,9 @@ import torch
 from tiny_runs import make_tiny_folder
 
 from cnnkit.cli import main
+from cnnkit.deploy.bench import parse_backends
 from cnnkit.deploy.compare import macro_f1, pareto_front
+from cnnkit.errors import CnnkitError
 
 
 def test_pareto_front_on_hand_made_points() -> None:
@@ -32,22 +34,43 @@ def test_compare_trains_measures_and_stars_the_front(tmp_path: Path, capsys) -> 
     data = make_tiny_folder(tmp_path / "data")
     out = tmp_path / "cmp"
     code = main(["compare", str(data), "--models", "compact_cnn,mnist_cnn", "--epochs", "1", "--batch-size", "8",
-                 "--img-size", "16", "--out", str(out), "--quiet"])
+                 "--img-size", "16", "--out", str(out), "--quiet", "--backends", "torch,onnx,int8",
+                 "--calibration-size", "16"])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     with (out / "compare.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["model"] for r in rows] == ["compact_cnn", "mnist_cnn"]
-    assert {"params", "macs", "test_top1", "macro_f1", "latency_p50_ms_b1_torch", "images_per_s_b32_torch",
-            "size_bytes", "pareto"} <= set(rows[0])
     assert int(rows[0]["params"]) > int(rows[1]["params"]) > 0 and int(rows[0]["macs"]) > 0
-    assert all(float(r["latency_p50_ms_b1_torch"]) > 0 and float(r["images_per_s_b32_torch"]) > 0 for r in rows)
-    front = pareto_front([float(r["test_top1"]) for r in rows], [float(r["latency_p50_ms_b1_torch"]) for r in rows])
-    assert [bool(int(r["pareto"])) for r in rows] == front and any(front)
+    for backend in ("torch", "onnx", "int8"):
+        assert all(float(r[f"latency_p50_ms_b1_{backend}"]) > 0 and float(r[f"images_per_s_b32_{backend}"]) > 0
+                   and int(r[f"size_bytes_{backend}"]) > 0 for r in rows)
+        top1 = [float(r["test_top1"] if backend == "torch" else r[f"test_top1_{backend}"]) for r in rows]
+        assert all(0 <= t <= 1 for t in top1)
+        front = pareto_front(top1, [float(r[f"latency_p50_ms_b1_{backend}"]) for r in rows])
+        assert [bool(int(r[f"pareto_{backend}"])) for r in rows] == front and any(front)
+    for row, folder in zip(rows, ("compact_cnn", "mnist_cnn")):
+        assert int(row["size_bytes_torch"]) == (out / folder / "best.safetensors").stat().st_size
+        assert int(row["size_bytes_onnx"]) == (out / "exports" / folder / "model.onnx").stat().st_size
+        assert int(row["size_bytes_int8"]) == (out / "exports" / folder / "model.int8.onnx").stat().st_size
+        # the ONNX Runtime fp32 model is the torch model: same predictions on the test split
+        assert float(row["test_top1_onnx"]) == pytest.approx(float(row["test_top1"]))
+    # int8 weights are a quarter of fp32's (plus scales and the graph)
+    assert int(rows[0]["size_bytes_int8"]) < 0.5 * int(rows[0]["size_bytes_onnx"])
     starred = [line.split()[1] for line in printed.splitlines() if line.startswith("* ")]
-    assert starred == [r["model"] for r, on in zip(rows, front) if on]
+    assert starred == [r["model"] for r in rows if any(int(r[f"pareto_{b}"]) for b in ("torch", "onnx", "int8"))]
     assert (out / "pareto.png").stat().st_size > 5000
-    assert int(rows[0]["size_bytes"]) == (out / "compact_cnn" / "best.safetensors").stat().st_size
-    # finished runs compare without retraining
+    # finished runs compare without retraining; the default backends are torch and onnx
     assert main(["compare", str(data), "--runs", str(out / "mnist_cnn"), "--out", str(tmp_path / "again")]) == 0
     assert "mnist_cnn" in capsys.readouterr().out
+    with (tmp_path / "again" / "compare.csv").open() as handle:
+        header = next(csv.reader(handle))
+    assert "images_per_s_b32_onnx" in header and not any(column.endswith("_int8") for column in header)
+
+
+def test_compare_refuses_an_unknown_backend(tmp_path: Path, capsys) -> None:
+    assert main(["compare", str(tmp_path), "--runs", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--backends", "torch,tensorrt"]) != 0
+    assert "--backends: unknown tensorrt (choose from torch, onnx, int8)" in capsys.readouterr().err
+    with pytest.raises(CnnkitError, match="--backends: none given"):
+        parse_backends(" , ")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cnnkit.analysis.summary import summary as analyse
+from cnnkit.deploy.latency import eager_runner
 from cnnkit.deploy.onnx_export import write_onnx
 from cnnkit.deploy.quantize import Int8Quantizer
 from cnnkit.deploy.timing import Timing, time_side_by_side
@@ -25,6 +26,16 @@ from cnnkit.models.base import DefaultCfg
 from cnnkit.models.factory import create_model, list_models
 
 BACKENDS = ("torch", "onnx", "int8")
+
+
+def parse_backends(text: str, *, option: str = "--backends") -> tuple[str, ...]:
+    """"torch,onnx" -> ("torch", "onnx"); empty or unknown names are an error naming `option`."""
+    chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown or not chosen:
+        raise CnnkitError(f"{option}: {'unknown ' + ', '.join(unknown) if unknown else 'none given'} "
+                          f"(choose from {', '.join(BACKENDS)})")
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -38,16 +49,9 @@ class BenchRow:
 
 
 def torch_runner(model: nn.Module, batch: torch.Tensor) -> Callable[[], object]:
-    """Eager PyTorch, eval mode, channels_last weights and input (the fast CPU layout; `model` is
-    converted in place, as `nn.Module.to` does)."""
-    model = model.eval().to(memory_format=torch.channels_last)
-    batch = batch.contiguous(memory_format=torch.channels_last)
-
-    def run() -> object:
-        with torch.inference_mode():
-            return model(batch)
-
-    return run
+    """Eager PyTorch on the CPU, eval mode, channels_last weights and input (the fast CPU layout;
+    `model` is converted in place, as `nn.Module.to` does)."""
+    return eager_runner(model.eval().to(memory_format=torch.channels_last), batch, "cpu")
 
 
 def onnx_runner(path: Path, batch: torch.Tensor, *, threads: int | None) -> Callable[[], object]:
@@ -102,9 +106,7 @@ def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequen
     """Rows per (backend, batch size); per batch size the backends are timed side by side (one
     call of each per round). int8 is calibrated on random inputs: its speed is representative,
     its accuracy is not (use `cnnkit export --int8` for that)."""
-    unknown = sorted(set(backends) - set(BACKENDS))
-    if unknown:
-        raise CnnkitError(f"--backends: unknown {', '.join(unknown)} (choose from {', '.join(BACKENDS)})")
+    parse_backends(",".join(backends))
     if target.model is None and "torch" in backends:
         raise CnnkitError(f"{target.label}: an .onnx file has no torch backend; use --backends onnx,int8")
     params, macs = _costs(target)

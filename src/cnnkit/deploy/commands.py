@@ -89,10 +89,10 @@ def run_export(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from cnnkit.deploy.bench import bench_target, format_table, resolve_target, rows_json, write_csv
+    from cnnkit.deploy.bench import bench_target, format_table, parse_backends, resolve_target, rows_json, write_csv
     from cnnkit.device_info import device_info
 
-    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    backends = parse_backends(args.backends)
     threads = args.threads or torch.get_num_threads()
     rows = []
     for text in args.targets:

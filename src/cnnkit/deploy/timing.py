@@ -1,5 +1,6 @@
 """Latency percentiles of callables on one batch (torch, ONNX Runtime fp32 or int8), timed side by
-side after a warm-up. (`latency.torch_latency`, the two-figure summary used by `compare`, is built on it.)"""
+side after a warm-up. (`latency.side_by_side_latency`, the two-figure summary used by `compare`,
+is built on it.)"""
 
 from __future__ import annotations
 

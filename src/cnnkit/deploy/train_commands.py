@@ -11,6 +11,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from cnnkit.analysis.summary import summary as analyse
+from cnnkit.deploy.bench import parse_backends
 from cnnkit.deploy.channels import prune_channels
 from cnnkit.deploy.compare import compare_row, format_compare, plot_pareto, test_metrics, write_compare_csv
 from cnnkit.deploy.distill import DistillationTrainer, check_settings
@@ -20,6 +21,7 @@ from cnnkit.deploy.lottery import LotterySettings, format_lottery, lottery_ticke
 from cnnkit.deploy.masks import MaskHold, global_magnitude_masks, sparsity_report
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import update_summary
+from cnnkit.inference.commands import positive_int
 from cnnkit.train.config import TrainConfig, config_from_dict
 from cnnkit.train.data_prep import prepare_data
 from cnnkit.train.fit import RunInfo, fit
@@ -65,7 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--models", default=None, help="comma-separated model names to train with one recipe")
     compare.add_argument("--runs", nargs="+", default=None, help="finished runs to compare instead of training")
     compare.add_argument("--img-size", type=int, default=None, help="input size when training (default: the model's)")
-    compare.add_argument("--out", required=True, help="folder for compare.csv, pareto.png (and the trained runs)")
+    compare.add_argument("--out", required=True,
+                         help="folder for compare.csv, pareto.png, the trained runs and exports/<run>/*.onnx")
+    compare.add_argument("--backends", default="torch,onnx",
+                         help="comma-separated of torch,onnx,int8 (default torch,onnx); int8 is calibrated on "
+                              "each run's training images")
+    compare.add_argument("--calibration-size", type=positive_int, default=256,
+                         help="int8: training images that calibrate (default 256)")
     compare.add_argument("--quiet", action="store_true", help="no progress output")
     add_train_config_flags(compare)
     compare.set_defaults(func=run_compare)
@@ -187,12 +195,17 @@ def run_compare(args: argparse.Namespace) -> int:
         raise CnnkitError("give either --models (trained here with one recipe) or --runs (finished runs), not both")
     if not args.runs and not args.models:
         raise CnnkitError("nothing to compare: give --models a,b,c or --runs RUN...")
+    backends = parse_backends(args.backends)
     out.mkdir(parents=True, exist_ok=True)
     config = config_over(TrainConfig(), args)
     runs = [Path(r) for r in args.runs] if args.runs else [
         _train_backbone(name.strip(), args, config, out) for name in args.models.split(",") if name.strip()]
     device = pick_device(config.device)
-    rows = [compare_row(open_run(run, args.data), device=device) for run in runs]
+    exports = out / "exports"
+    names = [run.resolve().name for run in runs]
+    folders = [exports / (name if names.count(name) == 1 else f"{index}-{name}") for index, name in enumerate(names)]
+    rows = [compare_row(open_run(run, args.data), device=device, backends=backends, workdir=folder,
+                        calibration_size=args.calibration_size) for run, folder in zip(runs, folders)]
     write_compare_csv(rows, out / "compare.csv")
     plot_pareto(rows, out / "pareto.png")
     print(format_compare(rows))
