@@ -18,7 +18,8 @@ from cnnkit.deploy.from_run import open_run
 from cnnkit.deploy.run_images import split_batches
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor, read_summary
-from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
+from cnnkit.inference.commands import open_predictor
+from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata, onnx_providers
 from cnnkit.models.factory import create_model
 
 
@@ -156,3 +157,44 @@ def test_predictor_from_onnx_names_a_file_without_metadata(exported: tuple[Path,
     onnx.save(proto, str(plain))
     with pytest.raises(CnnkitError, match="plain.onnx: no cnnkit metadata"):
         Predictor.from_onnx(plain)
+
+
+def test_onnx_eval_and_predict_honour_device(exported: tuple[Path, str], tiny: tuple[Path, Path],
+                                            capsys: pytest.CaptureFixture) -> None:
+    """`--device cpu` runs the CPU provider alone; `--device cuda` without onnxruntime's CUDA provider
+    (or a device ONNX Runtime has no provider for) is an error naming --device, not a silent CPU run."""
+    import onnxruntime
+
+    out, _ = exported
+    data, _ = tiny
+    assert open_predictor(str(out), device="cpu", batch_size=4).backend.session.get_providers() == [
+        "CPUExecutionProvider"]
+    cpu = _cli_json(["eval", str(out), str(data), "--device", "cpu", "--json"], capsys)
+    assert cpu["confusion"] == _cli_json(["eval", str(out), str(data), "--json"], capsys)["confusion"]
+    image = str(data / "red" / "0.png")
+    assert _cli_json(["predict", str(out), image, "--device", "cpu", "--json"], capsys)[0]["image"] == image
+    commands = (["eval", str(out), str(data)], ["predict", str(out), image])
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        for command in commands:
+            assert main([*command, "--device", "cuda"]) != 0
+            assert "--device: device 'cuda': this onnxruntime" in capsys.readouterr().err
+    for command in commands:
+        assert main([*command, "--device", "mps"]) != 0
+        assert "--device: device 'mps': ONNX Runtime runs on cpu or cuda" in capsys.readouterr().err
+
+
+def test_onnx_providers_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_providers("cuda:1") == (torch.device("cuda:1"),
+                                        [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"])
+    assert onnx_providers(None)[1][0] == ("CUDAExecutionProvider", {"device_id": 0})
+    assert onnx_providers("cpu") == (torch.device("cpu"), ["CPUExecutionProvider"])
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert onnx_providers(None) == (torch.device("cpu"), ["CPUExecutionProvider"])
+    with pytest.raises(CnnkitError, match="device 'cuda:0': this onnxruntime .* no CUDAExecutionProvider"):
+        onnx_providers("cuda:0")
+    with pytest.raises(CnnkitError, match="'gpu0' is not a device name"):
+        onnx_providers("gpu0")

@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="seed of a derived split when the run has no split.json, e.g. for an .onnx "
                                "(default: the run's; 0 for an .onnx)")
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
-    evaluate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    evaluate.add_argument("--device", default=None,
+                          help="cpu, cuda, cuda:1 ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(func=run_eval)
 
@@ -52,16 +53,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "skipped); unreadable files go to OUT.errors.csv")
     predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.add_argument("--workers", type=int, default=1, help="decoding worker processes (default 1)")
-    predict.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
+    predict.add_argument("--device", default=None,
+                         help="cpu, cuda, ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
     predict.add_argument("--json", action="store_true", help="print JSON (without --out)")
     predict.add_argument("--quiet", action="store_true", help="no progress output")
     predict.set_defaults(func=run_predict)
 
 
 def open_predictor(target: str, *, device: str | torch.device | None, batch_size: int) -> Predictor:
-    """A run directory's Predictor, or an .onnx file's (ONNX Runtime on CPU, metadata preprocessing)."""
+    """A run directory's Predictor, or an .onnx file's (ONNX Runtime on `device`, default CUDA when
+    onnxruntime has it; metadata preprocessing)."""
     if Path(target).suffix.lower() == ".onnx":
-        return Predictor.from_onnx(target, batch_size=batch_size)
+        from cnnkit.inference.onnx_backend import onnx_providers
+
+        try:
+            onnx_providers(device)
+        except CnnkitError as error:
+            raise CnnkitError(f"--device: {error}") from None
+        return Predictor.from_onnx(target, batch_size=batch_size, device=device)
     return Predictor.from_run(target, device=pick_device(device), batch_size=batch_size)
 
 

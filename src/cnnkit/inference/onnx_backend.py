@@ -14,7 +14,31 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
 
 
-def _session(path: Path, threads: int | None) -> Any:
+def onnx_providers(device: str | torch.device | None) -> tuple[torch.device, list[Any]]:
+    """The device ONNX Runtime runs on and its execution providers: "cpu" -> CPUExecutionProvider;
+    "cuda[:N]" -> CUDAExecutionProvider (device N), the CPU provider after it for ops CUDA lacks
+    (ONNX Runtime's own fallback), an error when this onnxruntime has no CUDA provider; None ->
+    CUDA when this onnxruntime has it, else the CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device is None:
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise CnnkitError(f"device {str(device)!r} is not a device name (cpu, cuda, cuda:1 ...)") from error
+    if device.type == "cpu":
+        return device, ["CPUExecutionProvider"]
+    if device.type != "cuda":
+        raise CnnkitError(f"device {str(device)!r}: ONNX Runtime runs on cpu or cuda here")
+    if "CUDAExecutionProvider" not in available:
+        raise CnnkitError(f"device {str(device)!r}: this onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+                          f"(it has {', '.join(available)}): use device cpu, or install onnxruntime-gpu")
+    return device, [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+
+
+def _session(path: Path, threads: int | None, providers: list[Any]) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -26,25 +50,34 @@ def _session(path: Path, threads: int | None) -> Any:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own untyped exceptions for a bad file
         raise CnnkitError(f"{path}: ONNX Runtime cannot load it: {str(error).splitlines()[0]}") from error
+    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    if wanted not in session.get_providers():  # ONNX Runtime falls back to the CPU with a mere warning
+        raise CnnkitError(f"{path}: ONNX Runtime could not start {wanted} (it runs on {session.get_providers()}): "
+                          "device cuda needs the CUDA/cuDNN libraries of onnxruntime-gpu; or use device cpu")
+    return session
 
 
 class OnnxBackend:
-    """Logits of an .onnx model with ONNX Runtime on CPU: (N, C, H, W) float -> (N, num_classes).
+    """Logits of an .onnx model with ONNX Runtime: (N, C, H, W) float -> (N, num_classes) on CPU.
 
-    `threads` sets ONNX Runtime's intra-op threads (None: its default, one per core).
+    `threads` sets ONNX Runtime's intra-op threads (None: its default, one per core); `device`
+    ("cpu", "cuda", "cuda:1"; None: CUDA when onnxruntime has it) chooses the execution provider
+    (`onnx_providers`). Batches are handed over, and logits returned, on the CPU (`device`).
     """
 
     name = "onnx"
     device = torch.device("cpu")
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, threads: int | None = None,
+                 device: str | torch.device | None = "cpu") -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise CnnkitError(f"{self.path}: no such ONNX file")
-        self.session = _session(self.path, threads)
+        self.execution_device, providers = onnx_providers(device)
+        self.session = _session(self.path, threads, providers)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise CnnkitError(f"{self.path}: expected one image input, the graph has {len(inputs)}")

@@ -110,13 +110,15 @@ class Predictor:
                    temperature=summary.temperature, batch_size=batch_size)
 
     @classmethod
-    def from_onnx(cls, path: str | Path, *, batch_size: int = 32, threads: int | None = None) -> Predictor:
-        """An .onnx written by `cnnkit export`, run with ONNX Runtime on CPU; class names and
-        preprocessing come from the file's metadata. `threads`: ONNX Runtime's intra-op threads."""
+    def from_onnx(cls, path: str | Path, *, batch_size: int = 32, threads: int | None = None,
+                  device: str | torch.device | None = "cpu") -> Predictor:
+        """An .onnx written by `cnnkit export`, run with ONNX Runtime on `device` (cpu, cuda[:N];
+        None: CUDA when onnxruntime has it); class names and preprocessing come from the file's
+        metadata. `threads`: ONNX Runtime's intra-op threads."""
         from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
 
         class_names, cfg, model_name = onnx_metadata(path)
-        return cls(OnnxBackend(path, threads=threads), class_names=class_names, default_cfg=cfg,
+        return cls(OnnxBackend(path, threads=threads, device=device), class_names=class_names, default_cfg=cfg,
                    model_name=model_name, batch_size=batch_size)
 
     @classmethod
