@@ -27,8 +27,9 @@ def test_every_zoo_model_exports_and_matches_onnx_runtime(name: str, tmp_path: P
     settle_batchnorm(model, small_input(name, model, 8, generator))
     x = small_input(name, model, 4, generator)
     with caplog.at_level(logging.INFO, logger="cnnkit"):
-        path = export_onnx(model, tmp_path / f"{name}.onnx", input_size=tuple(x.shape[1:]), model_name=name)
-    assert "random batch 1" in caplog.text and "random batch 7" in caplog.text
+        path = export_onnx(model, tmp_path / f"{name}.onnx", input_size=tuple(x.shape[1:]), model_name=name,
+                           real_inputs=x)
+    assert "random batch 1" in caplog.text and "random batch 7" in caplog.text and "real batch 7" in caplog.text
     with torch.no_grad():
         expected = model(x)
     actual = OnnxBackend(path, threads=1).logits(x)

@@ -13,10 +13,14 @@ from cnnkit.errors import CnnkitError
 from cnnkit.inference.onnx_backend import OnnxBackend
 
 # The tolerance, element by element as numpy.allclose applies it: no per-sample scale, no
-# loosening. Every zoo model meets it (tests/deploy, the slow ones included, 2026-12-02: 51 of 51)
-# when its BatchNorm statistics are those of real activations, as in a trained model; the registry
-# test gives its random-weight models such statistics (`zoo_inputs.settle_batchnorm`) rather than
-# widening the tolerance for the logits of 1e3-1e6 a fresh deep net produces.
+# loosening. Every zoo model meets it (tests/deploy, the slow ones included) when its BatchNorm
+# statistics are those of varied, image-like inputs, as a trained model's are. Statistics taken from
+# white noise are not: a deep net sees all noise images alike, BatchNorm divides a mean-dominated
+# activation by a tiny spread, and float32 rounding (summation order differs between the two
+# runtimes) is amplified: inception_v3 at 96 px then reaches 1.1x the allowance on a logit of 0.07.
+# The registry test therefore settles BatchNorm on image-like inputs (`zoo_inputs.small_input`)
+# rather than this check widening its tolerance; inception_v3, the tightest model measured, then
+# uses 0.4x of the allowance on white-noise inputs and 0.1x on image-like ones.
 RTOL, ATOL = 1e-3, 1e-4
 
 
