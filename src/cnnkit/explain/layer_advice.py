@@ -52,8 +52,8 @@ class LayerAdvice:
     def text(self) -> str:
         """The advice in two or three sentences, with the reason."""
         (height, width), (h, w) = self.input_size, self.default_map
-        facts = (f"On this run's {height}x{width} inputs the default layer {self.default_layer} gives a "
-                 f"{h}x{w} map: each cell covers about {height // h}x{width // w} pixels, and a map cannot "
+        facts = (f"On this run's {height}x{width} inputs the default layer {self.default_layer} gives "
+                 f"{h}x{w} cells: each cell covers about {height // h}x{width // w} pixels, and a map cannot "
                  "point more finely than its cells.")
         if self.small_and_coarse and self.finer_layer and self.finer_map:
             fh, fw = self.finer_map
