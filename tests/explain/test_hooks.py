@@ -110,3 +110,30 @@ def test_frozen_parameters_still_give_gradients_and_keep_their_flags():
     assert torch.allclose(gradient, expected_gradient, rtol=0, atol=1e-12)
     assert float(cam(model, x, target_layer="layer3", classes=TARGET).std()) > 0
     assert not any(p.requires_grad for p in model.parameters())
+
+
+class FailsAfterTheTarget(nn.Module):
+    """The forward raises after the target layer ran (its tensor hook is already registered); the
+    ReLU is out of place, so the test can read the hooks left on the layer's output tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.relu(self.conv(x))
+        raise RuntimeError("the head is broken")
+
+
+def test_a_forward_that_raises_after_the_target_leaves_no_forward_or_tensor_hook():
+    model = FailsAfterTheTarget().train()
+    model.conv.bias.requires_grad_(False)
+    outputs = []
+    spy = model.conv.register_forward_hook(lambda m, i, o: outputs.append(o))
+    with pytest.raises(RuntimeError, match="the head is broken"):
+        cam(model, torch.randn(1, 1, 6, 6), target_layer="conv", classes=0)
+    spy.remove()
+    assert not outputs[0]._backward_hooks, "the tensor hook on the layer's output was removed"
+    assert all(not m._forward_hooks for m in model.modules())
+    assert model.training and model.conv.training and [p.requires_grad for p in model.parameters()] == [True, False]
