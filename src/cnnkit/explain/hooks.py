@@ -5,7 +5,8 @@ on that output (`output.register_hook`, as pytorch-grad-cam's ActivationsAndGrad
 records the gradient when the backward reaches it. In-place operations after the layer
 (ReLU(inplace=True) in ResNet, DenseNet, MobileNet) are safe: the copy keeps the values the layer
 produced, and a tensor hook registered before an in-place change receives the gradient with
-respect to the tensor before the change (PyTorch's autograd notes, "Backward hooks execution").
+respect to the tensor before the change (PyTorch's autograd mechanics notes, "Behavior of
+Tensor hooks when Tensor is modified in-place").
 The backward is asked only for the gradient at the layer's output edge, so nothing below the
 layer is differentiated and no parameter's `.grad` is touched. Every hook is removed on exit,
 even when the forward or the backward raises; no `requires_grad` flag is changed.
