@@ -2,8 +2,8 @@
 resolution and, on small images whose last stage is coarse, LayerCAM at an earlier stage.
 
 Why: a map can only point as finely as its layer's cells. On 32x32 wafer maps the compact CNN's
-last stage is 4x4 (one cell per 8x8 dies); there every CAM method's pointing-game hit rate is
-near the baselines, while LayerCAM (Jiang et al. 2021), which keeps each location's positive
+last stage is 4x4 (one cell per 8x8 dies); there every CAM method's maximum lands on the defect
+for fewer than half of the maps, while LayerCAM (Jiang et al. 2021), which keeps each location's positive
 gradient instead of averaging over space as Grad-CAM does, at the 16x16 stage `features.2`
 points at the defect for most maps (`benchmarks/explain_wafer.py`; figures in
 benchmarks/RESULTS.md, quoted in `WAFER_EVIDENCE`).
@@ -24,8 +24,8 @@ SMALL_INPUT = 64  # ... on inputs whose short side is at most this many pixels
 FINE_SIDE = 16  # the earlier stage to use instead: the deepest with at least this many cells per side
 WAFER_EVIDENCE = ("measured by benchmarks/explain_wafer.py (compact_cnn trained on 32x32 wafer maps, "
                   "benchmarks/RESULTS.md, 2026-12-02): pointing-game hit rate of LayerCAM at the 16x16 "
-                  "stage features.2 0.89, of every CAM method at the 4x4 last stage 0.31-0.38, "
-                  "against 0.19 for a centre prior and 0.11 for a random map")
+                  "stage features.2 0.89, of every CAM method at the 4x4 last stage 0.36-0.40, "
+                  "against 0.18 for a centre prior and 0.11 for a random map")
 
 
 @dataclass(frozen=True)
