@@ -9,6 +9,7 @@ and header, decoded in a thread pool and batched dynamically (`DynamicBatcher`).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -97,7 +98,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
             batching=BatchingInfo(max_batch_size=s.max_batch_size, max_delay_ms=s.max_delay_ms,
                                   max_queue=s.max_queue, timeout_s=s.timeout_s),
             limits=LimitsInfo(max_upload_bytes=s.max_upload_bytes, max_pixels=s.max_pixels,
-                              max_files=s.max_files, formats=list(ACCEPTED_FORMATS)))
+                              max_files=s.max_files, formats=list(ACCEPTED_FORMATS)),
+            pid=os.getpid())
 
     @app.get("/metrics", response_class=Response)
     async def metrics(state: ServeState = Depends(authorised)) -> Response:

@@ -91,6 +91,7 @@ class InfoResponse(BaseModel):
     auth: bool
     batching: BatchingInfo
     limits: LimitsInfo
+    pid: int  # the server process that answered (tells --workers apart)
 
 
 class StatusResponse(BaseModel):
