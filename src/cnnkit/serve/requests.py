@@ -21,11 +21,13 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 413, 415, 422, 503, 504)}
 
 
-def get_state(request: Request) -> ServeState:
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread
+# pool, two thread hand-offs per request for a dictionary look-up and a string compare.
+async def get_state(request: Request) -> ServeState:
     return request.app.state.serve
 
 
-def authorised(request: Request, state: ServeState = Depends(get_state)) -> ServeState:
+async def authorised(request: Request, state: ServeState = Depends(get_state)) -> ServeState:
     check_bearer(request, state.settings.api_key)
     return state
 
