@@ -66,9 +66,11 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, endpoints=ENDPOINTS)
 
+    page_html = resources.files("cnnkit.serve").joinpath("static/index.html").read_text("utf-8")  # read once
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(resources.files("cnnkit.serve").joinpath("static/index.html").read_text("utf-8"))
+        return HTMLResponse(page_html)
 
     @app.get("/healthz", response_model=StatusResponse)
     async def healthz() -> StatusResponse:
