@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from serve_helpers import CLASSES, png_bytes, run, serving, tiny_model, upload
+from serve_helpers import CLASSES, metric, png_bytes, run, serving, tiny_model, upload
 
 from cnnkit.cli import main
 from cnnkit.embeddings.gallery import Gallery
@@ -66,9 +66,14 @@ def test_embed_answers_the_predictors_unit_vectors_one_or_many(embedder: Predict
             one = await client.post("/embed", **upload(images[0], "a.png"))
             many = await client.post("/embed", files=[("files", (f"{i}.png", data, "image/png"))
                                                       for i, data in enumerate(images)])
-            return one, many
+            refused = await client.post("/embed", **upload(b"plain text", "notes.txt", "text/plain"))
+            return one, many, refused, (await client.get("/metrics")).text
 
-    one, many = run(scenario)
+    one, many, refused, text = run(scenario)
+    assert refused.status_code == 415 and refused.json()["error"] == "unsupported file type"
+    assert metric(text, "cnnkit_requests_total", endpoint="/embed", status="200") == 2
+    assert metric(text, "cnnkit_requests_total", endpoint="/embed", status="415") == 1
+    assert metric(text, "cnnkit_batch_size_sum") == 4  # the samples went through the batcher
     assert one.status_code == 200, one.text
     body = one.json()
     assert body["model"] == "compact_cnn" and body["dim"] == DIM and body["filename"] == "a.png"
