@@ -8,7 +8,9 @@ synthetic photo-like JPEGs) at 1, 8 and 32 concurrent clients for `--seconds` pe
 level, in `--rounds` turns taken alternately; throughput, p50/p95/p99 latency and errors are
 printed. Overhead at batch 1: the median paired difference between one request to the
 `--max-batch-size 1` server and a bare `Predictor.predict(bytes)` of the same image run right
-before it in this process (`paired_overhead`). Stops by itself.
+before it in this process (`paired_overhead`). The ceiling of batching's gain on the machine is
+printed beside it: the model alone, per image, at batch 16 vs batch 1 (`forward_gain`, in a
+worker thread as the server runs it). Stops by itself.
 Last line `serve_load: <batching / batch-1 throughput at 32 clients>x`.
 """
 
@@ -185,12 +187,36 @@ def paired_overhead(url: str, run_dir: Path, images: list[bytes], repeats: int) 
         return pool.submit(rounds).result()
 
 
+def forward_gain(run_dir: Path, images: list[bytes], batch: int, repeats: int) -> tuple[float, float]:
+    """(median ms per image of the model alone at batch 1, at `batch`): uint8 samples decoded once,
+    then normalise + forward only, alternating the two sizes, in a worker thread."""
+    predictor = Predictor.from_run(run_dir, batch_size=batch)
+    samples = torch.stack([predictor.sample(data) for data in images[:batch]])
+
+    def rounds() -> tuple[float, float]:
+        single, batched = [], []
+        for i in range(repeats + 1):
+            started = time.perf_counter()
+            predictor.backend.logits(predictor.normalise(samples[:1]))
+            middle = time.perf_counter()
+            predictor.backend.logits(predictor.normalise(samples))
+            ended = time.perf_counter()
+            if i:  # the first round warms up
+                single.append(1000 * (middle - started))
+                batched.append(1000 * (ended - middle) / batch)
+        return statistics.median(single), statistics.median(batched)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(rounds).result()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=HYMENOPTERA)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per server and concurrency level")
     parser.add_argument("--rounds", type=int, default=2, help="turns each server takes per concurrency level")
     parser.add_argument("--bare-repeats", type=int, default=40)
+    parser.add_argument("--forward-repeats", type=int, default=5, help="rounds of the model-alone batch 1 vs 16")
     args = parser.parse_args()
     print(f"# {device_info().describe()}")
     print(f"# load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
@@ -209,6 +235,7 @@ def main() -> None:
         try:
             bare, served, overhead = paired_overhead(f"http://127.0.0.1:{ports[SINGLE]}", run_dir, images,
                                                      args.bare_repeats)
+            alone_1, alone_16 = forward_gain(run_dir, images, 16, args.forward_repeats)
             for clients in CONCURRENCY:  # the two servers take turns (ABAB), so drifting load hits both
                 parts: dict[str, list[Load]] = {name: [] for name in configs}
                 batching_url = f"http://127.0.0.1:{ports[BATCHING]}"
@@ -240,6 +267,8 @@ def main() -> None:
     print(f"\nbatch 1, one request at a time, {args.bare_repeats} paired rounds: bare Predictor.predict(bytes) "
           f"p50 {bare:.1f} ms, through --max-batch-size 1 server p50 {served:.1f} ms")
     print(f"server overhead at batch 1 (median paired difference): {overhead:.1f} ms")
+    print(f"model alone per image: batch 1 {alone_1:.1f} ms, batch 16 {alone_16:.1f} ms: "
+          f"{alone_1 / alone_16:.2f}x, the most batching can gain here (32 clients: {ratio:.2f}x)")
     print(f"errors in all runs: {errors}")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     print(f"serve_load: {ratio:.2f}x")

@@ -10,7 +10,7 @@ torch.Generator per image, (samples, C, H, W) at a time, as cnnkit draws it.
 
 Runs ONLY in the scratch venv with the oracle packages (never in the project venv):
 
-    cd /work/wt/explain && PYTHONPATH=src /work/scratch/refvenv/bin/python tools/make_explain_fixtures.py
+    cd /work/wt/<branch> && PYTHONPATH=src /work/scratch/refvenv/bin/python tools/make_explain_fixtures.py
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ TARGETS = [20, 500]
 SCORECAM_TARGETS = [1, 5]
 SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE, SMOOTHGRAD_SEED = 4, 0.3, 7
 IG_STEPS = 8
+IG_BASELINE, IG_BASELINE_STEPS = 0.5, 5  # a second case: a constant non-zero baseline, odd steps
 OCCLUSION_WINDOW, OCCLUSION_STRIDE = 16, 8
 
 
@@ -108,11 +109,14 @@ def attributions(model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarra
 
     out = {"saliency": Saliency(model).attribute(x, target=TARGETS).detach().numpy(),
            "smoothgrad": smoothgrad(model, x)}
+    cases = {"": (0.0, IG_STEPS), "_baseline": (IG_BASELINE, IG_BASELINE_STEPS)}
     for method in ("riemann_trapezoid", "gausslegendre"):
-        attribution, delta = IntegratedGradients(model).attribute(
-            x, baselines=torch.zeros_like(x), target=TARGETS, n_steps=IG_STEPS, method=method,
-            return_convergence_delta=True)
-        out[f"ig_{method}"], out[f"ig_{method}_delta"] = attribution.detach().numpy(), delta.detach().numpy()
+        for suffix, (baseline, steps) in cases.items():
+            attribution, delta = IntegratedGradients(model).attribute(
+                x, baselines=torch.full_like(x, baseline), target=TARGETS, n_steps=steps, method=method,
+                return_convergence_delta=True)
+            key = f"ig_{method}{suffix}"
+            out[key], out[f"{key}_delta"] = attribution.detach().numpy(), delta.detach().numpy()
     channels = x.shape[1]
     out["occlusion"] = Occlusion(model).attribute(
         x, sliding_window_shapes=(channels, OCCLUSION_WINDOW, OCCLUSION_WINDOW),

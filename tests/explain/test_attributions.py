@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.attributions import integrated_gradients, occlusion, saliency, smoothgrad
-from explain.reference_models import (IG_STEPS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, SMOOTHGRAD_NOISE,
-                                      SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SEED, TARGETS, filled, max_difference,
-                                      resnet_input)
+from explain.reference_models import (IG_BASELINE, IG_BASELINE_STEPS, IG_STEPS, OCCLUSION_STRIDE,
+                                      OCCLUSION_WINDOW, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SEED,
+                                      TARGETS, filled, max_difference, resnet_input)
 
 TOLERANCE = 1e-5
 
@@ -35,20 +34,15 @@ def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_noise(resnet, expec
     assert max_difference(ours, expected["saliency"]) > 100 * TOLERANCE  # the noise did something
 
 
-def test_integrated_gradients_gauss_legendre_equals_captum_with_delta(resnet, expected):
-    result = integrated_gradients(resnet, resnet_input(), classes=TARGETS, steps=IG_STEPS, method="gausslegendre",
-                                  batch_size=5)
-    assert max_difference(result.attributions, expected["ig_gausslegendre"]) < TOLERANCE
-    assert max_difference(result.delta, expected["ig_gausslegendre_delta"]) < TOLERANCE
-
-
-def test_integrated_gradients_trapezoid_is_captum_rescaled_to_weights_summing_to_one(resnet, expected):
-    result = integrated_gradients(resnet, resnet_input(), classes=TARGETS, steps=IG_STEPS, method="riemann_trapezoid")
-    theirs = expected["ig_riemann_trapezoid"].astype(np.float64)
-    scale = IG_STEPS / (IG_STEPS - 1)  # captum's trapezoid weights are 1/steps, not 1/(steps-1)
-    assert max_difference(result.attributions, theirs * scale) < TOLERANCE
-    their_gain = theirs.reshape(2, -1).sum(1) - expected["ig_riemann_trapezoid_delta"]
-    assert max_difference(result.delta, result.attributions.flatten(1).sum(1).numpy() - their_gain) < TOLERANCE
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslegendre"])
+@pytest.mark.parametrize("case", ["", "_baseline"])
+def test_integrated_gradients_equal_captum_with_delta(resnet, expected, method, case):
+    baseline, steps = (IG_BASELINE, IG_BASELINE_STEPS) if case else (0.0, IG_STEPS)
+    result = integrated_gradients(resnet, resnet_input(), classes=TARGETS, steps=steps, method=method,
+                                  baseline=baseline, batch_size=3)
+    assert max_difference(result.attributions, expected[f"ig_{method}{case}"]) < TOLERANCE
+    assert max_difference(result.delta, expected[f"ig_{method}{case}_delta"]) < TOLERANCE
+    assert float(result.attributions.abs().max()) > 1000 * TOLERANCE  # the comparison is not of zeros
 
 
 def test_integrated_gradients_delta_shrinks_as_steps_grow():
@@ -60,13 +54,20 @@ def test_integrated_gradients_delta_shrinks_as_steps_grow():
         assert deltas[0] > deltas[1] > deltas[2], (method, deltas)
 
 
-def test_integrated_gradients_of_a_linear_model_are_exact():
+def test_integrated_gradients_of_a_linear_model_have_closed_forms():
+    """A linear model's gradient is constant: Gauss-Legendre (weights summing to 1) is exact at any
+    steps; captum's trapezoid step sizes 1/steps, halved at both ends, sum to (steps - 1)/steps, so
+    its attributions are that share of the exact ones and its delta is -1/steps of the gain."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).double()
-    x = torch.randn(2, 3, 2, 2, dtype=torch.float64)
-    result = integrated_gradients(model, x, classes=[0, 2], steps=2, method="riemann_trapezoid", baseline=0.5)
-    weights = model[1].weight.detach()[[0, 2]].reshape(2, 3, 2, 2)
-    assert torch.allclose(result.attributions, weights * (x - 0.5), atol=1e-12)
-    assert result.delta.abs().max() < 1e-12
+    x = torch.randn(2, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    exact = model[1].weight.detach()[[0, 2]].reshape(2, 3, 2, 2) * (x - 0.5)
+    for steps in (1, 3):
+        result = integrated_gradients(model, x, classes=[0, 2], steps=steps, method="gausslegendre", baseline=0.5)
+        assert torch.allclose(result.attributions, exact, atol=1e-6)  # float32 step sizes, as captum's
+        assert result.delta.abs().max() < 1e-6
+    result = integrated_gradients(model, x, classes=[0, 2], steps=4, method="riemann_trapezoid", baseline=0.5)
+    assert torch.allclose(result.attributions, exact * 3 / 4, atol=1e-12)
+    assert torch.allclose(result.delta, -exact.flatten(1).sum(1) / 4, atol=1e-12)
 
 
 def test_occlusion_equals_captum(resnet, expected):

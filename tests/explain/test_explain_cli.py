@@ -79,7 +79,10 @@ def test_explain_writes_overlays_and_raw_maps_and_reports_the_prediction(run_dir
 
 def test_explain_a_named_class_and_print_a_line_per_image(run_dir, images, tmp_path, capsys):
     assert main(["explain", str(run_dir), str(images[0]), "--class", "donut", "--out", str(tmp_path)]) == 0
-    line = capsys.readouterr().out.strip()
+    output = capsys.readouterr()
+    line = output.out.strip()
+    # The default layer on 32x32 maps is 4x4: a note names the finer layer to use instead.
+    assert "trust LayerCAM at features.2 (16x16)" in output.err and "--method layercam --layer features.2" in output.err
     assert line.startswith(f"{images[0]}: ") and "gradcam of donut at features ->" in line
     assert (tmp_path / "wafer0_gradcam_donut.png").is_file()
 

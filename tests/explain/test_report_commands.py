@@ -114,9 +114,15 @@ def test_report_is_self_contained_and_renders_on_a_laptop(run_dir: Path, tmp_pat
     assert main(["report", str(run_dir), "wafer", "--out", str(out), "--top-losses", "6", "--per-class", "2"]) == 0
     html = out.read_text()
     _check_self_contained(html)
-    for anchor in ("run", "data", "curves", "metrics", "confusion", "classes", "confused", "losses", "gallery",
-                   "calibration", "filters", "model"):
+    for anchor in ("run", "data", "curves", "metrics", "confusion", "classes", "confused", "trust", "losses",
+                   "gallery", "calibration", "filters", "model"):
         assert f'id="{anchor}"' in html
+    # A small-image run: the report says, from the model at the run's 32x32 input, which map to trust.
+    trust = re.search(r'<section id="trust">(.*?)</section>', html, re.S).group(1)
+    assert "32x32 inputs the default layer features gives 4x4 cells" in trust
+    assert "trust LayerCAM at features.2 (16x16)" in trust and "explain_wafer" in trust
+    assert "The maps in this report are gradcam at features; for layercam at features.2: cnnkit report RUN DATA " \
+           "--cam-method layercam --cam-layer features.2." in trust
     assert "compact_cnn" in html and "MACs per image" in html and "macro avg" in html
     with headless_chromium(*LAPTOP) as driver:
         driver.get(out.as_uri())
@@ -144,6 +150,15 @@ def test_report_galleries_carry_class_activation_maps(run_dir: Path, tmp_path: P
 
     width, height = Image.open(io.BytesIO(base64.b64decode(tile))).size
     assert width > 1.9 * height, "each top loss shows the image and its map side by side"
+
+
+def test_the_advice_says_when_the_report_follows_it(run_dir: Path) -> None:
+    from cnnkit.explain.report import _cam_advice
+
+    run = open_run(run_dir, "wafer")
+    assert _cam_advice(run, "layercam", "features.2", torch.device("cpu")).endswith(
+        "The maps in this report are layercam at features.2.")
+    assert "--cam-layer features.2" in _cam_advice(run, "layercam", None, torch.device("cpu"))
 
 
 def test_top_loss_tiles_map_the_predicted_class(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

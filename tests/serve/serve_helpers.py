@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import cnnkit
+from cnnkit.embeddings.gallery import Gallery
 from cnnkit.inference import Predictor
 from cnnkit.serve import ServeSettings, create_app
 
@@ -39,9 +40,10 @@ def png_bytes(seed: int, size: tuple[int, int] = (30, 26), fmt: str = "PNG") -> 
 
 
 @asynccontextmanager
-async def serving(predictor: Predictor, **settings) -> AsyncIterator[httpx.AsyncClient]:
+async def serving(predictor: Predictor, *, gallery: Gallery | None = None,
+                  **settings) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client talking to create_app(...) in-process, lifespan (batcher, warm-up) included."""
-    app = create_app(predictor, ServeSettings(**settings))
+    app = create_app(predictor, ServeSettings(**settings), gallery=gallery)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://serve.test", timeout=30) as client:

@@ -94,6 +94,36 @@ def test_batcher_respects_size_and_delay() -> None:
     assert 0.045 <= alone < 1.0, "a lone request waits for the delay, then runs"
 
 
+def test_samples_queued_during_a_forward_pass_leave_without_waiting_the_delay_again() -> None:
+    """The delay counts from when a sample was queued: B and C, queued while A's slow forward pass
+    ran, have waited longer than the delay when it ends and go straight into the next pass."""
+    seen: list[int] = []
+
+    def forward(samples: torch.Tensor) -> torch.Tensor:
+        seen.append(len(samples))
+        time.sleep(0.4)
+        return samples.float().flatten(1)
+
+    async def scenario():
+        pool = ThreadPoolExecutor(1)
+        batcher = DynamicBatcher(forward, executor=pool, max_batch_size=8, max_delay_ms=400, max_queue=100)
+        batcher.start()
+        first = batcher.submit(torch.zeros(1, dtype=torch.uint8))
+        await asyncio.sleep(0.5)  # A left after 0.4 s of delay and is in its forward pass
+        later = [batcher.submit(torch.ones(1, dtype=torch.uint8)) for _ in range(2)]
+        await first
+        first_done = time.perf_counter()
+        await asyncio.gather(*later)
+        gap = time.perf_counter() - first_done
+        await batcher.stop()
+        pool.shutdown()
+        return gap
+
+    gap = run(scenario)
+    assert seen == [1, 2]
+    assert gap < 0.7, f"{gap:.2f} s: the second pass (0.4 s) should start at once, not after another 0.4 s delay"
+
+
 def test_queue_full_is_503_with_retry_after() -> None:
     async def scenario():
         batcher = DynamicBatcher(lambda s: s, executor=ThreadPoolExecutor(1), max_batch_size=1, max_delay_ms=0,
@@ -131,3 +161,27 @@ def test_busy_server_answers_health_503_and_504(predictor: Predictor) -> None:
     assert refused.json()["error"] == "server busy"
     assert first.status_code == 504 and first.json()["error"] == "timed out"
     assert second.status_code == 504
+
+
+def test_a_request_makes_no_thread_pool_hops_beyond_decode_and_forward(predictor: Predictor, monkeypatch) -> None:
+    """FastAPI runs plain `def` dependencies and endpoints in its thread pool: every one is a thread
+    hand-off on the request path. The service's own are `async def`; only decoding and the forward
+    pass leave the event loop (in their own pools)."""
+    import fastapi.dependencies.utils
+    import fastapi.routing
+
+    hops: list[str] = []
+
+    async def counting(function, *args, **kwargs):
+        hops.append(getattr(function, "__name__", repr(function)))
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.dependencies.utils, "run_in_threadpool", counting)
+    monkeypatch.setattr(fastapi.routing, "run_in_threadpool", counting)
+
+    async def scenario():
+        async with serving(predictor) as client:
+            return [await client.post("/predict", **upload(png_bytes(1))), await client.get("/info")]
+
+    assert [r.status_code for r in run(scenario)] == [200, 200]
+    assert hops == [], f"ran in FastAPI's thread pool: {hops}"

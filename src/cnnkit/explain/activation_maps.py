@@ -140,20 +140,22 @@ def cam(
     name, layer = resolve_target_layer(module, target_layer, images[:1])
     uses_gradients = method in GRADIENT_METHODS
     with eval_mode(module), torch.inference_mode(False), torch.enable_grad():
-        if images.is_inference():
-            images = images.clone()  # a batch made under torch.inference_mode cannot enter autograd
+        # A fresh leaf that requires grad: the layer's output joins the autograd graph even when
+        # every parameter is frozen (no requires_grad flag is changed), and a batch made under
+        # torch.inference_mode can enter autograd.
+        images = images.detach().clone().requires_grad_(uses_gradients)
         with capture_output(layer, name, gradients=uses_gradients) as capture:
             logits = module(images)
-        activation = capture.output()
-        targets = resolve_classes(classes, logits.detach(), names)
+            activation = capture.output()
+            targets = resolve_classes(classes, logits.detach(), names)
+            if uses_gradients:
+                gradient = capture.backward(class_scores(logits, targets).sum())
         if uses_gradients:
-            (gradient,) = torch.autograd.grad(class_scores(logits, targets).sum(), activation, allow_unused=True)
-            if gradient is None:  # the logits do not depend on this layer (e.g. an auxiliary branch)
-                gradient = torch.zeros_like(activation)
-            raw = GRADIENT_METHODS[method](activation.detach(), gradient)
+            raw = GRADIENT_METHODS[method](activation, gradient)
         elif method == "eigencam":
             raw = _eigencam(activation)
         else:
             with torch.no_grad():
-                raw = (_scorecam_weights(module, images, activation, targets, batch_size) * activation).sum(dim=1)
+                weights = _scorecam_weights(module, images.detach(), activation, targets, batch_size)
+            raw = (weights * activation).sum(dim=1)
     return finish_map(raw.detach(), tuple(images.shape[-2:]), normalize=normalize)

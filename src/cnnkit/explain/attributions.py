@@ -83,31 +83,39 @@ def smoothgrad(model: Explainable, images: Any, *, classes: Classes = None, clas
     return torch.stack(maps)
 
 
+def _float32(values: list[float]) -> list[float]:
+    return torch.tensor(values, dtype=torch.float32).tolist()
+
+
 def _quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
-    """(alphas, weights) on [0, 1]: trapezoid on `steps` equally spaced points (ends included,
-    weights 1/(steps-1), halved at the ends), or Gauss-Legendre with `steps` nodes."""
+    """(alphas, step sizes) on [0, 1], exactly captum's (captum/attr/_utils/approximation_methods.py,
+    captum 0.9.0): "riemann_trapezoid": alphas `torch.linspace(0, 1, steps)` (float32, as captum),
+    step sizes 1/steps halved at both ends (they sum to (steps - 1)/steps, so the integral is
+    under-weighted by 1/steps and the completeness delta carries that bias, which shrinks as
+    steps grow); "gausslegendre": numpy's Gauss-Legendre nodes and weights mapped from [-1, 1]
+    to [0, 1] (alphas 0.5 (1 + x_i), step sizes 0.5 w_i). Step sizes are rounded to float32, as
+    captum's IntegratedGradients._attribute multiplies by `torch.tensor(step_sizes).float()`."""
     if method == "riemann_trapezoid":
         if steps < 2:
             raise CnnkitError(f"riemann_trapezoid needs steps >= 2, got {steps}")
-        weights = [1 / (steps - 1)] * steps
-        weights[0] = weights[-1] = 0.5 / (steps - 1)
-        return np.linspace(0, 1, steps).tolist(), weights
+        step_sizes = [1 / steps] * steps
+        step_sizes[0] /= 2
+        step_sizes[-1] /= 2
+        return torch.linspace(0, 1, steps).tolist(), _float32(step_sizes)
     if method == "gausslegendre":
         if steps < 1:
             raise CnnkitError(f"gausslegendre needs steps >= 1, got {steps}")
         nodes, weights = np.polynomial.legendre.leggauss(steps)
-        return (0.5 * (nodes + 1)).tolist(), (0.5 * weights).tolist()
+        return (0.5 * (1 + nodes)).tolist(), _float32((0.5 * weights).tolist())
     raise CnnkitError(f"unknown integration method {method!r}; choose from {', '.join(IG_METHODS)}")
 
 
 def integrated_gradients(model: Explainable, images: Any, *, classes: Classes = None,
                          class_names: Sequence[str] | None = None, baseline: float | torch.Tensor = 0.0,
                          steps: int = 50, method: str = "gausslegendre", batch_size: int = 32) -> IntegratedGradients:
-    """Sundararajan et al. 2017: (x - baseline) * integral over a in [0, 1] of the gradient at
-    baseline + a (x - baseline), by the quadrature `method`; `batch_size` path points per forward.
-
-    captum's "riemann_trapezoid" uses weights 1/steps (they sum to (steps-1)/steps), so its
-    attributions are these times (steps-1)/steps; cnnkit's weights sum to 1.
+    """Sundararajan et al. 2017: (x - baseline) * the sum over path points of step size x the
+    gradient at baseline + alpha (x - baseline), with captum's alphas and step sizes for `method`
+    (see `_quadrature`; captum's default is "gausslegendre"); `batch_size` path points per forward.
     """
     alphas, weights = _quadrature(method, steps)
     with _prepared(model, images, classes, class_names) as (net, batch, targets):

@@ -16,6 +16,7 @@ from PIL import Image
 from cnnkit.data.decode import BadImageError
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.activation_maps import CAM_METHODS, cam
+from cnnkit.explain.layer_advice import advise_layer
 from cnnkit.explain.layers import resolve_target_layer
 from cnnkit.explain.overlay import overlay
 from cnnkit.explain.uncertainty import mc_dropout
@@ -74,6 +75,11 @@ def run_explain(args: argparse.Namespace) -> int:
     target = _class_argument(args.class_name, predictor.class_names)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.layer is None:
+        example = torch.zeros((1, *predictor.default_cfg.input_size), device=predictor.device)
+        advice = advise_layer(predictor.model, example)
+        if advice.small_and_coarse and advice.layer != advice.default_layer:
+            print(f"explain: note: {advice.text()} (--method {advice.method} --layer {advice.layer})", file=sys.stderr)
     records, failures = [], 0
     for path in args.images:
         try:

@@ -20,6 +20,7 @@ from cnnkit.explain.calibration import calibration_metrics, fit_temperature, rel
 from cnnkit.explain.filter_plots import plot_filters
 from cnnkit.explain.filters import filter_grid
 from cnnkit.explain.interpret import Interpretation, interpret_split, split_logits
+from cnnkit.explain.layer_advice import LayerAdvice, advise_layer
 from cnnkit.explain.run_access import RunWithData, calibration_split, open_run
 from cnnkit.explain.visuals import cam_overlays, enlarge, top_loss_tiles
 from cnnkit.train.config import load_config
@@ -57,6 +58,7 @@ class ReportContent:
     top_losses: list[Tile]
     class_gallery: list[tuple[str, list[Tile]]]
     cam_note: str
+    cam_advice: str
     calibration: CalibrationSection | None
     filters: tuple[bytes, str] | None
     model_facts: list[tuple[str, str]]
@@ -149,6 +151,18 @@ def _first_layer_filters(run: RunWithData) -> tuple[bytes, str]:
         return plot_filters(grid, Path(folder) / "filters.png").read_bytes(), grid.layer
 
 
+def _cam_advice(run: RunWithData, method: str, layer: str | None, device: torch.device) -> str:
+    """Which map to trust at the run's input size (`layer_advice`), and whether this report's
+    maps follow it; if not, the flags that do."""
+    example = torch.zeros((1, *run.summary.default_cfg.input_size), device=device)
+    advice: LayerAdvice = advise_layer(run.model, example)
+    if (method, layer or advice.default_layer) == (advice.method, advice.layer):
+        return f"{advice.text()} The maps in this report are {advice.method} at {advice.layer}."
+    return (f"{advice.text()} The maps in this report are {method} at {layer or advice.default_layer}; "
+            f"for {advice.method} at {advice.layer}: cnnkit report RUN DATA --cam-method {advice.method} "
+            f"--cam-layer {advice.layer}.")
+
+
 def _model_facts(run: RunWithData) -> list[tuple[str, str]]:
     from cnnkit.analysis.summary import summary
 
@@ -182,6 +196,7 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
         top_losses=[Tile(image_png(image), caption) for image, caption in zip(images, captions)],
         class_gallery=_class_gallery(run, interpretation, method=cam_method, layer=cam_layer),
         cam_note=f"{cam_method} ({f'layer {cam_layer}' if cam_layer else 'last spatial stage'})",
+        cam_advice=_cam_advice(run, cam_method, cam_layer, device),
         calibration=_calibration(run, logits, labels, batch_size=batch_size, device=device, notes=notes),
         filters=_first_layer_filters(run), model_facts=_model_facts(run), notes=notes,
     )

@@ -23,6 +23,7 @@ section { background: #fff; border-radius: 8px; padding: 14px 18px; margin: 16px
           box-shadow: 0 1px 3px rgba(0,0,0,.08); }
 h2 { font-size: 18px; margin: 4px 0 10px; color: #1f3b57; }
 p.note { color: #5a6470; font-size: 13px; margin: 4px 0 10px; }
+p.advice { border-left: 4px solid #1f3b57; background: #eef3f8; padding: 8px 12px; margin: 4px 0; overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 13.5px; }
 th, td { padding: 3px 10px; border-bottom: 1px solid #e3e6ea; text-align: left; vertical-align: top; }
@@ -41,8 +42,8 @@ h3 { font-size: 15px; margin: 14px 0 6px; }
 
 SECTIONS = (("run", "Run"), ("data", "Data"), ("curves", "Learning curves"), ("metrics", "Test metrics"),
             ("confusion", "Confusion matrix"), ("classes", "Per-class report"), ("confused", "Most confused"),
-            ("losses", "Top losses"), ("gallery", "Per-class maps"), ("calibration", "Calibration"),
-            ("filters", "Filters"), ("model", "Model"))
+            ("trust", "Which map to trust"), ("losses", "Top losses"), ("gallery", "Per-class maps"),
+            ("calibration", "Calibration"), ("filters", "Filters"), ("model", "Model"))
 
 
 def data_url(png: bytes) -> str:
@@ -129,13 +130,13 @@ def render_report(content: ReportContent) -> str:
         _section("classes", "Per-class report", _class_table(content),
                  "Undefined ratios (a class never predicted, or absent) count as 0, as scikit-learn's zero_division=0."),
         _section("confused", "Most confused pairs", _confused_table(content)),
+        _section("trust", "Which map to trust", f'<p class="advice">{escape(content.cam_advice)}</p>'),
         _section("losses", "Top losses", _tiles(content.top_losses),
                  f"The {split} images with the highest loss: the image, then the {content.cam_note} map "
                  "of the predicted class (what drove the wrong answer)."),
         _section("gallery", "Where the model looks, per class", gallery or '<p class="note">No examples.</p>',
                  f"The images each class is recognised most surely in, with the {content.cam_note} map of that "
-                 "class. On small inputs the last stage is coarse (e.g. 4x4 for 32x32 maps): an earlier "
-                 "stage with LayerCAM localises better; choose it with --cam-method/--cam-layer."),
+                 "class (see 'Which map to trust' above)."),
         _section("calibration", "Calibration", _calibration(content.calibration),
                  f"How well the confidence matches accuracy on the {split} split, before and after temperature scaling."),
         _section("filters", "First-layer filters", _img(content.filters[0], "first-layer filters")

@@ -1,8 +1,9 @@
 """Dynamic batching: requests wait in a queue and run through the model together.
 
-A worker task takes the first waiting sample, then gathers more until `max_batch_size` or
-`max_delay_ms` after the first (whichever comes first), as Triton's dynamic batcher and Ray
-Serve's `@serve.batch` do. The forward pass runs in one inference thread, never on the event loop;
+A worker task takes the first waiting sample, then gathers more until `max_batch_size` or until
+that first sample has waited `max_delay_ms` since it was queued (whichever comes first), as
+Triton's dynamic batcher (its max queue delay) and Ray Serve's `@serve.batch` do: samples that
+queued up during the previous forward pass have waited long enough and leave at once. The forward pass runs in one inference thread, never on the event loop;
 each request's future gets its own row of logits, so order is preserved by construction.
 """
 
@@ -76,9 +77,9 @@ class DynamicBatcher:
         return future
 
     async def _gather(self) -> list[_Item]:
-        """The next batch: the first live item, then more until full or the delay has passed."""
+        """The next batch: the first live item, then more until full or the first has waited the delay."""
         items = [await self._next_live()]
-        deadline = time.perf_counter() + self.max_delay_s
+        deadline = items[0].queued_at + self.max_delay_s
         while len(items) < self.max_batch_size:
             try:
                 item = self.queue.get_nowait()

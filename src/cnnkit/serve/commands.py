@@ -1,4 +1,5 @@
-"""`cnnkit serve RUN_OR_ONNX`: the HTTP service and page of a trained model, on uvicorn."""
+"""`cnnkit serve RUN_OR_ONNX [--index DIR]`: the HTTP service and page of a trained model (or the
+/embed and /search service of an embedding run and its gallery), on uvicorn."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cnnkit.serve.settings import ServeSettings, is_loopback
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from cnnkit.embeddings.gallery import Gallery
     from cnnkit.inference import Predictor
 
 
@@ -46,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     serve.add_argument("--api-key-file", default=None, help="file whose first line is the bearer key clients send")
     serve.add_argument("--no-auth", action="store_true", help="serve a non-loopback address without a key")
+    serve.add_argument("--index", default=None, metavar="DIR",
+                       help="gallery folder from `cnnkit index` that POST /search looks in (embedding runs)")
     serve.set_defaults(func=run_serve)
 
 
@@ -62,22 +66,41 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 
 def load_predictor(source: str, *, device: str, batch_size: int) -> Predictor:
-    """A run directory's Predictor, or an exported .onnx file's (ONNX Runtime on CPU)."""
-    from cnnkit.inference import Predictor
+    """A run directory's Predictor (an embedding run's embedder too), or an exported .onnx file's
+    (ONNX Runtime on CPU)."""
+    from cnnkit.embeddings.runs import embedding_predictor
+    from cnnkit.inference import Predictor, read_summary
 
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         return Predictor.from_onnx(path, batch_size=batch_size)
     if not path.is_dir():
         raise CnnkitError(f"{path}: not a run directory or an .onnx file")
+    if read_summary(path).task == "embedding":
+        return embedding_predictor(path, device=device, batch_size=batch_size)[0]
     return Predictor.from_run(path, device=device, batch_size=batch_size)
 
 
-def build_app(source: str, device: str, settings: ServeSettings) -> FastAPI:
+def load_gallery(index: str | None, source: str) -> Gallery | None:
+    """The gallery folder `--index` names, checked to hold embeddings of the run being served."""
+    from cnnkit.embeddings.gallery import Gallery
+
+    if index is None:
+        return None
+    gallery = Gallery.load(index)
+    run = str(Path(source).resolve())
+    if gallery.run and gallery.run != run:
+        raise CnnkitError(f"--index {index} holds embeddings of run {gallery.run}, not of {run}: index this run "
+                          "with `cnnkit index`")
+    return gallery
+
+
+def build_app(source: str, device: str, settings: ServeSettings, index: str | None = None) -> FastAPI:
     """The app of `source` (module level, so uvicorn's worker processes can rebuild it)."""
     from cnnkit.serve.app import create_app
 
-    return create_app(load_predictor(source, device=device, batch_size=settings.max_batch_size), settings)
+    predictor = load_predictor(source, device=device, batch_size=settings.max_batch_size)
+    return create_app(predictor, settings, gallery=load_gallery(index, source))
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -87,7 +110,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.api_key is None and not is_loopback(settings.host):
         print(f"cnnkit serve: WARNING: serving {settings.host} without authentication (--no-auth): "
               "anyone who reaches this address can use the model", file=sys.stderr)
-    factory = functools.partial(build_app, args.model, args.device, settings)
+    factory = functools.partial(build_app, args.model, args.device, settings, args.index)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"cnnkit serve: {args.model} on http://{host}:{settings.port}/ (API docs at /docs, "
           f"{settings.workers} worker{'s' if settings.workers > 1 else ''}; Ctrl+C stops)", file=sys.stderr)
@@ -95,7 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
         app = factory()  # load errors surface here, as a clear message
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
         return 0
-    load_predictor(args.model, device=args.device, batch_size=1)  # refuse a bad model before forking
+    factory()  # a bad model or index is refused here, with a clear message, before forking
     config = uvicorn.Config(factory, factory=True, host=settings.host, port=settings.port,
                             workers=settings.workers, log_level="warning", access_log=False)
     from uvicorn.supervisors import Multiprocess

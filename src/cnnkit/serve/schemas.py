@@ -29,6 +29,41 @@ class ExplainResponse(PredictResponse):
     view: str  # data:image/png;base64 URL of what the model saw (resized and cropped), the overlay's base
 
 
+class EmbedResponse(BaseModel):
+    """The unit (L2-normalised) embedding of one uploaded image."""
+
+    model: str
+    filename: str
+    dim: int
+    embedding: list[float]
+    latency_ms: float
+
+
+class SearchMatch(BaseModel):
+    """One gallery item: its rank (1 = most similar), path and label in the gallery, cosine similarity."""
+
+    rank: int
+    path: str
+    label: str
+    score: float
+
+
+class SearchResponse(BaseModel):
+    """The gallery items nearest to one uploaded image, most similar first."""
+
+    model: str
+    filename: str
+    matches: list[SearchMatch]
+    latency_ms: float
+
+
+class IndexInfo(BaseModel):
+    kind: str
+    size: int
+    dim: int
+    recall_at_10: float
+
+
 class BatchingInfo(BaseModel):
     max_batch_size: int
     max_delay_ms: float
@@ -45,6 +80,9 @@ class LimitsInfo(BaseModel):
 
 class InfoResponse(BaseModel):
     model: str
+    task: str  # "classification" (/predict, /explain) or "embedding" (/embed, /search)
+    embedding_dim: int | None
+    index: IndexInfo | None  # the gallery /search looks in (--index), None without one
     classes: list[str]
     input_size: list[int]
     backend: str
@@ -53,6 +91,7 @@ class InfoResponse(BaseModel):
     auth: bool
     batching: BatchingInfo
     limits: LimitsInfo
+    pid: int  # the server process that answered (tells --workers apart)
 
 
 class StatusResponse(BaseModel):

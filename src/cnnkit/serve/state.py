@@ -1,4 +1,5 @@
-"""What one running app holds: the predictor, its batcher and thread pools, metrics, readiness.
+"""What one running app holds: the predictor, its batcher and thread pools, metrics, readiness,
+and for an embedding model its gallery.
 
 Request work is split by cost: decoding and resizing in a small thread pool, the forward pass
 (and Grad-CAM) in one inference thread fed by the `DynamicBatcher`; the event loop only waits.
@@ -12,6 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from cnnkit.data.decode import BadImageError
+from cnnkit.embeddings.gallery import Gallery, Match
+from cnnkit.embeddings.model import EmbeddingModel
+from cnnkit.errors import CnnkitError
 from cnnkit.inference import Prediction, Predictor, Prepared
 from cnnkit.serve.batcher import DynamicBatcher, QueueFullError
 from cnnkit.serve.errors import ServeError
@@ -23,9 +27,16 @@ from cnnkit.serve.uploads import Upload, check_header, sniff_format
 class ServeState:
     """The per-app objects; `start` (in the lifespan) runs the warm-up forward and opens /readyz."""
 
-    def __init__(self, predictor: Predictor, settings: ServeSettings) -> None:
+    def __init__(self, predictor: Predictor, settings: ServeSettings, gallery: Gallery | None = None) -> None:
         self.predictor = predictor
         self.settings = settings
+        self.embedding_dim = embedding_dim(predictor)
+        if gallery is not None and self.embedding_dim is None:
+            raise CnnkitError("serve: a gallery (--index) needs an embedding run; this model is a classifier")
+        if gallery is not None and gallery.index.dim != self.embedding_dim:
+            raise CnnkitError(f"serve: the gallery holds {gallery.index.dim}-d vectors, the model embeds "
+                              f"{self.embedding_dim}-d ones (index it with this run)")
+        self.gallery = gallery
         self.metrics = ServeMetrics()
         self.ready = False
         self.decode_pool: ThreadPoolExecutor | None = None
@@ -53,8 +64,35 @@ class ServeState:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
+    @property
+    def task(self) -> str:
+        return "classification" if self.embedding_dim is None else "embedding"
+
+    def require_task(self, task: str, endpoint: str) -> None:
+        """409 when `endpoint` needs a model of the other kind, naming the endpoints that fit."""
+        if self.task == task:
+            return
+        use = "/predict or /explain" if self.task == "classification" else "/embed or /search"
+        raise ServeError(409, f"not {'an' if task == 'embedding' else 'a'} {task} model",
+                         f"{endpoint} needs {'an' if task == 'embedding' else 'a'} {task} model; "
+                         f"{self.predictor.model_name or 'this model'} is {'an' if self.task == 'embedding' else 'a'} "
+                         f"{self.task} model: use {use}")
+
+    def require_gallery(self) -> Gallery:
+        """The gallery /search looks in; 404 when the server was started without one."""
+        if self.gallery is None:
+            raise ServeError(404, "no gallery index", "the server was started without --index DIR "
+                                                      "(build one with `cnnkit index RUN FOLDER --out DIR`)")
+        return self.gallery
+
+    async def search(self, vectors: torch.Tensor, k: int) -> list[list[Match]]:
+        """The gallery's k nearest items of each vector (N, D), found in the decode pool (not the loop)."""
+        gallery = self.require_gallery()
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, gallery.search, vectors, k)
+
     def forward(self, samples: torch.Tensor) -> torch.Tensor:
-        """uint8 samples (N, C, H, W) -> logits (N, K) on the CPU (runs in the inference thread)."""
+        """uint8 samples (N, C, H, W) -> logits (N, K), or unit embeddings (N, D) of an embedding
+        model, on the CPU (runs in the inference thread)."""
         return self.predictor.backend.logits(self.predictor.normalise(samples)).cpu()
 
     def prepare(self, upload: Upload) -> torch.Tensor:
@@ -73,8 +111,9 @@ class ServeState:
         loop = asyncio.get_running_loop()
         return list(await asyncio.gather(*(loop.run_in_executor(self.decode_pool, self.prepare, u) for u in uploads)))
 
-    async def logits(self, samples: list[torch.Tensor]) -> torch.Tensor:
-        """Each sample through the batcher; 503 when the queue is full, 504 past `timeout_s`."""
+    async def outputs(self, samples: list[torch.Tensor]) -> torch.Tensor:
+        """Each sample through the batcher: logits (N, K) or embeddings (N, D); 503 when the queue is
+        full, 504 past `timeout_s`."""
         if self.batcher is None or not self.ready:
             raise ServeError(503, "not ready", "the model is still loading", headers={"Retry-After": "1"})
         futures = []
@@ -98,3 +137,9 @@ class ServeState:
         probabilities = self.predictor.probabilities_from_logits(logits)
         prepared = Prepared(torch.empty(0), list(range(len(names))), [])
         return self.predictor.top_k(probabilities, prepared, top_k=top_k, sources=names)
+
+
+def embedding_dim(predictor: Predictor) -> int | None:
+    """The embedding size when `predictor` runs an embedding model (`cnnkit.embeddings`), else None."""
+    model = getattr(predictor.backend, "model", None)
+    return model.embedding_dim if isinstance(model, EmbeddingModel) else None
