@@ -135,7 +135,7 @@ def format_compare(rows: Sequence[CompareRow]) -> str:
 
 def plot_pareto(rows: Sequence[CompareRow], path: Path) -> None:
     """pareto.png: test top-1 against batch-1 latency, one colour per backend, each backend's
-    front joined and its models filled."""
+    front joined and its models filled, each model named beside its fastest point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,12 +146,15 @@ def plot_pareto(rows: Sequence[CompareRow], path: Path) -> None:
         front = front_of(rows, backend)
         latency = [r.backends[backend].latency.p50_ms_batch1 for r in rows]
         accuracy = [100 * r.backends[backend].test_top1 for r in rows]
-        for x, y, on, row in zip(latency, accuracy, front, rows):
+        for x, y, on in zip(latency, accuracy, front):
             axes.scatter([x], [y], s=60, color=colour if on else "white", edgecolors=colour)
-            axes.annotate(row.model, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ordered = sorted((x, y) for x, y, on in zip(latency, accuracy, front) if on)
         axes.plot([p[0] for p in ordered], [p[1] for p in ordered], color=colour, linestyle="--",
                   label=f"{backend} front")
+    for row in rows:  # each model named once, at its fastest backend (its points share a row of accuracies)
+        fastest = min(row.backends.values(), key=lambda figures: figures.latency.p50_ms_batch1)
+        axes.annotate(row.model, (fastest.latency.p50_ms_batch1, 100 * fastest.test_top1), textcoords="offset points",
+                      xytext=(-5, 6), ha="right", fontsize=8)
     axes.set_xlabel("latency p50, batch 1 (ms)")
     axes.set_ylabel("test top-1 (%)")
     axes.legend(loc="lower right")
