@@ -8,6 +8,7 @@ import pytest
 from serve_helpers import CLASSES, png_bytes, run, serving, tiny_model, upload
 
 from cnnkit.deploy import export_onnx
+from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor
 from cnnkit.serve.commands import load_predictor
 
@@ -31,3 +32,13 @@ def test_an_exported_onnx_model_serves_the_torch_predictors_answers(predictor: P
     assert [p["label"] for p in body] == [c.label for c in expected.top]
     for got, want in zip(body, expected.top):
         assert got["probability"] == pytest.approx(want.probability, abs=1e-5)
+
+
+def test_serving_an_onnx_model_honours_the_device(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    path = export_onnx(tiny_model(), tmp_path / "tiny.onnx", class_names=CLASSES, model_name="compact_cnn")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the refusal below cannot happen here")
+    with pytest.raises(CnnkitError, match="CUDAExecutionProvider"):
+        load_predictor(str(path), device="cuda", batch_size=4)

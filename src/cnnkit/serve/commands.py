@@ -67,13 +67,13 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 def load_predictor(source: str, *, device: str, batch_size: int) -> Predictor:
     """A run directory's Predictor (an embedding run's embedder too), or an exported .onnx file's
-    (ONNX Runtime on CPU)."""
+    (ONNX Runtime on `device`)."""
     from cnnkit.embeddings.runs import embedding_predictor
     from cnnkit.inference import Predictor, read_summary
 
     path = Path(source)
     if path.suffix.lower() == ".onnx":
-        return Predictor.from_onnx(path, batch_size=batch_size)
+        return Predictor.from_onnx(path, batch_size=batch_size, device=device)
     if not path.is_dir():
         raise CnnkitError(f"{path}: not a run directory or an .onnx file")
     if read_summary(path).task == "embedding":
