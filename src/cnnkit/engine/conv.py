@@ -64,7 +64,7 @@ class _Columns:
     """
 
     def __init__(self, x: np.ndarray, geo: ConvGeometry):
-        self.x, self.geo = x, geo
+        self.geo = geo
         self.groups = geo.groups
         self.rows = x.shape[1] // geo.groups * geo.kernel[0] * geo.kernel[1]
         self.positions = geo.out_hw[0] * geo.out_hw[1]
