@@ -146,14 +146,19 @@ def test_pointwise_conv_matches_torch(groups, dtype):
     _compare_with_torch(x, w, rng.standard_normal(6).astype(dtype), 1, 0, 1, groups, seed=6)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_batch_split_into_chunks_including_a_partial_last_chunk_matches_torch(monkeypatch, groups):
-    """Columns are built chunk by chunk; shrink the chunk budget so 5 samples take 3 chunks (2, 2, 1)."""
+def test_batch_split_into_chunks_including_a_partial_last_chunk_matches_torch(monkeypatch, groups, stride):
+    """Columns are built chunk by chunk; shrink the chunk budget so 5 samples take 3 chunks (2, 2, 1).
+
+    At stride 2 the input gradient's phase correlations (cropped and padded dy) are chunked too.
+    """
     rng = np.random.default_rng(7)
     x = rng.standard_normal((5, 4, 6, 7))
     w = rng.standard_normal((6, 4 // groups, 3, 2))
-    per_sample_bytes = 4 * 3 * 2 * 6 * 6 * x.itemsize  # C_in * kH * kW * H_out * W_out * itemsize
+    geometry = conv_geometry(x.shape, w.shape, stride, (1, 0), 1, groups)
+    # C_in * kH * kW * H_out * W_out * itemsize
+    per_sample_bytes = 4 * 3 * 2 * geometry.out_hw[0] * geometry.out_hw[1] * x.itemsize
     monkeypatch.setattr(conv_module, "_COLUMN_CHUNK_BYTES", 2 * per_sample_bytes)
-    geometry = conv_geometry(x.shape, w.shape, 1, (1, 0), 1, groups)
     assert [c.stop - c.start for c in conv_module._Columns(x, geometry).chunks] == [2, 2, 1]
-    _compare_with_torch(x, w, rng.standard_normal(6), (1, 1), (1, 0), 1, groups, seed=8)
+    _compare_with_torch(x, w, rng.standard_normal(6), stride, (1, 0), 1, groups, seed=8)

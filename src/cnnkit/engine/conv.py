@@ -1,17 +1,18 @@
 """2-D convolution (cross-correlation, as torch's F.conv2d) and its backward pass, via im2col + GEMM.
 
 The windows of the padded input are read through a copy-free strided view (`window_view`), copied
-into GEMM layout (the im2col "columns", Chellapilla et al. 2006) and multiplied by the weight matrix
-with one BLAS GEMM per group (a batched matmul over the groups). The batch is walked in chunks of
-bounded size: the column buffer is allocated once per call and reused, instead of a
-multi-hundred-MiB temporary page-faulted in on every call. Pointwise (1x1, stride 1, unpadded)
-convolutions skip im2col, the input being its own column matrix; depthwise convolutions take the
-dedicated path in `_depthwise`.
+into GEMM layout (the im2col "columns", Chellapilla et al. 2006) and multiplied by the weight matrix:
+for each sample n, y[n] = W @ columns[n], one BLAS GEMM per sample (a batched matmul over the
+groups). The batch is walked a few samples at a time through buffers allocated once per call and
+reused (`_Columns`, `_ReusedPadding`): small enough to stay in the CPU cache from the im2col copy
+to the GEMM that reads it, where whole-batch columns (hundreds of MiB) would be written to and read
+back from main memory. Pointwise (1x1, stride 1, unpadded) convolutions skip im2col, the input
+being its own column matrix; depthwise convolutions take the dedicated path in `_depthwise`.
 
-Backward: dw is a GEMM of dy with the same columns. dx is the transposed convolution; the
-textbook computes it as W^T @ dy followed by a col2im scatter-add, which here is replaced by
-correlations of dy with the flipped kernel, one per stride phase (`_input_gradient_by_phases`):
-im2col + GEMM again, the same arithmetic, and no scatter.
+Backward: dw is a GEMM of dy with the same columns, summed over the samples. dx is the transposed
+convolution; the textbook computes it as W^T @ dy followed by a col2im scatter-add, which here is
+replaced by correlations of dy with the flipped kernel, one per stride phase
+(`_input_gradient_by_phases`): im2col + GEMM again, the same arithmetic, and no scatter.
 """
 
 from __future__ import annotations
@@ -28,16 +29,21 @@ from cnnkit.engine._utils import (
     ConvGeometry,
     IntPair,
     Padding,
+    SidePadding,
     check_nchw,
     conv_geometry,
-    pad_spatial,
+    padded_hw,
+    unpad_spatial,
     window_view,
 )
 
-# Bytes of im2col columns per batch chunk. Each BLAS call is a synchronisation point of its
-# threads, which is costly on a busy machine, so chunks are large (few GEMMs) yet bounded (no
-# multi-hundred-MiB temporaries to page-fault in on every call).
-_COLUMN_CHUNK_BYTES = 64 << 20
+# Bytes of im2col columns per batch chunk: at least one sample, and few enough that the padded
+# input and the columns stay in the CPU's last-level cache between the copy and the GEMM that
+# reads them (see `_Columns`). Measured (benchmarks/RESULTS.md): on an idle 2-core machine this
+# runs dense 3x3 fwd+bwd about 1.3x faster than 64 MiB chunks written to and read back from main
+# memory; the price is one GEMM per sample, and each multi-threaded BLAS call waits for all its
+# threads, which on a machine crowded by other processes makes it slower than fewer, larger calls.
+_COLUMN_CHUNK_BYTES = 8 << 20
 
 
 def _is_depthwise(x: np.ndarray, w: np.ndarray, groups: int) -> bool:
@@ -51,29 +57,53 @@ def _is_pointwise(geo: ConvGeometry) -> bool:
 
 
 class _Columns:
-    """im2col in GEMM layout (C_in, kH, kW, n, H_out, W_out) for successive chunks of the batch.
+    """im2col for successive chunks of the batch, per sample in GEMM layout (G, C_in/G*kH*kW, H_out*W_out).
 
-    With the samples inside the columns, one 2-D GEMM per group covers a whole chunk:
-    y[g] (C_out/G, n*H_out*W_out) = W[g] (C_out/G, C_in/G*kH*kW) @ columns[g].
+    y[n, g] (C_out/G, H_out*W_out) = W[g] (C_out/G, C_in/G*kH*kW) @ columns[n, g]: each GEMM writes
+    one sample's output in (N, C_out, H, W) order, with no transpose afterwards.
     """
 
     def __init__(self, x: np.ndarray, geo: ConvGeometry):
-        xp = pad_spatial(x, geo.padding)
-        # (C_in, kH, kW, N, H_out, W_out) view of the windows, samples moved next to the positions.
-        self.windows = window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw).transpose(1, 2, 3, 0, 4, 5)
+        self.geo = geo
         self.groups = geo.groups
         self.rows = x.shape[1] // geo.groups * geo.kernel[0] * geo.kernel[1]
-        per_sample = self.windows[:, :, :, :1].size
-        self.size = max(1, _COLUMN_CHUNK_BYTES // (per_sample * x.itemsize))
+        self.positions = geo.out_hw[0] * geo.out_hw[1]
+        per_sample = x.shape[1] * geo.kernel[0] * geo.kernel[1] * self.positions
+        self.size = max(1, min(x.shape[0], _COLUMN_CHUNK_BYTES // (per_sample * x.itemsize)))
         self.chunks = [slice(start, min(start + self.size, x.shape[0])) for start in range(0, x.shape[0], self.size)]
-        self._buffer = np.empty(per_sample * min(self.size, x.shape[0]), dtype=x.dtype)
+        self._padded = _ReusedPadding(x, geo.padding, self.size)
+        self._buffer = np.empty(per_sample * self.size, dtype=x.dtype)
 
     def fill(self, chunk: slice) -> np.ndarray:
-        """Copy the chunk's windows into the reused buffer: (G, C_in/G*kH*kW, n*H_out*W_out)."""
-        windows = self.windows[:, :, :, chunk]
+        """Copy the chunk's windows into the reused buffer: (n, G, C_in/G*kH*kW, H_out*W_out)."""
+        g = self.geo
+        windows = window_view(self._padded.fill(chunk), g.kernel, g.stride, g.dilation, g.out_hw)
         columns = self._buffer[: windows.size].reshape(windows.shape)
         np.copyto(columns, windows)
-        return columns.reshape(self.groups, -1, windows.shape[3] * windows.shape[4] * windows.shape[5])
+        return columns.reshape(windows.shape[0], self.groups, self.rows, self.positions)
+
+
+class _ReusedPadding:
+    """The zero-padded input, one chunk of samples at a time, in a buffer whose zero border is written once.
+
+    Why: padding the whole batch up front is one more pass over memory per im2col (the forward, dw
+    and dx each pad); a chunk-sized buffer that only receives the interior stays in cache.
+    """
+
+    def __init__(self, x: np.ndarray, padding: SidePadding, size: int):
+        self.x = x
+        self.unpadded = padding == ((0, 0), (0, 0))
+        if not self.unpadded:
+            self._buffer = np.zeros((size, x.shape[1], *padded_hw(x.shape[2:], padding)), dtype=x.dtype)
+            self._interior = unpad_spatial(self._buffer, padding, x.shape[2:])
+
+    def fill(self, chunk: slice) -> np.ndarray:
+        """(n, C, H + pads, W + pads) for the samples of `chunk`."""
+        if self.unpadded:
+            return self.x[chunk]
+        n = chunk.stop - chunk.start
+        self._interior[:n] = self.x[chunk]
+        return self._buffer[:n]
 
 
 def conv2d(
@@ -106,15 +136,15 @@ def conv2d(
 
 
 def _dense_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """im2col + one GEMM per group and batch chunk."""
+    """im2col + GEMM: y[n, g] = W[g] @ columns[n, g], for every sample n and group g."""
     c_out = w.shape[0]
     weights = w.reshape(geo.groups, c_out // geo.groups, -1)
-    y = np.empty((x.shape[0], c_out, *geo.out_hw), dtype=x.dtype)
+    y = np.empty((x.shape[0], geo.groups, c_out // geo.groups, geo.out_hw[0] * geo.out_hw[1]), dtype=x.dtype)
     columns = _Columns(x, geo)
     for chunk in columns.chunks:
-        y_chunk = np.matmul(weights, columns.fill(chunk))
-        y[chunk] = y_chunk.reshape(c_out, -1, *geo.out_hw).transpose(1, 0, 2, 3)
-    return y
+        for sample_columns, sample_y in zip(columns.fill(chunk), y[chunk]):
+            np.matmul(weights, sample_columns, out=sample_y)
+    return y.reshape(x.shape[0], c_out, *geo.out_hw)
 
 
 def _pointwise_forward(x: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndarray:
@@ -159,15 +189,16 @@ def conv2d_backward(
 def _dense_backward(
     dy: np.ndarray, x: np.ndarray, w: np.ndarray, geo: ConvGeometry
 ) -> tuple[np.ndarray, np.ndarray]:
-    """dw = dy @ columns^T, one GEMM per group and batch chunk; dx by `_input_gradient_by_phases`."""
+    """dw = sum_n dy[n] @ columns[n]^T, one GEMM per sample and group; dx by `_input_gradient_by_phases`."""
     c_out = w.shape[0]
     columns = _Columns(x, geo)
+    dy_groups = dy.reshape(dy.shape[0], geo.groups, c_out // geo.groups, columns.positions)
     dw_t = np.zeros((geo.groups, columns.rows, c_out // geo.groups), dtype=x.dtype)
     for chunk in columns.chunks:
-        # (G, C_out/G, n*H_out*W_out): dy with the samples next to the positions, like the columns.
-        dy_t = np.ascontiguousarray(dy[chunk].transpose(1, 0, 2, 3)).reshape(geo.groups, c_out // geo.groups, -1)
-        # dw^T = columns @ dy^T: OpenBLAS runs this orientation several times faster than dy @ columns^T.
-        dw_t += np.matmul(columns.fill(chunk), dy_t.swapaxes(-1, -2))
+        for sample_columns, sample_dy in zip(columns.fill(chunk), dy_groups[chunk]):
+            # dw^T += columns @ dy^T: dy[n] is already (C_out, H_out*W_out), so no copy; OpenBLAS
+            # runs this orientation as fast as dy @ columns^T or slightly faster.
+            dw_t += np.matmul(sample_columns, sample_dy.swapaxes(-1, -2))
     dx = _input_gradient_by_phases(dy, w, geo, x.shape[2:])
     return dx, np.ascontiguousarray(dw_t.swapaxes(-1, -2)).reshape(w.shape)
 
@@ -200,9 +231,12 @@ def _phase_correlation(
 ) -> np.ndarray:
     """The input gradient at one stride phase's rows and columns: a stride-1 im2col + GEMM."""
     kernel = np.ascontiguousarray(transposed[:, :, rows.taps][:, :, :, cols.taps][:, :, ::-1, ::-1])
-    window = _pad_or_crop(dy, (rows.dy_pad, cols.dy_pad))
+    (top, bottom), (left, right) = rows.dy_pad, cols.dy_pad
+    # Negative sides crop dy (a view); positive ones become the correlation's zero padding.
+    window = dy[:, :, max(0, -top) : dy.shape[2] - max(0, -bottom), max(0, -left) : dy.shape[3] - max(0, -right)]
+    padding = ((max(0, top), max(0, bottom)), (max(0, left), max(0, right)))
     phase_geo = ConvGeometry(
-        kernel.shape[2:], (1, 1), (rows.dilation, cols.dilation), ((0, 0), (0, 0)), geo.groups, (rows.count, cols.count)
+        kernel.shape[2:], (1, 1), (rows.dilation, cols.dilation), padding, geo.groups, (rows.count, cols.count)
     )
     return _dense_forward(window, kernel, phase_geo)
 
@@ -252,13 +286,6 @@ def _transposed_kernel(w: np.ndarray, groups: int) -> np.ndarray:
     c_out, c_per_group = w.shape[:2]
     per_group = w.reshape(groups, c_out // groups, c_per_group, *w.shape[2:]).swapaxes(1, 2)
     return per_group.reshape(groups * c_per_group, c_out // groups, *w.shape[2:])
-
-
-def _pad_or_crop(x: np.ndarray, sides: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
-    """Zero-pad (positive) or crop (negative) the last two axes of (N, C, H, W) `x` per side."""
-    (top, bottom), (left, right) = sides
-    cropped = x[:, :, max(0, -top) : x.shape[2] - max(0, -bottom), max(0, -left) : x.shape[3] - max(0, -right)]
-    return pad_spatial(cropped, ((max(0, top), max(0, bottom)), (max(0, left), max(0, right))))
 
 
 def _pointwise_backward(
