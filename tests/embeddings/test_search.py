@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from cnnkit.embeddings.gallery import Gallery
-from cnnkit.embeddings.search import VectorIndex, exact_search, normalise
+from cnnkit.embeddings.search import (EF_SEARCH_STEPS, HNSW_EF_CONSTRUCTION, HNSW_M, VectorIndex, _sample_rows,
+                                     _without_self, exact_search, normalise, recall_at)
 from cnnkit.errors import CnnkitError
 
 
@@ -43,6 +44,23 @@ def test_approximate_index_is_tuned_to_the_recall_target(kind: str) -> None:
     _, truth = exact_search(normalise(queries), normalise(vectors), 10)
     hits = sum(len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist())) / truth.size
     assert hits >= 0.85 and scores.max() <= 1.0 + 1e-5  # inner products of unit vectors
+
+
+def test_hnsw_keeps_the_first_efsearch_step_that_reaches_the_target() -> None:
+    pytest.importorskip("faiss")
+    vectors = torch.randn(3000, 96, generator=torch.Generator().manual_seed(0)).numpy()  # no clusters: hard
+    index = VectorIndex.build(vectors, "hnsw", target_recall=0.97, sample=200, generator=torch.Generator().manual_seed(0))
+    graph = index.index.hnsw
+    assert graph.efConstruction == HNSW_EF_CONSTRUCTION and graph.nb_neighbors(1) == HNSW_M
+    chosen = EF_SEARCH_STEPS.index(index.report.value)
+    assert chosen > 0, "the target should need more than the smallest efSearch on this data"
+    rows = _sample_rows(len(index), 200, torch.Generator().manual_seed(0))
+    truth = _without_self(exact_search(index.vectors[rows], index.vectors, 11)[1], rows)
+    graph.efSearch = EF_SEARCH_STEPS[chosen - 1]  # the step below misses the target on the same sample
+    below = recall_at(_without_self(index.search(index.vectors[rows], 11)[1], rows), truth)
+    assert below < 0.97 <= index.report.recall_at_10
+    with pytest.raises(CnnkitError, match="efConstruction"):
+        VectorIndex.build(vectors, "hnsw", hnsw_ef_construction=0)
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
