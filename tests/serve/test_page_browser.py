@@ -16,7 +16,6 @@ from PIL import Image
 
 from cnnkit.inference import Predictor
 from cnnkit.serve import ServeSettings, create_app
-from cnnkit.serve.overlay import explain_module
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -96,18 +95,12 @@ def test_page_predicts_explains_and_shows_errors(live_server: str, browser, pred
     bars = browser.find_elements(By.CSS_SELECTOR, ".card .bars li")
     assert len(bars) == 3 and "%" in bars[0].text
     assert "latency" in browser.find_element(By.CSS_SELECTOR, ".card .meta").text
-    if explain_module() is not None:
-        overlay = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".card img.overlay")))
-        wait.until(lambda _: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
-        browser.save_screenshot(str(tmp_path / "page-prediction.png"))
-        slider = browser.find_element(By.CSS_SELECTOR, ".card .slider input")
-        browser.execute_script("arguments[0].value = 20; arguments[0].dispatchEvent(new Event('input'))", slider)
-        assert overlay.value_of_css_property("opacity") == "0.2"
-    else:  # /explain answered 501: no overlay, no slider, no error
-        time.sleep(0.5)
-        assert not browser.find_elements(By.CSS_SELECTOR, ".card img.overlay, .card .slider")
-        assert browser.find_element(By.ID, "error").text == ""
-        browser.save_screenshot(str(tmp_path / "page-prediction.png"))
+    overlay = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".card img.overlay")))
+    wait.until(lambda _: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
+    browser.save_screenshot(str(tmp_path / "page-prediction.png"))
+    slider = browser.find_element(By.CSS_SELECTOR, ".card .slider input")
+    browser.execute_script("arguments[0].value = 20; arguments[0].dispatchEvent(new Event('input'))", slider)
+    assert overlay.value_of_css_property("opacity") == "0.2"
 
     notes = tmp_path / "notes.txt"
     notes.write_text("this is not an image\n")

@@ -22,7 +22,7 @@ from cnnkit.embeddings.gallery import Gallery
 from cnnkit.inference import Prediction, Predictor
 from cnnkit.serve.errors import ServeError, install_error_handlers
 from cnnkit.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
-from cnnkit.serve.overlay import explain_module, gradcam_overlay
+from cnnkit.serve.overlay import gradcam_overlay
 from cnnkit.serve.schemas import (
     BatchingInfo,
     ClassProbability,
@@ -94,8 +94,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
             model=p.model_name, task=state.task, embedding_dim=state.embedding_dim, index=index,
             classes=list(p.class_names), input_size=list(p.default_cfg.input_size),
             backend=p.backend.name, temperature=p.temperature,
-            explain_available=(explain_module() is not None and hasattr(p.backend, "model")
-                               and state.task == "classification"),
+            explain_available=hasattr(p.backend, "model") and state.task == "classification",
             auth=s.api_key is not None,
             batching=BatchingInfo(max_batch_size=s.max_batch_size, max_delay_ms=s.max_delay_ms,
                                   max_queue=s.max_queue, timeout_s=s.timeout_s),
@@ -132,10 +131,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
         """The prediction plus the Grad-CAM overlay (PNG data URL) of the top class or of `class`."""
         started = time.perf_counter()
         state.require_task("classification", "/explain")
-        module = explain_module()
-        if module is None or not hasattr(state.predictor.backend, "model"):
+        if not hasattr(state.predictor.backend, "model"):
             raise ServeError(501, "explain not available",
-                             "Grad-CAM needs cnnkit.explain and the torch backend (not in this build)")
+                             f"Grad-CAM needs the torch model; this server runs the {state.predictor.backend.name} "
+                             "backend: serve the run directory for /explain")
         uploads, _ = await read_uploads(request, state.settings)
         if len(uploads) != 1:
             raise ServeError(422, "invalid request", "explain takes exactly one image (field `file`)")
@@ -146,7 +145,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
                                     top_k=top_k or state.settings.default_top_k)
         index = found.index if target is None else target
         overlay, view = await asyncio.get_running_loop().run_in_executor(
-            state.inference_pool, gradcam_overlay, module, state.predictor, sample, index)
+            state.inference_pool, gradcam_overlay, state.predictor, sample, index)
         answer = _answer(state, found, 1000 * (time.perf_counter() - started))
         probability = float(state.predictor.probabilities_from_logits(logits)[0, index])
         return ExplainResponse(**answer.model_dump(), method="gradcam", overlay=overlay, view=view,

@@ -1,41 +1,30 @@
-"""The Grad-CAM overlay of one sample as a PNG data URL, through `cnnkit.explain` when it is installed."""
+"""The Grad-CAM overlay of one sample as a PNG data URL, through `cnnkit.explain`."""
 
 from __future__ import annotations
 
 import base64
 import io
-from types import ModuleType
 
 import numpy as np
 import torch
 from PIL import Image
 
+from cnnkit.explain import cam, overlay
 from cnnkit.inference import Predictor
 
 
-def explain_module() -> ModuleType | None:
-    """`cnnkit.explain` when it provides `cam` and `overlay`, else None (the service answers 501)."""
-    try:
-        import cnnkit.explain as explain
-    except ImportError:
-        return None
-    if not (hasattr(explain, "cam") and hasattr(explain, "overlay")):
-        return None
-    return explain
-
-
-def gradcam_overlay(explain: ModuleType, predictor: Predictor, sample: torch.Tensor,
+def gradcam_overlay(predictor: Predictor, sample: torch.Tensor,
                     class_index: int) -> tuple[str, str]:
     """uint8 sample (C, H, W) -> data URLs of (the Grad-CAM map of `class_index` blended on the
     sample, the sample itself). Runs in the inference thread (it needs gradients, so not under
     inference mode)."""
     batch = predictor.normalise(sample[None]).to(predictor.device)
-    maps = explain.cam(predictor.model, batch, method="gradcam", classes=[class_index])
-    heat = maps[0].detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)[0]
+    maps = cam(predictor.model, batch, method="gradcam", classes=[class_index])
+    heat = maps[0].detach().cpu().numpy()
     image = sample.expand(3, -1, -1) if sample.shape[0] == 1 else sample
     pixels = image.permute(1, 2, 0).contiguous().numpy()
-    blended = explain.overlay(pixels, heat, alpha=0.5)
-    return png_data_url(np.asarray(blended, dtype=np.uint8)), png_data_url(pixels)
+    blended = overlay(pixels, heat, alpha=0.5)
+    return png_data_url(blended), png_data_url(pixels)
 
 
 def png_data_url(pixels: np.ndarray) -> str:
