@@ -12,8 +12,6 @@ inputs for the speed part. The CPU's instruction set is printed first.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import sys
 import tempfile
@@ -22,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from cnnkit.cli import main as cnnkit_main
 from cnnkit.deploy.bench import onnx_runner, torch_runner
 from cnnkit.deploy.fold import fold_batchnorm
 from cnnkit.deploy.onnx_export import write_onnx
@@ -62,17 +59,14 @@ def _accuracy(mnist: Path, tmp: Path) -> str:
     """Train mnist_cnn 2 epochs on 6,000 MNIST digits, then `cnnkit export --int8` on the test set."""
     sys.path.insert(0, str(Path(__file__).parent))
     from mnist_subset import write_mnist_subset
+    from quiet_cli import run_cnnkit
 
     data = write_mnist_subset(mnist, tmp / "mnist6k.npz", train_size=6000)
     run = tmp / "run"
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert cnnkit_main(["train", str(data), "--model", "mnist_cnn", "--epochs", "2", "--batch-size", "64",
-                            "--out", str(run), "--quiet"]) == 0
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert cnnkit_main(["export", str(run), "--out", str(tmp / "mnist.onnx"), "--calibration", str(data),
-                            "--int8", "--calibration-size", "512", "--max-drop", "1.0"]) == 0
-    return out.getvalue()
+    run_cnnkit(["train", str(data), "--model", "mnist_cnn", "--epochs", "2", "--batch-size", "64",
+                "--out", str(run), "--quiet"])
+    return run_cnnkit(["export", str(run), "--out", str(tmp / "mnist.onnx"), "--calibration", str(data),
+                       "--int8", "--calibration-size", "512", "--max-drop", "1.0"])
 
 
 def main() -> int:

@@ -23,8 +23,6 @@ T listed is the headline, so that the test set does not pick it; the others foll
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import sys
 import tempfile
@@ -33,22 +31,13 @@ from pathlib import Path
 
 import torch
 
-from cnnkit.cli import main as _cli
 from cnnkit.device_info import device_info
 from cnnkit.inference import read_summary
 from cnnkit.models.factory import create_model
 from mnist_subset import write_mnist_subset
+from quiet_cli import run_cnnkit
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
-
-
-def cnnkit_main(argv: list[str]) -> None:
-    """`cnnkit ...` in-process, its per-run report kept off this benchmark's output."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = _cli(argv)
-    if code:
-        raise SystemExit(f"cnnkit {' '.join(argv)} failed with {code}:\n{out.getvalue()}")
 
 
 def _errors(run: Path) -> tuple[int, int]:
@@ -93,7 +82,7 @@ def main() -> int:
         data = str(args.mnist) if args.train_size == 0 else str(
             write_mnist_subset(args.mnist, scratch / "mnist.npz", train_size=args.train_size))
         start = time.perf_counter()
-        cnnkit_main(["train", data, "--model", args.teacher, "--epochs", str(args.teacher_epochs),
+        run_cnnkit(["train", data, "--model", args.teacher, "--epochs", str(args.teacher_epochs),
                      "--out", str(scratch / "teacher"), *recipe])
         teacher = _errors(scratch / "teacher")
         print(f"teacher {args.teacher}, {args.teacher_epochs} epochs: {teacher[0]} test errors of {teacher[1]} "
@@ -103,7 +92,7 @@ def main() -> int:
         for label, alpha, temperature in runs:
             start = time.perf_counter()
             out = scratch / label.replace(" ", "_").replace("=", "")
-            cnnkit_main(["distill", str(scratch / "teacher"), data, "--student", args.student, "--alpha", str(alpha),
+            run_cnnkit(["distill", str(scratch / "teacher"), data, "--student", args.student, "--alpha", str(alpha),
                          "--temperature", str(temperature), "--epochs", str(args.student_epochs),
                          "--out", str(out), *recipe])
             results[label] = _errors(out)

@@ -16,8 +16,6 @@ Last line: `int8_accuracy: <largest drop at --max-drop 1.0> points (<model>: fp3
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import re
 import sys
@@ -27,29 +25,19 @@ from pathlib import Path
 
 import torch
 
-from cnnkit.cli import main as cnnkit_main
 from cnnkit.device_info import device_info
 from cnnkit.inference import read_summary
 from mnist_subset import write_mnist_subset
+from quiet_cli import run_cnnkit
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
 LATENCY = re.compile(r"batch\s+(\d+): fp32 p50 ([\d.]+) ms(?:\s+int8 p50 ([\d.]+) ms)?")
 
 
-def _quiet(argv: list[str]) -> str:
-    """`cnnkit ...` in-process; its printed report returned."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cnnkit_main(argv)
-    if code:
-        raise SystemExit(f"cnnkit {' '.join(argv)} failed with {code}:\n{out.getvalue()}")
-    return out.getvalue()
-
-
 def _export(run: Path, data: Path, onnx: Path, max_drop: float, threads: int) -> dict:
     """`cnnkit export --int8` on a trained run; the figures from its summary and its report."""
     started = time.perf_counter()
-    report = _quiet(["export", str(run), "--out", str(onnx), "--calibration", str(data), "--int8",
+    report = run_cnnkit(["export", str(run), "--out", str(onnx), "--calibration", str(data), "--int8",
                      "--calibration-size", "512", "--max-drop", str(max_drop), "--threads", str(threads)])
     int8 = read_summary(run).int8
     int8_path = onnx.with_name(onnx.stem + ".int8.onnx")
@@ -100,7 +88,7 @@ def main() -> int:
         for model in filter(None, args.models.split(",")):
             run = tmp / model
             started = time.perf_counter()
-            _quiet(["train", str(data), "--model", model, "--out", str(run), *recipe])
+            run_cnnkit(["train", str(data), "--model", model, "--out", str(run), *recipe])
             size = read_summary(run).default_cfg.input_size[-1]
             print(f"## {model}: trained at {size} px in {time.perf_counter() - started:.0f} s "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)

@@ -15,8 +15,6 @@ little and accuracy to fall sharply above 95%. Last line: `prune_sparsity: <MNIS
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import sys
 import tempfile
@@ -25,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from cnnkit.cli import main as _cli
 from cnnkit.deploy.compare import test_metrics
 from cnnkit.deploy.from_run import open_run
 from cnnkit.deploy.lottery import rewound_model
@@ -34,14 +31,9 @@ from cnnkit.device_info import device_info
 from cnnkit.inference import RunSummary, read_summary
 from cnnkit.train.fit import fit
 from mnist_subset import write_mnist_subset
+from quiet_cli import run_cnnkit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def cnnkit_main(argv: list[str]) -> int:
-    """`cnnkit ...` in-process, its per-run report kept off this benchmark's output."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return _cli(argv)
 
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
@@ -49,14 +41,14 @@ CHANNEL_FRACTIONS = (0.25, 0.5)
 
 
 def _train(data: str, model: str, out: Path, epochs: int, img_size: int, batch: int) -> float:
-    assert cnnkit_main(["train", data, "--model", model, "--epochs", str(epochs), "--batch-size", str(batch),
-                        "--lr", "0.003", "--warmup-epochs", "0", "--img-size", str(img_size), "--seed", "0",
-                        "--out", str(out), "--quiet"]) == 0
+    run_cnnkit(["train", data, "--model", model, "--epochs", str(epochs), "--batch-size", str(batch),
+                "--lr", "0.003", "--warmup-epochs", "0", "--img-size", str(img_size), "--seed", "0",
+                "--out", str(out), "--quiet"])
     return read_summary(out).test["test_top1"]
 
 
 def _prune(run: Path, data: str, out: Path, epochs: int, *extra: str) -> RunSummary:
-    assert cnnkit_main(["prune", str(run), data, "--epochs", str(epochs), "--out", str(out), "--quiet", *extra]) == 0
+    run_cnnkit(["prune", str(run), data, "--epochs", str(epochs), "--out", str(out), "--quiet", *extra])
     return read_summary(out)
 
 
