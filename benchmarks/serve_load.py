@@ -159,12 +159,13 @@ def batch_totals(url: str) -> tuple[float, float]:
     return values["cnnkit_batch_size_sum"], values["cnnkit_batch_size_count"]
 
 
-def paired_overhead(url: str, run_dir: Path, images: list[bytes], repeats: int) -> tuple[float, float, float]:
+def paired_overhead(url: str, run_dir: Path, images: list[bytes], repeats: int,
+                    device: str) -> tuple[float, float, float]:
     """(median bare ms, median server ms, median of the paired differences) at batch 1: each round
     runs a bare `Predictor.predict(bytes)` then the same image through the server, one after the
     other, so both see the same moment's load. Runs in a worker thread, as the server runs its
     forward (torch driven from the main thread was several times slower on this loaded machine)."""
-    predictor = Predictor.from_run(run_dir, batch_size=1)
+    predictor = Predictor.from_run(run_dir, batch_size=1, device=device)
 
     def rounds() -> tuple[float, float, float]:
         bare, served = [], []
@@ -187,19 +188,20 @@ def paired_overhead(url: str, run_dir: Path, images: list[bytes], repeats: int) 
         return pool.submit(rounds).result()
 
 
-def forward_gain(run_dir: Path, images: list[bytes], batch: int, repeats: int) -> tuple[float, float]:
+def forward_gain(run_dir: Path, images: list[bytes], batch: int, repeats: int, device: str) -> tuple[float, float]:
     """(median ms per image of the model alone at batch 1, at `batch`): uint8 samples decoded once,
-    then normalise + forward only, alternating the two sizes, in a worker thread."""
-    predictor = Predictor.from_run(run_dir, batch_size=batch)
+    then normalise + forward only (logits copied to the CPU, which waits for an accelerator),
+    alternating the two sizes, in a worker thread."""
+    predictor = Predictor.from_run(run_dir, batch_size=batch, device=device)
     samples = torch.stack([predictor.sample(data) for data in images[:batch]])
 
     def rounds() -> tuple[float, float]:
         single, batched = [], []
         for i in range(repeats + 1):
             started = time.perf_counter()
-            predictor.backend.logits(predictor.normalise(samples[:1]))
+            predictor.backend.logits(predictor.normalise(samples[:1])).cpu()
             middle = time.perf_counter()
-            predictor.backend.logits(predictor.normalise(samples))
+            predictor.backend.logits(predictor.normalise(samples)).cpu()
             ended = time.perf_counter()
             if i:  # the first round warms up
                 single.append(1000 * (middle - started))
@@ -217,25 +219,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="turns each server takes per concurrency level")
     parser.add_argument("--bare-repeats", type=int, default=40)
     parser.add_argument("--forward-repeats", type=int, default=5, help="rounds of the model-alone batch 1 vs 16")
+    parser.add_argument("--device", default="cpu", help="where the servers and the bare predictor run (cpu, cuda)")
     args = parser.parse_args()
     print(f"# {device_info().describe()}")
     print(f"# load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
           f"on {os.cpu_count()} CPUs")
     images = load_images(args.images, 64)
     source = "hymenoptera JPEGs" if args.images.is_dir() else "synthetic 500x375 JPEGs"
-    print(f"# resnet18 at 224 px, random weights (seeded), {len(images)} {source}, torch {torch.__version__}")
+    print(f"# resnet18 at 224 px, random weights (seeded), {len(images)} {source}, torch {torch.__version__}, "
+          f"device {args.device}")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         save_random_run(run_dir)
-        configs = {BATCHING: [], SINGLE: ["--max-batch-size", "1"]}
+        configs = {BATCHING: ["--device", args.device], SINGLE: ["--max-batch-size", "1", "--device", args.device]}
         ports = {name: free_port() for name in configs}
         servers = {name: start_server(run_dir, ports[name], extra) for name, extra in configs.items()}
         results: dict[str, list[Load]] = {name: [] for name in configs}
         mean_batch: dict[int, float] = {}
         try:
             bare, served, overhead = paired_overhead(f"http://127.0.0.1:{ports[SINGLE]}", run_dir, images,
-                                                     args.bare_repeats)
-            alone_1, alone_16 = forward_gain(run_dir, images, 16, args.forward_repeats)
+                                                     args.bare_repeats, args.device)
+            alone_1, alone_16 = forward_gain(run_dir, images, 16, args.forward_repeats, args.device)
             for clients in CONCURRENCY:  # the two servers take turns (ABAB), so drifting load hits both
                 parts: dict[str, list[Load]] = {name: [] for name in configs}
                 batching_url = f"http://127.0.0.1:{ports[BATCHING]}"
