@@ -58,8 +58,7 @@ def _speed(name: str, tmp: Path, threads: int) -> dict[str, dict[int, float]]:
 def _accuracy(mnist: Path, tmp: Path) -> str:
     """Train mnist_cnn 2 epochs on 6,000 MNIST digits, then `cnnkit export --int8` on the test set."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from mnist_subset import write_mnist_subset
-    from quiet_cli import run_cnnkit
+    from mnist_subset import run_cnnkit, write_mnist_subset
 
     data = write_mnist_subset(mnist, tmp / "mnist6k.npz", train_size=6000)
     run = tmp / "run"

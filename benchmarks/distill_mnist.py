@@ -34,8 +34,7 @@ import torch
 from cnnkit.device_info import device_info
 from cnnkit.inference import read_summary
 from cnnkit.models.factory import create_model
-from mnist_subset import write_mnist_subset
-from quiet_cli import run_cnnkit
+from mnist_subset import run_cnnkit, write_mnist_subset
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
 

@@ -30,8 +30,7 @@ from cnnkit.deploy.masks import MaskHold, apply_masks, global_magnitude_masks
 from cnnkit.device_info import device_info
 from cnnkit.inference import RunSummary, read_summary
 from cnnkit.train.fit import fit
-from mnist_subset import write_mnist_subset
-from quiet_cli import run_cnnkit
+from mnist_subset import run_cnnkit, write_mnist_subset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
