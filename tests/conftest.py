@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from colour_folders import make_tiny_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -46,15 +46,7 @@ def hymenoptera_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two classes of 16x16 PNGs: reddish and bluish squares with noise."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for name, channel in (("blue", 2), ("red", 0)):
-        (root / name).mkdir()
-        for i in range(24):
-            pixels = rng.integers(0, 80, size=(16, 16, 3), dtype=np.uint8)
-            pixels[..., channel] = rng.integers(170, 256, size=(16, 16), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
+    return make_tiny_folder(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_runs import make_tiny_folder
+from colour_folders import make_tiny_folder
 
 from cnnkit.cli import main
 from cnnkit.deploy.bench import parse_backends

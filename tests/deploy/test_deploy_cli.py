@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from tiny_runs import make_tiny_folder, train_tiny_run
+from colour_folders import make_tiny_folder
+from tiny_runs import train_tiny_run
 
 from cnnkit.analysis.summary import summary as analyse
 from cnnkit.cli import main

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_runs import make_tiny_folder, train_tiny_run
+from colour_folders import make_tiny_folder
+from tiny_runs import train_tiny_run
 
 from cnnkit.cli import main
 from cnnkit.deploy.distill import distillation_loss, soft_target_loss

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_runs import make_tiny_folder, train_tiny_run
+from colour_folders import make_tiny_folder
+from tiny_runs import train_tiny_run
 
 from cnnkit.cli import main
 from cnnkit.deploy.from_run import open_run

@@ -1,27 +1,13 @@
-"""Tiny finished runs for the prune/distill/compare tests: 48 16x16 PNGs of two colours, trained in seconds."""
+"""Tiny finished runs for the prune/distill/compare tests: `make_tiny_folder`'s two colours, trained in seconds."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from cnnkit.cli import main
-
-
-def make_tiny_folder(root: Path) -> Path:
-    """Two classes of 16x16 PNGs: reddish and bluish squares with noise."""
-    rng = np.random.default_rng(0)
-    for name, channel in (("blue", 2), ("red", 0)):
-        (root / name).mkdir(parents=True)
-        for i in range(24):
-            pixels = rng.integers(0, 80, size=(16, 16, 3), dtype=np.uint8)
-            pixels[..., channel] = rng.integers(170, 256, size=(16, 16), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
 
 
 def train_tiny_run(data: Path, out: Path, *, model: str = "compact_cnn", epochs: int = 2) -> Path:

@@ -7,9 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from colour_folders import write_colour_folders
 from torch import nn
 
 from cnnkit.cli import main
@@ -50,15 +49,8 @@ def test_recipe_reads_as_the_course_wrote_it() -> None:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes x 10 RGB 40x48 photos: reddish, greenish and bluish soil-like noise."""
-    root = tmp_path_factory.mktemp("soil")
-    rng = np.random.default_rng(0)
-    for channel, name in enumerate(("clay", "loam", "sand")):
-        (root / name).mkdir()
-        for i in range(10):
-            pixels = rng.integers(0, 90, size=(40, 48, 3), dtype=np.uint8)
-            pixels[..., channel] = rng.integers(150, 256, size=(40, 48), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.jpg")
-    return root
+    return write_colour_folders(tmp_path_factory.mktemp("soil"), (("clay", 0), ("loam", 1), ("sand", 2)), images=10,
+                                size=(40, 48), noise_below=90, channel_from=150, suffix=".jpg")
 
 
 def test_recipe_runs_end_to_end(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
