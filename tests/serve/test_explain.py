@@ -63,3 +63,11 @@ def test_explain_overlay_is_the_explain_packages_gradcam(predictor: Predictor) -
     by_index = post_explain(predictor, image, "?class=2").json()
     assert by_index["explained"]["label"] == CLASSES[2]
     assert post_explain(predictor, image, "?class=zebra").status_code == 422
+
+
+def test_class_that_only_looks_like_a_number_is_a_422(predictor: Predictor) -> None:
+    """`str.isdigit` accepts "²" and "٢", which `int` refuses or reads as 2: only ASCII digits index."""
+    for name in ("²", "٢"):
+        response = post_explain(predictor, png_bytes(2), f"?class={name}")
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "unknown class" and name in response.json()["detail"]

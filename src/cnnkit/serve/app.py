@@ -162,7 +162,7 @@ def _class_index(predictor: Predictor, name: str | None) -> int | None:
         return None
     if name in predictor.class_names:
         return predictor.class_names.index(name)
-    if name.isdigit() and int(name) < len(predictor.class_names):
+    if name.isascii() and name.isdigit() and int(name) < len(predictor.class_names):  # not "²" or "٢"
         return int(name)
     raise ServeError(422, "unknown class", f"class={name!r} is not one of {list(predictor.class_names)}")
 
