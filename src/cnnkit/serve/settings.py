@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass
 
 from cnnkit.errors import CnnkitError
@@ -31,6 +32,9 @@ class ServeSettings:
     decode_threads: int = 2
 
     def __post_init__(self) -> None:
+        for name in ("max_upload_mb", "timeout_s", "max_delay_ms"):  # nan slips past every comparison
+            if not math.isfinite(getattr(self, name)):
+                raise CnnkitError(f"serve: {name} must be a finite number, got {getattr(self, name)}")
         for name in ("max_batch_size", "max_queue", "workers", "max_files", "default_top_k", "max_pixels",
                      "decode_threads"):
             if getattr(self, name) < 1:
