@@ -209,3 +209,18 @@ def test_a_body_of_many_tiny_parts_is_refused_at_the_part_limit(predictor: Predi
     assert refused.status_code == 413, refused.text
     assert refused.json()["error"] == "too many parts" and "at most 4 images" in refused.json()["detail"]
     assert fine.status_code == 200, "a few plain fields beside the image are fine"
+
+
+def test_an_unidentifiable_header_is_named_without_the_servers_memory_addresses(predictor: Predictor) -> None:
+    """Pillow's "cannot identify image file <_io.BytesIO object at 0x7f...>" told a remote client a
+    heap address and not what was wrong."""
+    async def scenario():
+        async with serving(predictor) as client:
+            return [await client.post("/predict", **upload(data, name))
+                    for data, name in ((b"\x89PNG\r\n\x1a\n", "cut.png"), (b"GIF89a", "cut.gif"))]
+
+    for response, kind in zip(run(scenario), ("PNG", "GIF")):
+        assert response.status_code == 400 and response.json()["error"] == "unreadable image"
+        detail = response.json()["detail"]
+        assert f"its {kind} header is truncated or corrupt" in detail, detail
+        assert "0x" not in detail and "BytesIO" not in detail, detail

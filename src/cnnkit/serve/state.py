@@ -98,8 +98,8 @@ class ServeState:
     def prepare(self, upload: Upload) -> torch.Tensor:
         """Magic bytes, header pixel count, then decode and resize: uint8 (C, H, W) at the input size."""
         label = upload.filename or upload.field
-        sniff_format(upload.data, label)
-        check_header(upload.data, label, max_pixels=self.settings.max_pixels)
+        image_format = sniff_format(upload.data, label)
+        check_header(upload.data, label, image_format=image_format, max_pixels=self.settings.max_pixels)
         try:
             return self.predictor.sample(upload.data, name=label)
         except BadImageError as error:

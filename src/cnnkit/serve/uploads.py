@@ -11,7 +11,7 @@ import io
 import sys
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from cnnkit.data.decode import BadImageError, read_header
@@ -104,9 +104,10 @@ def sniff_format(data: bytes, filename: str) -> str:
                      f"{filename}: not a {', '.join(ACCEPTED_FORMATS)} image by its first bytes ({shown})")
 
 
-def check_header(data: bytes, filename: str, *, max_pixels: int) -> None:
+def check_header(data: bytes, filename: str, *, image_format: str, max_pixels: int) -> None:
     """Refuse an image whose header claims over `max_pixels` (413) or cannot be read (400),
-    before its decoder runs (a decompression bomb never allocates its pixels)."""
+    before its decoder runs (a decompression bomb never allocates its pixels). `image_format` is
+    what `sniff_format` found."""
     stream = io.BytesIO(data)
     stream.name = filename
     try:
@@ -115,6 +116,9 @@ def check_header(data: bytes, filename: str, *, max_pixels: int) -> None:
         if isinstance(error.__cause__, Image.DecompressionBombError):  # Pillow's own guard, from the header
             raise ServeError(413, "image has too many pixels",
                              f"{filename}: over the limit of {max_pixels} pixels ({error.__cause__})") from error
+        if isinstance(error.__cause__, UnidentifiedImageError):  # its text shows the stream's repr (an address)
+            raise ServeError(400, "unreadable image", f"{filename}: not a readable image: its {image_format} "
+                                                      "header is truncated or corrupt") from error
         raise ServeError(400, "unreadable image", f"{filename}: {error.reason}") from error
     if header.width * header.height > max_pixels:
         raise ServeError(413, "image has too many pixels",
