@@ -76,6 +76,20 @@ def write_photo(path: Path, seed: int) -> Path:
     return path
 
 
+def tab_stops(browser, count: int) -> list[str]:
+    """The id (or tag) of each element the Tab key focuses from the top of the page, visible ones only."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    stops = []
+    for _ in range(count):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        stops.append(browser.execute_script(
+            "const e = document.activeElement, box = e.getBoundingClientRect();"
+            "return box.width >= 8 && box.height >= 8 ? (e.id || e.tagName.toLowerCase()) : 'invisible ' + e.id;"))
+    return stops
+
+
 def test_page_predicts_explains_and_shows_errors(live_server: str, browser, predictor: Predictor,
                                                  tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -87,6 +101,7 @@ def test_page_predicts_explains_and_shows_errors(live_server: str, browser, pred
     expected = predictor.predict(str(photo), top_k=3)[0]
     browser.get(live_server)
     wait.until(ready.text_to_be_present_in_element((By.ID, "model"), "3 classes"))
+    assert tab_stops(browser, 4) == ["drop", "compare", "clear", "summary"], "every Tab stop is a visible control"
 
     browser.find_element(By.ID, "file").send_keys(str(photo))
     top = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, ".card .top[data-label]")))
