@@ -224,3 +224,14 @@ def test_an_unidentifiable_header_is_named_without_the_servers_memory_addresses(
         detail = response.json()["detail"]
         assert f"its {kind} header is truncated or corrupt" in detail, detail
         assert "0x" not in detail and "BytesIO" not in detail, detail
+
+
+def test_max_pixels_above_the_predictors_own_guard_is_refused_at_start(predictor: Predictor) -> None:
+    """The decoder keeps `Predictor.max_pixels` (Pillow's guard): with --max-pixels above it, an image
+    between the two passed the header check and came back as a 400 "unreadable image"."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.serve import ServeSettings, create_app
+
+    with pytest.raises(CnnkitError, match=f"max_pixels {predictor.max_pixels + 1} is above .* {predictor.max_pixels}"):
+        create_app(predictor, ServeSettings(max_pixels=predictor.max_pixels + 1))
+    assert create_app(predictor, ServeSettings(max_pixels=predictor.max_pixels)) is not None

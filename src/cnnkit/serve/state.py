@@ -30,6 +30,9 @@ class ServeState:
     def __init__(self, predictor: Predictor, settings: ServeSettings, gallery: Gallery | None = None) -> None:
         self.predictor = predictor
         self.settings = settings
+        if settings.max_pixels > predictor.max_pixels:  # the decoder would refuse what the header check let in
+            raise CnnkitError(f"serve: max_pixels {settings.max_pixels} is above the predictor's decoding limit "
+                              f"{predictor.max_pixels} (Predictor.max_pixels): lower --max-pixels")
         self.embedding_dim = embedding_dim(predictor)
         if gallery is not None and self.embedding_dim is None:
             raise CnnkitError("serve: a gallery (--index) needs an embedding run; this model is a classifier")
