@@ -24,6 +24,7 @@ def test_non_loopback_needs_a_key_or_an_explicit_no_auth() -> None:
         ServeSettings(api_key="short")
     with pytest.raises(CnnkitError, match="max_batch_size"):
         ServeSettings(max_batch_size=0)
+    assert KEY not in repr(ServeSettings(api_key=KEY)), "the key stays out of logs and tracebacks"
 
 
 def test_bearer_key_guards_the_model_but_not_health(predictor: Predictor) -> None:

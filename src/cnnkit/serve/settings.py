@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cnnkit.errors import CnnkitError
 
@@ -27,7 +27,7 @@ class ServeSettings:
     workers: int = 1
     max_files: int = 32
     default_top_k: int = 5
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a secret: kept out of logs and tracebacks
     allow_no_auth: bool = False
     decode_threads: int = 2
 
