@@ -120,3 +120,24 @@ def test_backend_failure_is_a_json_500_and_the_server_recovers(predictor: Predic
     failed, fine = run(scenario)
     assert failed.status_code == 500 and failed.json()["error"] == "inference failed"
     assert fine.status_code == 200
+
+
+def test_an_unexpected_exception_is_a_json_500_too(predictor: Predictor) -> None:
+    """A bug the handlers did not foresee still answers the one error shape, not Starlette's plain text."""
+    import httpx
+
+    app = create_app(predictor)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as client:
+            return await client.get("/boom")
+
+    response = run(scenario)
+    assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+    assert response.json()["error"] == "internal server error" and set(response.json()) == {"error", "detail"}
+    assert "a bug" not in response.text, "the exception's text stays in the server's log"

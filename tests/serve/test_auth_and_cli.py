@@ -24,6 +24,7 @@ def test_non_loopback_needs_a_key_or_an_explicit_no_auth() -> None:
         ServeSettings(api_key="short")
     with pytest.raises(CnnkitError, match="max_batch_size"):
         ServeSettings(max_batch_size=0)
+    assert KEY not in repr(ServeSettings(api_key=KEY)), "the key stays out of logs and tracebacks"
 
 
 def test_bearer_key_guards_the_model_but_not_health(predictor: Predictor) -> None:
@@ -103,3 +104,20 @@ def test_no_endpoint_reads_a_server_side_path_named_by_a_request(predictor: Pred
     named_file, named_field = run(scenario)
     assert named_file.status_code == 415, "the uploaded bytes are judged, never the file the name points to"
     assert named_field.status_code == 422
+
+
+def test_numbers_that_are_not_finite_or_not_whole_are_refused_by_name(tmp_path: Path, capsys) -> None:
+    """`--max-delay-ms nan` left every request to time out, `--max-upload-mb inf` and `--max-pixels inf`
+    raised OverflowError, `--max-batch-size 1.5` became 1 without a word."""
+    for name in ("max_upload_mb", "max_delay_ms", "timeout_s"):
+        for value in (float("inf"), float("nan")):
+            with pytest.raises(CnnkitError, match=f"{name} must be a finite number"):
+                ServeSettings(**{name: value})
+    for flag, value in (("--max-pixels", "inf"), ("--max-pixels", "1e400"), ("--max-batch-size", "1.5"),
+                        ("--max-upload-mb", "inf"), ("--timeout-s", "nan")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", str(tmp_path), flag, value])
+        assert exit_.value.code == 2
+        assert f"argument {flag}" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--max-delay-ms", "nan"]) == 2
+    assert "max_delay_ms must be a finite number" in capsys.readouterr().err

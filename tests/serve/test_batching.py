@@ -185,3 +185,31 @@ def test_a_request_makes_no_thread_pool_hops_beyond_decode_and_forward(predictor
 
     assert [r.status_code for r in run(scenario)] == [200, 200]
     assert hops == [], f"ran in FastAPI's thread pool: {hops}"
+
+
+def test_a_forward_pass_with_too_few_rows_fails_its_requests_and_the_batcher_goes_on() -> None:
+    """An answer of the wrong size raised IndexError inside the batcher's task: it died, and every
+    later request waited for its timeout while /readyz still said ready."""
+    calls: list[int] = []
+
+    def forward(samples: torch.Tensor) -> torch.Tensor:
+        calls.append(len(samples))
+        rows = samples.float().flatten(1)
+        return rows[:1] if len(calls) == 1 else rows
+
+    async def scenario():
+        pool = ThreadPoolExecutor(1)
+        batcher = DynamicBatcher(forward, executor=pool, max_batch_size=2, max_delay_ms=50, max_queue=10)
+        batcher.start()
+        try:
+            first = await asyncio.wait_for(asyncio.gather(
+                *(batcher.submit(torch.full((1,), i, dtype=torch.uint8)) for i in range(2)), return_exceptions=True), 5)
+            later = await asyncio.wait_for(batcher.submit(torch.full((1,), 7, dtype=torch.uint8)), 5)
+        finally:
+            await batcher.stop()
+            pool.shutdown()
+        return first, later
+
+    first, later = run(scenario)
+    assert all(isinstance(e, RuntimeError) and "1 rows for a batch of 2" in str(e) for e in first), first
+    assert int(later[0]) == 7

@@ -63,3 +63,35 @@ def test_explain_overlay_is_the_explain_packages_gradcam(predictor: Predictor) -
     by_index = post_explain(predictor, image, "?class=2").json()
     assert by_index["explained"]["label"] == CLASSES[2]
     assert post_explain(predictor, image, "?class=zebra").status_code == 422
+
+
+def test_class_that_only_looks_like_a_number_is_a_422(predictor: Predictor) -> None:
+    """`str.isdigit` accepts "²" and "٢", which `int` refuses or reads as 2: only ASCII digits index."""
+    for name in ("²", "٢"):
+        response = post_explain(predictor, png_bytes(2), f"?class={name}")
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "unknown class" and name in response.json()["detail"]
+
+
+def test_explain_takes_several_files_as_the_readme_says(predictor: Predictor) -> None:
+    """Field `files` answers a list in order, each the one-file answer of that image (it was a 422)."""
+    images = [png_bytes(30), png_bytes(31)]
+
+    async def scenario():
+        async with serving(predictor) as client:
+            many = await client.post("/explain?class=fox", files=[("files", (f"f{i}.png", data, "image/png"))
+                                                                   for i, data in enumerate(images)])
+            ones = [await client.post("/explain?class=fox", **upload(data, f"f{i}.png")) for i, data in enumerate(images)]
+            return many, ones
+
+    many, ones = run(scenario)
+    assert many.status_code == 200, many.text
+    answers = many.json()
+    assert [a["filename"] for a in answers] == ["f0.png", "f1.png"]
+    for answer, one in zip(answers, ones):
+        one = one.json()
+        assert answer["explained"]["label"] == one["explained"]["label"] == "fox"
+        assert answer["explained"]["probability"] == pytest.approx(one["explained"]["probability"], abs=1e-5)
+        assert [p["label"] for p in answer["predictions"]] == [p["label"] for p in one["predictions"]]
+        np.testing.assert_array_equal(decode_data_url(answer["overlay"]), decode_data_url(one["overlay"]))
+    assert answers[0]["overlay"] != answers[1]["overlay"], "each image has its own map"

@@ -190,3 +190,48 @@ def test_good_requests_still_answer_correctly_after_a_burst_of_bad_ones(predicto
     body = answer.json()
     assert [p["label"] for p in body["predictions"]] == [c.label for c in expected.top]
     assert body["predictions"][0]["probability"] == pytest.approx(expected.probability, abs=1e-6)
+
+
+def test_a_body_of_many_tiny_parts_is_refused_at_the_part_limit(predictor: Predictor) -> None:
+    """The parser runs on the event loop: 10 MB of tiny form fields (190 000 parts) held it for
+    seconds. Parsing stops past max_files + a few plain fields, before the parts are collected."""
+    part = b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n'
+    body = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + png_bytes(1) + b"\r\n"
+    fields = part * 200 + b"--x--\r\n"
+
+    async def scenario():
+        async with serving(predictor, max_files=4) as client:
+            headers = {"content-type": "multipart/form-data; boundary=x"}
+            return (await client.post("/predict", content=body + fields, headers=headers),
+                    await client.post("/predict", content=body + part * 3 + b"--x--\r\n", headers=headers))
+
+    refused, fine = run(scenario)
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["error"] == "too many parts" and "at most 4 images" in refused.json()["detail"]
+    assert fine.status_code == 200, "a few plain fields beside the image are fine"
+
+
+def test_an_unidentifiable_header_is_named_without_the_servers_memory_addresses(predictor: Predictor) -> None:
+    """Pillow's "cannot identify image file <_io.BytesIO object at 0x7f...>" told a remote client a
+    heap address and not what was wrong."""
+    async def scenario():
+        async with serving(predictor) as client:
+            return [await client.post("/predict", **upload(data, name))
+                    for data, name in ((b"\x89PNG\r\n\x1a\n", "cut.png"), (b"GIF89a", "cut.gif"))]
+
+    for response, kind in zip(run(scenario), ("PNG", "GIF")):
+        assert response.status_code == 400 and response.json()["error"] == "unreadable image"
+        detail = response.json()["detail"]
+        assert f"its {kind} header is truncated or corrupt" in detail, detail
+        assert "0x" not in detail and "BytesIO" not in detail, detail
+
+
+def test_max_pixels_above_the_predictors_own_guard_is_refused_at_start(predictor: Predictor) -> None:
+    """The decoder keeps `Predictor.max_pixels` (Pillow's guard): with --max-pixels above it, an image
+    between the two passed the header check and came back as a 400 "unreadable image"."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.serve import ServeSettings, create_app
+
+    with pytest.raises(CnnkitError, match=f"max_pixels {predictor.max_pixels + 1} is above .* {predictor.max_pixels}"):
+        create_app(predictor, ServeSettings(max_pixels=predictor.max_pixels + 1))
+    assert create_app(predictor, ServeSettings(max_pixels=predictor.max_pixels)) is not None

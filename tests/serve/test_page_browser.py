@@ -76,6 +76,40 @@ def write_photo(path: Path, seed: int) -> Path:
     return path
 
 
+# A PNG drawn in the page, handed to the drop zone (a drop event) or to the document (a paste event)
+# as a browser does for a dragged or pasted file.
+DROP_OR_PASTE = """
+const [how, done] = arguments;
+const canvas = Object.assign(document.createElement("canvas"), {width: 64, height: 48});
+const pen = canvas.getContext("2d"), fill = pen.createLinearGradient(0, 0, 64, 48);
+fill.addColorStop(0, "#c33"); fill.addColorStop(1, "#33c"); pen.fillStyle = fill; pen.fillRect(0, 0, 64, 48);
+canvas.toBlob((blob) => {
+  const data = new DataTransfer();
+  data.items.add(new File([blob], how + ".png", {type: "image/png"}));
+  if (how === "dropped") {
+    document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+  } else {
+    document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true}));
+  }
+  done();
+}, "image/png");
+"""
+
+
+def tab_stops(browser, count: int) -> list[str]:
+    """The id (or tag) of each element the Tab key focuses from the top of the page, visible ones only."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    stops = []
+    for _ in range(count):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        stops.append(browser.execute_script(
+            "const e = document.activeElement, box = e.getBoundingClientRect();"
+            "return box.width >= 8 && box.height >= 8 ? (e.id || e.tagName.toLowerCase()) : 'invisible ' + e.id;"))
+    return stops
+
+
 def test_page_predicts_explains_and_shows_errors(live_server: str, browser, predictor: Predictor,
                                                  tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -87,6 +121,7 @@ def test_page_predicts_explains_and_shows_errors(live_server: str, browser, pred
     expected = predictor.predict(str(photo), top_k=3)[0]
     browser.get(live_server)
     wait.until(ready.text_to_be_present_in_element((By.ID, "model"), "3 classes"))
+    assert tab_stops(browser, 4) == ["drop", "compare", "clear", "summary"], "every Tab stop is a visible control"
 
     browser.find_element(By.ID, "file").send_keys(str(photo))
     top = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, ".card .top[data-label]")))
@@ -108,6 +143,14 @@ def test_page_predicts_explains_and_shows_errors(live_server: str, browser, pred
     wait.until(ready.text_to_be_present_in_element((By.ID, "error"), "unsupported file type"))
     assert "notes.txt" in browser.find_element(By.ID, "error").text
     assert "415" in browser.find_element(By.ID, "error").text
+
+    for how in ("dropped", "pasted"):
+        browser.execute_async_script(DROP_OR_PASTE, how)
+        wait.until(lambda _, name=f"{how}.png": browser.execute_script(
+            "const card = document.querySelector('.card');"
+            "return card && card.querySelector('h2').textContent === arguments[0] && card.querySelector('.top[data-label]')"
+            " && card.querySelector('img.preview').naturalWidth > 0", name))
+    assert browser.find_element(By.ID, "error").text == "", "a good image clears the last error"
 
     browser.find_element(By.ID, "compare").click()
     second = write_photo(tmp_path / "second.png", 1)

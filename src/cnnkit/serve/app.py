@@ -123,34 +123,38 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
         answers = [_answer(state, p, latency) for p in found]
         return answers if many else answers[0]
 
-    @app.post("/explain", response_model=ExplainResponse, openapi_extra=UPLOAD_BODY,
+    @app.post("/explain", response_model=ExplainResponse | list[ExplainResponse], openapi_extra=UPLOAD_BODY,
               responses={**ERRORS, 501: {"model": ErrorResponse}})
     async def explain(request: Request, top_k: int | None = Query(None, ge=1, le=1000),
                       class_name: str | None = Query(None, alias="class", description="label or index to explain"),
-                      state: ServeState = Depends(authorised)) -> ExplainResponse:
-        """The prediction plus the Grad-CAM overlay (PNG data URL) of the top class or of `class`."""
+                      state: ServeState = Depends(authorised)) -> ExplainResponse | list[ExplainResponse]:
+        """The prediction plus the Grad-CAM overlay (PNG data URL) of the top class or of `class`, for
+        the image in field `file`, or a list for the images in field `files`."""
         started = time.perf_counter()
         state.require_task("classification", "/explain")
         if not hasattr(state.predictor.backend, "model"):
             raise ServeError(501, "explain not available",
                              f"Grad-CAM needs the torch model; this server runs the {state.predictor.backend.name} "
                              "backend: serve the run directory for /explain")
-        uploads, _ = await read_uploads(request, state.settings)
-        if len(uploads) != 1:
-            raise ServeError(422, "invalid request", "explain takes exactly one image (field `file`)")
+        uploads, many = await read_uploads(request, state.settings)
         target = _class_index(state.predictor, class_name)
-        [sample] = await state.decode(uploads)
-        logits = await state.outputs([sample])
-        [found] = state.predictions(logits, [uploads[0].filename or uploads[0].field],
-                                    top_k=top_k or state.settings.default_top_k)
-        index = found.index if target is None else target
-        overlay, view = await asyncio.get_running_loop().run_in_executor(
-            state.inference_pool, gradcam_overlay, state.predictor, sample, index)
-        answer = _answer(state, found, 1000 * (time.perf_counter() - started))
-        probability = float(state.predictor.probabilities_from_logits(logits)[0, index])
-        return ExplainResponse(**answer.model_dump(), method="gradcam", overlay=overlay, view=view,
-                               explained=ClassProbability(label=state.predictor.class_names[index], index=index,
-                                                          probability=probability))
+        samples = await state.decode(uploads)
+        logits = await state.outputs(samples)
+        found = state.predictions(logits, [u.filename or u.field for u in uploads],
+                                  top_k=top_k or state.settings.default_top_k)
+        probabilities = state.predictor.probabilities_from_logits(logits)
+        explained = []
+        for row, (sample, prediction) in enumerate(zip(samples, found)):
+            index = prediction.index if target is None else target
+            overlay, view = await asyncio.get_running_loop().run_in_executor(
+                state.inference_pool, gradcam_overlay, state.predictor, sample, index)
+            explained.append((overlay, view, ClassProbability(label=state.predictor.class_names[index], index=index,
+                                                              probability=float(probabilities[row, index]))))
+        latency = 1000 * (time.perf_counter() - started)
+        answers = [ExplainResponse(**_answer(state, prediction, latency).model_dump(), method="gradcam", overlay=overlay,
+                                   view=view, explained=chosen)
+                   for prediction, (overlay, view, chosen) in zip(found, explained)]
+        return answers if many else answers[0]
 
     add_retrieval_routes(app)
     return app
@@ -162,7 +166,7 @@ def _class_index(predictor: Predictor, name: str | None) -> int | None:
         return None
     if name in predictor.class_names:
         return predictor.class_names.index(name)
-    if name.isdigit() and int(name) < len(predictor.class_names):
+    if name.isascii() and name.isdigit() and int(name) < len(predictor.class_names):  # not "²" or "٢"
         return int(name)
     raise ServeError(422, "unknown class", f"class={name!r} is not one of {list(predictor.class_names)}")
 

@@ -108,10 +108,12 @@ class DynamicBatcher:
             started = time.perf_counter()
             if self.observe is not None:
                 self.observe(len(items), [started - item.queued_at for item in items])
-            samples = torch.stack([item.sample for item in items])
             try:
+                samples = torch.stack([item.sample for item in items])
                 logits = await loop.run_in_executor(self.executor, self.forward, samples)
-            except Exception as error:  # the model failed: every waiting request hears why
+                if len(logits) != len(items):
+                    raise RuntimeError(f"the model answered {len(logits)} rows for a batch of {len(items)}")
+            except Exception as error:  # the model failed: every waiting request hears why, the loop goes on
                 for item in items:
                     if not item.future.done():
                         item.future.set_exception(error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +23,17 @@ if TYPE_CHECKING:
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
-    """argparse type: a number > 0 (ints may be written 40e6)."""
+    """argparse type: a finite number > 0 (ints may be written 40e6, but must be whole)."""
     def parse(text: str) -> float:
-        value = kind(float(text)) if kind is int else kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
+        try:
+            number = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (math.isfinite(number) and number > 0):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        if kind is int and not number.is_integer():
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text}")
+        return kind(number)
     return parse
 
 

@@ -26,7 +26,8 @@ def error_response(status: int, error: str, detail: Any = None, headers: dict[st
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """ServeError, HTTPException (404, 405, 401 ...) and validation errors (422) as JSON errors."""
+    """ServeError, HTTPException (404, 405, 401 ...), validation errors (422) and any unforeseen
+    exception (500; its traceback goes to the server's log, not to the client) as JSON errors."""
 
     async def serve_error(_: Request, exc: ServeError) -> JSONResponse:
         return error_response(exc.status, exc.error, exc.detail, exc.headers)
@@ -39,9 +40,13 @@ def install_error_handlers(app: FastAPI) -> None:
                   for e in exc.errors()]
         return error_response(422, "invalid request", detail)
 
+    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(500, "internal server error", "the server failed on this request; its log says why")
+
     app.add_exception_handler(ServeError, serve_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)
 
 
 def _reason(status: int) -> str:

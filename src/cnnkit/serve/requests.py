@@ -35,7 +35,7 @@ async def authorised(request: Request, state: ServeState = Depends(get_state)) -
 async def read_uploads(request: Request, settings: ServeSettings) -> tuple[list[Upload], bool]:
     """The images in fields `file` / `files` of the (size-limited) body; whether a list was sent."""
     body = await request.body()
-    files, _ = parse_multipart(body, request.headers.get("content-type", ""))
+    files, _ = parse_multipart(body, request.headers.get("content-type", ""), max_files=settings.max_files)
     images = [f for f in files if f.field in ("file", "files")]
     if not images:
         raise ServeError(422, "invalid request", [{"field": "body.file", "message": "Field required: "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from cnnkit.errors import CnnkitError
 
@@ -26,11 +27,14 @@ class ServeSettings:
     workers: int = 1
     max_files: int = 32
     default_top_k: int = 5
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a secret: kept out of logs and tracebacks
     allow_no_auth: bool = False
     decode_threads: int = 2
 
     def __post_init__(self) -> None:
+        for name in ("max_upload_mb", "timeout_s", "max_delay_ms"):  # nan slips past every comparison
+            if not math.isfinite(getattr(self, name)):
+                raise CnnkitError(f"serve: {name} must be a finite number, got {getattr(self, name)}")
         for name in ("max_batch_size", "max_queue", "workers", "max_files", "default_top_k", "max_pixels",
                      "decode_threads"):
             if getattr(self, name) < 1:

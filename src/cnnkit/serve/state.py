@@ -30,6 +30,9 @@ class ServeState:
     def __init__(self, predictor: Predictor, settings: ServeSettings, gallery: Gallery | None = None) -> None:
         self.predictor = predictor
         self.settings = settings
+        if settings.max_pixels > predictor.max_pixels:  # the decoder would refuse what the header check let in
+            raise CnnkitError(f"serve: max_pixels {settings.max_pixels} is above the predictor's decoding limit "
+                              f"{predictor.max_pixels} (Predictor.max_pixels): lower --max-pixels")
         self.embedding_dim = embedding_dim(predictor)
         if gallery is not None and self.embedding_dim is None:
             raise CnnkitError("serve: a gallery (--index) needs an embedding run; this model is a classifier")
@@ -98,8 +101,8 @@ class ServeState:
     def prepare(self, upload: Upload) -> torch.Tensor:
         """Magic bytes, header pixel count, then decode and resize: uint8 (C, H, W) at the input size."""
         label = upload.filename or upload.field
-        sniff_format(upload.data, label)
-        check_header(upload.data, label, max_pixels=self.settings.max_pixels)
+        image_format = sniff_format(upload.data, label)
+        check_header(upload.data, label, image_format=image_format, max_pixels=self.settings.max_pixels)
         try:
             return self.predictor.sample(upload.data, name=label)
         except BadImageError as error:

@@ -11,7 +11,7 @@ import io
 import sys
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from cnnkit.data.decode import BadImageError, read_header
@@ -26,6 +26,8 @@ _SIGNATURES = (
     (b"BM", "BMP"),
 )
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WebP", "BMP", "GIF")
+# Plain form fields tolerated beside the images (none is read; a client may send one or two).
+EXTRA_PARTS = 8
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,9 @@ class Upload:
     data: bytes
 
 
-def parse_multipart(body: bytes, content_type: str) -> tuple[list[Upload], dict[str, str]]:
-    """(files, plain fields) of a multipart/form-data body; ServeError 400 when it is malformed."""
+def parse_multipart(body: bytes, content_type: str, *, max_files: int) -> tuple[list[Upload], dict[str, str]]:
+    """(files, plain fields) of a multipart/form-data body; ServeError 400 when it is malformed, 413
+    past `max_files` + `EXTRA_PARTS` parts (parsing stops there: it runs on the event loop)."""
     kind, options = parse_options_header(content_type)
     if kind != b"multipart/form-data":
         raise ServeError(415, "expected multipart/form-data", f"got Content-Type {content_type or '(none)'!r}")
@@ -49,6 +52,9 @@ def parse_multipart(body: bytes, content_type: str) -> tuple[list[Upload], dict[
     header = {"name": b"", "value": b""}
 
     def begin() -> None:
+        if len(parts) == max_files + EXTRA_PARTS:
+            raise ServeError(413, "too many parts", f"over {len(parts)} parts in the multipart body; "
+                                                    f"at most {max_files} images per request")
         parts.append({"headers": {}, "data": bytearray()})
 
     def header_field(data: bytes, start: int, end: int) -> None:
@@ -70,6 +76,8 @@ def parse_multipart(body: bytes, content_type: str) -> tuple[list[Upload], dict[
     try:
         parser.write(body)
         parser.finalize()
+    except ServeError:
+        raise
     except Exception as error:  # python-multipart raises its own types on broken bodies
         raise ServeError(400, "malformed multipart body", str(error)) from error
     files: list[Upload] = []
@@ -96,9 +104,10 @@ def sniff_format(data: bytes, filename: str) -> str:
                      f"{filename}: not a {', '.join(ACCEPTED_FORMATS)} image by its first bytes ({shown})")
 
 
-def check_header(data: bytes, filename: str, *, max_pixels: int) -> None:
+def check_header(data: bytes, filename: str, *, image_format: str, max_pixels: int) -> None:
     """Refuse an image whose header claims over `max_pixels` (413) or cannot be read (400),
-    before its decoder runs (a decompression bomb never allocates its pixels)."""
+    before its decoder runs (a decompression bomb never allocates its pixels). `image_format` is
+    what `sniff_format` found."""
     stream = io.BytesIO(data)
     stream.name = filename
     try:
@@ -107,6 +116,9 @@ def check_header(data: bytes, filename: str, *, max_pixels: int) -> None:
         if isinstance(error.__cause__, Image.DecompressionBombError):  # Pillow's own guard, from the header
             raise ServeError(413, "image has too many pixels",
                              f"{filename}: over the limit of {max_pixels} pixels ({error.__cause__})") from error
+        if isinstance(error.__cause__, UnidentifiedImageError):  # its text shows the stream's repr (an address)
+            raise ServeError(400, "unreadable image", f"{filename}: not a readable image: its {image_format} "
+                                                      "header is truncated or corrupt") from error
         raise ServeError(400, "unreadable image", f"{filename}: {error.reason}") from error
     if header.width * header.height > max_pixels:
         raise ServeError(413, "image has too many pixels",
