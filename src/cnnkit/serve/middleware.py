@@ -1,8 +1,8 @@
 """ASGI middleware: the request-size limit enforced while the body streams in, and request metrics.
 
-FastAPI has no request-size limit; `BodyLimitMiddleware` reads the body itself, stops at the first
-chunk past the limit and answers 413 (a declared Content-Length over the limit is refused before
-reading), then replays the accepted body to the app.
+FastAPI has no request-size limit; `BodyLimitMiddleware` refuses a declared Content-Length over the
+limit before reading, and counts the body as the endpoint reads it, answering 413 at the first chunk
+past the limit.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cnnkit.serve.errors import ServeError
 from cnnkit.serve.metrics import ServeMetrics
 
 
@@ -25,7 +26,12 @@ async def send_json_error(send: Send, status: int, error: str, detail: object) -
 
 
 class BodyLimitMiddleware:
-    """413 for a request body over `max_bytes`, refused while streaming (at most one chunk past)."""
+    """413 for a request body over `max_bytes`, refused while streaming (at most one chunk past).
+
+    The body is not read ahead: the endpoint pulls it through a counting `receive` after its
+    dependencies ran, so a request without a valid key gets its 401 before a byte of its upload is
+    held in memory. Past the limit the counting `receive` raises `ServeError(413)`.
+    """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -40,31 +46,18 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await send_json_error(send, 413, "request body too large", detail)
             return
-        chunks, size = [], 0
-        while True:
+        size = 0
+
+        async def counted() -> Message:
+            nonlocal size
             message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await send_json_error(send, 413, "request body too large", detail)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        del chunks
-        replayed = False
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    raise ServeError(413, "request body too large", detail, headers={"connection": "close"})
+            return message
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: wait for the disconnect, as the server would send
-
-        await self.app(scope, replay, send)
+        await self.app(scope, counted, send)
 
 
 class MetricsMiddleware:

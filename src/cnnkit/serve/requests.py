@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Depends, Request
+from starlette.requests import ClientDisconnect
 
 from cnnkit.serve.auth import check_bearer
 from cnnkit.serve.errors import ServeError
@@ -34,7 +35,10 @@ async def authorised(request: Request, state: ServeState = Depends(get_state)) -
 
 async def read_uploads(request: Request, settings: ServeSettings) -> tuple[list[Upload], bool]:
     """The images in fields `file` / `files` of the (size-limited) body; whether a list was sent."""
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise ServeError(400, "client disconnected", "the connection closed before the body arrived") from None
     files, _ = parse_multipart(body, request.headers.get("content-type", ""), max_files=settings.max_files)
     images = [f for f in files if f.field in ("file", "files")]
     if not images:
