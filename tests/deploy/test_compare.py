@@ -74,3 +74,15 @@ def test_compare_refuses_an_unknown_backend(tmp_path: Path, capsys) -> None:
     assert "--backends: unknown tensorrt (choose from torch, onnx, int8)" in capsys.readouterr().err
     with pytest.raises(CnnkitError, match="--backends: none given"):
         parse_backends(" , ")
+
+
+def test_compare_checks_every_model_name_before_training_any(tmp_path: Path, capsys) -> None:
+    """A bad name last in --models is refused before the first backbone trains (no work thrown away)."""
+    data = make_tiny_folder(tmp_path / "data")
+    out = tmp_path / "cmp"
+    common = ["--epochs", "1", "--batch-size", "8", "--img-size", "16", "--out", str(out), "--quiet"]
+    assert main(["compare", str(data), "--models", "compact_cnn,no_such", *common]) == 2
+    assert "--models: unknown model 'no_such'" in capsys.readouterr().err
+    assert main(["compare", str(data), "--models", "compact_cnn,mnist_cnn,compact_cnn", *common]) == 2
+    assert "--models: compact_cnn given more than once" in capsys.readouterr().err
+    assert not (out / "compact_cnn" / "summary.json").exists(), "nothing was trained"
