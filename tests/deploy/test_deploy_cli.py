@@ -86,6 +86,17 @@ def test_export_refuses_int8_without_data_and_a_bad_suffix(tiny: tuple[Path, Pat
     assert "--out must name an .onnx file" in capsys.readouterr().err
 
 
+def test_export_refuses_int8_of_a_fixed_batch_model_before_exporting(tiny: tuple[Path, Path], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """int8 is evaluated and timed at batch 32: a batch-1 export would fail half-way, so it is refused up front."""
+    data, run = tiny
+    out = tmp_path / "fixed.onnx"
+    assert main(["export", str(run), "--out", str(out), "--fixed-batch", "--int8", "--calibration", str(data),
+                 "--calibration-size", "16", "--threads", "1"]) == 2
+    assert "--int8 cannot be combined with --fixed-batch" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_bench_writes_percentiles_threads_params_and_macs(exported: tuple[Path, str], tmp_path: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     out, _ = exported

@@ -64,6 +64,9 @@ def run_export(args: argparse.Namespace) -> int:
     if args.int8 and args.calibration is None:
         raise CnnkitError("--int8 needs --calibration DATA (the run's dataset: training images calibrate, "
                           "test images measure the accuracy)")
+    if args.int8 and args.fixed_batch:
+        raise CnnkitError("--int8 cannot be combined with --fixed-batch: int8 accuracy and speed are measured on "
+                          "batches of 32 (drop --fixed-batch, or export the batch-1 model without --int8)")
     source, real = None, None
     if args.calibration is not None:
         source = open_run(args.run, args.calibration)
