@@ -116,6 +116,25 @@ def test_channel_pruned_run_is_smaller_and_loads(tiny, tmp_path: Path, capsys) -
     assert _eval_top1(out, data, capsys) == pytest.approx(summary.test["test_top1"])
 
 
+def test_pruning_a_channel_pruned_run_keeps_its_narrow_shapes(tiny, tmp_path: Path, capsys) -> None:
+    """Magnitude pruning and the lottery ticket of a channel-pruned run write runs that load (the plan travels)."""
+    data, run = tiny
+    slim, sparse, lottery = tmp_path / "slim", tmp_path / "sparse", tmp_path / "lt"
+    common = ["--epochs", "1", "--quiet"]
+    assert main(["prune", str(run), str(data), "--structured", "channels", "--sparsity", "0.5", "--out", str(slim),
+                 *common]) == 0
+    plan = read_summary(slim).channel_plan
+    assert main(["prune", str(slim), str(data), "--sparsity", "0.5", "--out", str(sparse), *common]) == 0
+    assert main(["prune", str(slim), str(data), "--iterative", "--rounds", "1", "--no-control", "--out", str(lottery),
+                 *common]) == 0
+    printed = capsys.readouterr().out
+    assert "sparsity" in printed and "random reinit top-1" in printed, "the sparsity-accuracy table"
+    for out in (sparse, lottery / "round0", lottery / "round1"):
+        assert read_summary(out).channel_plan == plan
+        model, _ = load_run(out)
+        assert model.features[0][0].out_channels == 16, f"{out.name}: the slim architecture"
+
+
 def test_bad_prune_arguments_are_named(tiny, tmp_path: Path, capsys) -> None:
     data, run = tiny
     assert main(["prune", str(run), str(data), "--iterative", "--rewind", "epoch:x", "--out", str(tmp_path / "a")]) == 2

@@ -102,12 +102,14 @@ def _train(model: nn.Module, source: SourceRun, config: TrainConfig, masks: Mask
     hold = [MaskHold(masks)] if masks is not None else []
     summary = fit(model, source.bundle(config, model), config, source.info(), run_dir=run_dir,
                   callbacks=[*hold, *callbacks], quiet=quiet)
+    # A channel-pruned source's narrow shapes: without them the round's weights would not load.
+    changes: dict[str, object] = {"channel_plan": source.summary.channel_plan}
     if masks is not None:
         save_file({k: v.cpu().contiguous() for k, v in masks.items()}, run_dir / "mask.safetensors")
         weights = load_file(run_dir / "best.safetensors")
         report = sparsity_report(weights, list(masks))
-        summary = update_summary(run_dir, sparsity=report.layers, global_sparsity=report.global_sparsity)
-    return summary
+        changes.update(sparsity=report.layers, global_sparsity=report.global_sparsity)
+    return update_summary(run_dir, **changes)
 
 
 def lottery_ticket(source: SourceRun, config: TrainConfig, settings: LotterySettings, out: Path, *,

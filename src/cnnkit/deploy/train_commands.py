@@ -111,7 +111,7 @@ def run_prune(args: argparse.Namespace) -> int:
         callbacks=[MaskHold(masks)], quiet=args.quiet)
     sparsity = sparsity_report(load_file(out / "best.safetensors"), list(masks))
     summary = update_summary(out, sparsity=sparsity.layers, global_sparsity=sparsity.global_sparsity,
-                             pruned_from=str(source.path),
+                             pruned_from=str(source.path), channel_plan=source.summary.channel_plan,
                              pruning={"method": "global_magnitude", "target_sparsity": args.sparsity,
                                       "prunable_weights": sparsity.prunable_weights, "source_test_top1": before})
     print(format_metrics(summary, out))
