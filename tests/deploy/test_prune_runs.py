@@ -99,6 +99,20 @@ def test_lottery_ticket_invariants(tiny, tmp_path: Path) -> None:
     assert (tmp_path / "lt" / "lottery.csv").read_text().startswith("round,density,test_top1,control_top1")
 
 
+def test_rewind_epoch_k_is_the_training_weights_after_epoch_k_not_their_ema(tiny, tmp_path: Path) -> None:
+    """With one epoch and --ema-decay, epoch:1 must rewind to the weights last.pt holds as the model (not its EMA)."""
+    from cnnkit.train.checkpoint import load_checkpoint
+
+    data, run = tiny
+    source = open_run(run, str(data))
+    config = source.config.replace(epochs=1, ema_decay=0.5)
+    lottery_ticket(source, config, LotterySettings(rounds=1, rate=0.2, rewind_epoch=1, control=False), tmp_path / "lt")
+    rewind = load_file(tmp_path / "lt" / "rewind.safetensors")
+    trained = load_checkpoint(tmp_path / "lt" / "round0" / "last.pt")["model"]
+    assert set(rewind) == set(trained)
+    assert all(torch.equal(rewind[k], trained[k].cpu()) for k in trained), "the SGD iterate after epoch 1, bit for bit"
+
+
 def test_channel_pruned_run_is_smaller_and_loads(tiny, tmp_path: Path, capsys) -> None:
     data, run = tiny
     out = tmp_path / "slim"

@@ -73,7 +73,8 @@ def parse_rewind(text: str) -> int:
 
 
 class CaptureAfterEpoch(Callback):
-    """Keeps a copy of the (eval) model's state dict after `epoch` epochs (the rewind point)."""
+    """Keeps a copy of the trained model's state dict after `epoch` epochs (the rewind point): the
+    training weights themselves, never their EMA (Frankle et al. 2020 rewind the SGD iterate)."""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
@@ -81,7 +82,7 @@ class CaptureAfterEpoch(Callback):
 
     def after_epoch(self, trainer) -> None:
         if trainer.state.epoch + 1 == self.epoch:
-            self.state = {k: v.detach().cpu().clone() for k, v in trainer.eval_model.state_dict().items()}
+            self.state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
 
 
 def rewound_model(source: SourceRun, rewind_state: dict[str, torch.Tensor], masks: Masks) -> nn.Module:
