@@ -40,11 +40,14 @@ def parse_backends(text: str, *, option: str = "--backends") -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class BenchRow:
+    """One (target, backend, batch size) cell; params and MACs None when unknown (an .onnx whose graph
+    is not its zoo architecture's, e.g. a channel-pruned run's)."""
+
     target: str
     backend: str
     threads: int
-    params: int
-    macs: int
+    params: int | None
+    macs: int | None
     timing: Timing
 
 
@@ -91,12 +94,34 @@ def resolve_target(text: str, *, img_size: int | None) -> Target:
     return Target(text, model, cfg, name)
 
 
-def _costs(target: Target) -> tuple[int, int]:
+def onnx_conv_shapes(path: Path) -> list[tuple[int, ...]]:
+    """Weight shapes of every Conv of an .onnx graph, sorted (through DequantizeLinear for int8)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    source = {n.output[0]: n.input[0] for n in graph.node if n.op_type in ("DequantizeLinear", "Identity")}
+    found = []
+    for node in graph.node:
+        if node.op_type == "Conv":
+            name = node.input[1]
+            while name not in shapes and name in source:
+                name = source[name]
+            found.append(shapes.get(name, ()))
+    return sorted(found)
+
+
+def _costs(target: Target) -> tuple[int | None, int | None]:
+    """(parameters, MACs) from cnnkit.analysis; for an .onnx file, of the zoo architecture it names,
+    and only when that architecture has the graph's conv shapes (else None: unknown, not wrong)."""
     model = target.model
-    if model is None:  # an .onnx file: count with the zoo architecture it came from
+    if model is None:
         if target.model_name not in list_models():
-            return 0, 0
+            return None, None
         model = create_model(target.model_name, num_classes=target.cfg.num_classes, in_chans=target.cfg.input_size[0])
+        convs = sorted(tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Conv2d))
+        if target.onnx_path is None or onnx_conv_shapes(target.onnx_path) != convs:
+            return None, None
     costs = analyse(model, tuple(target.cfg.input_size))
     return costs.total_params, costs.total_macs
 
@@ -163,7 +188,8 @@ def format_table(rows: Sequence[BenchRow]) -> str:
         v = row_values(row)
         lines.append(f"{row.target[-22:]:<22} {row.backend:<7} {v['batch']:>5} {row.threads:>3} {v['p50_ms']:>9.2f} "
                      f"{v['p90_ms']:>9.2f} {v['p99_ms']:>9.2f} {v['images_per_s']:>9.1f} "
-                     f"{row.params / 1e6:>9.2f} {row.macs / 1e9:>7.3f}")
+                     + ("        -       -" if row.params is None or row.macs is None
+                        else f"{row.params / 1e6:>9.2f} {row.macs / 1e9:>7.3f}"))
     return "\n".join(lines)
 
 

@@ -112,5 +112,9 @@ def run_bench(args: argparse.Namespace) -> int:
         if "int8" in backends:
             print("int8 rows are calibrated on random inputs: their speed is real, their accuracy is not measured "
                   "(cnnkit export --int8 measures it)")
+        unknown = sorted({row.target for row in rows if row.params is None})
+        if unknown:
+            print(f"params/MACs unknown for {', '.join(unknown)}: the graph is not its zoo architecture's "
+                  "(a channel-pruned run? bench its run directory)")
         print(f"csv: {args.csv}")
     return 0
