@@ -138,11 +138,14 @@ def test_bench_counts_an_onnx_file_only_when_its_graph_is_the_zoo_architecture(
     assert (pruned["params"], pruned["macs"]) == ("", "")
 
 
-def test_bench_refuses_unknown_targets_and_backends(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def test_bench_refuses_unknown_targets_and_backends(exported: tuple[Path, str], capsys: pytest.CaptureFixture,
+                                                   tmp_path: Path) -> None:
     assert main(["bench", "no_such_model", "--csv", str(tmp_path / "b.csv")]) == 2
     assert "not a zoo model, a run directory or an .onnx file" in capsys.readouterr().err
     assert main(["bench", "lenet5", "--backends", "torch,tensorrt", "--csv", str(tmp_path / "b.csv")]) == 2
     assert "unknown tensorrt" in capsys.readouterr().err
+    assert main(["bench", str(exported[0]), "--backends", "torch", "--csv", str(tmp_path / "b.csv")]) == 2
+    assert f"{exported[0]}: an .onnx file has no torch backend" in capsys.readouterr().err
 
 
 def _cli_json(argv: list[str], capsys: pytest.CaptureFixture) -> object:
