@@ -55,8 +55,6 @@ def test_export_prints_the_check_and_the_int8_figures_side_by_side(exported: tup
     assert int8.is_file() and int8.stat().st_size < out.stat().st_size
     ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops, "QDQ format"
-    faster = "NOT faster" not in text
-    assert faster or "use the fp32 model here" in text
 
 
 def test_the_onnx_file_alone_predicts_like_the_run(exported: tuple[Path, str], tiny: tuple[Path, Path]) -> None:
