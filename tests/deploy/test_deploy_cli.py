@@ -82,6 +82,11 @@ def test_export_refuses_int8_without_data_and_a_bad_suffix(tiny: tuple[Path, Pat
     assert "--int8 needs --calibration DATA" in capsys.readouterr().err
     assert main(["export", str(run), "--out", str(tmp_path / "m.pt")]) == 2
     assert "--out must name an .onnx file" in capsys.readouterr().err
+    data, _ = tiny
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx"), "--int8", "--calibration", str(data),
+                 "--calibration-size", "16", "--threads", "1", "--max-drop", "-1"]) == 2
+    assert "--max-drop is the largest top-1 loss allowed, in points >= 0; got -1.0" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_export_refuses_int8_of_a_fixed_batch_model_before_exporting(tiny: tuple[Path, Path], tmp_path: Path,

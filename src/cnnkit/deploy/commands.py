@@ -64,6 +64,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.int8 and args.calibration is None:
         raise CnnkitError("--int8 needs --calibration DATA (the run's dataset: training images calibrate, "
                           "test images measure the accuracy)")
+    if not args.max_drop >= 0:  # NaN too
+        raise CnnkitError(f"--max-drop is the largest top-1 loss allowed, in points >= 0; got {args.max_drop}")
     if args.int8 and args.fixed_batch:
         raise CnnkitError("--int8 cannot be combined with --fixed-batch: int8 accuracy and speed are measured on "
                           "batches of 32 (drop --fixed-batch, or export the batch-1 model without --int8)")
