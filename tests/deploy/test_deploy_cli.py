@@ -122,7 +122,7 @@ def test_bench_writes_percentiles_threads_params_and_macs(exported: tuple[Path, 
 
 def test_bench_counts_an_onnx_file_only_when_its_graph_is_the_zoo_architecture(
         exported: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """The .onnx of a run counts as its zoo model; a channel-pruned one's counts are unknown, not the unpruned model's."""
+    """A run's .onnx counts as its zoo model; a channel-pruned one's counts are unknown, not the unpruned model's."""
     from cnnkit.deploy.channels import prune_channels
     from cnnkit.deploy.onnx_export import write_onnx
 

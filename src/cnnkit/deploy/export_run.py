@@ -13,8 +13,8 @@ from torch import nn
 from cnnkit.deploy.bench import onnx_runner
 from cnnkit.deploy.from_run import SourceRun
 from cnnkit.deploy.int8_budget import Int8Result, logits_of, quantize_within_budget
-from cnnkit.deploy.onnx_check import OnnxCheck, verify_onnx
-from cnnkit.deploy.onnx_export import write_onnx
+from cnnkit.deploy.onnx_check import OnnxCheck
+from cnnkit.deploy.onnx_export import write_checked_onnx
 from cnnkit.deploy.quantize import Int8Quantizer, QuantizeMethod
 from cnnkit.deploy.run_images import ImageBatches, split_batches
 from cnnkit.deploy.timing import Timing, time_side_by_side
@@ -39,9 +39,8 @@ def export_checked(model: nn.Module, summary: RunSummary, out: Path, *, opset: i
                    dynamic_batch: bool, real: torch.Tensor | None) -> OnnxCheck:
     """Write a run's model (and its summary's class names and model name) to `out` and check it on
     random and `real` inputs at batch 1 and 7."""
-    write_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, class_names=summary.class_names,
-               model_name=summary.model_name)
-    return verify_onnx(out, model, real_inputs=real, batch_sizes=(1, 7) if dynamic_batch else (1,))
+    return write_checked_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, class_names=summary.class_names,
+                              model_name=summary.model_name, real_inputs=real)
 
 
 def export_int8(source: SourceRun, fp32_path: Path, *, method: QuantizeMethod, calibration_size: int,
