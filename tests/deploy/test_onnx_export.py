@@ -125,5 +125,7 @@ def test_files_without_cnnkit_metadata_or_bad_sizes_are_refused(tmp_path: Path) 
         onnx_metadata(plain)
     with pytest.raises(CnnkitError, match="input_size must be"):
         write_onnx(model, tmp_path / "x.onnx", input_size=(1, 32))
+    with pytest.raises(CnnkitError, match="opset 99 is not supported: choose 7 to 20"):
+        write_onnx(model, tmp_path / "x.onnx", opset=99)
     with pytest.raises(CnnkitError, match="no such ONNX file"):
         OnnxBackend(tmp_path / "missing.onnx")

@@ -27,6 +27,8 @@ log = logging.getLogger("cnnkit")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # Opset 17 (ONNX 1.12, 2022): every op the zoo needs, run by any ONNX Runtime of the last years.
 DEFAULT_OPSET = 17
+# The pinned TorchScript exporter's range in torch 2.13 (its ONNX_MIN_OPSET .. TORCHSCRIPT_EXPORTER_MAX_OPSET).
+OPSETS = range(7, 21)
 
 
 def _torchscript_export(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool,
@@ -101,6 +103,9 @@ def write_onnx(model: nn.Module, path: str | Path, *, input_size: Sequence[int] 
     example = torch.zeros((2 if dynamic_batch else 1, *cfg.input_size),
                           device=next(model.parameters()).device)
     opset = DEFAULT_OPSET if opset is None else opset
+    if opset not in OPSETS:
+        raise CnnkitError(f"opset {opset} is not supported: choose {OPSETS.start} to {OPSETS.stop - 1} "
+                          f"(the exporter's range; default {DEFAULT_OPSET})")
     try:
         if _torchscript_can_export(model, example):
             try:
