@@ -176,3 +176,20 @@ def test_int8_report_says_plainly_when_int8_is_not_faster(tmp_path: Path) -> Non
     none = format_int8_report(_report(None, fp32_ms=2.0, int8_ms=0.0))
     assert "no mix of int8 and float layers met the accuracy budget: keeping the fp32 export only" in none
     assert "int8 p50" not in none and "NOT faster" not in none
+
+
+def test_entropy_calibration_clips_an_outlier_that_minmax_keeps(tmp_path: Path) -> None:
+    """KL calibration picks a range narrower than minmax when one value is far out (ONNX Runtime's default
+    bins left it a single candidate, the full range: entropy equalled minmax)."""
+    fp32 = write_onnx(_TwoConvs().eval(), tmp_path / "two.onnx")
+    images = np.random.default_rng(3).normal(0.0, 1.0, size=(64, 1, 12, 12)).astype(np.float32)
+    images[0, 0, 0, 0] = 40.0
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        quantizer = Int8Quantizer(fp32, [images[:32], images[32:]], method=method, workdir=tmp_path)
+        scales[method] = float(qdq_parameters(quantizer.quantize(tmp_path / f"{method}.onnx"))[INPUT_NAME].scale)
+        quantizer.close()
+    assert scales["minmax"] == pytest.approx(float(affine_qparams(images.min(), 40.0, qmin=0, qmax=255).scale))
+    assert scales["entropy"] < 0.5 * scales["minmax"], "the outlier is clipped"
+    assert 255 * scales["entropy"] > 6.0, "the bulk (+-3 standard deviations) stays in range"
+    assert scales["percentile"] <= scales["minmax"]
