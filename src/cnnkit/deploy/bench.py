@@ -58,6 +58,7 @@ def torch_runner(model: nn.Module, batch: torch.Tensor) -> Callable[[], object]:
 
 
 def onnx_runner(path: Path, batch: torch.Tensor, *, threads: int | None) -> Callable[[], object]:
+    """One ONNX Runtime (CPU) run of the .onnx at `path` on `batch` (N, C, H, W), session built once."""
     backend = OnnxBackend(path, threads=threads)
     return lambda: backend.logits(batch)
 
@@ -167,6 +168,7 @@ CSV_COLUMNS = ("target", "backend", "batch", "threads", "p50_ms", "p90_ms", "p99
 
 
 def row_values(row: BenchRow) -> dict[str, object]:
+    """A row as the CSV/JSON record of CSV_COLUMNS (milliseconds, images per second)."""
     t = row.timing
     return {"target": row.target, "backend": row.backend, "batch": t.batch, "threads": row.threads,
             "p50_ms": round(1e3 * t.p50, 3), "p90_ms": round(1e3 * t.p90, 3), "p99_ms": round(1e3 * t.p99, 3),
@@ -174,6 +176,7 @@ def row_values(row: BenchRow) -> dict[str, object]:
 
 
 def write_csv(rows: Sequence[BenchRow], path: Path) -> None:
+    """bench.csv: one line per (target, backend, batch size), unknown counts left blank."""
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -181,6 +184,7 @@ def write_csv(rows: Sequence[BenchRow], path: Path) -> None:
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
+    """The speed table `cnnkit bench` prints."""
     header = (f"{'target':<22} {'backend':<7} {'batch':>5} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
               f"{'img/s':>9} {'params M':>9} {'GMACs':>7}")
     lines = [header]
@@ -194,6 +198,7 @@ def format_table(rows: Sequence[BenchRow]) -> str:
 
 
 def rows_json(rows: Sequence[BenchRow]) -> str:
+    """The rows as a JSON list (`cnnkit bench --json`)."""
     return json.dumps([row_values(r) for r in rows], indent=2)
 
 

@@ -24,6 +24,8 @@ from cnnkit.inference import RunSummary, read_summary, update_summary
 
 @dataclass(frozen=True)
 class Int8Report:
+    """What `cnnkit export --int8` prints: the budgeted result, file sizes and the side-by-side timings."""
+
     result: Int8Result
     fp32_bytes: int
     int8_bytes: int | None
@@ -79,6 +81,8 @@ def _test_images(source: SourceRun, seed: int) -> ImageBatches:
 
 
 def format_int8_report(report: Int8Report) -> str:
+    """The printed report: machine and ISA, top-1 and agreement, sizes, latencies, and a plain verdict
+    when int8 is not faster here or no mix met the budget."""
     r = report.result
     info = device_info()
     lines = [f"machine: {info.describe()}",

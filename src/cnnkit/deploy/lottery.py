@@ -55,6 +55,8 @@ class LotterySettings:
 
 @dataclass(frozen=True)
 class LotteryRound:
+    """One row of the table: round (0 = dense), measured density, test top-1 of ticket and control."""
+
     round: int
     density: float
     test_top1: float
@@ -147,6 +149,7 @@ def lottery_ticket(source: SourceRun, config: TrainConfig, settings: LotterySett
 
 
 def write_lottery_csv(rows: Sequence[LotteryRound], path: Path) -> None:
+    """OUT/lottery.csv: one line per round."""
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(rows[0])))
         writer.writeheader()
