@@ -86,3 +86,18 @@ def test_compare_checks_every_model_name_before_training_any(tmp_path: Path, cap
     assert main(["compare", str(data), "--models", "compact_cnn,mnist_cnn,compact_cnn", *common]) == 2
     assert "--models: compact_cnn given more than once" in capsys.readouterr().err
     assert not (out / "compact_cnn" / "summary.json").exists(), "nothing was trained"
+
+
+def test_accuracy_is_measured_on_test_else_val_never_on_train() -> None:
+    """Data given as train/val (hymenoptera's layout) is measured on val; train-only data is an error."""
+    from types import SimpleNamespace
+
+    from cnnkit.deploy.run_images import test_split
+
+    def source(*splits: str) -> SimpleNamespace:
+        return SimpleNamespace(path=Path("runs/x"), data=SimpleNamespace(splits={name: [] for name in splits}))
+
+    assert test_split(source("train", "val", "test")) == "test"
+    assert test_split(source("train", "val")) == "val"
+    with pytest.raises(CnnkitError, match=r"runs/x has no test or val split .* \['train'\]"):
+        test_split(source("train"))

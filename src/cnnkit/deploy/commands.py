@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from cnnkit.deploy.export_run import export_checked, export_int8, format_int8_report, record_export
     from cnnkit.deploy.from_run import open_run
-    from cnnkit.deploy.run_images import split_batches
+    from cnnkit.deploy.run_images import split_batches, test_split
     from cnnkit.errors import CnnkitError
     from cnnkit.inference import load_run
 
@@ -73,8 +73,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.calibration is not None:
         source = open_run(args.run, args.calibration)
         model, summary = source.model, source.summary
-        split = "test" if "test" in source.data.splits else "val"
-        real = split_batches(source, split, limit=7, seed=args.seed).first(7)
+        real = split_batches(source, test_split(source), limit=7, seed=args.seed).first(7)
     else:
         model, summary = load_run(args.run)
         print("export: no --calibration DATA: checked on random inputs only", file=sys.stderr)

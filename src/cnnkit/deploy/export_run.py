@@ -16,7 +16,7 @@ from cnnkit.deploy.int8_budget import Int8Result, logits_of, quantize_within_bud
 from cnnkit.deploy.onnx_check import OnnxCheck
 from cnnkit.deploy.onnx_export import write_checked_onnx
 from cnnkit.deploy.quantize import Int8Quantizer, QuantizeMethod
-from cnnkit.deploy.run_images import ImageBatches, split_batches
+from cnnkit.deploy.run_images import split_batches, test_split
 from cnnkit.deploy.timing import Timing, time_side_by_side
 from cnnkit.device_info import device_info
 from cnnkit.inference import RunSummary, read_summary, update_summary
@@ -51,7 +51,7 @@ def export_int8(source: SourceRun, fp32_path: Path, *, method: QuantizeMethod, c
     """Calibrate on `calibration_size` training images, quantize within `max_drop` top-1 points on
     the test split, and time fp32 and int8 side by side at batch 1 and 32."""
     calibration = split_batches(source, "train", limit=calibration_size, seed=seed)
-    test = _test_images(source, seed)
+    test = split_batches(source, test_split(source), seed=seed)
     int8_path = fp32_path.with_name(fp32_path.stem + ".int8.onnx")
     quantizer = Int8Quantizer(fp32_path, calibration.batches, method=method)
     try:
@@ -73,11 +73,6 @@ def export_int8(source: SourceRun, fp32_path: Path, *, method: QuantizeMethod, c
             speed[(name, batch)] = timing
     int8_bytes = result.path.stat().st_size if result.path is not None else None
     return Int8Report(result, fp32_path.stat().st_size, int8_bytes, speed, method)
-
-
-def _test_images(source: SourceRun, seed: int) -> ImageBatches:
-    split = "test" if "test" in source.data.splits else "val"
-    return split_batches(source, split, seed=seed)
 
 
 def format_int8_report(report: Int8Report) -> str:
