@@ -151,6 +151,13 @@ def test_bench_refuses_unknown_targets_and_backends(exported: tuple[Path, str], 
     assert f"{exported[0]}: an .onnx file has no torch backend" in capsys.readouterr().err
 
 
+def test_bench_writes_its_csv_into_a_new_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    table = tmp_path / "new" / "bench.csv"
+    assert main(["bench", "lenet5", "--backends", "torch", "--batch-sizes", "1", "--repeats", "3", "--threads", "1",
+                 "--csv", str(table)]) == 0
+    assert [row["backend"] for row in csv.DictReader(table.open())] == ["torch"]
+
+
 def _cli_json(argv: list[str], capsys: pytest.CaptureFixture) -> object:
     capsys.readouterr()
     assert main(argv) == 0, capsys.readouterr().err

@@ -176,7 +176,9 @@ def row_values(row: BenchRow) -> dict[str, object]:
 
 
 def write_csv(rows: Sequence[BenchRow], path: Path) -> None:
-    """bench.csv: one line per (target, backend, batch size), unknown counts left blank."""
+    """bench.csv: one line per (target, backend, batch size), unknown counts left blank; its folder
+    is made if need be (the timings are not thrown away for want of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
