@@ -94,6 +94,8 @@ def test_lottery_ticket_invariants(tiny, tmp_path: Path) -> None:
         assert all(bool((trained[k][~m] == 0).all()) for k, m in masks.items()), "mask held in training"
         control = load_file(tmp_path / "lt" / f"control{r}" / "mask.safetensors")
         assert all(torch.equal(control[k], masks[k]) for k in masks), "the control uses the same masks"
+    for name in ("round0", "round1", "round2", "control1", "control2"):
+        assert (tmp_path / "lt" / name / "split.json").read_bytes() == (run / "split.json").read_bytes(), name
     assert [row.round for row in rows] == [0, 1, 2] and rows[2].density == pytest.approx(0.64, abs=1e-4)
     assert all(row.control_top1 is not None for row in rows[1:])
     assert (tmp_path / "lt" / "lottery.csv").read_text().startswith("round,density,test_top1,control_top1")

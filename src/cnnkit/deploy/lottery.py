@@ -103,6 +103,7 @@ def _test_top1(summary: RunSummary) -> float:
 def _train(model: nn.Module, source: SourceRun, config: TrainConfig, masks: Masks | None, run_dir: Path,
            callbacks: Sequence[Callback], quiet: bool) -> RunSummary:
     hold = [MaskHold(masks)] if masks is not None else []
+    source.share_split(run_dir)
     summary = fit(model, source.bundle(config, model), config, source.info(), run_dir=run_dir,
                   callbacks=[*hold, *callbacks], quiet=quiet)
     # A channel-pruned source's narrow shapes: without them the round's weights would not load.
