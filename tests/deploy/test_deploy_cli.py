@@ -122,23 +122,26 @@ def test_bench_writes_percentiles_threads_params_and_macs(exported: tuple[Path, 
 
 def test_bench_counts_an_onnx_file_only_when_its_graph_is_the_zoo_architecture(
         exported: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """A run's .onnx counts as its zoo model; a channel-pruned one's counts are unknown, not the unpruned model's."""
+    """A run's .onnx counts as its zoo model; a channel-pruned or re-headed one's are unknown, not the zoo model's."""
     from cnnkit.deploy.channels import prune_channels
     from cnnkit.deploy.onnx_export import write_onnx
+    from cnnkit.models.heads import HeadSpec
 
     out, _ = exported
     _, cfg, _ = onnx_metadata(out)
     torch.manual_seed(0)
     slim, _ = prune_channels(create_model("compact_cnn", num_classes=2, in_chans=cfg.input_size[0]).eval(), 0.5)
     slim_path = write_onnx(slim, tmp_path / "slim.onnx", input_size=cfg.input_size, model_name="compact_cnn")
+    headed = create_model("compact_cnn", num_classes=2, in_chans=cfg.input_size[0], head=HeadSpec(hidden=(8,)))
+    headed_path = write_onnx(headed.eval(), tmp_path / "head.onnx", input_size=cfg.input_size, model_name="compact_cnn")
     table = tmp_path / "bench.csv"
-    assert main(["bench", str(out), str(slim_path), "--batch-sizes", "1", "--repeats", "3", "--backends", "onnx",
-                 "--threads", "1", "--csv", str(table)]) == 0
-    assert f"params/MACs unknown for {slim_path}" in capsys.readouterr().out
-    full, pruned = csv.DictReader(table.open())
+    assert main(["bench", str(out), str(slim_path), str(headed_path), "--batch-sizes", "1", "--repeats", "3",
+                 "--backends", "onnx", "--threads", "1", "--csv", str(table)]) == 0
+    assert f"params/MACs unknown for {headed_path}, {slim_path}" in capsys.readouterr().out
+    full, pruned, other_head = csv.DictReader(table.open())
     reference = analyse(create_model("compact_cnn", num_classes=2, in_chans=cfg.input_size[0]), cfg.input_size)
     assert (int(full["params"]), int(full["macs"])) == (reference.total_params, reference.total_macs)
-    assert (pruned["params"], pruned["macs"]) == ("", "")
+    assert (pruned["params"], pruned["macs"]) == (other_head["params"], other_head["macs"]) == ("", "")
 
 
 def test_bench_refuses_unknown_targets_and_backends(exported: tuple[Path, str], capsys: pytest.CaptureFixture,

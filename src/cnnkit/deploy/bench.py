@@ -95,33 +95,47 @@ def resolve_target(text: str, *, img_size: int | None) -> Target:
     return Target(text, model, cfg, name)
 
 
-def onnx_conv_shapes(path: Path) -> list[tuple[int, ...]]:
-    """Weight shapes of every Conv of an .onnx graph, sorted (through DequantizeLinear for int8)."""
+WeightShapes = list[tuple[str, tuple[int, ...]]]
+
+
+def onnx_weight_shapes(path: Path) -> WeightShapes:
+    """("conv", shape) of every Conv weight and ("linear", sorted dims) of every Gemm/MatMul constant
+    weight of an .onnx graph (through DequantizeLinear for int8), sorted: its architecture's fingerprint."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     shapes = {t.name: tuple(t.dims) for t in graph.initializer}
-    source = {n.output[0]: n.input[0] for n in graph.node if n.op_type in ("DequantizeLinear", "Identity")}
+    source = {n.output[0]: n.input[0] for n in graph.node if n.op_type in ("DequantizeLinear", "Identity", "Transpose")}
     found = []
     for node in graph.node:
-        if node.op_type == "Conv":
+        if node.op_type in ("Conv", "Gemm", "MatMul"):
             name = node.input[1]
             while name not in shapes and name in source:
                 name = source[name]
-            found.append(shapes.get(name, ()))
+            if node.op_type == "Conv":
+                found.append(("conv", shapes.get(name, ())))
+            elif name in shapes:
+                found.append(("linear", tuple(sorted(shapes[name]))))
     return sorted(found)
+
+
+def module_weight_shapes(model: nn.Module) -> WeightShapes:
+    """The same fingerprint of a torch model (conv weights as they are, linear ones with sorted dims)."""
+    convs = [("conv", tuple(m.weight.shape)) for m in model.modules()
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    linears = [("linear", tuple(sorted(m.weight.shape))) for m in model.modules() if isinstance(m, nn.Linear)]
+    return sorted(convs + linears)
 
 
 def _costs(target: Target) -> tuple[int | None, int | None]:
     """(parameters, MACs) from cnnkit.analysis; for an .onnx file, of the zoo architecture it names,
-    and only when that architecture has the graph's conv shapes (else None: unknown, not wrong)."""
+    and only when that architecture has the graph's weight shapes (else None: unknown, not wrong)."""
     model = target.model
     if model is None:
         if target.model_name not in list_models():
             return None, None
         model = create_model(target.model_name, num_classes=target.cfg.num_classes, in_chans=target.cfg.input_size[0])
-        convs = sorted(tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Conv2d))
-        if target.onnx_path is None or onnx_conv_shapes(target.onnx_path) != convs:
+        if target.onnx_path is None or onnx_weight_shapes(target.onnx_path) != module_weight_shapes(model):
             return None, None
     costs = analyse(model, tuple(target.cfg.input_size))
     return costs.total_params, costs.total_macs

@@ -119,6 +119,6 @@ def run_bench(args: argparse.Namespace) -> int:
         unknown = sorted({row.target for row in rows if row.params is None})
         if unknown:
             print(f"params/MACs unknown for {', '.join(unknown)}: the graph is not its zoo architecture's "
-                  "(a channel-pruned run? bench its run directory)")
+                  "(a channel-pruned or re-headed run? bench its run directory)")
         print(f"csv: {args.csv}")
     return 0
