@@ -89,6 +89,18 @@ def test_export_refuses_int8_without_data_and_a_bad_suffix(tiny: tuple[Path, Pat
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_a_run_with_corrupt_weights_is_named(tiny: tuple[Path, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    _, run = tiny
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (broken / "best.safetensors").write_bytes((run / "best.safetensors").read_bytes()[:100])
+    assert main(["export", str(broken), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert f"cannot read {broken / 'best.safetensors'} as a safetensors file" in capsys.readouterr().err
+
+
 def test_export_refuses_int8_of_a_fixed_batch_model_before_exporting(tiny: tuple[Path, Path], tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
     """int8 is evaluated and timed at batch 32: a batch-1 export would fail half-way, so it is refused up front."""
