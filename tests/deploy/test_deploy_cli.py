@@ -72,7 +72,12 @@ def test_the_onnx_file_alone_predicts_like_the_run(exported: tuple[Path, str], t
     summary = read_summary(run)
     assert summary.exports["onnx"] == str(out.resolve()) and summary.export_checks["onnx"] < 1e-4
     assert summary.exports["onnx-int8"] == str(out.with_name("model.int8.onnx").resolve())
-    assert summary.int8["agreement"] >= 0.0 and "isa" in summary.int8["cpu"]
+    assert "isa" in summary.int8["cpu"]
+    int8 = OnnxBackend(out.with_name("model.int8.onnx"), threads=1).logits(images).argmax(1)
+    labels = torch.from_numpy(test.labels)
+    assert summary.int8["int8_top1"] == pytest.approx(float((int8 == labels).float().mean()))
+    assert summary.int8["fp32_top1"] == pytest.approx(float((torch_top1 == labels).float().mean()))
+    assert summary.int8["agreement"] == pytest.approx(float((int8 == torch_top1).float().mean()))
 
 
 def test_export_refuses_int8_without_data_and_a_bad_suffix(tiny: tuple[Path, Path], tmp_path: Path,
