@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from colour_folders import make_tiny_folder
@@ -55,6 +57,15 @@ def test_compare_trains_measures_and_stars_the_front(tmp_path: Path, capsys) -> 
         assert int(row["size_bytes_int8"]) == (out / "exports" / folder / "model.int8.onnx").stat().st_size
         # the ONNX Runtime fp32 model is the torch model: same predictions on the test split
         assert float(row["test_top1_onnx"]) == pytest.approx(float(row["test_top1"]))
+    for row in rows:  # torch's top-1 and macro-F1 are `cnnkit eval`'s on the run's test split
+        capsys.readouterr()
+        assert main(["eval", str(out / row["model"]), str(data), "--json"]) == 0
+        evaluated = json.loads(capsys.readouterr().out)
+        confusion = np.array(evaluated["confusion"], dtype=float)
+        tp = np.diag(confusion)
+        f1 = 2 * tp / (confusion.sum(0) + confusion.sum(1))
+        assert evaluated["split"] == "test" and float(row["test_top1"]) == pytest.approx(evaluated["test_top1"])
+        assert float(row["macro_f1"]) == pytest.approx(float(np.nanmean(f1)), abs=1e-6)
     # int8 weights are a quarter of fp32's (plus scales and the graph)
     assert int(rows[0]["size_bytes_int8"]) < 0.5 * int(rows[0]["size_bytes_onnx"])
     starred = [line.split()[1] for line in printed.splitlines() if line.startswith("* ")]
