@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from colour_folders import make_tiny_folder
@@ -55,6 +57,15 @@ def test_compare_trains_measures_and_stars_the_front(tmp_path: Path, capsys) -> 
         assert int(row["size_bytes_int8"]) == (out / "exports" / folder / "model.int8.onnx").stat().st_size
         # the ONNX Runtime fp32 model is the torch model: same predictions on the test split
         assert float(row["test_top1_onnx"]) == pytest.approx(float(row["test_top1"]))
+    for row in rows:  # torch's top-1 and macro-F1 are `cnnkit eval`'s on the run's test split
+        capsys.readouterr()
+        assert main(["eval", str(out / row["model"]), str(data), "--json"]) == 0
+        evaluated = json.loads(capsys.readouterr().out)
+        confusion = np.array(evaluated["confusion"], dtype=float)
+        tp = np.diag(confusion)
+        f1 = 2 * tp / (confusion.sum(0) + confusion.sum(1))
+        assert evaluated["split"] == "test" and float(row["test_top1"]) == pytest.approx(evaluated["test_top1"])
+        assert float(row["macro_f1"]) == pytest.approx(float(np.nanmean(f1)), abs=1e-6)
     # int8 weights are a quarter of fp32's (plus scales and the graph)
     assert int(rows[0]["size_bytes_int8"]) < 0.5 * int(rows[0]["size_bytes_onnx"])
     starred = [line.split()[1] for line in printed.splitlines() if line.startswith("* ")]
@@ -74,3 +85,30 @@ def test_compare_refuses_an_unknown_backend(tmp_path: Path, capsys) -> None:
     assert "--backends: unknown tensorrt (choose from torch, onnx, int8)" in capsys.readouterr().err
     with pytest.raises(CnnkitError, match="--backends: none given"):
         parse_backends(" , ")
+
+
+def test_compare_checks_every_model_name_before_training_any(tmp_path: Path, capsys) -> None:
+    """A bad name last in --models is refused before the first backbone trains (no work thrown away)."""
+    data = make_tiny_folder(tmp_path / "data")
+    out = tmp_path / "cmp"
+    common = ["--epochs", "1", "--batch-size", "8", "--img-size", "16", "--out", str(out), "--quiet"]
+    assert main(["compare", str(data), "--models", "compact_cnn,no_such", *common]) == 2
+    assert "--models: unknown model 'no_such'" in capsys.readouterr().err
+    assert main(["compare", str(data), "--models", "compact_cnn,mnist_cnn,compact_cnn", *common]) == 2
+    assert "--models: compact_cnn given more than once" in capsys.readouterr().err
+    assert not (out / "compact_cnn" / "summary.json").exists(), "nothing was trained"
+
+
+def test_accuracy_is_measured_on_test_else_val_never_on_train() -> None:
+    """Data given as train/val (hymenoptera's layout) is measured on val; train-only data is an error."""
+    from types import SimpleNamespace
+
+    from cnnkit.deploy.run_images import test_split
+
+    def source(*splits: str) -> SimpleNamespace:
+        return SimpleNamespace(path=Path("runs/x"), data=SimpleNamespace(splits={name: [] for name in splits}))
+
+    assert test_split(source("train", "val", "test")) == "test"
+    assert test_split(source("train", "val")) == "val"
+    with pytest.raises(CnnkitError, match=r"runs/x has no test or val split .* \['train'\]"):
+        test_split(source("train"))

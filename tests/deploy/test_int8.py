@@ -13,7 +13,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from cnnkit.deploy.int8_budget import logits_of, quantize_within_budget
+from cnnkit.deploy.export_run import Int8Report, format_int8_report
+from cnnkit.deploy.int8_budget import Int8Result, logits_of, quantize_within_budget
+from cnnkit.deploy.timing import Timing
+from cnnkit.device_info import device_info
 from cnnkit.deploy.onnx_export import INPUT_NAME, write_onnx
 from cnnkit.deploy.quantize import Int8Quantizer, affine_qparams, qdq_parameters
 from cnnkit.models.base import DefaultCfg
@@ -150,3 +153,43 @@ def test_quantizers_sharing_a_workdir_keep_their_own_calibration(tmp_path: Path)
         quantizer = Int8Quantizer(fp32, [rng.random((4, *shape), dtype=np.float32)], workdir=tmp_path)
         paths.append(quantizer.quantize(tmp_path / f"{name}.int8.onnx"))
     assert all(INPUT_NAME in qdq_parameters(p) for p in paths)
+
+
+def _report(path: Path | None, fp32_ms: float, int8_ms: float) -> Int8Report:
+    result = Int8Result(path, 0.90, 0.895, 0.98, ("/conv1/Conv",) if path else ())
+    speed = {("fp32", b): Timing(b, fp32_ms * b / 1e3, 0, 0, 5) for b in (1, 32)}
+    if path is not None:
+        speed.update({("int8", b): Timing(b, int8_ms * b / 1e3, 0, 0, 5) for b in (1, 32)})
+    return Int8Report(result, 4_000_000, 1_100_000 if path else None, speed, "entropy")
+
+
+def test_int8_report_says_plainly_when_int8_is_not_faster(tmp_path: Path) -> None:
+    """The figures, the CPU's instruction set, and the verdict: slower int8 is not recommended."""
+    isa = "VNNI" if device_info().vnni else "no VNNI"
+    slower = format_int8_report(_report(tmp_path / "m.int8.onnx", fp32_ms=2.0, int8_ms=3.0))
+    assert "isa: " in slower and f"int8 is NOT faster than fp32 on this machine ({isa}" in slower
+    assert "use the fp32 model here" in slower and "speed-up 0.67x" in slower
+    assert "top-1 fp32 90.00%  int8 89.50%  drop 0.50 points  agreement 98.00%" in slower
+    assert "kept in float (most sensitive first): /conv1/Conv" in slower and "int8 1.10 MB" in slower
+    faster = format_int8_report(_report(tmp_path / "m.int8.onnx", fp32_ms=3.0, int8_ms=1.5))
+    assert "NOT faster" not in faster and "speed-up 2.00x" in faster
+    none = format_int8_report(_report(None, fp32_ms=2.0, int8_ms=0.0))
+    assert "no mix of int8 and float layers met the accuracy budget: keeping the fp32 export only" in none
+    assert "int8 p50" not in none and "NOT faster" not in none
+
+
+def test_entropy_calibration_clips_an_outlier_that_minmax_keeps(tmp_path: Path) -> None:
+    """KL calibration picks a range narrower than minmax when one value is far out (ONNX Runtime's default
+    bins left it a single candidate, the full range: entropy equalled minmax)."""
+    fp32 = write_onnx(_TwoConvs().eval(), tmp_path / "two.onnx")
+    images = np.random.default_rng(3).normal(0.0, 1.0, size=(64, 1, 12, 12)).astype(np.float32)
+    images[0, 0, 0, 0] = 40.0
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        quantizer = Int8Quantizer(fp32, [images[:32], images[32:]], method=method, workdir=tmp_path)
+        scales[method] = float(qdq_parameters(quantizer.quantize(tmp_path / f"{method}.onnx"))[INPUT_NAME].scale)
+        quantizer.close()
+    assert scales["minmax"] == pytest.approx(float(affine_qparams(images.min(), 40.0, qmin=0, qmax=255).scale))
+    assert scales["entropy"] < 0.5 * scales["minmax"], "the outlier is clipped"
+    assert 255 * scales["entropy"] > 6.0, "the bulk (+-3 standard deviations) stays in range"
+    assert scales["percentile"] <= scales["minmax"]

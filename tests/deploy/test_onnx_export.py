@@ -91,6 +91,31 @@ def test_a_corrupted_graph_is_caught_naming_the_largest_mismatch(
         verify_onnx(broken, model, real_inputs=torch.rand(3, 1, 16, 16))
 
 
+class _DriftingModel(torch.nn.Module):
+    """Its logits scale with the number of calls so far: the traced graph keeps one call's factor,
+    so ONNX Runtime disagrees with every later eager call (a stand-in for a silent exporter error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.calls = torch.nn.Conv2d(1, 2, 1), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(x).mean(dim=(2, 3)) * self.calls
+
+
+def test_a_failed_check_leaves_the_target_path_as_it_was(tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"an earlier, checked export")
+    with pytest.raises(CnnkitError, match=r"model.unchecked.onnx: ONNX Runtime disagrees with PyTorch"):
+        export_onnx(_DriftingModel().eval(), target, input_size=(1, 4, 4))
+    assert target.read_bytes() == b"an earlier, checked export", "never overwritten by an unchecked file"
+    assert (tmp_path / "model.unchecked.onnx").is_file(), "the failed export is kept for inspection"
+    model = create_model("lenet5", num_classes=4).eval()
+    export_onnx(model, target)
+    assert onnx_metadata(target)[2] == "LeNet5" and not (tmp_path / "model.unchecked.onnx").exists()
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_files_without_cnnkit_metadata_or_bad_sizes_are_refused(tmp_path: Path) -> None:
     model = create_model("lenet5", num_classes=4).eval()
@@ -100,5 +125,7 @@ def test_files_without_cnnkit_metadata_or_bad_sizes_are_refused(tmp_path: Path) 
         onnx_metadata(plain)
     with pytest.raises(CnnkitError, match="input_size must be"):
         write_onnx(model, tmp_path / "x.onnx", input_size=(1, 32))
+    with pytest.raises(CnnkitError, match="opset 99 is not supported: choose 7 to 20"):
+        write_onnx(model, tmp_path / "x.onnx", opset=99)
     with pytest.raises(CnnkitError, match="no such ONNX file"):
         OnnxBackend(tmp_path / "missing.onnx")

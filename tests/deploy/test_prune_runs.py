@@ -94,9 +94,25 @@ def test_lottery_ticket_invariants(tiny, tmp_path: Path) -> None:
         assert all(bool((trained[k][~m] == 0).all()) for k, m in masks.items()), "mask held in training"
         control = load_file(tmp_path / "lt" / f"control{r}" / "mask.safetensors")
         assert all(torch.equal(control[k], masks[k]) for k in masks), "the control uses the same masks"
+    for name in ("round0", "round1", "round2", "control1", "control2"):
+        assert (tmp_path / "lt" / name / "split.json").read_bytes() == (run / "split.json").read_bytes(), name
     assert [row.round for row in rows] == [0, 1, 2] and rows[2].density == pytest.approx(0.64, abs=1e-4)
     assert all(row.control_top1 is not None for row in rows[1:])
     assert (tmp_path / "lt" / "lottery.csv").read_text().startswith("round,density,test_top1,control_top1")
+
+
+def test_rewind_epoch_k_is_the_training_weights_after_epoch_k_not_their_ema(tiny, tmp_path: Path) -> None:
+    """With one epoch and --ema-decay, epoch:1 must rewind to the weights last.pt holds as the model (not its EMA)."""
+    from cnnkit.train.checkpoint import load_checkpoint
+
+    data, run = tiny
+    source = open_run(run, str(data))
+    config = source.config.replace(epochs=1, ema_decay=0.5)
+    lottery_ticket(source, config, LotterySettings(rounds=1, rate=0.2, rewind_epoch=1, control=False), tmp_path / "lt")
+    rewind = load_file(tmp_path / "lt" / "rewind.safetensors")
+    trained = load_checkpoint(tmp_path / "lt" / "round0" / "last.pt")["model"]
+    assert set(rewind) == set(trained)
+    assert all(torch.equal(rewind[k], trained[k].cpu()) for k in trained), "the SGD iterate after epoch 1, bit for bit"
 
 
 def test_channel_pruned_run_is_smaller_and_loads(tiny, tmp_path: Path, capsys) -> None:
@@ -114,6 +130,25 @@ def test_channel_pruned_run_is_smaller_and_loads(tiny, tmp_path: Path, capsys) -
     assert model.features[0][0].out_channels == 16
     assert summary.channel_plan and summary.channel_plan[0].kept == 16
     assert _eval_top1(out, data, capsys) == pytest.approx(summary.test["test_top1"])
+
+
+def test_pruning_a_channel_pruned_run_keeps_its_narrow_shapes(tiny, tmp_path: Path, capsys) -> None:
+    """Magnitude pruning and the lottery ticket of a channel-pruned run write runs that load (the plan travels)."""
+    data, run = tiny
+    slim, sparse, lottery = tmp_path / "slim", tmp_path / "sparse", tmp_path / "lt"
+    common = ["--epochs", "1", "--quiet"]
+    assert main(["prune", str(run), str(data), "--structured", "channels", "--sparsity", "0.5", "--out", str(slim),
+                 *common]) == 0
+    plan = read_summary(slim).channel_plan
+    assert main(["prune", str(slim), str(data), "--sparsity", "0.5", "--out", str(sparse), *common]) == 0
+    assert main(["prune", str(slim), str(data), "--iterative", "--rounds", "1", "--no-control", "--out", str(lottery),
+                 *common]) == 0
+    printed = capsys.readouterr().out
+    assert "sparsity" in printed and "random reinit top-1" in printed, "the sparsity-accuracy table"
+    for out in (sparse, lottery / "round0", lottery / "round1"):
+        assert read_summary(out).channel_plan == plan
+        model, _ = load_run(out)
+        assert model.features[0][0].out_channels == 16, f"{out.name}: the slim architecture"
 
 
 def test_bad_prune_arguments_are_named(tiny, tmp_path: Path, capsys) -> None:

@@ -40,11 +40,14 @@ def parse_backends(text: str, *, option: str = "--backends") -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class BenchRow:
+    """One (target, backend, batch size) cell; params and MACs None when unknown (an .onnx whose graph
+    is not its zoo architecture's, e.g. a channel-pruned run's)."""
+
     target: str
     backend: str
     threads: int
-    params: int
-    macs: int
+    params: int | None
+    macs: int | None
     timing: Timing
 
 
@@ -55,6 +58,7 @@ def torch_runner(model: nn.Module, batch: torch.Tensor) -> Callable[[], object]:
 
 
 def onnx_runner(path: Path, batch: torch.Tensor, *, threads: int | None) -> Callable[[], object]:
+    """One ONNX Runtime (CPU) run of the .onnx at `path` on `batch` (N, C, H, W), session built once."""
     backend = OnnxBackend(path, threads=threads)
     return lambda: backend.logits(batch)
 
@@ -91,12 +95,48 @@ def resolve_target(text: str, *, img_size: int | None) -> Target:
     return Target(text, model, cfg, name)
 
 
-def _costs(target: Target) -> tuple[int, int]:
+WeightShapes = list[tuple[str, tuple[int, ...]]]
+
+
+def onnx_weight_shapes(path: Path) -> WeightShapes:
+    """("conv", shape) of every Conv weight and ("linear", sorted dims) of every Gemm/MatMul constant
+    weight of an .onnx graph (through DequantizeLinear for int8), sorted: its architecture's fingerprint."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    source = {n.output[0]: n.input[0] for n in graph.node if n.op_type in ("DequantizeLinear", "Identity", "Transpose")}
+    found = []
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul"):
+            name = node.input[1]
+            while name not in shapes and name in source:
+                name = source[name]
+            if node.op_type == "Conv":
+                found.append(("conv", shapes.get(name, ())))
+            elif name in shapes:
+                found.append(("linear", tuple(sorted(shapes[name]))))
+    return sorted(found)
+
+
+def module_weight_shapes(model: nn.Module) -> WeightShapes:
+    """The same fingerprint of a torch model (conv weights as they are, linear ones with sorted dims)."""
+    convs = [("conv", tuple(m.weight.shape)) for m in model.modules()
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    linears = [("linear", tuple(sorted(m.weight.shape))) for m in model.modules() if isinstance(m, nn.Linear)]
+    return sorted(convs + linears)
+
+
+def _costs(target: Target) -> tuple[int | None, int | None]:
+    """(parameters, MACs) from cnnkit.analysis; for an .onnx file, of the zoo architecture it names,
+    and only when that architecture has the graph's weight shapes (else None: unknown, not wrong)."""
     model = target.model
-    if model is None:  # an .onnx file: count with the zoo architecture it came from
+    if model is None:
         if target.model_name not in list_models():
-            return 0, 0
+            return None, None
         model = create_model(target.model_name, num_classes=target.cfg.num_classes, in_chans=target.cfg.input_size[0])
+        if target.onnx_path is None or onnx_weight_shapes(target.onnx_path) != module_weight_shapes(model):
+            return None, None
     costs = analyse(model, tuple(target.cfg.input_size))
     return costs.total_params, costs.total_macs
 
@@ -142,6 +182,7 @@ CSV_COLUMNS = ("target", "backend", "batch", "threads", "p50_ms", "p90_ms", "p99
 
 
 def row_values(row: BenchRow) -> dict[str, object]:
+    """A row as the CSV/JSON record of CSV_COLUMNS (milliseconds, images per second)."""
     t = row.timing
     return {"target": row.target, "backend": row.backend, "batch": t.batch, "threads": row.threads,
             "p50_ms": round(1e3 * t.p50, 3), "p90_ms": round(1e3 * t.p90, 3), "p99_ms": round(1e3 * t.p99, 3),
@@ -149,6 +190,9 @@ def row_values(row: BenchRow) -> dict[str, object]:
 
 
 def write_csv(rows: Sequence[BenchRow], path: Path) -> None:
+    """bench.csv: one line per (target, backend, batch size), unknown counts left blank; its folder
+    is made if need be (the timings are not thrown away for want of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -156,6 +200,7 @@ def write_csv(rows: Sequence[BenchRow], path: Path) -> None:
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
+    """The speed table `cnnkit bench` prints."""
     header = (f"{'target':<22} {'backend':<7} {'batch':>5} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
               f"{'img/s':>9} {'params M':>9} {'GMACs':>7}")
     lines = [header]
@@ -163,11 +208,13 @@ def format_table(rows: Sequence[BenchRow]) -> str:
         v = row_values(row)
         lines.append(f"{row.target[-22:]:<22} {row.backend:<7} {v['batch']:>5} {row.threads:>3} {v['p50_ms']:>9.2f} "
                      f"{v['p90_ms']:>9.2f} {v['p99_ms']:>9.2f} {v['images_per_s']:>9.1f} "
-                     f"{row.params / 1e6:>9.2f} {row.macs / 1e9:>7.3f}")
+                     + ("        -       -" if row.params is None or row.macs is None
+                        else f"{row.params / 1e6:>9.2f} {row.macs / 1e9:>7.3f}"))
     return "\n".join(lines)
 
 
 def rows_json(rows: Sequence[BenchRow]) -> str:
+    """The rows as a JSON list (`cnnkit bench --json`)."""
     return json.dumps([row_values(r) for r in rows], indent=2)
 
 

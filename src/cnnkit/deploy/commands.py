@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from cnnkit.deploy.export_run import export_checked, export_int8, format_int8_report, record_export
     from cnnkit.deploy.from_run import open_run
-    from cnnkit.deploy.run_images import split_batches
+    from cnnkit.deploy.run_images import split_batches, test_split
     from cnnkit.errors import CnnkitError
     from cnnkit.inference import load_run
 
@@ -64,12 +64,16 @@ def run_export(args: argparse.Namespace) -> int:
     if args.int8 and args.calibration is None:
         raise CnnkitError("--int8 needs --calibration DATA (the run's dataset: training images calibrate, "
                           "test images measure the accuracy)")
+    if not args.max_drop >= 0:  # NaN too
+        raise CnnkitError(f"--max-drop is the largest top-1 loss allowed, in points >= 0; got {args.max_drop}")
+    if args.int8 and args.fixed_batch:
+        raise CnnkitError("--int8 cannot be combined with --fixed-batch: int8 accuracy and speed are measured on "
+                          "batches of 32 (drop --fixed-batch, or export the batch-1 model without --int8)")
     source, real = None, None
     if args.calibration is not None:
         source = open_run(args.run, args.calibration)
         model, summary = source.model, source.summary
-        split = "test" if "test" in source.data.splits else "val"
-        real = split_batches(source, split, limit=7, seed=args.seed).first(7)
+        real = split_batches(source, test_split(source), limit=7, seed=args.seed).first(7)
     else:
         model, summary = load_run(args.run)
         print("export: no --calibration DATA: checked on random inputs only", file=sys.stderr)
@@ -91,6 +95,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from cnnkit.deploy.bench import bench_target, format_table, parse_backends, resolve_target, rows_json, write_csv
     from cnnkit.device_info import device_info
+    from cnnkit.errors import CnnkitError
 
     backends = parse_backends(args.backends)
     threads = args.threads or torch.get_num_threads()
@@ -98,6 +103,8 @@ def run_bench(args: argparse.Namespace) -> int:
     for text in args.targets:
         target = resolve_target(text, img_size=args.img_size)
         chosen = tuple(b for b in backends if not (target.model is None and b == "torch"))
+        if not chosen:
+            raise CnnkitError(f"{text}: an .onnx file has no torch backend; use --backends onnx,int8")
         rows += bench_target(target, backends=chosen, batch_sizes=args.batch_sizes, threads=threads,
                              repeats=args.repeats)
     write_csv(rows, Path(args.csv))
@@ -109,5 +116,9 @@ def run_bench(args: argparse.Namespace) -> int:
         if "int8" in backends:
             print("int8 rows are calibrated on random inputs: their speed is real, their accuracy is not measured "
                   "(cnnkit export --int8 measures it)")
+        unknown = sorted({row.target for row in rows if row.params is None})
+        if unknown:
+            print(f"params/MACs unknown for {', '.join(unknown)}: the graph is not its zoo architecture's "
+                  "(a channel-pruned or re-headed run? bench its run directory)")
         print(f"csv: {args.csv}")
     return 0

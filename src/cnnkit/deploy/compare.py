@@ -12,8 +12,9 @@ import torch
 
 from cnnkit.analysis.summary import summary as analyse
 from cnnkit.data.pipeline import eval_pipeline
-from cnnkit.deploy.compare_backends import BackendFigures, measure_backends, test_split
+from cnnkit.deploy.compare_backends import BackendFigures, measure_backends
 from cnnkit.deploy.from_run import SourceRun
+from cnnkit.deploy.run_images import test_split
 from cnnkit.train.evaluate import evaluate_model, ordered_loader
 from cnnkit.train.preprocessing import batch_stage
 
@@ -50,7 +51,7 @@ def pareto_front(accuracy: Sequence[float], latency: Sequence[float]) -> list[bo
 
 @torch.no_grad()
 def test_metrics(source: SourceRun, *, device: torch.device, batch_size: int = 64) -> tuple[float, float]:
-    """(top-1, macro-F1) of the run's model on its test split (the whole data when it has none)."""
+    """(top-1, macro-F1) of the run's model on its test split (`test_split`: val when it has none)."""
     evaluation = eval_pipeline(source.model.default_cfg)
     classes = len(source.data.class_names)
     loader = ordered_loader(source.data.splits[test_split(source)], evaluation.sample, batch_size=batch_size,

@@ -17,7 +17,7 @@ from cnnkit.deploy.from_run import SourceRun
 from cnnkit.deploy.int8_budget import logits_of
 from cnnkit.deploy.latency import Latency, eager_runner, side_by_side_latency
 from cnnkit.deploy.quantize import Int8Quantizer
-from cnnkit.deploy.run_images import split_batches
+from cnnkit.deploy.run_images import split_batches, test_split
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,6 @@ class BackendFigures:
     test_top1: float
     size_bytes: int
     latency: Latency
-
-
-def test_split(source: SourceRun) -> str:
-    """The split accuracy is measured on: "test", or the run's only split when it has none."""
-    return "test" if "test" in source.data.splits else next(iter(source.data.splits))
 
 
 def export_backends(source: SourceRun, backends: Sequence[str], workdir: Path, *, calibration_size: int,

@@ -30,6 +30,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def check_settings(temperature: float, alpha: float) -> None:
+    """A CnnkitError naming --temperature (> 0) or --alpha (in [0, 1]) when out of range."""
     if temperature <= 0:
         raise CnnkitError(f"--temperature must be > 0, got {temperature}")
     if not 0.0 <= alpha <= 1.0:

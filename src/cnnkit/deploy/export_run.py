@@ -13,10 +13,10 @@ from torch import nn
 from cnnkit.deploy.bench import onnx_runner
 from cnnkit.deploy.from_run import SourceRun
 from cnnkit.deploy.int8_budget import Int8Result, logits_of, quantize_within_budget
-from cnnkit.deploy.onnx_check import OnnxCheck, verify_onnx
-from cnnkit.deploy.onnx_export import write_onnx
+from cnnkit.deploy.onnx_check import OnnxCheck
+from cnnkit.deploy.onnx_export import write_checked_onnx
 from cnnkit.deploy.quantize import Int8Quantizer, QuantizeMethod
-from cnnkit.deploy.run_images import ImageBatches, split_batches
+from cnnkit.deploy.run_images import split_batches, test_split
 from cnnkit.deploy.timing import Timing, time_side_by_side
 from cnnkit.device_info import device_info
 from cnnkit.inference import RunSummary, read_summary, update_summary
@@ -24,6 +24,8 @@ from cnnkit.inference import RunSummary, read_summary, update_summary
 
 @dataclass(frozen=True)
 class Int8Report:
+    """What `cnnkit export --int8` prints: the budgeted result, file sizes and the side-by-side timings."""
+
     result: Int8Result
     fp32_bytes: int
     int8_bytes: int | None
@@ -39,9 +41,8 @@ def export_checked(model: nn.Module, summary: RunSummary, out: Path, *, opset: i
                    dynamic_batch: bool, real: torch.Tensor | None) -> OnnxCheck:
     """Write a run's model (and its summary's class names and model name) to `out` and check it on
     random and `real` inputs at batch 1 and 7."""
-    write_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, class_names=summary.class_names,
-               model_name=summary.model_name)
-    return verify_onnx(out, model, real_inputs=real, batch_sizes=(1, 7) if dynamic_batch else (1,))
+    return write_checked_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, class_names=summary.class_names,
+                              model_name=summary.model_name, real_inputs=real)
 
 
 def export_int8(source: SourceRun, fp32_path: Path, *, method: QuantizeMethod, calibration_size: int,
@@ -50,7 +51,7 @@ def export_int8(source: SourceRun, fp32_path: Path, *, method: QuantizeMethod, c
     """Calibrate on `calibration_size` training images, quantize within `max_drop` top-1 points on
     the test split, and time fp32 and int8 side by side at batch 1 and 32."""
     calibration = split_batches(source, "train", limit=calibration_size, seed=seed)
-    test = _test_images(source, seed)
+    test = split_batches(source, test_split(source), seed=seed)
     int8_path = fp32_path.with_name(fp32_path.stem + ".int8.onnx")
     quantizer = Int8Quantizer(fp32_path, calibration.batches, method=method)
     try:
@@ -74,12 +75,9 @@ def export_int8(source: SourceRun, fp32_path: Path, *, method: QuantizeMethod, c
     return Int8Report(result, fp32_path.stat().st_size, int8_bytes, speed, method)
 
 
-def _test_images(source: SourceRun, seed: int) -> ImageBatches:
-    split = "test" if "test" in source.data.splits else "val"
-    return split_batches(source, split, seed=seed)
-
-
 def format_int8_report(report: Int8Report) -> str:
+    """The printed report: machine and ISA, top-1 and agreement, sizes, latencies, and a plain verdict
+    when int8 is not faster here or no mix met the budget."""
     r = report.result
     info = device_info()
     lines = [f"machine: {info.describe()}",

@@ -49,6 +49,13 @@ class SourceRun:
         model.default_cfg = cfg
         return model
 
+    def share_split(self, out: Path) -> None:
+        """Copy this run's split.json into `out` (made if need be), so that a run derived from it is
+        evaluated later on the very split it was trained on."""
+        out.mkdir(parents=True, exist_ok=True)
+        if (self.path / "split.json").is_file():
+            shutil.copyfile(self.path / "split.json", out / "split.json")
+
     def bundle(self, config: TrainConfig, model: nn.Module | None = None) -> DataBundle:
         """Train/val/test datasets and transforms for `model` (default: this run's model)."""
         cfg = (model or self.model).default_cfg
@@ -69,10 +76,9 @@ def open_run(run_dir: str | Path, data_path: str, *, out: Path | None = None) ->
     if tuple(data.class_names) != summary.class_names:
         raise CnnkitError(f"{data_path} has classes {data.class_names}, the run {run_dir} was trained on "
                           f"{list(summary.class_names)}")
+    source = SourceRun(run_dir, model, summary, config, data)
     if out is not None:
         if (out / "last.pt").exists():
             raise CnnkitError(f"{out} already holds a run: choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        if (run_dir / "split.json").is_file():
-            shutil.copyfile(run_dir / "split.json", out / "split.json")
-    return SourceRun(run_dir, model, summary, config, data)
+        source.share_split(out)
+    return source

@@ -39,6 +39,7 @@ class Int8Result:
 
 
 def logits_of(path: Path, batches: Sequence[np.ndarray], *, threads: int | None = None) -> np.ndarray:
+    """ONNX Runtime logits (N, K) of the .onnx at `path` over all `batches` (N_i, C, H, W), in order."""
     backend = OnnxBackend(path, threads=threads)
     return np.concatenate([backend.logits(torch.from_numpy(b)).numpy() for b in batches])
 

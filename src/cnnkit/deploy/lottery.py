@@ -55,6 +55,8 @@ class LotterySettings:
 
 @dataclass(frozen=True)
 class LotteryRound:
+    """One row of the table: round (0 = dense), measured density, test top-1 of ticket and control."""
+
     round: int
     density: float
     test_top1: float
@@ -73,7 +75,8 @@ def parse_rewind(text: str) -> int:
 
 
 class CaptureAfterEpoch(Callback):
-    """Keeps a copy of the (eval) model's state dict after `epoch` epochs (the rewind point)."""
+    """Keeps a copy of the trained model's state dict after `epoch` epochs (the rewind point): the
+    training weights themselves, never their EMA (Frankle et al. 2020 rewind the SGD iterate)."""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
@@ -81,7 +84,7 @@ class CaptureAfterEpoch(Callback):
 
     def after_epoch(self, trainer) -> None:
         if trainer.state.epoch + 1 == self.epoch:
-            self.state = {k: v.detach().cpu().clone() for k, v in trainer.eval_model.state_dict().items()}
+            self.state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
 
 
 def rewound_model(source: SourceRun, rewind_state: dict[str, torch.Tensor], masks: Masks) -> nn.Module:
@@ -100,14 +103,17 @@ def _test_top1(summary: RunSummary) -> float:
 def _train(model: nn.Module, source: SourceRun, config: TrainConfig, masks: Masks | None, run_dir: Path,
            callbacks: Sequence[Callback], quiet: bool) -> RunSummary:
     hold = [MaskHold(masks)] if masks is not None else []
+    source.share_split(run_dir)
     summary = fit(model, source.bundle(config, model), config, source.info(), run_dir=run_dir,
                   callbacks=[*hold, *callbacks], quiet=quiet)
+    # A channel-pruned source's narrow shapes: without them the round's weights would not load.
+    changes: dict[str, object] = {"channel_plan": source.summary.channel_plan}
     if masks is not None:
         save_file({k: v.cpu().contiguous() for k, v in masks.items()}, run_dir / "mask.safetensors")
         weights = load_file(run_dir / "best.safetensors")
         report = sparsity_report(weights, list(masks))
-        summary = update_summary(run_dir, sparsity=report.layers, global_sparsity=report.global_sparsity)
-    return summary
+        changes.update(sparsity=report.layers, global_sparsity=report.global_sparsity)
+    return update_summary(run_dir, **changes)
 
 
 def lottery_ticket(source: SourceRun, config: TrainConfig, settings: LotterySettings, out: Path, *,
@@ -144,6 +150,7 @@ def lottery_ticket(source: SourceRun, config: TrainConfig, settings: LotterySett
 
 
 def write_lottery_csv(rows: Sequence[LotteryRound], path: Path) -> None:
+    """OUT/lottery.csv: one line per round."""
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(rows[0])))
         writer.writeheader()

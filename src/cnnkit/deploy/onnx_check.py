@@ -36,6 +36,8 @@ class CheckRow:
 
 @dataclass(frozen=True)
 class OnnxCheck:
+    """All comparisons of one export; `describe()` is the line `cnnkit export` prints."""
+
     rows: tuple[CheckRow, ...]
 
     @property

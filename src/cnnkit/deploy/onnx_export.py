@@ -27,6 +27,8 @@ log = logging.getLogger("cnnkit")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # Opset 17 (ONNX 1.12, 2022): every op the zoo needs, run by any ONNX Runtime of the last years.
 DEFAULT_OPSET = 17
+# The pinned TorchScript exporter's range in torch 2.13 (its ONNX_MIN_OPSET .. TORCHSCRIPT_EXPORTER_MAX_OPSET).
+OPSETS = range(7, 21)
 
 
 def _torchscript_export(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool,
@@ -101,6 +103,9 @@ def write_onnx(model: nn.Module, path: str | Path, *, input_size: Sequence[int] 
     example = torch.zeros((2 if dynamic_batch else 1, *cfg.input_size),
                           device=next(model.parameters()).device)
     opset = DEFAULT_OPSET if opset is None else opset
+    if opset not in OPSETS:
+        raise CnnkitError(f"opset {opset} is not supported: choose {OPSETS.start} to {OPSETS.stop - 1} "
+                          f"(the exporter's range; default {DEFAULT_OPSET})")
     try:
         if _torchscript_can_export(model, example):
             try:
@@ -119,17 +124,34 @@ def write_onnx(model: nn.Module, path: str | Path, *, input_size: Sequence[int] 
     return path
 
 
+def write_checked_onnx(model: nn.Module, path: str | Path, *, input_size: Sequence[int] | None = None,
+                       dynamic_batch: bool = True, opset: int | None = None,
+                       class_names: Sequence[str] | None = None, model_name: str | None = None,
+                       real_inputs: torch.Tensor | None = None) -> OnnxCheck:
+    """`write_onnx` to NAME.unchecked.onnx beside `path`, `verify_onnx` it (random inputs at batch 1
+    and 7, plus `real_inputs` (N, C, H, W)), and only then move it to `path`: a file at `path` is
+    always a checked one (a previous export there survives a failed check, which names the
+    unchecked file it leaves for inspection)."""
+    path = Path(path)
+    unchecked = path.with_name(f"{path.stem}.unchecked{path.suffix}")
+    write_onnx(model, unchecked, input_size=input_size, dynamic_batch=dynamic_batch, opset=opset,
+               class_names=class_names, model_name=model_name)
+    check = verify_onnx(unchecked, model, real_inputs=real_inputs, batch_sizes=(1, 7) if dynamic_batch else (1,))
+    unchecked.replace(path)
+    return check
+
+
 def export_onnx(model: nn.Module, path: str | Path, *, input_size: Sequence[int] | None = None,
                 dynamic_batch: bool = True, opset: int | None = None, class_names: Sequence[str] | None = None,
                 model_name: str | None = None, real_inputs: torch.Tensor | None = None) -> Path:
     """Export `model` to `path` and check it with ONNX Runtime against PyTorch (random inputs at
     batch 1 and 7, plus `real_inputs` (N, C, H, W) when given); the largest difference goes to the
-    'cnnkit' logger, a mismatch beyond rtol 1e-3 / atol 1e-4 is a CnnkitError naming it."""
-    path = write_onnx(model, path, input_size=input_size, dynamic_batch=dynamic_batch, opset=opset,
-                      class_names=class_names, model_name=model_name)
-    check = verify_onnx(path, model, real_inputs=real_inputs, batch_sizes=(1, 7) if dynamic_batch else (1,))
-    log.info("onnx: %s checked against ONNX Runtime: %s", path.name, check.describe())
-    return path
+    'cnnkit' logger, a mismatch beyond rtol 1e-3 / atol 1e-4 is a CnnkitError naming it (and
+    `path` is left as it was: see `write_checked_onnx`)."""
+    check = write_checked_onnx(model, path, input_size=input_size, dynamic_batch=dynamic_batch, opset=opset,
+                               class_names=class_names, model_name=model_name, real_inputs=real_inputs)
+    log.info("onnx: %s checked against ONNX Runtime: %s", Path(path).name, check.describe())
+    return Path(path)
 
 
 def _cfg_of(model: nn.Module, input_size: Sequence[int] | None) -> DefaultCfg:
@@ -160,4 +182,5 @@ def _write_metadata(path: Path, cfg: DefaultCfg, class_names: list[str], model_n
     onnx.save(proto, str(path))
 
 
-__all__ = ["OnnxCheck", "export_onnx", "verify_onnx", "write_onnx", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["OnnxCheck", "export_onnx", "verify_onnx", "write_checked_onnx", "write_onnx", "INPUT_NAME",
+           "OUTPUT_NAME"]

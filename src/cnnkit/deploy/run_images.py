@@ -31,6 +31,16 @@ class ImageBatches:
         return torch.from_numpy(np.concatenate(self.batches)[:n])
 
 
+def test_split(source: SourceRun) -> str:
+    """The split accuracy is measured on: "test", else "val" (data given as train/val); never the
+    training split, whose accuracy would pass for a test figure."""
+    for split in ("test", "val"):
+        if split in source.data.splits:
+            return split
+    raise CnnkitError(f"the data of {source.path} has no test or val split to measure accuracy on "
+                      f"(it has {sorted(source.data.splits)})")
+
+
 def split_batches(source: SourceRun, split: str, *, limit: int | None = None, batch_size: int = 32,
                   seed: int = 0) -> ImageBatches:
     """`split` of the run's data through its eval pipeline; `limit` draws that many images at

@@ -22,6 +22,7 @@ from cnnkit.deploy.masks import MaskHold, global_magnitude_masks, sparsity_repor
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import update_summary
 from cnnkit.inference.commands import positive_int
+from cnnkit.models.factory import list_models
 from cnnkit.train.config import TrainConfig, config_from_dict
 from cnnkit.train.data_prep import prepare_data
 from cnnkit.train.fit import RunInfo, fit
@@ -110,7 +111,7 @@ def run_prune(args: argparse.Namespace) -> int:
         callbacks=[MaskHold(masks)], quiet=args.quiet)
     sparsity = sparsity_report(load_file(out / "best.safetensors"), list(masks))
     summary = update_summary(out, sparsity=sparsity.layers, global_sparsity=sparsity.global_sparsity,
-                             pruned_from=str(source.path),
+                             pruned_from=str(source.path), channel_plan=source.summary.channel_plan,
                              pruning={"method": "global_magnitude", "target_sparsity": args.sparsity,
                                       "prunable_weights": sparsity.prunable_weights, "source_test_top1": before})
     print(format_metrics(summary, out))
@@ -172,10 +173,26 @@ def run_distill(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------- compare
+def models_to_train(text: str, out: Path) -> list[str]:
+    """The --models names, all checked before any is trained (a bad name found after hours of
+    training the others would waste them): known to the zoo, none twice, no run already in OUT/name."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise CnnkitError(f"--models: no model names in {text!r}")
+    unknown = [name for name in names if name not in list_models()]
+    if unknown:
+        raise CnnkitError(f"--models: unknown model {', '.join(map(repr, unknown))} (see `cnnkit.list_models()`)")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise CnnkitError(f"--models: {', '.join(twice)} given more than once")
+    done = [str(out / name) for name in names if (out / name / "summary.json").is_file()]
+    if done:
+        raise CnnkitError(f"{', '.join(done)} already hold(s) a run: pass it with --runs, or choose another --out")
+    return names
+
+
 def _train_backbone(name: str, args: argparse.Namespace, config: TrainConfig, out: Path) -> Path:
     run_dir = out / name
-    if (run_dir / "summary.json").is_file():
-        raise CnnkitError(f"{run_dir} already holds a run: pass it with --runs, or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(args.data, seed=config.seed, run_dir=run_dir)
     model = build_model(name, num_classes=len(data.class_names), in_chans=data.in_chans, seed=config.seed,
@@ -196,10 +213,10 @@ def run_compare(args: argparse.Namespace) -> int:
     if not args.runs and not args.models:
         raise CnnkitError("nothing to compare: give --models a,b,c or --runs RUN...")
     backends = parse_backends(args.backends)
+    names = models_to_train(args.models, out) if args.models else []
     out.mkdir(parents=True, exist_ok=True)
     config = config_over(TrainConfig(), args)
-    runs = [Path(r) for r in args.runs] if args.runs else [
-        _train_backbone(name.strip(), args, config, out) for name in args.models.split(",") if name.strip()]
+    runs = [Path(r) for r in args.runs] if args.runs else [_train_backbone(name, args, config, out) for name in names]
     device = pick_device(config.device)
     exports = out / "exports"
     names = [run.resolve().name for run in runs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -35,7 +36,11 @@ def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -
     if summary.channel_plan:  # a channel-pruned run (cnnkit prune --structured channels)
         apply_channel_plan(model, summary.channel_plan)
     try:
-        model.load_state_dict(load_file(weights))
+        state = load_file(weights)
+    except (SafetensorError, OSError) as error:
+        raise CnnkitError(f"cannot read {weights} as a safetensors file: {error}") from error
+    try:
+        model.load_state_dict(state)
     except RuntimeError as error:
         raise CnnkitError(f"{weights} does not fit model {summary.model_name!r}: {str(error)[:300]}") from error
     model.default_cfg = summary.default_cfg
