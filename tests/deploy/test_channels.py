@@ -20,6 +20,8 @@ from cnnkit.models.vgg import VGG, VGGConfig
 
 
 def _model(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The model (seeded weights: each run tests the same draw) and its input size."""
+    torch.manual_seed(0)
     if name == "small_vgg_bn":  # VGG's own code, narrow stages so the 4096-wide head stays small
         cfg = DefaultCfg(input_size=(3, 32, 32), first_conv="features.0", classifier="classifier.6", num_classes=4)
         return VGG(VGGConfig(((8,), (16, 16)), batch_norm=True), cfg, 4, 3, norm_layer=nn.BatchNorm2d), (3, 32, 32)
