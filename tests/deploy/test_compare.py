@@ -87,6 +87,13 @@ def test_compare_refuses_an_unknown_backend(tmp_path: Path, capsys) -> None:
         parse_backends(" , ")
 
 
+def test_compare_refuses_training_flags_with_finished_runs(tmp_path: Path, capsys) -> None:
+    assert main(["compare", str(tmp_path), "--runs", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--epochs", "3", "--img-size", "16"]) == 2
+    assert "--epochs, --img-size: training flags have no effect with --runs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_compare_checks_every_model_name_before_training_any(tmp_path: Path, capsys) -> None:
     """A bad name last in --models is refused before the first backbone trains (no work thrown away)."""
     data = make_tiny_folder(tmp_path / "data")

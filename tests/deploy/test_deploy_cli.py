@@ -121,8 +121,14 @@ def test_bench_writes_percentiles_threads_params_and_macs(exported: tuple[Path, 
                                                           capsys: pytest.CaptureFixture) -> None:
     out, _ = exported
     table = tmp_path / "bench.csv"
-    code = main(["bench", "compact_cnn", str(out), "--img-size", "16", "--batch-sizes", "1,4", "--repeats", "3",
-                 "--backends", "torch,onnx,int8", "--threads", "1", "--csv", str(table)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code = main(["bench", "compact_cnn", str(out), "--img-size", "16", "--batch-sizes", "1,4", "--repeats", "3",
+                     "--backends", "torch,onnx,int8", "--threads", "1", "--csv", str(table)])
+        assert torch.get_num_threads() == 2, "the process's thread setting is restored"
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert code == 0 and "isa:" in printed and "p99 ms" in printed
     rows = list(csv.DictReader(table.open()))

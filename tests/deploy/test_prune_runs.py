@@ -156,4 +156,8 @@ def test_bad_prune_arguments_are_named(tiny, tmp_path: Path, capsys) -> None:
     assert main(["prune", str(run), str(data), "--iterative", "--rewind", "epoch:x", "--out", str(tmp_path / "a")]) == 2
     assert "--rewind" in capsys.readouterr().err
     assert main(["prune", str(run), str(data), "--sparsity", "1.5", "--out", str(tmp_path / "b")]) == 2
-    assert "--sparsity" in capsys.readouterr().err
+    assert "--sparsity must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists(), "refused before OUT is written to"
+    assert main(["prune", str(run), str(data), "--iterative", "--sparsity", "0.9", "--out", str(tmp_path / "c")]) == 2
+    assert "--sparsity 0.9 has no effect with --iterative" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

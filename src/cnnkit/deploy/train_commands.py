@@ -39,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("run", help="run directory to prune")
     prune.add_argument("data", help="the run's dataset (path or `wafer`)")
     prune.add_argument("--out", required=True, help="run directory of the pruned model")
-    prune.add_argument("--sparsity", type=float, default=0.8,
-                       help="fraction of conv/linear weights zeroed (with --structured channels: of filters removed)")
+    prune.add_argument("--sparsity", type=float, default=None,
+                       help="fraction of conv/linear weights zeroed (with --structured channels: of filters "
+                            "removed; default 0.8); --iterative sets it by --rounds and --rate instead")
     prune.add_argument("--structured", choices=("channels",), default=None,
                        help="remove whole filters by L1 norm (Li et al. 2017): a smaller dense model")
     prune.add_argument("--iterative", action="store_true", help="lottery ticket: prune, rewind, retrain in rounds")
@@ -92,6 +93,12 @@ def run_prune(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.iterative and args.structured:
         raise CnnkitError("--iterative and --structured channels cannot be combined")
+    if args.iterative and args.sparsity is not None:
+        raise CnnkitError(f"--sparsity {args.sparsity} has no effect with --iterative: each round prunes --rate "
+                          f"of the survivors, density {1 - args.rate:g}^rounds after --rounds {args.rounds}")
+    sparsity = 0.8 if args.sparsity is None else args.sparsity
+    if not args.iterative and not 0.0 <= sparsity < 1.0:  # checked before OUT is written to
+        raise CnnkitError(f"--sparsity must be in [0, 1), got {sparsity}")
     source = open_run(args.run, args.data, out=None if args.iterative else out)
     config = config_over(source.config, args)
     if args.iterative:
@@ -101,18 +108,16 @@ def run_prune(args: argparse.Namespace) -> int:
         print(f"runs per round in {out}/round<r> (controls in {out}/control<r>), table in {out}/lottery.csv")
         return 0
     if args.structured:
-        return _prune_channels(source, config, args, out)
-    if not 0.0 <= args.sparsity < 1.0:
-        raise CnnkitError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+        return _prune_channels(source, config, sparsity, out, quiet=args.quiet)
     device = pick_device(config.device)
     before = test_metrics(source, device=device)[0]
-    masks = global_magnitude_masks(source.model, 1.0 - args.sparsity)
+    masks = global_magnitude_masks(source.model, 1.0 - sparsity)
     fit(source.model, source.bundle(config), config, source.info(), run_dir=out,
         callbacks=[MaskHold(masks)], quiet=args.quiet)
     sparsity = sparsity_report(load_file(out / "best.safetensors"), list(masks))
     summary = update_summary(out, sparsity=sparsity.layers, global_sparsity=sparsity.global_sparsity,
                              pruned_from=str(source.path), channel_plan=source.summary.channel_plan,
-                             pruning={"method": "global_magnitude", "target_sparsity": args.sparsity,
+                             pruning={"method": "global_magnitude", "target_sparsity": sparsity,
                                       "prunable_weights": sparsity.prunable_weights, "source_test_top1": before})
     print(format_metrics(summary, out))
     print(f"sparsity {100 * sparsity.global_sparsity:.2f}% of {sparsity.prunable_weights:,} conv/linear weights; "
@@ -126,17 +131,17 @@ def _costs(model: Any, input_size: tuple[int, int, int], device: Any) -> dict[st
             "latency_p50_ms_batch1": latency.p50_ms_batch1, "images_per_s_batch32": latency.images_per_s_batch32}
 
 
-def _prune_channels(source: SourceRun, config: TrainConfig, args: argparse.Namespace, out: Path) -> int:
+def _prune_channels(source: SourceRun, config: TrainConfig, fraction: float, out: Path, *, quiet: bool) -> int:
     try:
-        small, plan = prune_channels(source.model, args.sparsity)
+        small, plan = prune_channels(source.model, fraction)
     except CnnkitError as error:
         raise CnnkitError(f"{source.summary.model_name}: {error}") from None
     device = pick_device(config.device)
     input_size = tuple(source.model.default_cfg.input_size)
     before, after = _costs(source.model, input_size, device), _costs(small, input_size, device)
-    fit(small, source.bundle(config, small), config, source.info(small), run_dir=out, quiet=args.quiet)
+    fit(small, source.bundle(config, small), config, source.info(small), run_dir=out, quiet=quiet)
     summary = update_summary(out, channel_plan=plan, pruned_from=str(source.path),
-                             pruning={"method": "channels_l1", "fraction_removed": args.sparsity},
+                             pruning={"method": "channels_l1", "fraction_removed": fraction},
                              structured={"before": before, "after": after})
     print(format_metrics(summary, out))
     for key in before:
@@ -212,6 +217,13 @@ def run_compare(args: argparse.Namespace) -> int:
         raise CnnkitError("give either --models (trained here with one recipe) or --runs (finished runs), not both")
     if not args.runs and not args.models:
         raise CnnkitError("nothing to compare: give --models a,b,c or --runs RUN...")
+    unused = [f"--{f.name.replace('_', '-')}" for f in fields(TrainConfig)
+              if args.runs and f.name != "device" and getattr(args, f.name) is not None]
+    if args.img_size is not None and args.runs:
+        unused.append("--img-size")
+    if unused:
+        raise CnnkitError(f"{', '.join(unused)}: training flags have no effect with --runs (finished runs are "
+                          "measured as they are); drop them, or train with --models")
     backends = parse_backends(args.backends)
     names = models_to_train(args.models, out) if args.models else []
     out.mkdir(parents=True, exist_ok=True)
