@@ -151,6 +151,10 @@ def test_page_predicts_explains_and_shows_errors(live_server: str, browser, pred
             "return card && card.querySelector('h2').textContent === arguments[0] && card.querySelector('.top[data-label]')"
             " && card.querySelector('img.preview').naturalWidth > 0", name))
     assert browser.find_element(By.ID, "error").text == "", "a good image clears the last error"
+    revoked = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(document.querySelector('.card img.preview').src).then(() => done(false), () => done(true));")
+    assert revoked, "a shown preview's object URL is released (no blob kept per upload)"
 
     browser.find_element(By.ID, "compare").click()
     second = write_photo(tmp_path / "second.png", 1)
