@@ -10,22 +10,14 @@ from torch import nn
 _LARGER = {"inception_v3": 96, "googlenet": 96, "alexnet": 224}
 _SMALL_NATIVE = 32  # models made for small inputs (lenet5, mnist_cnn, compact_cnn) keep their own size
 
-# Over 40 M parameters, or EfficientNet-B5..B7's 456-600 px defaults, or DenseNet-161's 161 layers:
-# 20-130 s each on 2 shared cores. They run with `-m slow` (all passed on 2026-12-01);
-# benchmarks/deploy_speed.py folds, exports and times resnet50 at full size.
-LARGEST = frozenset({"alexnet", "convnext_base", "convnext_large", "convnext_small", "densenet161",
-                     "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "resnet101", "resnet152",
-                     "resnext101_32x8d", "vgg11", "vgg13", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-                     "wide_resnet50_2", "wide_resnet101_2"})
 
-
-def zoo_params() -> list:
-    """Every registered model as a pytest param, the LARGEST marked slow."""
-    import pytest
-
+def zoo_params() -> list[str]:
+    """Every registered model, the largest included (in the default run: on 2026-12-02 the fold and
+    export tests of the 19 largest took 2 min with `-n 2` on 2 cores, convnext_large and the VGGs'
+    exports 15-22 s each)."""
     from cnnkit.models.factory import list_models
 
-    return [pytest.param(n, marks=pytest.mark.slow) if n in LARGEST else n for n in list_models()]
+    return list_models()
 
 
 def small_input(name: str, model: nn.Module, batch: int, generator: torch.Generator) -> torch.Tensor:
