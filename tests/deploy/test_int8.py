@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from cnnkit.deploy.export_run import Int8Report, format_int8_report
-from cnnkit.deploy.int8_budget import Int8Result, logits_of, quantize_within_budget
+from cnnkit.deploy.int8_budget import Int8Result, fewest_that_fit, logits_of, quantize_within_budget
 from cnnkit.deploy.timing import Timing
 from cnnkit.device_info import device_info
 from cnnkit.deploy.onnx_export import INPUT_NAME, write_onnx
@@ -137,6 +137,22 @@ def test_budget_keeps_the_sensitive_layers_in_float_or_falls_back(tmp_path: Path
                                         max_drop=-1.0, probe=batches[:1], threads=1, log=notes.append)
     assert impossible.path is None and not (tmp_path / "never.int8.onnx").exists(), "fp32 kept, no int8 file"
     assert not list(tmp_path.glob("probe-*")), "sensitivity trials stay in the quantizer's own folder"
+
+
+@pytest.mark.parametrize("needed, available, tries", [
+    (1, 12, [1]), (3, 12, [1, 2, 4, 3]), (5, 12, [1, 2, 4, 8, 6, 5]), (8, 12, [1, 2, 4, 8, 6, 7]),
+    (11, 12, [1, 2, 4, 8, 11, 9, 10]), (12, 12, [1, 2, 4, 8, 11]), (2, 2, [1])])
+def test_the_fewest_layers_in_float_are_found(needed: int, available: int, tries: list[int]) -> None:
+    """Doubling, then bisection: the smallest count that fits, found in few trials; None when even
+    all but one layer in float does not fit."""
+    asked: list[int] = []
+
+    def fits(count: int) -> bool:
+        asked.append(count)
+        return count >= needed
+
+    assert fewest_that_fit(fits, available) == (needed if needed < available else None)
+    assert asked == tries
 
 
 def test_quantizers_sharing_a_workdir_keep_their_own_calibration(tmp_path: Path) -> None:

@@ -62,11 +62,32 @@ def layer_sensitivity(quantizer: Int8Quantizer, probe: Sequence[np.ndarray], *,
     return sorted(scores, key=lambda item: -item[1])
 
 
+def fewest_that_fit(fits: Callable[[int], bool], available: int) -> int | None:
+    """The smallest count in 1..available-1 for which `fits(count)` holds, trying 1, 2, 4, 8...
+    (available-1 last) and then bisecting between the last count that failed and the first that
+    fitted (3 layers kept in float when 3 suffice, not 4); None when none of those fits. Assumes that
+    more layers in float is never worse; where that fails, the count returned still fits."""
+    failed, count = 0, 1
+    while count < available:
+        if fits(count):
+            fitted = count
+            while fitted - failed > 1:
+                middle = (failed + fitted) // 2
+                if fits(middle):
+                    fitted = middle
+                else:
+                    failed = middle
+            return fitted
+        failed, count = count, (min(2 * count, available - 1) if count < available - 1 else available)
+    return None
+
+
 def quantize_within_budget(quantizer: Int8Quantizer, out: Path, *, labels: np.ndarray, evaluate: Evaluate,
                            max_drop: float, probe: Sequence[np.ndarray], threads: int | None = None,
                            log: Callable[[str], None] = print) -> Int8Result:
     """Quantize everything; if top-1 drops more than `max_drop` points, rank layers by sensitivity
-    and keep the top 1, 2, 4, 8... in float until the drop fits. Writes `out` only on success."""
+    and keep the fewest most sensitive ones in float that bring the drop within budget
+    (`fewest_that_fit`). Writes `out` only on success."""
     fp32_predictions = evaluate(quantizer.fp32_path)
     fp32_top1 = float(np.mean(fp32_predictions == labels))
 
@@ -81,16 +102,20 @@ def quantize_within_budget(quantizer: Int8Quantizer, out: Path, *, labels: np.nd
     log(f"int8: top-1 {100 * top1:.2f}% vs fp32 {100 * fp32_top1:.2f}% (drop "
         f"{100 * (fp32_top1 - top1):.2f} > {max_drop:g} points): measuring per-layer sensitivity")
     ranking = layer_sensitivity(quantizer, probe, threads=threads)
-    best = (top1, agreement, ())
-    count = 1
-    while count < len(ranking):
-        keep = tuple(name for name, _ in ranking[:count])
-        path, top1, agreement = attempt(keep)
+    tried: dict[int, tuple[float, float]] = {0: (top1, agreement)}  # layers in float -> (top-1, agreement)
+
+    def fits(count: int) -> bool:
+        _, top1, agreement = attempt([name for name, _ in ranking[:count]])
+        tried[count] = (top1, agreement)
         log(f"int8: {count} layer(s) in float: top-1 {100 * top1:.2f}%")
-        if top1 > best[0]:
-            best = (top1, agreement, keep)
-        if 100.0 * (fp32_top1 - top1) <= max_drop:
-            return Int8Result(path, fp32_top1, top1, agreement, keep, tuple(ranking))
-        count *= 2
-    out.unlink(missing_ok=True)
-    return Int8Result(None, fp32_top1, best[0], best[1], best[2], tuple(ranking))
+        return 100.0 * (fp32_top1 - top1) <= max_drop
+
+    count = fewest_that_fit(fits, len(ranking))
+    if count is None:
+        out.unlink(missing_ok=True)
+        best = max(tried, key=lambda c: tried[c][0])  # the best mix tried, reported beside the refusal
+        return Int8Result(None, fp32_top1, *tried[best], tuple(name for name, _ in ranking[:best]), tuple(ranking))
+    keep = tuple(name for name, _ in ranking[:count])
+    if list(tried)[-1] != count:  # `out` holds the last mix tried, which did not fit: write the chosen one
+        quantizer.quantize(out, keep_float=keep)
+    return Int8Result(out, fp32_top1, *tried[count], keep, tuple(ranking))

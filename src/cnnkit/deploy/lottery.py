@@ -104,8 +104,8 @@ def _train(model: nn.Module, source: SourceRun, config: TrainConfig, masks: Mask
            callbacks: Sequence[Callback], quiet: bool) -> RunSummary:
     hold = [MaskHold(masks)] if masks is not None else []
     source.share_split(run_dir)
-    summary = fit(model, source.bundle(config, model), config, source.info(), run_dir=run_dir,
-                  callbacks=[*hold, *callbacks], quiet=quiet)
+    fit(model, source.bundle(config, model), config, source.info(), run_dir=run_dir,
+        callbacks=[*hold, *callbacks], quiet=quiet)
     # A channel-pruned source's narrow shapes: without them the round's weights would not load.
     changes: dict[str, object] = {"channel_plan": source.summary.channel_plan}
     if masks is not None:
