@@ -55,6 +55,21 @@ def run(scenario: Callable[[], object]) -> object:
     return asyncio.run(scenario())
 
 
+class StreamedUpload:
+    """A multipart body (one `file` part of `chunks` x `chunk` zero bytes) sent as a stream;
+    `pulled` counts the bytes the server asked for. Pass `content=...` and `headers=...` to post."""
+
+    def __init__(self, *, chunk: int, chunks: int) -> None:
+        self.chunk, self.chunks, self.pulled = chunk, chunks, 0
+        self.headers = {"content-type": "multipart/form-data; boundary=x"}
+
+    async def content(self) -> AsyncIterator[bytes]:
+        yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\r\n"
+        for _ in range(self.chunks):
+            self.pulled += self.chunk
+            yield b"\0" * self.chunk
+
+
 def upload(data: bytes, name: str = "image.png", content_type: str = "image/png", field: str = "file") -> dict:
     return {"files": [(field, (name, data, content_type))]}
 

@@ -10,7 +10,7 @@ from cnnkit.cli import main
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor
 from cnnkit.serve import ServeSettings
-from serve_helpers import CLASSES, png_bytes, run, serving, upload
+from serve_helpers import CLASSES, StreamedUpload, png_bytes, run, serving, upload
 
 KEY = "k3y-0123456789abcdef"
 
@@ -52,22 +52,16 @@ def test_bearer_key_guards_the_model_but_not_health(predictor: Predictor) -> Non
 
 
 def test_a_request_without_the_key_is_refused_before_its_body_is_read(predictor: Predictor) -> None:
-    chunk, pulled = 64 * 1024, {"bytes": 0}
-
-    async def body():
-        yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\r\n"
-        for _ in range(100):  # 6.4 MB if it were all read
-            pulled["bytes"] += chunk
-            yield b"\0" * chunk
+    chunk = 64 * 1024
+    body = StreamedUpload(chunk=chunk, chunks=100)  # 6.4 MB if it were all read
 
     async def scenario():
         async with serving(predictor, host="0.0.0.0", api_key=KEY) as client:
-            return await client.post("/predict", content=body(),
-                                     headers={"content-type": "multipart/form-data; boundary=x"})
+            return await client.post("/predict", content=body.content(), headers=body.headers)
 
     refused = run(scenario)
     assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
-    assert pulled["bytes"] <= chunk, f"{pulled['bytes']} bytes of an unauthorised upload were read"
+    assert body.pulled <= chunk, f"{body.pulled} bytes of an unauthorised upload were read"
 
 
 def test_cli_refuses_open_non_loopback_and_warns_with_no_auth(random_run: Path, tmp_path: Path, capsys,

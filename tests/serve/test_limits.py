@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cnnkit.inference import Predictor
-from serve_helpers import png_bytes, run, serving, upload
+from serve_helpers import StreamedUpload, png_bytes, run, serving, upload
 
 
 def png_bomb(side: int = 20_000) -> bytes:
@@ -53,25 +53,18 @@ def peak_rss() -> int:
 
 def test_body_over_the_limit_is_refused_while_streaming(predictor: Predictor) -> None:
     limit, chunk = 256 * 1024, 64 * 1024
-    sent = {"bytes": 0}
-
-    async def body():
-        yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\r\n"
-        for _ in range(160):  # 10 MB if it were all read
-            sent["bytes"] += chunk
-            yield b"\0" * chunk
+    body = StreamedUpload(chunk=chunk, chunks=160)  # 10 MB if it were all read
 
     async def scenario():
         async with serving(predictor, max_upload_mb=limit / 2**20) as client:
-            streamed = await client.post("/predict", content=body(),
-                                         headers={"content-type": "multipart/form-data; boundary=x"})
+            streamed = await client.post("/predict", content=body.content(), headers=body.headers)
             declared = await client.post("/predict", **upload(b"\xff\xd8\xff" + b"\0" * (2 * limit)))
             return streamed, declared
 
     streamed, declared = run(scenario)
     assert streamed.status_code == 413 and streamed.json()["error"] == "request body too large"
     assert "262144 bytes" in streamed.json()["detail"]
-    assert sent["bytes"] <= limit + chunk, f"read {sent['bytes']} bytes of a {limit}-byte limit"
+    assert body.pulled <= limit + chunk, f"read {body.pulled} bytes of a {limit}-byte limit"
     assert declared.status_code == 413, "a declared Content-Length over the limit is refused before reading"
 
 
