@@ -194,7 +194,7 @@ def test_int8_report_says_plainly_when_int8_is_not_faster(tmp_path: Path) -> Non
     assert "int8 p50" not in none and "NOT faster" not in none
 
 
-def test_entropy_calibration_clips_an_outlier_that_minmax_keeps(tmp_path: Path) -> None:
+def test_entropy_calibration_clips_an_outlier_that_minmax_keeps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """KL calibration picks a range narrower than minmax when one value is far out (ONNX Runtime's default
     bins left it a single candidate, the full range: entropy equalled minmax)."""
     fp32 = write_onnx(_TwoConvs().eval(), tmp_path / "two.onnx")
@@ -209,3 +209,4 @@ def test_entropy_calibration_clips_an_outlier_that_minmax_keeps(tmp_path: Path) 
     assert scales["entropy"] < 0.5 * scales["minmax"], "the outlier is clipped"
     assert 255 * scales["entropy"] > 6.0, "the bulk (+-3 standard deviations) stays in range"
     assert scales["percentile"] <= scales["minmax"]
+    assert capsys.readouterr().out == "", "ONNX Runtime's calibration progress stays out of the report"

@@ -8,9 +8,12 @@ s = (rmax − rmin)/(qmax − qmin) and z = round(qmin − rmin/s); symmetric we
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +32,20 @@ QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 # candidate, the full range: its entropy calibration then equals minmax, and quantize_static has no
 # option to change the bins, so cnnkit runs that calibrator itself.
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128
+log = logging.getLogger("cnnkit")
+
+
+@contextlib.contextmanager
+def _ort_prints_to_log() -> Iterator[None]:
+    """ONNX Runtime's histogram calibrators `print` their progress ("Collecting tensor data ...");
+    it goes to the 'cnnkit' logger at DEBUG instead of into the command's report."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        for line in printed.getvalue().splitlines():
+            log.debug("onnxruntime: %s", line)
 
 
 @dataclass(frozen=True)
@@ -125,8 +142,9 @@ class Int8Quantizer:
             self.prepared, list(QUANTIZED_OPS), augmented_model_path=str(self.workdir / "augmented.onnx"),
             calibrate_method=self._ort_method,
             extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS})
-        calibrator.collect_data(_BatchReader(self.input_name, self.calibration))
-        save_tensors_data(calibrator.compute_data(), self.cache)
+        with _ort_prints_to_log():
+            calibrator.collect_data(_BatchReader(self.input_name, self.calibration))
+            save_tensors_data(calibrator.compute_data(), self.cache)
 
     def quantizable_nodes(self) -> list[str]:
         """Names of the Conv/Gemm/MatMul nodes of the prepared graph, in graph order."""
@@ -141,14 +159,15 @@ class Int8Quantizer:
 
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        quantize_static(
-            str(self.prepared), str(out), _BatchReader(self.input_name, self.calibration),
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=self.reduce_range,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=list(keep_float),
-            calibrate_method=self._ort_method, calibration_cache_path=str(self.cache),
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-        )
+        with _ort_prints_to_log():
+            quantize_static(
+                str(self.prepared), str(out), _BatchReader(self.input_name, self.calibration),
+                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=self.reduce_range,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=list(keep_float),
+                calibrate_method=self._ort_method, calibration_cache_path=str(self.cache),
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
         copy_metadata(self.fp32_path, out, int8={"method": self.method, "kept_float": list(keep_float),
                                                  "reduce_range": self.reduce_range})
         return out
