@@ -52,6 +52,21 @@ def test_arcface_margin_lowers_only_the_target_logit() -> None:
                                                     dtype=torch.float32))
 
 
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_arcface_gradient_is_finite_on_and_opposite_its_proxy(direction: float) -> None:
+    """cos theta = 1 (the goal of training) and -1: acos's gradient is infinite there, ours is not."""
+    loss_fn = make_loss("arcface", 2, 2, scale=64.0, margin=0.5)
+    loss_fn.weight.data = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    embeddings = torch.tensor([[direction * 3.0, 0.0]], requires_grad=True)
+    value = loss_fn(embeddings, torch.tensor([0]))
+    value.backward()
+    assert torch.isfinite(embeddings.grad).all() and torch.isfinite(loss_fn.weight.grad).all()
+    target = np.cos(0.5) if direction > 0 else -1.0 - 0.5 * np.sin(0.5)  # cos(0 + m); the pi - m branch
+    logits = torch.tensor([[target, 0.0]]) * 64.0
+    assert float(value.detach()) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.tensor([0]))),
+                                                  rel=1e-5)
+
+
 def test_triplet_with_nothing_mined_is_zero_and_backpropagates() -> None:
     embeddings = torch.randn(4, 3, requires_grad=True)
     value = TripletLoss(mining="batch_hard")(embeddings, torch.tensor([0, 1, 2, 3]))  # no positives

@@ -62,6 +62,8 @@ class ArcFaceLoss(ProxyLoss):
 
     Past theta > pi - m, cos(theta + m) would rise again; there the logit is s * (cos theta - m sin m)
     (insightface's and pml's "keep it monotonically decreasing" branch). `margin` in radians.
+    cos(theta + m) is expanded as cos theta cos m - sin theta sin m (insightface's form): through
+    acos (pml's) the gradient is NaN when an embedding lies on its proxy (d acos / d cos = -inf at 1).
     """
 
     def __init__(self, num_classes: int, embedding_dim: int, *, scale: float = 64.0, margin: float = 0.5,
@@ -70,10 +72,12 @@ class ArcFaceLoss(ProxyLoss):
         self.scale, self.margin = float(scale), float(margin)
 
     def logits_from_cosines(self, cosines: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        target = cosines.gather(1, labels[:, None])
-        angle = torch.acos(target.clamp(-1.0, 1.0))
-        with_margin = torch.where(angle <= math.pi - self.margin, torch.cos(angle + self.margin),
-                                  torch.cos(angle) - self.margin * math.sin(self.margin))
+        target = cosines.gather(1, labels[:, None]).clamp(-1.0, 1.0)
+        # sin theta >= 0 from (1 - cos)(1 + cos); the floor keeps sqrt's gradient finite at 0.
+        sine = ((1.0 - target) * (1.0 + target)).clamp_min(torch.finfo(target.dtype).tiny).sqrt()
+        cos_m, sin_m = math.cos(self.margin), math.sin(self.margin)
+        with_margin = torch.where(target >= -cos_m,  # theta <= pi - m
+                                  target * cos_m - sine * sin_m, target - self.margin * sin_m)
         return self.scale * cosines.scatter(1, labels[:, None], with_margin)
 
 
