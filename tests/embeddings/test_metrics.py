@@ -63,6 +63,8 @@ def test_retrieval_errors_name_the_argument() -> None:
         retrieval_metrics(np.ones((3, 2)), [0, 1])
     with pytest.raises(CnnkitError, match="no query has a relevant"):
         retrieval_metrics(np.eye(3), [0, 1, 2])
+    with pytest.raises(CnnkitError, match=r"reference embeddings contain NaN .*row 1"):
+        retrieval_metrics(np.eye(3), [0, 1, 1], [[1.0, 0.0, 0.0], [np.nan, 0.0, 1.0]], [0, 1])
 
 
 def test_auc_equals_sklearn_with_ties() -> None:

@@ -95,6 +95,19 @@ def test_missing_faiss_is_named(monkeypatch) -> None:
         VectorIndex.build(vectors, "hnsw")
 
 
+def test_nan_vectors_are_refused_by_name_and_bfloat16_is_read() -> None:
+    """A NaN row would be every query's top match (NaN sorts first): refused, naming the argument."""
+    vectors, _ = clustered(50)
+    vectors[3, 2] = np.nan
+    with pytest.raises(CnnkitError, match=r"vectors contain NaN .*row 3"):
+        VectorIndex.build(vectors, "exact")
+    index = VectorIndex.build(vectors[4:], "exact")
+    with pytest.raises(CnnkitError, match="queries contain NaN"):
+        index.search(vectors[:4], 3)
+    half = torch.tensor(vectors[4:], dtype=torch.bfloat16)
+    np.testing.assert_allclose(normalise(half), normalise(half.float()), atol=0)
+
+
 def test_bad_gallery_folder_is_named(tmp_path) -> None:
     with pytest.raises(CnnkitError, match="not a gallery"):
         Gallery.load(tmp_path)

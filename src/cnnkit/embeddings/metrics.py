@@ -27,6 +27,9 @@ def _as_vectors(x: ArrayLike, name: str) -> torch.Tensor:
     tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
     if tensor.ndim != 2 or tensor.shape[0] == 0:
         raise CnnkitError(f"{name} must be a non-empty (N, D) array of embeddings, got shape {tuple(tensor.shape)}")
+    bad = (~tensor.isfinite().all(dim=1)).nonzero().flatten()
+    if len(bad):
+        raise CnnkitError(f"{name} embeddings contain NaN or infinity ({len(bad)} rows, the first is row {int(bad[0])})")
     return F.normalize(tensor, dim=1)
 
 

@@ -35,13 +35,19 @@ HNSW_EF_CONSTRUCTION = 80
 EF_SEARCH_STEPS: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024)
 
 
-def normalise(vectors: Any) -> np.ndarray:
-    """Float32 rows of unit L2 norm (N, D), C-contiguous (what faiss wants)."""
-    array = np.asarray(vectors.detach().cpu() if isinstance(vectors, torch.Tensor) else vectors, dtype=np.float32)
+def normalise(vectors: Any, *, name: str = "vectors") -> np.ndarray:
+    """Float32 rows of unit L2 norm (N, D), C-contiguous (what faiss wants). A NaN or infinite
+    entry is an error naming `name`: its row would otherwise top every search (NaN sorts first)."""
+    if isinstance(vectors, torch.Tensor):
+        vectors = vectors.detach().cpu().float()  # bfloat16 has no NumPy dtype
+    array = np.asarray(vectors, dtype=np.float32)
     if array.ndim == 1:
         array = array[None]
     if array.ndim != 2 or array.shape[1] == 0:
-        raise CnnkitError(f"vectors must be (N, D), got shape {array.shape}")
+        raise CnnkitError(f"{name} must be (N, D), got shape {array.shape}")
+    bad = np.nonzero(~np.isfinite(array).all(axis=1))[0]
+    if len(bad):
+        raise CnnkitError(f"{name} contain NaN or infinity ({len(bad)} rows, the first is row {bad[0]})")
     return np.ascontiguousarray(F.normalize(torch.from_numpy(array), dim=1).numpy())
 
 
@@ -176,7 +182,7 @@ class VectorIndex:
         """(cosines (Q, k), indices (Q, k)), most similar first; index -1 where fewer than k exist."""
         if k < 1:
             raise CnnkitError(f"k must be >= 1, got {k}")
-        queries = normalise(queries)
+        queries = normalise(queries, name="queries")
         if queries.shape[1] != self.dim:
             raise CnnkitError(f"queries are {queries.shape[1]}-d, the index holds {self.dim}-d vectors")
         if self.index is None:
