@@ -80,6 +80,11 @@ def test_verify_pairs_stores_the_threshold_then_decides(run: Path, folder: Path,
     stored = json.loads((run / "summary.json").read_text())["verification_threshold"]
     assert stored == metrics["threshold"] and metrics["genuine_pairs"] == 5
     assert read_summary(run).verification_pairs == metrics
+    with pairs.open("a") as handle:
+        handle.write(f"{tmp_path}/missing.png {folder}/red/0.png same\n")
+    assert main(["verify", str(run), "--pairs", str(pairs), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["genuine_pairs"] == 5 and "1 pairs skipped" in captured.err
     assert main(["verify", str(run), f"{folder}/red/0.png", f"{folder}/red/1.png", "--json"]) == 0
     decision = json.loads(capsys.readouterr().out)
     assert decision["threshold"] == stored and decision["same"] == (decision["cosine"] >= stored)
@@ -103,6 +108,12 @@ def test_index_add_and_search(run: Path, folder: Path, tmp_path: Path, capsys: p
     assert paths == {str(folder / "red" / "3.png"), str(extra / "copy.png")}  # itself and its copy
     assert all(m["score"] == pytest.approx(1.0, abs=1e-5) for m in result["matches"])
     assert main(["search", str(tmp_path), str(folder / "red" / "3.png")]) == 2  # not a gallery
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    assert main(["search", str(gallery), str(broken), str(folder / "red" / "3.png"), "--json"]) == 1
+    captured = capsys.readouterr()
+    (result,) = json.loads(captured.out)  # the skipped query is reported on stderr, not in the JSON
+    assert result["query"] == str(folder / "red" / "3.png") and "skipped" in captured.err
 
 
 def test_classification_only_options_are_refused(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

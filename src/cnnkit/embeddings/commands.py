@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
+
 import torch
 
 from cnnkit.data.folders import IMAGE_EXTENSIONS, is_image_folder, list_image_folder
@@ -180,7 +182,8 @@ def run_verify(args: argparse.Namespace) -> int:
     row = {path: i for i, path in enumerate(kept)}
     usable = [(a, b, s) for a, b, s in pairs if a in row and b in row]
     if len(usable) < len(pairs):
-        print(f"verify: {len(pairs) - len(usable)} pairs skipped (unreadable images, e.g. {skipped[0][0]})")
+        print(f"verify: {len(pairs) - len(usable)} pairs skipped (unreadable images, e.g. {skipped[0][0]})",
+              file=sys.stderr)  # stdout stays parseable with --json
     scores = [float(vectors[row[a]] @ vectors[row[b]]) for a, b, _ in usable]
     metrics = verification_metrics(scores, [s for _, _, s in usable])
     metrics.pop("fpr"), metrics.pop("tpr")
@@ -244,7 +247,7 @@ def run_search(args: argparse.Namespace) -> int:
     predictor, _ = embedding_predictor(gallery.run)
     vectors, kept, skipped = embed_files(predictor, args.queries)
     for path, why in skipped:
-        print(f"search: skipped {path}: {why}")
+        print(f"search: skipped {path}: {why}", file=sys.stderr)  # stdout stays parseable with --json
     results = gallery.search(vectors, args.top_k) if len(kept) else []
     if args.json:
         print(json.dumps([{"query": q, "matches": [dataclasses.asdict(m) for m in matches]}
