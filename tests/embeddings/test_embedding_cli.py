@@ -114,6 +114,11 @@ def test_index_add_and_search(run: Path, folder: Path, tmp_path: Path, capsys: p
     captured = capsys.readouterr()
     (result,) = json.loads(captured.out)  # the skipped query is reported on stderr, not in the JSON
     assert result["query"] == str(folder / "red" / "3.png") and "skipped" in captured.err
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "x.png").write_bytes(b"not a png")
+    assert main(["index", str(run), str(unreadable), "--out", str(tmp_path / "empty")]) == 2
+    assert "none of the 1 images" in capsys.readouterr().err and not (tmp_path / "empty").exists()
 
 
 def test_classification_only_options_are_refused(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

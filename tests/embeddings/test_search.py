@@ -4,6 +4,7 @@ survives a save/load and grows by a second folder; without faiss the error names
 from __future__ import annotations
 
 import builtins
+import json
 
 import numpy as np
 import pytest
@@ -110,4 +111,38 @@ def test_nan_vectors_are_refused_by_name_and_bfloat16_is_read() -> None:
 
 def test_bad_gallery_folder_is_named(tmp_path) -> None:
     with pytest.raises(CnnkitError, match="not a gallery"):
+        Gallery.load(tmp_path)
+
+
+def test_empty_gallery_is_refused_by_name() -> None:
+    for kind in ("exact", "hnsw", "ivf"):
+        if kind != "exact":
+            pytest.importorskip("faiss")
+        with pytest.raises(CnnkitError, match=f"{kind} index of no vectors"):
+            Gallery.build(np.zeros((0, 8)), [], [], kind=kind)
+    empty = Gallery(VectorIndex("exact", 8), [], [])
+    with pytest.raises(CnnkitError, match="gallery is empty"):
+        empty.search(np.ones((1, 8)))
+
+
+@pytest.mark.parametrize("damage", ["index", "vectors", "meta", "count"])
+def test_corrupt_gallery_files_are_named(tmp_path, damage: str) -> None:
+    pytest.importorskip("faiss")
+    vectors, labels = clustered(120)
+    Gallery.build(vectors, [f"{i}.jpg" for i in range(120)], [str(x) for x in labels], kind="ivf").save(tmp_path)
+    if damage == "index":
+        (tmp_path / "index.faiss").write_bytes((tmp_path / "index.faiss").read_bytes()[:100])
+        expected = "index.faiss: unreadable ivf index"
+    elif damage == "vectors":
+        (tmp_path / "vectors.npy").write_bytes(b"garbage")
+        expected = "vectors.npy: unreadable"
+    elif damage == "meta":
+        meta = json.loads((tmp_path / "gallery.json").read_text())
+        del meta["paths"]
+        (tmp_path / "gallery.json").write_text(json.dumps(meta))
+        expected = "gallery.json: unreadable gallery metadata"
+    else:  # a save cut short: more vectors than paths
+        np.save(tmp_path / "vectors.npy", np.concatenate([vectors, vectors[:5]]).astype(np.float32))
+        expected = "vectors.npy holds vectors of shape"
+    with pytest.raises(CnnkitError, match=expected):
         Gallery.load(tmp_path)

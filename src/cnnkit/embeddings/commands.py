@@ -222,6 +222,9 @@ def run_index(args: argparse.Namespace) -> int:
     vectors, kept, skipped = embed_files(predictor, paths, progress=True)
     for path, why in skipped:
         print(f"index: skipped {path}: {why}")
+    if not kept:
+        raise CnnkitError(f"index: none of the {len(paths)} images in {args.folder} could be read "
+                          f"({skipped[0][0]}: {skipped[0][1]})")
     label_of = dict(zip(paths, labels))
     kept_labels = [label_of[p] for p in kept]
     out = Path(args.out)

@@ -122,6 +122,8 @@ class VectorIndex:
               hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION, ivf_lists: int | None = None) -> VectorIndex:
         """Index `vectors` (normalised here); hnsw/ivf are tuned to `target_recall` (recall@10)."""
         vectors = normalise(vectors)
+        if not len(vectors):
+            raise CnnkitError(f"cannot build a{'n' if kind[0] in 'ei' else ''} {kind} index of no vectors")
         index = cls(kind, vectors.shape[1])
         if kind == "hnsw":
             faiss = import_faiss()
