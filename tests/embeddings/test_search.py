@@ -96,6 +96,18 @@ def test_missing_faiss_is_named(monkeypatch) -> None:
         VectorIndex.build(vectors, "hnsw")
 
 
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_k_beyond_the_index_pads_like_faiss(kind: str) -> None:
+    """(Q, k) whatever the kind: the missing neighbours are index -1, score -FLT_MAX (faiss's padding)."""
+    if kind != "exact":
+        pytest.importorskip("faiss")
+    vectors, _ = clustered(6)
+    scores, indices = VectorIndex.build(vectors, kind).search(vectors[:2], 9)
+    assert indices.shape == scores.shape == (2, 9)
+    assert (indices[:, 6:] == -1).all() and (scores[:, 6:] == np.finfo(np.float32).min).all()
+    np.testing.assert_array_equal(np.sort(indices[:, :6], axis=1), np.tile(np.arange(6), (2, 1)))
+
+
 def test_nan_vectors_are_refused_by_name_and_bfloat16_is_read() -> None:
     """A NaN row would be every query's top match (NaN sorts first): refused, naming the argument."""
     vectors, _ = clustered(50)

@@ -188,9 +188,13 @@ class VectorIndex:
         if queries.shape[1] != self.dim:
             raise CnnkitError(f"queries are {queries.shape[1]}-d, the index holds {self.dim}-d vectors")
         if self.index is None:
-            return exact_search(queries, self.vectors, k)
-        scores, indices = self.index.search(queries, k)
-        return scores, indices
+            scores, indices = exact_search(queries, self.vectors, k)
+            missing = k - indices.shape[1]  # k > N: padded as faiss pads, index -1 and score -FLT_MAX
+            if missing:
+                scores = np.pad(scores, ((0, 0), (0, missing)), constant_values=np.finfo(np.float32).min)
+                indices = np.pad(indices, ((0, 0), (0, missing)), constant_values=-1)
+            return scores, indices
+        return self.index.search(queries, k)
 
 
 def _sample_rows(size: int, count: int, generator: torch.Generator | None) -> np.ndarray:
