@@ -126,6 +126,8 @@ def test_classification_only_options_are_refused(folder: Path, tmp_path: Path, c
     assert "mixup_alpha" in capsys.readouterr().err
     assert _train(folder, tmp_path / "s", "--epochs", "1", "--label-smoothing", "0.1") == 2
     assert "label_smoothing" in capsys.readouterr().err
+    assert _train(folder, tmp_path / "n", "--epochs", "1", "--loss", "normsoftmax", "--margin", "0.2") == 2
+    assert "--margin does not apply" in capsys.readouterr().err and not (tmp_path / "n").exists()
 
 
 def test_embed_files_goes_through_the_predictor(run: Path, folder: Path, tmp_path: Path) -> None:

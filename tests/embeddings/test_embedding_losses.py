@@ -79,6 +79,15 @@ def test_unknown_loss_and_bad_mining_are_named() -> None:
         make_loss("center", 3, 4)
     with pytest.raises(CnnkitError, match="mining"):
         TripletLoss(mining="hard")
+    with pytest.raises(CnnkitError, match="--margin does not apply to normsoftmax"):
+        make_loss("normsoftmax", 3, 4, margin=0.3)
+    with pytest.raises(CnnkitError, match="--scale does not apply to triplet"):
+        make_loss("triplet", 3, 4, scale=30.0)
+    with pytest.raises(CnnkitError, match="--mining applies to the triplet loss only"):
+        make_loss("arcface", 3, 4, mining="semihard")
+    with pytest.raises(CnnkitError, match="--scale must be > 0"):
+        make_loss("arcface", 3, 4, scale=0.0)  # was taken as "the default 64"
+    assert make_loss("triplet", 3, 4, mining="semihard").mining == "semihard"
 
 
 def test_pk_batches_hold_p_classes_of_k() -> None:

@@ -18,7 +18,7 @@ import torch
 from cnnkit.data.folders import IMAGE_EXTENSIONS, is_image_folder, list_image_folder
 from cnnkit.embeddings.fit import EmbeddingOptions, fit_embedding, holdout_split
 from cnnkit.embeddings.gallery import Gallery
-from cnnkit.embeddings.losses import LOSSES, make_loss
+from cnnkit.embeddings.losses import LOSSES, check_loss_options, make_loss
 from cnnkit.embeddings.model import EmbeddingModel, MetricLearner
 from cnnkit.embeddings.runs import embed_files, embedding_predictor
 from cnnkit.embeddings.search import KINDS
@@ -94,7 +94,8 @@ def run_embedding_train(args: argparse.Namespace) -> int:
         loss=args.loss or defaults.loss,
         embedding_dim=defaults.embedding_dim if args.embedding_dim is None else args.embedding_dim,
         holdout_classes=defaults.holdout_classes if args.holdout_classes is None else args.holdout_classes,
-        margin=args.margin, scale=args.scale, mining=args.mining or defaults.mining, pk=_pk(args.pk))
+        margin=args.margin, scale=args.scale, mining=args.mining, pk=_pk(args.pk))
+    check_loss_options(options.loss, margin=options.margin, scale=options.scale, mining=options.mining)
     if config.monitor == "val_top1":  # the classification default; retrieval is what matters here
         config = dataclasses.replace(config, monitor="val_map_at_r", monitor_mode="max")
     out, context, data = start_run(args.data, config, run, resume=args.resume,

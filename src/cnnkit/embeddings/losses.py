@@ -168,19 +168,34 @@ class TripletLoss(nn.Module):
 LOSSES = ("arcface", "cosface", "normsoftmax", "triplet")
 
 
+def check_loss_options(name: str, *, margin: float | None = None, scale: float | None = None,
+                       mining: str | None = None) -> None:
+    """Refuse, naming the flag, a setting the loss would ignore (normsoftmax has no margin, triplet
+    no scale, only triplet mines) or cannot use (a scale <= 0 turns the softmax around)."""
+    if name not in LOSSES:
+        raise CnnkitError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    if margin is not None and name == "normsoftmax":
+        raise CnnkitError("--margin does not apply to normsoftmax (it has none; --scale is its 1/temperature)")
+    if scale is not None and name == "triplet":
+        raise CnnkitError("--scale does not apply to triplet (it compares distances with --margin)")
+    if mining is not None and name != "triplet":
+        raise CnnkitError(f"--mining applies to the triplet loss only, not {name}")
+    if scale is not None and scale <= 0:
+        raise CnnkitError(f"--scale must be > 0, got {scale}")
+
+
 def make_loss(name: str, num_classes: int, embedding_dim: int, *, margin: float | None = None,
-              scale: float | None = None, mining: str = "batch_hard",
+              scale: float | None = None, mining: str | None = None,
               generator: torch.Generator | None = None) -> nn.Module:
-    """A loss by its CLI name; margin/scale None keep each loss's published default."""
+    """A loss by its CLI name; margin/scale/mining None keep each loss's published default."""
+    check_loss_options(name, margin=margin, scale=scale, mining=mining)
     if name == "arcface":
-        return ArcFaceLoss(num_classes, embedding_dim, scale=scale or 64.0,
+        return ArcFaceLoss(num_classes, embedding_dim, scale=64.0 if scale is None else scale,
                            margin=0.5 if margin is None else margin, generator=generator)
     if name == "cosface":
-        return CosFaceLoss(num_classes, embedding_dim, scale=scale or 64.0,
+        return CosFaceLoss(num_classes, embedding_dim, scale=64.0 if scale is None else scale,
                            margin=0.35 if margin is None else margin, generator=generator)
     if name == "normsoftmax":
-        return NormSoftmaxLoss(num_classes, embedding_dim, temperature=1.0 / scale if scale else 0.05,
+        return NormSoftmaxLoss(num_classes, embedding_dim, temperature=0.05 if scale is None else 1.0 / scale,
                                generator=generator)
-    if name == "triplet":
-        return TripletLoss(margin=0.2 if margin is None else margin, mining=mining)
-    raise CnnkitError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return TripletLoss(margin=0.2 if margin is None else margin, mining=mining or "batch_hard")
