@@ -100,6 +100,8 @@ def test_index_add_and_search(run: Path, folder: Path, tmp_path: Path, capsys: p
     extra = tmp_path / "more"
     extra.mkdir()
     (extra / "copy.png").write_bytes((folder / "red" / "3.png").read_bytes())
+    assert main(["index", str(run), str(extra), "--out", str(gallery), "--kind", "hnsw"]) == 2  # was ignored
+    assert "is a gallery of kind exact" in capsys.readouterr().err
     assert main(["index", str(run), str(extra), "--out", str(gallery)]) == 0
     capsys.readouterr()
     assert main(["search", str(gallery), str(folder / "red" / "3.png"), "--top-k", "2", "--json"]) == 0

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("run", help="an embedding run directory")
     index.add_argument("folder", help="images: root/<label>/*.jpg, or a flat folder")
     index.add_argument("--out", required=True, help="gallery folder (added to when it exists)")
-    index.add_argument("--kind", choices=KINDS, default="exact", help="exact (default), hnsw or ivf (faiss)")
+    index.add_argument("--kind", choices=KINDS, default=None,
+                       help="exact (default), hnsw or ivf (faiss); an existing gallery keeps its own")
     index.add_argument("--target-recall", type=float, default=0.95, help="recall@10 an approximate index is tuned to")
     index.set_defaults(func=run_index)
 
@@ -218,6 +219,17 @@ def _images_of(folder: Path) -> tuple[list[str], list[str]]:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    if not 0 < args.target_recall <= 1:
+        raise CnnkitError(f"--target-recall must be in (0, 1], got {args.target_recall}")
+    out = Path(args.out)
+    existing = Gallery.load(out) if (out / "gallery.json").is_file() else None
+    run = str(Path(args.run).resolve())
+    # Checked before embedding the folder, which may take long.
+    if existing is not None and existing.run != run:
+        raise CnnkitError(f"{out} holds embeddings of run {existing.run}, not {run}: use another --out")
+    if existing is not None and args.kind not in (None, existing.index.kind):
+        raise CnnkitError(f"--kind {args.kind}: {out} is a gallery of kind {existing.index.kind}, which adding "
+                          f"keeps (use another --out for a {args.kind} one)")
     predictor, _ = embedding_predictor(args.run)
     paths, labels = _images_of(Path(args.folder))
     vectors, kept, skipped = embed_files(predictor, paths, progress=True)
@@ -228,16 +240,13 @@ def run_index(args: argparse.Namespace) -> int:
                           f"({skipped[0][0]}: {skipped[0][1]})")
     label_of = dict(zip(paths, labels))
     kept_labels = [label_of[p] for p in kept]
-    out = Path(args.out)
-    run = str(Path(args.run).resolve())
-    if (out / "gallery.json").is_file():
-        gallery = Gallery.load(out)
-        if gallery.run != run:
-            raise CnnkitError(f"{out} holds embeddings of run {gallery.run}, not {run}: use another --out")
+    if existing is not None:
+        gallery = existing
         gallery.add(vectors, kept, kept_labels, target_recall=args.target_recall)
         action = f"added {len(kept)} images"
     else:
-        gallery = Gallery.build(vectors, kept, kept_labels, kind=args.kind, run=run, target_recall=args.target_recall)
+        gallery = Gallery.build(vectors, kept, kept_labels, kind=args.kind or "exact", run=run,
+                                target_recall=args.target_recall)
         action = f"indexed {len(kept)} images"
     gallery.save(out)
     print(f"{action}; gallery {out} holds {len(gallery)} ({gallery.index.report.describe()})")
