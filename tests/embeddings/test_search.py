@@ -33,6 +33,19 @@ def test_exact_search_equals_brute_force_in_blocks() -> None:
     assert scores.max() <= 1.0 + 1e-6  # cosines, whatever the raw norms
 
 
+@pytest.mark.parametrize(("query_chunk", "reference_chunk"), [(1024, 65536), (3, 7), (1, 1), (2, 50)])
+def test_exact_search_ranks_equal_cosines_by_lower_index(query_chunk: int, reference_chunk: int) -> None:
+    """Duplicates in the gallery: 15 copies of each of 4 directions (exact cosines 1 and 0), 5 asked
+    for: the 5 lowest indices among the copies, in order, as a stable argsort, whatever the blocks."""
+    directions = np.eye(4, 8, dtype=np.float32)
+    order = np.random.default_rng(0).permutation(60)
+    gallery = directions[np.arange(60) % 4][order]
+    scores, indices = exact_search(directions, gallery, 5, query_chunk=query_chunk, reference_chunk=reference_chunk)
+    expected = np.argsort(-(directions @ gallery.T), axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(indices, expected)
+    assert (scores == 1.0).all()
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_index_is_tuned_to_the_recall_target(kind: str) -> None:
     pytest.importorskip("faiss")

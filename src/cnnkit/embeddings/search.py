@@ -54,7 +54,8 @@ def normalise(vectors: Any, *, name: str = "vectors") -> np.ndarray:
 def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int, *, query_chunk: int = 1024,
                  reference_chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (cosines (Q, k), indices (Q, k)) of unit `queries` among unit `vectors`, by blocks of
-    query_chunk x reference_chunk similarities (64 MiB at the defaults), never Q x N at once."""
+    query_chunk x reference_chunk similarities (256 MiB at the defaults), never Q x N at once.
+    Equal cosines rank by lower index (a stable argsort's order), whatever the blocks."""
     k = min(k, len(vectors))
     base, out_s, out_i = torch.from_numpy(vectors), [], []
     for q0 in range(0, len(queries), query_chunk):
@@ -62,13 +63,34 @@ def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int, *, query_chun
         best_s = torch.full((len(q), 0), -torch.inf)
         best_i = torch.zeros((len(q), 0), dtype=torch.long)
         for r0 in range(0, len(base), reference_chunk):
-            block = q @ base[r0:r0 + reference_chunk].T
-            s, i = block.topk(min(k, block.shape[1]), dim=1)
-            best_s, order = torch.cat([best_s, s], 1).topk(min(k, best_s.shape[1] + s.shape[1]), dim=1)
-            best_i = torch.cat([best_i, i + r0], 1).gather(1, order)
+            s, i = _block_top(q @ base[r0:r0 + reference_chunk].T, k)
+            best_s, best_i = _in_order(torch.cat([best_s, s], 1), torch.cat([best_i, i + r0], 1))
+            best_s, best_i = best_s[:, :k], best_i[:, :k]
         out_s.append(best_s)
         out_i.append(best_i)
     return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
+
+
+def _block_top(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k (scores, columns) of each row of `block` (n, c), in `_in_order`; where scores tied
+    with the k-th straddle the cut (topk would pick any of them), the lowest columns are kept."""
+    width = min(k, block.shape[1])
+    scores, columns = block.topk(min(k + 1, block.shape[1]), dim=1)  # one more: is the cut inside a tie?
+    crowded = (scores[:, width] == scores[:, width - 1]).nonzero().flatten().tolist() if scores.shape[1] > width else []
+    scores, columns = scores[:, :width].clone(), columns[:, :width].clone()
+    for row in crowded:
+        candidates = (block[row] >= scores[row, -1]).nonzero().flatten()  # ascending columns
+        columns[row] = candidates[block[row, candidates].argsort(descending=True, stable=True)[:width]]
+        scores[row] = block[row, columns[row]]
+    return _in_order(scores, columns)
+
+
+def _in_order(scores: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row sorted by score, highest first, equal scores by lower index."""
+    by_index = indices.argsort(dim=1)
+    scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)
+    by_score = scores.argsort(dim=1, descending=True, stable=True)
+    return scores.gather(1, by_score), indices.gather(1, by_score)
 
 
 def import_faiss():
