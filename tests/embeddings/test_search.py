@@ -94,6 +94,25 @@ def test_gallery_save_load_and_add(tmp_path, kind: str) -> None:
     assert match.path == "b/50.jpg" and match.score == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_failed_save_leaves_the_previous_gallery_whole(tmp_path, monkeypatch) -> None:
+    faiss = pytest.importorskip("faiss")
+    vectors, labels = clustered(150)
+    Gallery.build(vectors[:100], [f"{i}.jpg" for i in range(100)], [str(x) for x in labels[:100]],
+                  kind="hnsw").save(tmp_path)
+    grown = Gallery.load(tmp_path)
+    grown.add(vectors[100:], [f"{i}.jpg" for i in range(100, 150)], [str(x) for x in labels[100:]])
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(faiss, "write_index", disk_full)
+    with pytest.raises(RuntimeError, match="disk full"):
+        grown.save(tmp_path)
+    kept = Gallery.load(tmp_path)  # the 100-item gallery, not 150 vectors beside 100 paths
+    assert len(kept) == len(kept.index.vectors) == kept.index.index.ntotal == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.json", "index.faiss", "vectors.npy"]
+
+
 def test_missing_faiss_is_named(monkeypatch) -> None:
     real_import = builtins.__import__
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,14 +67,25 @@ class Gallery:
 
     # ----------------------------------------------------------------- storage
     def save(self, folder: str | Path) -> Path:
+        """Write the gallery to `folder`. Every file is written beside its old one first and
+        swapped in only when all are written, so a failed save leaves the previous gallery whole."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / _VECTORS, self.index.vectors)
-        if self.index.index is not None:
-            import_faiss().write_index(self.index.index, str(folder / _FAISS))
         meta = {"kind": self.index.kind, "dim": self.index.dim, "run": self.run, "report": asdict(self.index.report),
                 "paths": self.paths, "labels": self.labels}
-        (folder / _META).write_text(json.dumps(meta, indent=1))
+        names = [_VECTORS, *([_FAISS] if self.index.index is not None else []), _META]  # metadata swapped in last
+        try:
+            with open(folder / f"{_VECTORS}.tmp", "wb") as handle:
+                np.save(handle, self.index.vectors)
+            if self.index.index is not None:
+                import_faiss().write_index(self.index.index, str(folder / f"{_FAISS}.tmp"))
+            (folder / f"{_META}.tmp").write_text(json.dumps(meta, indent=1))
+        except BaseException:
+            for name in names:
+                (folder / f"{name}.tmp").unlink(missing_ok=True)
+            raise
+        for name in names:
+            os.replace(folder / f"{name}.tmp", folder / name)
         return folder
 
     @classmethod
