@@ -79,6 +79,19 @@ def _retrieval_fixtures(rng: np.random.Generator) -> tuple[dict[str, np.ndarray]
     return arrays, {"leave_one_out": loo, "separate": separate}
 
 
+def _deep_fixture(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Unclustered 5-d points, 8 labels: many queries' first relevant reference ranks past the
+    largest R (cnnkit's MRR second pass); pml's k=None ranks all references."""
+    query, reference = rng.normal(size=(600, 5)).astype(np.float32), rng.normal(size=(80, 5)).astype(np.float32)
+    query_labels, reference_labels = rng.integers(0, 8, size=600), rng.integers(0, 8, size=80)
+    calculator = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r", "mean_reciprocal_rank"),
+        k=None, knn_func=CustomKNN(CosineSimilarity()), device=torch.device("cpu"))
+    arrays = {"deep_query": query, "deep_query_labels": query_labels, "deep_reference": reference,
+              "deep_reference_labels": reference_labels}
+    return arrays, calculator.get_accuracy(query, query_labels, reference, reference_labels)
+
+
 def _auc_fixture(rng: np.random.Generator) -> dict[str, np.ndarray]:
     same = rng.random(2000) < 0.3
     scores = np.round(rng.normal(size=2000) + 1.2 * same, 1)  # rounded: many ties, as sklearn handles them
@@ -90,9 +103,10 @@ def main() -> None:
     rng = np.random.default_rng(12)
     np.savez(OUT / "losses.npz", **_loss_fixtures(rng))
     arrays, values = _retrieval_fixtures(rng)
-    np.savez(OUT / "retrieval.npz", **arrays)
-    (OUT / "retrieval.json").write_text(json.dumps(values, indent=2))
     np.savez(OUT / "auc.npz", **_auc_fixture(rng))
+    deep_arrays, values["deep"] = _deep_fixture(rng)
+    np.savez(OUT / "retrieval.npz", **arrays, **deep_arrays)
+    (OUT / "retrieval.json").write_text(json.dumps(values, indent=2))
     print(json.dumps(values, indent=2))
 
 

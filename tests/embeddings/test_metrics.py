@@ -38,6 +38,18 @@ def test_retrieval_equals_pml_accuracy_calculator(data, mode: str, chunk_size: i
         assert got[ours] == pytest.approx(expected[theirs], abs=1e-6), ours
 
 
+@pytest.mark.parametrize("chunk_size", [1024, 7])
+def test_mrr_past_the_largest_r_equals_pml(data, chunk_size: int) -> None:
+    """Unclustered points: many first relevant references rank past max R, where the second pass
+    counts what is ahead (pml ranks all references, k=None)."""
+    expected = json.loads((FIXTURES / "retrieval.json").read_text())["deep"]
+    got = retrieval_metrics(data["deep_query"], data["deep_query_labels"], data["deep_reference"],
+                            data["deep_reference_labels"], chunk_size=chunk_size,
+                            max_block=2000 if chunk_size == 7 else 16_000_000)
+    for ours, theirs in PML_NAMES.items():
+        assert got[ours] == pytest.approx(expected[theirs], abs=1e-6), ours
+
+
 def test_map_at_r_hand_case() -> None:
     """Relevance 1,0,1,1 in the first R = 4 (the fourth relevant item ranks 5th): MAP@R =
     (1/1 + 2/3 + 3/4) / 4 = 0.604167; R-precision 3/4; recall@1 1."""
