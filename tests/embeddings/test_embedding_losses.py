@@ -110,9 +110,13 @@ def test_pk_order_makes_every_training_batch_p_by_k() -> None:
 
     labels = torch.arange(60) % 5
     dataset = TensorDataset(torch.zeros(60, 1, 2, 2, dtype=torch.uint8), labels)
-    loader = make_loader(dataset, batch_size=6, train=True, seed=3, epoch_order=pk_epoch_order(labels.tolist(), 3, 2))
-    for epoch in range(2):
-        loader.set_epoch(epoch)
-        for _, batch_labels in loader:
-            counts = torch.bincount(batch_labels, minlength=5)
-            assert sorted(counts.tolist()) == [0, 0, 2, 2, 2]
+    for rank, world_size in [(0, 1), (0, 2), (1, 2), (2, 3)]:  # under DDP each rank's share, too
+        order = pk_epoch_order(labels.tolist(), 3, 2, world_size=world_size)
+        loader = make_loader(dataset, batch_size=6, train=True, seed=3, rank=rank, world_size=world_size,
+                             epoch_order=order)
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            assert len(loader) == 10 // world_size
+            for _, batch_labels in loader:
+                counts = torch.bincount(batch_labels, minlength=5)
+                assert sorted(counts.tolist()) == [0, 0, 2, 2, 2], (rank, world_size)
