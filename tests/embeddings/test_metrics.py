@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cnnkit.embeddings.metrics import retrieval_metrics
-from cnnkit.embeddings.verification import verification_metrics
+from cnnkit.embeddings.verification import roc_curve, verification_metrics
 from cnnkit.errors import CnnkitError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -79,10 +79,14 @@ def test_retrieval_errors_name_the_argument() -> None:
         retrieval_metrics(np.eye(3), [0, 1, 1], [[1.0, 0.0, 0.0], [np.nan, 0.0, 1.0]], [0, 1])
 
 
-def test_auc_equals_sklearn_with_ties() -> None:
+def test_auc_and_roc_equal_sklearn_with_ties() -> None:
     ref = np.load(FIXTURES / "auc.npz")
     got = verification_metrics(ref["scores"], ref["same"])
     assert got["auc"] == pytest.approx(float(ref["auc"]), abs=1e-9)
+    fpr, tpr, thresholds = roc_curve(ref["scores"], ref["same"])  # sklearn's drop_intermediate=False
+    np.testing.assert_allclose(fpr, ref["fpr"], atol=1e-12)
+    np.testing.assert_allclose(tpr, ref["tpr"], atol=1e-12)
+    np.testing.assert_array_equal(thresholds, ref["thresholds"])
 
 
 def test_eer_of_unit_gaussians_is_phi_minus_one() -> None:

@@ -90,6 +90,8 @@ def test_gallery_save_load_and_add(tmp_path, kind: str) -> None:
     loaded.save(tmp_path / "g")
     again = Gallery.load(tmp_path / "g")
     assert len(again) == 300 and again.run == "runs/x" and again.index.kind == kind
+    assert again.paths == [f"a/{i}.jpg" for i in range(200)] + [f"b/{i}.jpg" for i in range(100)]
+    assert again.labels == [str(x) for x in labels]
     match = again.search(vectors[250:251], k=3)[0][0]  # an item of the second folder finds itself
     assert match.path == "b/50.jpg" and match.score == pytest.approx(1.0, abs=1e-5)
 
