@@ -34,6 +34,7 @@ from cnnkit.train.report import format_metrics
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `cnnkit verify`, `index`, `search`, and the embedding flags of `cnnkit train`, to the CLI."""
     train = subparsers.choices.get("train")
     if train is not None:
         _add_train_flags(train)

@@ -42,6 +42,7 @@ class Gallery:
     @classmethod
     def build(cls, vectors: Any, paths: Sequence[str], labels: Sequence[str], *, kind: IndexKind = "exact",
               run: str = "", target_recall: float = 0.95) -> Gallery:
+        """A new gallery of `vectors` (N, D) with one path and label each, indexed as `kind`."""
         return cls(VectorIndex.build(vectors, kind, target_recall=target_recall), paths, labels, run=run)
 
     def add(self, vectors: Any, paths: Sequence[str], labels: Sequence[str], *, target_recall: float = 0.95) -> None:

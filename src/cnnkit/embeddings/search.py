@@ -166,6 +166,7 @@ class VectorIndex:
         return index
 
     def add(self, vectors: Any) -> None:
+        """Append `vectors` (N, D), normalised here; an approximate index is not re-tuned (see `tune`)."""
         vectors = normalise(vectors)
         if vectors.shape[1] != self.dim:
             raise CnnkitError(f"vectors are {vectors.shape[1]}-d, the index holds {self.dim}-d ones")
