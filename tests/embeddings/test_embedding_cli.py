@@ -155,6 +155,15 @@ def test_a_classification_run_is_not_an_embedder(run: Path, tmp_path: Path) -> N
         embedding_predictor(other)
 
 
+def test_corrupt_weights_are_named(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "summary.json").write_bytes((run / "summary.json").read_bytes())
+    (copy / "best.safetensors").write_bytes((run / "best.safetensors").read_bytes()[:200])  # cut short
+    with pytest.raises(CnnkitError, match="cannot read .*best.safetensors"):
+        embedding_predictor(copy)
+
+
 def test_predict_on_an_embedding_run_says_what_to_use(run: Path, folder: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["predict", str(run), str(folder / "red" / "0.png")]) == 2
     assert "embedding run" in capsys.readouterr().err
