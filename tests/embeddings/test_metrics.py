@@ -75,6 +75,10 @@ def test_retrieval_errors_name_the_argument() -> None:
         retrieval_metrics(np.ones((3, 2)), [0, 1])
     with pytest.raises(CnnkitError, match="no query has a relevant"):
         retrieval_metrics(np.eye(3), [0, 1, 2])
+    with pytest.raises(CnnkitError, match="k must be one or more"):
+        retrieval_metrics(np.eye(3), [0, 0, 1], k=())
+    with pytest.raises(CnnkitError, match="query has 3-d embeddings, reference 4-d"):
+        retrieval_metrics(np.eye(3), [0, 0, 1], np.ones((2, 4)), [0, 1])
     with pytest.raises(CnnkitError, match=r"reference embeddings contain NaN .*row 1"):
         retrieval_metrics(np.eye(3), [0, 1, 1], [[1.0, 0.0, 0.0], [np.nan, 0.0, 1.0]], [0, 1])
 
@@ -113,3 +117,6 @@ def test_verification_on_a_hand_case() -> None:
     assert got["threshold"] == 0.8  # accepting >= 0.8: 5 of 6 right
     with pytest.raises(CnnkitError, match="both genuine"):
         verification_metrics([0.1, 0.2], [1, 1])
+    for bad, name in [({"folds": 1}, "folds must be >= 2"), ({"fars": (-0.1,)}, "fars must lie in")]:
+        with pytest.raises(CnnkitError, match=name):
+            verification_metrics([0.9, 0.8, 0.3, 0.7, 0.2, 0.1], [1, 1, 1, 0, 0, 0], **bad)

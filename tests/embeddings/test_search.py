@@ -93,6 +93,10 @@ def test_gallery_save_load_and_add(tmp_path, kind: str) -> None:
     assert again.paths == [f"a/{i}.jpg" for i in range(200)] + [f"b/{i}.jpg" for i in range(100)]
     assert again.labels == [str(x) for x in labels]
     match = again.search(vectors[250:251], k=3)[0][0]  # an item of the second folder finds itself
+    with pytest.raises(CnnkitError, match="queries are 8-d, the index holds 16-d"):
+        again.search(np.ones((1, 8)))
+    with pytest.raises(CnnkitError, match="vectors are 8-d, the index holds 16-d"):
+        again.add(np.ones((1, 8)), ["c.jpg"], ["0"])
     assert match.path == "b/50.jpg" and match.score == pytest.approx(1.0, abs=1e-5)
 
 

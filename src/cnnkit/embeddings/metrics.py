@@ -65,8 +65,8 @@ def retrieval_metrics(
         r_labels = _as_labels(reference_labels, len(refs), "reference_labels")
         if refs.shape[1] != queries.shape[1]:
             raise CnnkitError(f"query has {queries.shape[1]}-d embeddings, reference {refs.shape[1]}-d")
-    if any(int(v) < 1 for v in k):
-        raise CnnkitError(f"k must be positive integers, got {tuple(k)}")
+    if not k or any(int(v) < 1 for v in k):
+        raise CnnkitError(f"k must be one or more positive integers, got {tuple(k)}")
     # Labels of any type -> integer codes shared by both sets.
     _, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)
     q_codes = torch.as_tensor(codes[: len(q_labels)], dtype=torch.long)
