@@ -77,7 +77,7 @@ def test_hnsw_keeps_the_first_efsearch_step_that_reaches_the_target() -> None:
         VectorIndex.build(vectors, "hnsw", hnsw_ef_construction=0)
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
 def test_gallery_save_load_and_add(tmp_path, kind: str) -> None:
     if kind != "exact":
         pytest.importorskip("faiss")
@@ -92,6 +92,9 @@ def test_gallery_save_load_and_add(tmp_path, kind: str) -> None:
     assert len(again) == 300 and again.run == "runs/x" and again.index.kind == kind
     assert again.paths == [f"a/{i}.jpg" for i in range(200)] + [f"b/{i}.jpg" for i in range(100)]
     assert again.labels == [str(x) for x in labels]
+    if kind != "exact":  # the tuned efSearch / nprobe comes back with the index
+        graph_or_lists = again.index.index.hnsw.efSearch if kind == "hnsw" else again.index.index.nprobe
+        assert graph_or_lists == again.index.report.value == loaded.index.report.value
     match = again.search(vectors[250:251], k=3)[0][0]  # an item of the second folder finds itself
     with pytest.raises(CnnkitError, match="queries are 8-d, the index holds 16-d"):
         again.search(np.ones((1, 8)))
