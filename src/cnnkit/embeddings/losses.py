@@ -134,7 +134,8 @@ def batch_hard_triplets(distances: torch.Tensor, labels: torch.Tensor) -> tuple[
 def semihard_triplets(distances: torch.Tensor, labels: torch.Tensor, margin: float) -> tuple[torch.Tensor, ...]:
     """Every triplet whose negative is farther than the positive but inside the margin:
     d(a,p) < d(a,n) <= d(a,p) + margin (Schroff et al. 2015, sec. 3.2; pml's TripletMarginMiner
-    'semihard' keeps all of them rather than one negative per pair). Memory (N, N, N) bools."""
+    'semihard' keeps all of them rather than one negative per pair). Memory: (N, N, N) floats and
+    bools, about 8 bytes per (a, p, n) at the peak (a batch of 256: 0.13 GB; 1024: 9 GB)."""
     positive, negative = _masks(labels)
     gap = distances[:, None, :] - distances[:, :, None]  # [a, p, n] = d(a,n) - d(a,p)
     keep = positive[:, :, None] & negative[:, None, :] & (gap > 0) & (gap <= margin)
