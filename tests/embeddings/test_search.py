@@ -149,6 +149,15 @@ def test_k_beyond_the_index_pads_like_faiss(kind: str) -> None:
     np.testing.assert_array_equal(np.sort(indices[:, :6], axis=1), np.tile(np.arange(6), (2, 1)))
 
 
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_a_one_item_approximate_index_builds_and_finds_it(kind: str) -> None:
+    pytest.importorskip("faiss")
+    vector, _ = clustered(1)
+    index = VectorIndex.build(vector, kind)  # the tuning had nothing to measure: ZeroDivisionError
+    assert index.report.recall_at_10 == 1.0 and index.report.sample == 0
+    assert index.search(vector, 1)[1].tolist() == [[0]]
+
+
 def test_nan_vectors_are_refused_by_name_and_bfloat16_is_read() -> None:
     """A NaN row would be every query's top match (NaN sorts first): refused, naming the argument."""
     vectors, _ = clustered(50)

@@ -180,12 +180,16 @@ class VectorIndex:
     def tune(self, target_recall: float, *, sample: int = 500, generator: torch.Generator | None = None) -> BuildReport:
         """Raise efSearch / nprobe from small until recall@10 on `sample` stored vectors reaches
         `target_recall` (or the parameter's ceiling); log and keep the report."""
+        name, candidates = ("efSearch", EF_SEARCH_STEPS) if self.kind == "hnsw" else \
+            ("nprobe", [n for n in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if n <= self.index.nlist] or [1])
+        if len(self) < 2:  # a single vector has no neighbour to measure: any search finds it
+            self._set_parameter(candidates[0])
+            self.report = BuildReport(self.kind, name, candidates[0], 1.0, 0)
+            return self.report
         rows = _sample_rows(len(self), min(sample, len(self)), generator)
         queries = self.vectors[rows]
         k = min(11, len(self))
         truth = _without_self(exact_search(queries, self.vectors, k)[1], rows)
-        name, candidates = ("efSearch", EF_SEARCH_STEPS) if self.kind == "hnsw" else \
-            ("nprobe", [n for n in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if n <= self.index.nlist] or [1])
         recall, value = 0.0, candidates[0]
         for value in candidates:
             self._set_parameter(value)
