@@ -33,23 +33,14 @@ def test_proxy_losses_equal_pml(ref, name: str) -> None:
     np.testing.assert_allclose(embeddings.grad.numpy(), ref[f"{name}_grad"], atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", ["triplet", "lone"])  # lone: item 0 alone in its class, never an anchor
 @pytest.mark.parametrize("mining", ["batch_hard", "semihard"])
-def test_triplet_losses_equal_pml(ref, mining: str) -> None:
+def test_triplet_losses_equal_pml(ref, mining: str, batch: str) -> None:
     embeddings = torch.tensor(ref["embeddings"], requires_grad=True)
-    value = TripletLoss(margin=0.2, mining=mining)(embeddings, torch.tensor(ref["triplet_labels"]))
+    value = TripletLoss(margin=0.2, mining=mining)(embeddings, torch.tensor(ref[f"{batch}_labels"]))
     value.backward()
-    assert float(value.detach()) == pytest.approx(float(ref[f"triplet_{mining}_loss"]), abs=1e-5)
-    np.testing.assert_allclose(embeddings.grad.numpy(), ref[f"triplet_{mining}_grad"], atol=1e-5)
-
-
-@pytest.mark.parametrize("mining", ["batch_hard", "semihard"])
-def test_triplet_with_a_class_of_one_equals_pml(ref, mining: str) -> None:
-    """Item 0 is alone in its class: no positive, so never an anchor (as pml's miners drop it)."""
-    embeddings = torch.tensor(ref["embeddings"], requires_grad=True)
-    value = TripletLoss(margin=0.2, mining=mining)(embeddings, torch.tensor(ref["lone_labels"]))
-    value.backward()
-    assert float(value.detach()) == pytest.approx(float(ref[f"lone_{mining}_loss"]), abs=1e-5)
-    np.testing.assert_allclose(embeddings.grad.numpy(), ref[f"lone_{mining}_grad"], atol=1e-5)
+    assert float(value.detach()) == pytest.approx(float(ref[f"{batch}_{mining}_loss"]), abs=1e-5)
+    np.testing.assert_allclose(embeddings.grad.numpy(), ref[f"{batch}_{mining}_grad"], atol=1e-5)
 
 
 def test_arcface_margin_lowers_only_the_target_logit() -> None:
