@@ -187,7 +187,7 @@ def test_empty_gallery_is_refused_by_name() -> None:
         empty.search(np.ones((1, 8)))
 
 
-@pytest.mark.parametrize("damage", ["index", "vectors", "meta", "count"])
+@pytest.mark.parametrize("damage", ["index", "vectors", "meta", "kind", "count"])
 def test_corrupt_gallery_files_are_named(tmp_path, damage: str) -> None:
     pytest.importorskip("faiss")
     vectors, labels = clustered(120)
@@ -203,6 +203,10 @@ def test_corrupt_gallery_files_are_named(tmp_path, damage: str) -> None:
         del meta["paths"]
         (tmp_path / "gallery.json").write_text(json.dumps(meta))
         expected = "gallery.json: unreadable gallery metadata"
+    elif damage == "kind":
+        meta = json.loads((tmp_path / "gallery.json").read_text())
+        (tmp_path / "gallery.json").write_text(json.dumps({**meta, "kind": "lsh"}))
+        expected = "gallery.json: unknown index kind 'lsh'"
     else:  # a save cut short: more vectors than paths
         np.save(tmp_path / "vectors.npy", np.concatenate([vectors, vectors[:5]]).astype(np.float32))
         expected = "vectors.npy holds vectors of shape"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
-from cnnkit.embeddings.search import BuildReport, IndexKind, VectorIndex, import_faiss
+from cnnkit.embeddings.search import KINDS, BuildReport, IndexKind, VectorIndex, import_faiss
 
 _META, _VECTORS, _FAISS = "gallery.json", "vectors.npy", "index.faiss"
 
@@ -102,6 +102,8 @@ class Gallery:
             paths, labels, report = list(meta["paths"]), list(meta["labels"]), BuildReport(**meta["report"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CnnkitError(f"{meta_path}: unreadable gallery metadata ({error!r})") from None
+        if kind not in KINDS:
+            raise CnnkitError(f"{meta_path}: unknown index kind {kind!r} (one of {', '.join(KINDS)})")
         try:
             vectors = np.load(vectors_path)
         except (OSError, ValueError, EOFError) as error:
