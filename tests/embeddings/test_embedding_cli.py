@@ -80,6 +80,11 @@ def test_verify_pairs_stores_the_threshold_then_decides(run: Path, folder: Path,
     stored = json.loads((run / "summary.json").read_text())["verification_threshold"]
     assert stored == metrics["threshold"] and metrics["genuine_pairs"] == 5
     assert read_summary(run).verification_pairs == metrics
+    with pairs.open("a") as handle:
+        handle.write(f"{tmp_path}/missing.png {folder}/red/0.png same\n")
+    assert main(["verify", str(run), "--pairs", str(pairs), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["genuine_pairs"] == 5 and "1 pairs skipped" in captured.err
     assert main(["verify", str(run), f"{folder}/red/0.png", f"{folder}/red/1.png", "--json"]) == 0
     decision = json.loads(capsys.readouterr().out)
     assert decision["threshold"] == stored and decision["same"] == (decision["cosine"] >= stored)
@@ -95,6 +100,8 @@ def test_index_add_and_search(run: Path, folder: Path, tmp_path: Path, capsys: p
     extra = tmp_path / "more"
     extra.mkdir()
     (extra / "copy.png").write_bytes((folder / "red" / "3.png").read_bytes())
+    assert main(["index", str(run), str(extra), "--out", str(gallery), "--kind", "hnsw"]) == 2  # was ignored
+    assert "is a gallery of kind exact" in capsys.readouterr().err
     assert main(["index", str(run), str(extra), "--out", str(gallery)]) == 0
     capsys.readouterr()
     assert main(["search", str(gallery), str(folder / "red" / "3.png"), "--top-k", "2", "--json"]) == 0
@@ -103,6 +110,17 @@ def test_index_add_and_search(run: Path, folder: Path, tmp_path: Path, capsys: p
     assert paths == {str(folder / "red" / "3.png"), str(extra / "copy.png")}  # itself and its copy
     assert all(m["score"] == pytest.approx(1.0, abs=1e-5) for m in result["matches"])
     assert main(["search", str(tmp_path), str(folder / "red" / "3.png")]) == 2  # not a gallery
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    assert main(["search", str(gallery), str(broken), str(folder / "red" / "3.png"), "--json"]) == 1
+    captured = capsys.readouterr()
+    (result,) = json.loads(captured.out)  # the skipped query is reported on stderr, not in the JSON
+    assert result["query"] == str(folder / "red" / "3.png") and "skipped" in captured.err
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "x.png").write_bytes(b"not a png")
+    assert main(["index", str(run), str(unreadable), "--out", str(tmp_path / "empty")]) == 2
+    assert "none of the 1 images" in capsys.readouterr().err and not (tmp_path / "empty").exists()
 
 
 def test_classification_only_options_are_refused(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -110,6 +128,8 @@ def test_classification_only_options_are_refused(folder: Path, tmp_path: Path, c
     assert "mixup_alpha" in capsys.readouterr().err
     assert _train(folder, tmp_path / "s", "--epochs", "1", "--label-smoothing", "0.1") == 2
     assert "label_smoothing" in capsys.readouterr().err
+    assert _train(folder, tmp_path / "n", "--epochs", "1", "--loss", "normsoftmax", "--margin", "0.2") == 2
+    assert "--margin does not apply" in capsys.readouterr().err and not (tmp_path / "n").exists()
 
 
 def test_embed_files_goes_through_the_predictor(run: Path, folder: Path, tmp_path: Path) -> None:
@@ -133,6 +153,15 @@ def test_a_classification_run_is_not_an_embedder(run: Path, tmp_path: Path) -> N
     write_summary(other, dataclasses.replace(summary, task="classification", embedding_dim=None))
     with pytest.raises(CnnkitError, match="not an embedding run"):
         embedding_predictor(other)
+
+
+def test_corrupt_weights_are_named(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "summary.json").write_bytes((run / "summary.json").read_bytes())
+    (copy / "best.safetensors").write_bytes((run / "best.safetensors").read_bytes()[:200])  # cut short
+    with pytest.raises(CnnkitError, match="cannot read .*best.safetensors"):
+        embedding_predictor(copy)
 
 
 def test_predict_on_an_embedding_run_says_what_to_use(run: Path, folder: Path, capsys: pytest.CaptureFixture) -> None:

@@ -33,13 +33,14 @@ def test_proxy_losses_equal_pml(ref, name: str) -> None:
     np.testing.assert_allclose(embeddings.grad.numpy(), ref[f"{name}_grad"], atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", ["triplet", "lone"])  # lone: item 0 alone in its class, never an anchor
 @pytest.mark.parametrize("mining", ["batch_hard", "semihard"])
-def test_triplet_losses_equal_pml(ref, mining: str) -> None:
+def test_triplet_losses_equal_pml(ref, mining: str, batch: str) -> None:
     embeddings = torch.tensor(ref["embeddings"], requires_grad=True)
-    value = TripletLoss(margin=0.2, mining=mining)(embeddings, torch.tensor(ref["triplet_labels"]))
+    value = TripletLoss(margin=0.2, mining=mining)(embeddings, torch.tensor(ref[f"{batch}_labels"]))
     value.backward()
-    assert float(value.detach()) == pytest.approx(float(ref[f"triplet_{mining}_loss"]), abs=1e-5)
-    np.testing.assert_allclose(embeddings.grad.numpy(), ref[f"triplet_{mining}_grad"], atol=1e-5)
+    assert float(value.detach()) == pytest.approx(float(ref[f"{batch}_{mining}_loss"]), abs=1e-5)
+    np.testing.assert_allclose(embeddings.grad.numpy(), ref[f"{batch}_{mining}_grad"], atol=1e-5)
 
 
 def test_arcface_margin_lowers_only_the_target_logit() -> None:
@@ -50,6 +51,21 @@ def test_arcface_margin_lowers_only_the_target_logit() -> None:
     # theta = 45 deg to class 0: cos(pi/4 + 0.5); the others keep their cosines.
     torch.testing.assert_close(logits, torch.tensor([[np.cos(np.pi / 4 + 0.5), np.cos(np.pi / 4), -np.cos(np.pi / 4)]],
                                                     dtype=torch.float32))
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_arcface_gradient_is_finite_on_and_opposite_its_proxy(direction: float) -> None:
+    """cos theta = 1 (the goal of training) and -1: acos's gradient is infinite there, ours is not."""
+    loss_fn = make_loss("arcface", 2, 2, scale=64.0, margin=0.5)
+    loss_fn.weight.data = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    embeddings = torch.tensor([[direction * 3.0, 0.0]], requires_grad=True)
+    value = loss_fn(embeddings, torch.tensor([0]))
+    value.backward()
+    assert torch.isfinite(embeddings.grad).all() and torch.isfinite(loss_fn.weight.grad).all()
+    target = np.cos(0.5) if direction > 0 else -1.0 - 0.5 * np.sin(0.5)  # cos(0 + m); the pi - m branch
+    logits = torch.tensor([[target, 0.0]]) * 64.0
+    assert float(value.detach()) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.tensor([0]))),
+                                                  rel=1e-5)
 
 
 def test_triplet_with_nothing_mined_is_zero_and_backpropagates() -> None:
@@ -64,6 +80,15 @@ def test_unknown_loss_and_bad_mining_are_named() -> None:
         make_loss("center", 3, 4)
     with pytest.raises(CnnkitError, match="mining"):
         TripletLoss(mining="hard")
+    with pytest.raises(CnnkitError, match="--margin does not apply to normsoftmax"):
+        make_loss("normsoftmax", 3, 4, margin=0.3)
+    with pytest.raises(CnnkitError, match="--scale does not apply to triplet"):
+        make_loss("triplet", 3, 4, scale=30.0)
+    with pytest.raises(CnnkitError, match="--mining applies to the triplet loss only"):
+        make_loss("arcface", 3, 4, mining="semihard")
+    with pytest.raises(CnnkitError, match="--scale must be > 0"):
+        make_loss("arcface", 3, 4, scale=0.0)  # was taken as "the default 64"
+    assert make_loss("triplet", 3, 4, mining="semihard").mining == "semihard"
 
 
 def test_pk_batches_hold_p_classes_of_k() -> None:
@@ -86,9 +111,13 @@ def test_pk_order_makes_every_training_batch_p_by_k() -> None:
 
     labels = torch.arange(60) % 5
     dataset = TensorDataset(torch.zeros(60, 1, 2, 2, dtype=torch.uint8), labels)
-    loader = make_loader(dataset, batch_size=6, train=True, seed=3, epoch_order=pk_epoch_order(labels.tolist(), 3, 2))
-    for epoch in range(2):
-        loader.set_epoch(epoch)
-        for _, batch_labels in loader:
-            counts = torch.bincount(batch_labels, minlength=5)
-            assert sorted(counts.tolist()) == [0, 0, 2, 2, 2]
+    for rank, world_size in [(0, 1), (0, 2), (1, 2), (2, 3)]:  # under DDP each rank's share, too
+        order = pk_epoch_order(labels.tolist(), 3, 2, world_size=world_size)
+        loader = make_loader(dataset, batch_size=6, train=True, seed=3, rank=rank, world_size=world_size,
+                             epoch_order=order)
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            assert len(loader) == 10 // world_size
+            for _, batch_labels in loader:
+                counts = torch.bincount(batch_labels, minlength=5)
+                assert sorted(counts.tolist()) == [0, 0, 2, 2, 2], (rank, world_size)

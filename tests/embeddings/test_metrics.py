@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cnnkit.embeddings.metrics import retrieval_metrics
-from cnnkit.embeddings.verification import verification_metrics
+from cnnkit.embeddings.verification import roc_curve, verification_metrics
 from cnnkit.errors import CnnkitError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -33,6 +33,18 @@ def test_retrieval_equals_pml_accuracy_calculator(data, mode: str, chunk_size: i
                                                 "reference_labels": data["reference_labels"]}
     # A small max_block forces query chunks of a few rows: the blockwise merge is exercised.
     got = retrieval_metrics(data["query"], data["query_labels"], **extra, chunk_size=chunk_size,
+                            max_block=2000 if chunk_size == 7 else 16_000_000)
+    for ours, theirs in PML_NAMES.items():
+        assert got[ours] == pytest.approx(expected[theirs], abs=1e-6), ours
+
+
+@pytest.mark.parametrize("chunk_size", [1024, 7])
+def test_mrr_past_the_largest_r_equals_pml(data, chunk_size: int) -> None:
+    """Unclustered points: many first relevant references rank past max R, where the second pass
+    counts what is ahead (pml ranks all references, k=None)."""
+    expected = json.loads((FIXTURES / "retrieval.json").read_text())["deep"]
+    got = retrieval_metrics(data["deep_query"], data["deep_query_labels"], data["deep_reference"],
+                            data["deep_reference_labels"], chunk_size=chunk_size,
                             max_block=2000 if chunk_size == 7 else 16_000_000)
     for ours, theirs in PML_NAMES.items():
         assert got[ours] == pytest.approx(expected[theirs], abs=1e-6), ours
@@ -63,12 +75,22 @@ def test_retrieval_errors_name_the_argument() -> None:
         retrieval_metrics(np.ones((3, 2)), [0, 1])
     with pytest.raises(CnnkitError, match="no query has a relevant"):
         retrieval_metrics(np.eye(3), [0, 1, 2])
+    with pytest.raises(CnnkitError, match="k must be one or more"):
+        retrieval_metrics(np.eye(3), [0, 0, 1], k=())
+    with pytest.raises(CnnkitError, match="query has 3-d embeddings, reference 4-d"):
+        retrieval_metrics(np.eye(3), [0, 0, 1], np.ones((2, 4)), [0, 1])
+    with pytest.raises(CnnkitError, match=r"reference embeddings contain NaN .*row 1"):
+        retrieval_metrics(np.eye(3), [0, 1, 1], [[1.0, 0.0, 0.0], [np.nan, 0.0, 1.0]], [0, 1])
 
 
-def test_auc_equals_sklearn_with_ties() -> None:
+def test_auc_and_roc_equal_sklearn_with_ties() -> None:
     ref = np.load(FIXTURES / "auc.npz")
     got = verification_metrics(ref["scores"], ref["same"])
     assert got["auc"] == pytest.approx(float(ref["auc"]), abs=1e-9)
+    fpr, tpr, thresholds = roc_curve(ref["scores"], ref["same"])  # sklearn's drop_intermediate=False
+    np.testing.assert_allclose(fpr, ref["fpr"], atol=1e-12)
+    np.testing.assert_allclose(tpr, ref["tpr"], atol=1e-12)
+    np.testing.assert_array_equal(thresholds, ref["thresholds"])
 
 
 def test_eer_of_unit_gaussians_is_phi_minus_one() -> None:
@@ -95,3 +117,6 @@ def test_verification_on_a_hand_case() -> None:
     assert got["threshold"] == 0.8  # accepting >= 0.8: 5 of 6 right
     with pytest.raises(CnnkitError, match="both genuine"):
         verification_metrics([0.1, 0.2], [1, 1])
+    for bad, name in [({"folds": 1}, "folds must be >= 2"), ({"fars": (-0.1,)}, "fars must lie in")]:
+        with pytest.raises(CnnkitError, match=name):
+            verification_metrics([0.9, 0.8, 0.3, 0.7, 0.2, 0.1], [1, 1, 1, 0, 0, 0], **bad)

@@ -4,6 +4,7 @@ survives a save/load and grows by a second folder; without faiss the error names
 from __future__ import annotations
 
 import builtins
+import json
 
 import numpy as np
 import pytest
@@ -30,6 +31,19 @@ def test_exact_search_equals_brute_force_in_blocks() -> None:
     np.testing.assert_array_equal(indices, np.argsort(-full, axis=1)[:, :7])
     np.testing.assert_allclose(scores, np.take_along_axis(full, indices, 1), atol=1e-6)
     assert scores.max() <= 1.0 + 1e-6  # cosines, whatever the raw norms
+
+
+@pytest.mark.parametrize(("query_chunk", "reference_chunk"), [(1024, 65536), (3, 7), (1, 1), (2, 50)])
+def test_exact_search_ranks_equal_cosines_by_lower_index(query_chunk: int, reference_chunk: int) -> None:
+    """Duplicates in the gallery: 15 copies of each of 4 directions (exact cosines 1 and 0), 5 asked
+    for: the 5 lowest indices among the copies, in order, as a stable argsort, whatever the blocks."""
+    directions = np.eye(4, 8, dtype=np.float32)
+    order = np.random.default_rng(0).permutation(60)
+    gallery = directions[np.arange(60) % 4][order]
+    scores, indices = exact_search(directions, gallery, 5, query_chunk=query_chunk, reference_chunk=reference_chunk)
+    expected = np.argsort(-(directions @ gallery.T), axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(indices, expected)
+    assert (scores == 1.0).all()
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
@@ -63,7 +77,7 @@ def test_hnsw_keeps_the_first_efsearch_step_that_reaches_the_target() -> None:
         VectorIndex.build(vectors, "hnsw", hnsw_ef_construction=0)
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
 def test_gallery_save_load_and_add(tmp_path, kind: str) -> None:
     if kind != "exact":
         pytest.importorskip("faiss")
@@ -76,8 +90,36 @@ def test_gallery_save_load_and_add(tmp_path, kind: str) -> None:
     loaded.save(tmp_path / "g")
     again = Gallery.load(tmp_path / "g")
     assert len(again) == 300 and again.run == "runs/x" and again.index.kind == kind
+    assert again.paths == [f"a/{i}.jpg" for i in range(200)] + [f"b/{i}.jpg" for i in range(100)]
+    assert again.labels == [str(x) for x in labels]
+    if kind != "exact":  # the tuned efSearch / nprobe comes back with the index
+        graph_or_lists = again.index.index.hnsw.efSearch if kind == "hnsw" else again.index.index.nprobe
+        assert graph_or_lists == again.index.report.value == loaded.index.report.value
     match = again.search(vectors[250:251], k=3)[0][0]  # an item of the second folder finds itself
+    with pytest.raises(CnnkitError, match="queries are 8-d, the index holds 16-d"):
+        again.search(np.ones((1, 8)))
+    with pytest.raises(CnnkitError, match="vectors are 8-d, the index holds 16-d"):
+        again.add(np.ones((1, 8)), ["c.jpg"], ["0"])
     assert match.path == "b/50.jpg" and match.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_failed_save_leaves_the_previous_gallery_whole(tmp_path, monkeypatch) -> None:
+    faiss = pytest.importorskip("faiss")
+    vectors, labels = clustered(150)
+    Gallery.build(vectors[:100], [f"{i}.jpg" for i in range(100)], [str(x) for x in labels[:100]],
+                  kind="hnsw").save(tmp_path)
+    grown = Gallery.load(tmp_path)
+    grown.add(vectors[100:], [f"{i}.jpg" for i in range(100, 150)], [str(x) for x in labels[100:]])
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(faiss, "write_index", disk_full)
+    with pytest.raises(RuntimeError, match="disk full"):
+        grown.save(tmp_path)
+    kept = Gallery.load(tmp_path)  # the 100-item gallery, not 150 vectors beside 100 paths
+    assert len(kept) == len(kept.index.vectors) == kept.index.index.ntotal == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.json", "index.faiss", "vectors.npy"]
 
 
 def test_missing_faiss_is_named(monkeypatch) -> None:
@@ -95,6 +137,78 @@ def test_missing_faiss_is_named(monkeypatch) -> None:
         VectorIndex.build(vectors, "hnsw")
 
 
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_k_beyond_the_index_pads_like_faiss(kind: str) -> None:
+    """(Q, k) whatever the kind: the missing neighbours are index -1, score -FLT_MAX (faiss's padding)."""
+    if kind != "exact":
+        pytest.importorskip("faiss")
+    vectors, _ = clustered(6)
+    scores, indices = VectorIndex.build(vectors, kind).search(vectors[:2], 9)
+    assert indices.shape == scores.shape == (2, 9)
+    assert (indices[:, 6:] == -1).all() and (scores[:, 6:] == np.finfo(np.float32).min).all()
+    np.testing.assert_array_equal(np.sort(indices[:, :6], axis=1), np.tile(np.arange(6), (2, 1)))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_a_one_item_approximate_index_builds_and_finds_it(kind: str) -> None:
+    pytest.importorskip("faiss")
+    vector, _ = clustered(1)
+    index = VectorIndex.build(vector, kind)  # the tuning had nothing to measure: ZeroDivisionError
+    assert index.report.recall_at_10 == 1.0 and index.report.sample == 0
+    assert index.search(vector, 1)[1].tolist() == [[0]]
+
+
+def test_nan_vectors_are_refused_by_name_and_bfloat16_is_read() -> None:
+    """A NaN row would be every query's top match (NaN sorts first): refused, naming the argument."""
+    vectors, _ = clustered(50)
+    vectors[3, 2] = np.nan
+    with pytest.raises(CnnkitError, match=r"vectors contain NaN .*row 3"):
+        VectorIndex.build(vectors, "exact")
+    index = VectorIndex.build(vectors[4:], "exact")
+    with pytest.raises(CnnkitError, match="queries contain NaN"):
+        index.search(vectors[:4], 3)
+    half = torch.tensor(vectors[4:], dtype=torch.bfloat16)
+    np.testing.assert_allclose(normalise(half), normalise(half.float()), atol=0)
+
+
 def test_bad_gallery_folder_is_named(tmp_path) -> None:
     with pytest.raises(CnnkitError, match="not a gallery"):
+        Gallery.load(tmp_path)
+
+
+def test_empty_gallery_is_refused_by_name() -> None:
+    for kind in ("exact", "hnsw", "ivf"):
+        if kind != "exact":
+            pytest.importorskip("faiss")
+        with pytest.raises(CnnkitError, match=f"{kind} index of no vectors"):
+            Gallery.build(np.zeros((0, 8)), [], [], kind=kind)
+    empty = Gallery(VectorIndex("exact", 8), [], [])
+    with pytest.raises(CnnkitError, match="gallery is empty"):
+        empty.search(np.ones((1, 8)))
+
+
+@pytest.mark.parametrize("damage", ["index", "vectors", "meta", "kind", "count"])
+def test_corrupt_gallery_files_are_named(tmp_path, damage: str) -> None:
+    pytest.importorskip("faiss")
+    vectors, labels = clustered(120)
+    Gallery.build(vectors, [f"{i}.jpg" for i in range(120)], [str(x) for x in labels], kind="ivf").save(tmp_path)
+    if damage == "index":
+        (tmp_path / "index.faiss").write_bytes((tmp_path / "index.faiss").read_bytes()[:100])
+        expected = "index.faiss: unreadable ivf index"
+    elif damage == "vectors":
+        (tmp_path / "vectors.npy").write_bytes(b"garbage")
+        expected = "vectors.npy: unreadable"
+    elif damage == "meta":
+        meta = json.loads((tmp_path / "gallery.json").read_text())
+        del meta["paths"]
+        (tmp_path / "gallery.json").write_text(json.dumps(meta))
+        expected = "gallery.json: unreadable gallery metadata"
+    elif damage == "kind":
+        meta = json.loads((tmp_path / "gallery.json").read_text())
+        (tmp_path / "gallery.json").write_text(json.dumps({**meta, "kind": "lsh"}))
+        expected = "gallery.json: unknown index kind 'lsh'"
+    else:  # a save cut short: more vectors than paths
+        np.save(tmp_path / "vectors.npy", np.concatenate([vectors, vectors[:5]]).astype(np.float32))
+        expected = "vectors.npy holds vectors of shape"
+    with pytest.raises(CnnkitError, match=expected):
         Gallery.load(tmp_path)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
+
 import torch
 
 from cnnkit.data.folders import IMAGE_EXTENSIONS, is_image_folder, list_image_folder
 from cnnkit.embeddings.fit import EmbeddingOptions, fit_embedding, holdout_split
 from cnnkit.embeddings.gallery import Gallery
-from cnnkit.embeddings.losses import LOSSES, make_loss
+from cnnkit.embeddings.losses import LOSSES, check_loss_options, make_loss
 from cnnkit.embeddings.model import EmbeddingModel, MetricLearner
 from cnnkit.embeddings.runs import embed_files, embedding_predictor
 from cnnkit.embeddings.search import KINDS
@@ -32,6 +34,7 @@ from cnnkit.train.report import format_metrics
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `cnnkit verify`, `index`, `search`, and the embedding flags of `cnnkit train`, to the CLI."""
     train = subparsers.choices.get("train")
     if train is not None:
         _add_train_flags(train)
@@ -47,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("run", help="an embedding run directory")
     index.add_argument("folder", help="images: root/<label>/*.jpg, or a flat folder")
     index.add_argument("--out", required=True, help="gallery folder (added to when it exists)")
-    index.add_argument("--kind", choices=KINDS, default="exact", help="exact (default), hnsw or ivf (faiss)")
+    index.add_argument("--kind", choices=KINDS, default=None,
+                       help="exact (default), hnsw or ivf (faiss); an existing gallery keeps its own")
     index.add_argument("--target-recall", type=float, default=0.95, help="recall@10 an approximate index is tuned to")
     index.set_defaults(func=run_index)
 
@@ -92,7 +96,8 @@ def run_embedding_train(args: argparse.Namespace) -> int:
         loss=args.loss or defaults.loss,
         embedding_dim=defaults.embedding_dim if args.embedding_dim is None else args.embedding_dim,
         holdout_classes=defaults.holdout_classes if args.holdout_classes is None else args.holdout_classes,
-        margin=args.margin, scale=args.scale, mining=args.mining or defaults.mining, pk=_pk(args.pk))
+        margin=args.margin, scale=args.scale, mining=args.mining, pk=_pk(args.pk))
+    check_loss_options(options.loss, margin=options.margin, scale=options.scale, mining=options.mining)
     if config.monitor == "val_top1":  # the classification default; retrieval is what matters here
         config = dataclasses.replace(config, monitor="val_map_at_r", monitor_mode="max")
     out, context, data = start_run(args.data, config, run, resume=args.resume,
@@ -180,7 +185,8 @@ def run_verify(args: argparse.Namespace) -> int:
     row = {path: i for i, path in enumerate(kept)}
     usable = [(a, b, s) for a, b, s in pairs if a in row and b in row]
     if len(usable) < len(pairs):
-        print(f"verify: {len(pairs) - len(usable)} pairs skipped (unreadable images, e.g. {skipped[0][0]})")
+        print(f"verify: {len(pairs) - len(usable)} pairs skipped (unreadable images, e.g. {skipped[0][0]})",
+              file=sys.stderr)  # stdout stays parseable with --json
     scores = [float(vectors[row[a]] @ vectors[row[b]]) for a, b, _ in usable]
     metrics = verification_metrics(scores, [s for _, _, s in usable])
     metrics.pop("fpr"), metrics.pop("tpr")
@@ -214,23 +220,34 @@ def _images_of(folder: Path) -> tuple[list[str], list[str]]:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    if not 0 < args.target_recall <= 1:
+        raise CnnkitError(f"--target-recall must be in (0, 1], got {args.target_recall}")
+    out = Path(args.out)
+    existing = Gallery.load(out) if (out / "gallery.json").is_file() else None
+    run = str(Path(args.run).resolve())
+    # Checked before embedding the folder, which may take long.
+    if existing is not None and existing.run != run:
+        raise CnnkitError(f"{out} holds embeddings of run {existing.run}, not {run}: use another --out")
+    if existing is not None and args.kind not in (None, existing.index.kind):
+        raise CnnkitError(f"--kind {args.kind}: {out} is a gallery of kind {existing.index.kind}, which adding "
+                          f"keeps (use another --out for a {args.kind} one)")
     predictor, _ = embedding_predictor(args.run)
     paths, labels = _images_of(Path(args.folder))
     vectors, kept, skipped = embed_files(predictor, paths, progress=True)
     for path, why in skipped:
         print(f"index: skipped {path}: {why}")
+    if not kept:
+        raise CnnkitError(f"index: none of the {len(paths)} images in {args.folder} could be read "
+                          f"({skipped[0][0]}: {skipped[0][1]})")
     label_of = dict(zip(paths, labels))
     kept_labels = [label_of[p] for p in kept]
-    out = Path(args.out)
-    run = str(Path(args.run).resolve())
-    if (out / "gallery.json").is_file():
-        gallery = Gallery.load(out)
-        if gallery.run != run:
-            raise CnnkitError(f"{out} holds embeddings of run {gallery.run}, not {run}: use another --out")
+    if existing is not None:
+        gallery = existing
         gallery.add(vectors, kept, kept_labels, target_recall=args.target_recall)
         action = f"added {len(kept)} images"
     else:
-        gallery = Gallery.build(vectors, kept, kept_labels, kind=args.kind, run=run, target_recall=args.target_recall)
+        gallery = Gallery.build(vectors, kept, kept_labels, kind=args.kind or "exact", run=run,
+                                target_recall=args.target_recall)
         action = f"indexed {len(kept)} images"
     gallery.save(out)
     print(f"{action}; gallery {out} holds {len(gallery)} ({gallery.index.report.describe()})")
@@ -244,7 +261,7 @@ def run_search(args: argparse.Namespace) -> int:
     predictor, _ = embedding_predictor(gallery.run)
     vectors, kept, skipped = embed_files(predictor, args.queries)
     for path, why in skipped:
-        print(f"search: skipped {path}: {why}")
+        print(f"search: skipped {path}: {why}", file=sys.stderr)  # stdout stays parseable with --json
     results = gallery.search(vectors, args.top_k) if len(kept) else []
     if args.json:
         print(json.dumps([{"query": q, "matches": [dataclasses.asdict(m) for m in matches]}

@@ -50,7 +50,7 @@ class EmbeddingOptions:
     holdout_classes: int = 0
     margin: float | None = None  # None: the loss's published default
     scale: float | None = None
-    mining: str = "batch_hard"
+    mining: str | None = None  # triplet only; None: batch_hard
     pk: tuple[int, int] | None = None  # P classes x K samples per batch
     pair_items: int = 2000  # verification pairs: all pairs of up to this many evaluation items
 

@@ -62,6 +62,8 @@ class ArcFaceLoss(ProxyLoss):
 
     Past theta > pi - m, cos(theta + m) would rise again; there the logit is s * (cos theta - m sin m)
     (insightface's and pml's "keep it monotonically decreasing" branch). `margin` in radians.
+    cos(theta + m) is expanded as cos theta cos m - sin theta sin m (insightface's form): through
+    acos (pml's) the gradient is NaN when an embedding lies on its proxy (d acos / d cos = -inf at 1).
     """
 
     def __init__(self, num_classes: int, embedding_dim: int, *, scale: float = 64.0, margin: float = 0.5,
@@ -70,10 +72,12 @@ class ArcFaceLoss(ProxyLoss):
         self.scale, self.margin = float(scale), float(margin)
 
     def logits_from_cosines(self, cosines: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        target = cosines.gather(1, labels[:, None])
-        angle = torch.acos(target.clamp(-1.0, 1.0))
-        with_margin = torch.where(angle <= math.pi - self.margin, torch.cos(angle + self.margin),
-                                  torch.cos(angle) - self.margin * math.sin(self.margin))
+        target = cosines.gather(1, labels[:, None]).clamp(-1.0, 1.0)
+        # sin theta >= 0 from (1 - cos)(1 + cos); the floor keeps sqrt's gradient finite at 0.
+        sine = ((1.0 - target) * (1.0 + target)).clamp_min(torch.finfo(target.dtype).tiny).sqrt()
+        cos_m, sin_m = math.cos(self.margin), math.sin(self.margin)
+        with_margin = torch.where(target >= -cos_m,  # theta <= pi - m
+                                  target * cos_m - sine * sin_m, target - self.margin * sin_m)
         return self.scale * cosines.scatter(1, labels[:, None], with_margin)
 
 
@@ -130,7 +134,8 @@ def batch_hard_triplets(distances: torch.Tensor, labels: torch.Tensor) -> tuple[
 def semihard_triplets(distances: torch.Tensor, labels: torch.Tensor, margin: float) -> tuple[torch.Tensor, ...]:
     """Every triplet whose negative is farther than the positive but inside the margin:
     d(a,p) < d(a,n) <= d(a,p) + margin (Schroff et al. 2015, sec. 3.2; pml's TripletMarginMiner
-    'semihard' keeps all of them rather than one negative per pair). Memory (N, N, N) bools."""
+    'semihard' keeps all of them rather than one negative per pair). Memory: (N, N, N) floats and
+    bools, about 8 bytes per (a, p, n) at the peak (a batch of 256: 0.13 GB; 1024: 9 GB)."""
     positive, negative = _masks(labels)
     gap = distances[:, None, :] - distances[:, :, None]  # [a, p, n] = d(a,n) - d(a,p)
     keep = positive[:, :, None] & negative[:, None, :] & (gap > 0) & (gap <= margin)
@@ -164,19 +169,34 @@ class TripletLoss(nn.Module):
 LOSSES = ("arcface", "cosface", "normsoftmax", "triplet")
 
 
+def check_loss_options(name: str, *, margin: float | None = None, scale: float | None = None,
+                       mining: str | None = None) -> None:
+    """Refuse, naming the flag, a setting the loss would ignore (normsoftmax has no margin, triplet
+    no scale, only triplet mines) or cannot use (a scale <= 0 turns the softmax around)."""
+    if name not in LOSSES:
+        raise CnnkitError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    if margin is not None and name == "normsoftmax":
+        raise CnnkitError("--margin does not apply to normsoftmax (it has none; --scale is its 1/temperature)")
+    if scale is not None and name == "triplet":
+        raise CnnkitError("--scale does not apply to triplet (it compares distances with --margin)")
+    if mining is not None and name != "triplet":
+        raise CnnkitError(f"--mining applies to the triplet loss only, not {name}")
+    if scale is not None and scale <= 0:
+        raise CnnkitError(f"--scale must be > 0, got {scale}")
+
+
 def make_loss(name: str, num_classes: int, embedding_dim: int, *, margin: float | None = None,
-              scale: float | None = None, mining: str = "batch_hard",
+              scale: float | None = None, mining: str | None = None,
               generator: torch.Generator | None = None) -> nn.Module:
-    """A loss by its CLI name; margin/scale None keep each loss's published default."""
+    """A loss by its CLI name; margin/scale/mining None keep each loss's published default."""
+    check_loss_options(name, margin=margin, scale=scale, mining=mining)
     if name == "arcface":
-        return ArcFaceLoss(num_classes, embedding_dim, scale=scale or 64.0,
+        return ArcFaceLoss(num_classes, embedding_dim, scale=64.0 if scale is None else scale,
                            margin=0.5 if margin is None else margin, generator=generator)
     if name == "cosface":
-        return CosFaceLoss(num_classes, embedding_dim, scale=scale or 64.0,
+        return CosFaceLoss(num_classes, embedding_dim, scale=64.0 if scale is None else scale,
                            margin=0.35 if margin is None else margin, generator=generator)
     if name == "normsoftmax":
-        return NormSoftmaxLoss(num_classes, embedding_dim, temperature=1.0 / scale if scale else 0.05,
+        return NormSoftmaxLoss(num_classes, embedding_dim, temperature=0.05 if scale is None else 1.0 / scale,
                                generator=generator)
-    if name == "triplet":
-        return TripletLoss(margin=0.2 if margin is None else margin, mining=mining)
-    raise CnnkitError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return TripletLoss(margin=0.2 if margin is None else margin, mining=mining or "batch_hard")

@@ -27,6 +27,9 @@ def _as_vectors(x: ArrayLike, name: str) -> torch.Tensor:
     tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
     if tensor.ndim != 2 or tensor.shape[0] == 0:
         raise CnnkitError(f"{name} must be a non-empty (N, D) array of embeddings, got shape {tuple(tensor.shape)}")
+    bad = (~tensor.isfinite().all(dim=1)).nonzero().flatten()
+    if len(bad):
+        raise CnnkitError(f"{name} embeddings contain NaN or infinity ({len(bad)} rows, the first is row {int(bad[0])})")
     return F.normalize(tensor, dim=1)
 
 
@@ -62,8 +65,8 @@ def retrieval_metrics(
         r_labels = _as_labels(reference_labels, len(refs), "reference_labels")
         if refs.shape[1] != queries.shape[1]:
             raise CnnkitError(f"query has {queries.shape[1]}-d embeddings, reference {refs.shape[1]}-d")
-    if any(int(v) < 1 for v in k):
-        raise CnnkitError(f"k must be positive integers, got {tuple(k)}")
+    if not k or any(int(v) < 1 for v in k):
+        raise CnnkitError(f"k must be one or more positive integers, got {tuple(k)}")
     # Labels of any type -> integer codes shared by both sets.
     _, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)
     q_codes = torch.as_tensor(codes[: len(q_labels)], dtype=torch.long)
@@ -93,7 +96,7 @@ def retrieval_metrics(
         sums["map"] += float(((rel * precision_at_i * within_r).sum(1) / big_r).sum())
         for v in k:
             sums[f"r{v}"] += float(rel[:, : min(v, depth)].amax(dim=1).sum())
-        sums["mrr"] += float((1.0 / _first_relevant_rank(rel, queries[rows], best_relevant, refs,
+        sums["mrr"] += float((1.0 / _first_relevant_rank(rel, queries[rows], q_codes[rows], best_relevant, refs, r_codes,
                                                         rows if leave_one_out else None, chunk_size)).sum())
         counted += len(rows)
     if counted == 0:
@@ -133,17 +136,21 @@ def _top_neighbours(queries: torch.Tensor, q_codes: torch.Tensor, refs: torch.Te
     return top_sims, top_idx, best_relevant
 
 
-def _first_relevant_rank(rel: torch.Tensor, queries: torch.Tensor, best_relevant: torch.Tensor,
-                         refs: torch.Tensor, query_rows: torch.Tensor | None, chunk: int) -> torch.Tensor:
+def _first_relevant_rank(rel: torch.Tensor, queries: torch.Tensor, q_codes: torch.Tensor, best_relevant: torch.Tensor,
+                         refs: torch.Tensor, r_codes: torch.Tensor, query_rows: torch.Tensor | None,
+                         chunk: int) -> torch.Tensor:
     """Rank (1-based) of each query's first relevant reference: from the top list when it is there,
-    else 1 + the number of references more similar than its best relevant one (a second pass)."""
+    else 1 + the number of irrelevant references more similar than its best relevant one (a second
+    pass; relevant ones are never counted: recomputed in other blocks, the best relevant one itself
+    can come out a rounding error above its first-pass similarity)."""
     found = rel.any(dim=1)
     rank = torch.where(found, rel.argmax(dim=1).double() + 1, torch.zeros(len(rel), dtype=torch.float64))
     missing = (~found).nonzero().flatten()
     if len(missing):
         ahead = torch.zeros(len(missing), dtype=torch.float64)
         rows = None if query_rows is None else query_rows[missing]
-        for _, block in _similarity_blocks(queries[missing], refs, rows, chunk):
-            ahead += (block > best_relevant[missing][:, None]).sum(dim=1).double()
+        for start, block in _similarity_blocks(queries[missing], refs, rows, chunk):
+            irrelevant = r_codes[start:start + block.shape[1]][None, :] != q_codes[missing][:, None]
+            ahead += ((block > best_relevant[missing][:, None]) & irrelevant).sum(dim=1).double()
         rank[missing] = ahead + 1
     return rank

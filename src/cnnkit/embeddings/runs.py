@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from cnnkit.embeddings.model import EmbeddingModel
@@ -39,7 +40,11 @@ def load_embedder(run_dir: str | Path, *, device: str | torch.device | None = No
                             in_chans=summary.default_cfg.input_size[0], **summary.model_options)
     backbone.default_cfg = summary.default_cfg
     model = EmbeddingModel(backbone, summary.embedding_dim)
-    state = {k[len(_PREFIX):]: v for k, v in load_file(weights).items() if k.startswith(_PREFIX)}
+    try:
+        stored = load_file(weights)
+    except (SafetensorError, OSError) as error:
+        raise CnnkitError(f"cannot read {weights} as a safetensors file: {error}") from None
+    state = {k[len(_PREFIX):]: v for k, v in stored.items() if k.startswith(_PREFIX)}
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -38,14 +38,21 @@ def pk_batches(labels: Sequence[int], p: int, k: int, *, generator: torch.Genera
     return batches
 
 
-def pk_epoch_order(labels: Sequence[int], p: int, k: int):
-    """An `epoch_order(generator) -> indices` for `cnnkit.data.loader.make_loader`: P x K blocks
-    back to back, as many as fit in one epoch of the data, padded with a shuffled tail so the
-    epoch keeps its length (with batch_size = p*k and drop_last, batches are exactly the blocks)."""
+def pk_epoch_order(labels: Sequence[int], p: int, k: int, *, world_size: int = 1):
+    """An `epoch_order(generator) -> indices` for `cnnkit.data.loader.make_loader`: P x K blocks,
+    as many as fit in one epoch of the data, padded with a shuffled tail so the epoch keeps its
+    length (with batch_size = p*k and drop_last, batches are exactly the blocks). Under DDP the
+    loader deals the order round-robin (rank r takes positions r, r + world_size, ...), so each
+    round of `world_size` blocks is interleaved: every rank's batch is still one whole block."""
     size = len(labels)
+    if world_size < 1:
+        raise CnnkitError(f"world_size must be >= 1, got {world_size}")
 
     def order(generator: torch.Generator) -> list[int]:
-        flat = [i for batch in pk_batches(labels, p, k, generator=generator) for i in batch]
+        blocks = pk_batches(labels, p, k, generator=generator)
+        rounds = len(blocks) // world_size
+        flat = [blocks[round_ * world_size + rank][j]
+                for round_ in range(rounds) for j in range(p * k) for rank in range(world_size)]
         tail = torch.randperm(size, generator=generator)[: size - len(flat)].tolist()
         return flat + tail
 

@@ -35,20 +35,27 @@ HNSW_EF_CONSTRUCTION = 80
 EF_SEARCH_STEPS: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024)
 
 
-def normalise(vectors: Any) -> np.ndarray:
-    """Float32 rows of unit L2 norm (N, D), C-contiguous (what faiss wants)."""
-    array = np.asarray(vectors.detach().cpu() if isinstance(vectors, torch.Tensor) else vectors, dtype=np.float32)
+def normalise(vectors: Any, *, name: str = "vectors") -> np.ndarray:
+    """Float32 rows of unit L2 norm (N, D), C-contiguous (what faiss wants). A NaN or infinite
+    entry is an error naming `name`: its row would otherwise top every search (NaN sorts first)."""
+    if isinstance(vectors, torch.Tensor):
+        vectors = vectors.detach().cpu().float()  # bfloat16 has no NumPy dtype
+    array = np.asarray(vectors, dtype=np.float32)
     if array.ndim == 1:
         array = array[None]
     if array.ndim != 2 or array.shape[1] == 0:
-        raise CnnkitError(f"vectors must be (N, D), got shape {array.shape}")
+        raise CnnkitError(f"{name} must be (N, D), got shape {array.shape}")
+    bad = np.nonzero(~np.isfinite(array).all(axis=1))[0]
+    if len(bad):
+        raise CnnkitError(f"{name} contain NaN or infinity ({len(bad)} rows, the first is row {bad[0]})")
     return np.ascontiguousarray(F.normalize(torch.from_numpy(array), dim=1).numpy())
 
 
 def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int, *, query_chunk: int = 1024,
                  reference_chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (cosines (Q, k), indices (Q, k)) of unit `queries` among unit `vectors`, by blocks of
-    query_chunk x reference_chunk similarities (64 MiB at the defaults), never Q x N at once."""
+    query_chunk x reference_chunk similarities (256 MiB at the defaults), never Q x N at once.
+    Equal cosines rank by lower index (a stable argsort's order), whatever the blocks."""
     k = min(k, len(vectors))
     base, out_s, out_i = torch.from_numpy(vectors), [], []
     for q0 in range(0, len(queries), query_chunk):
@@ -56,13 +63,34 @@ def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int, *, query_chun
         best_s = torch.full((len(q), 0), -torch.inf)
         best_i = torch.zeros((len(q), 0), dtype=torch.long)
         for r0 in range(0, len(base), reference_chunk):
-            block = q @ base[r0:r0 + reference_chunk].T
-            s, i = block.topk(min(k, block.shape[1]), dim=1)
-            best_s, order = torch.cat([best_s, s], 1).topk(min(k, best_s.shape[1] + s.shape[1]), dim=1)
-            best_i = torch.cat([best_i, i + r0], 1).gather(1, order)
+            s, i = _block_top(q @ base[r0:r0 + reference_chunk].T, k)
+            best_s, best_i = _in_order(torch.cat([best_s, s], 1), torch.cat([best_i, i + r0], 1))
+            best_s, best_i = best_s[:, :k], best_i[:, :k]
         out_s.append(best_s)
         out_i.append(best_i)
     return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
+
+
+def _block_top(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k (scores, columns) of each row of `block` (n, c), in `_in_order`; where scores tied
+    with the k-th straddle the cut (topk would pick any of them), the lowest columns are kept."""
+    width = min(k, block.shape[1])
+    scores, columns = block.topk(min(k + 1, block.shape[1]), dim=1)  # one more: is the cut inside a tie?
+    crowded = (scores[:, width] == scores[:, width - 1]).nonzero().flatten().tolist() if scores.shape[1] > width else []
+    scores, columns = scores[:, :width].clone(), columns[:, :width].clone()
+    for row in crowded:
+        candidates = (block[row] >= scores[row, -1]).nonzero().flatten()  # ascending columns
+        columns[row] = candidates[block[row, candidates].argsort(descending=True, stable=True)[:width]]
+        scores[row] = block[row, columns[row]]
+    return _in_order(scores, columns)
+
+
+def _in_order(scores: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row sorted by score, highest first, equal scores by lower index."""
+    by_index = indices.argsort(dim=1)
+    scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)
+    by_score = scores.argsort(dim=1, descending=True, stable=True)
+    return scores.gather(1, by_score), indices.gather(1, by_score)
 
 
 def import_faiss():
@@ -116,6 +144,8 @@ class VectorIndex:
               hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION, ivf_lists: int | None = None) -> VectorIndex:
         """Index `vectors` (normalised here); hnsw/ivf are tuned to `target_recall` (recall@10)."""
         vectors = normalise(vectors)
+        if not len(vectors):
+            raise CnnkitError(f"cannot build a{'n' if kind[0] in 'ei' else ''} {kind} index of no vectors")
         index = cls(kind, vectors.shape[1])
         if kind == "hnsw":
             faiss = import_faiss()
@@ -136,6 +166,7 @@ class VectorIndex:
         return index
 
     def add(self, vectors: Any) -> None:
+        """Append `vectors` (N, D), normalised here; an approximate index is not re-tuned (see `tune`)."""
         vectors = normalise(vectors)
         if vectors.shape[1] != self.dim:
             raise CnnkitError(f"vectors are {vectors.shape[1]}-d, the index holds {self.dim}-d ones")
@@ -149,12 +180,16 @@ class VectorIndex:
     def tune(self, target_recall: float, *, sample: int = 500, generator: torch.Generator | None = None) -> BuildReport:
         """Raise efSearch / nprobe from small until recall@10 on `sample` stored vectors reaches
         `target_recall` (or the parameter's ceiling); log and keep the report."""
+        name, candidates = ("efSearch", EF_SEARCH_STEPS) if self.kind == "hnsw" else \
+            ("nprobe", [n for n in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if n <= self.index.nlist] or [1])
+        if len(self) < 2:  # a single vector has no neighbour to measure: any search finds it
+            self._set_parameter(candidates[0])
+            self.report = BuildReport(self.kind, name, candidates[0], 1.0, 0)
+            return self.report
         rows = _sample_rows(len(self), min(sample, len(self)), generator)
         queries = self.vectors[rows]
         k = min(11, len(self))
         truth = _without_self(exact_search(queries, self.vectors, k)[1], rows)
-        name, candidates = ("efSearch", EF_SEARCH_STEPS) if self.kind == "hnsw" else \
-            ("nprobe", [n for n in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if n <= self.index.nlist] or [1])
         recall, value = 0.0, candidates[0]
         for value in candidates:
             self._set_parameter(value)
@@ -176,13 +211,17 @@ class VectorIndex:
         """(cosines (Q, k), indices (Q, k)), most similar first; index -1 where fewer than k exist."""
         if k < 1:
             raise CnnkitError(f"k must be >= 1, got {k}")
-        queries = normalise(queries)
+        queries = normalise(queries, name="queries")
         if queries.shape[1] != self.dim:
             raise CnnkitError(f"queries are {queries.shape[1]}-d, the index holds {self.dim}-d vectors")
         if self.index is None:
-            return exact_search(queries, self.vectors, k)
-        scores, indices = self.index.search(queries, k)
-        return scores, indices
+            scores, indices = exact_search(queries, self.vectors, k)
+            missing = k - indices.shape[1]  # k > N: padded as faiss pads, index -1 and score -FLT_MAX
+            if missing:
+                scores = np.pad(scores, ((0, 0), (0, missing)), constant_values=np.finfo(np.float32).min)
+                indices = np.pad(indices, ((0, 0), (0, missing)), constant_values=-1)
+            return scores, indices
+        return self.index.search(queries, k)
 
 
 def _sample_rows(size: int, count: int, generator: torch.Generator | None) -> np.ndarray:

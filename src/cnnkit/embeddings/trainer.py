@@ -79,7 +79,7 @@ class EmbeddingTrainer(Trainer):
             dataset, batch_size=config.batch_size, train=True, seed=config.seed, num_workers=config.num_workers,
             device=self.device, sample_transform=sample_transform, batch_transform=batch_transform,
             rank=self.dist.rank, world_size=self.dist.world_size, channels_last=config.channels_last,
-            epoch_order=pk_epoch_order(dataset_targets(dataset), p, k),
+            epoch_order=pk_epoch_order(dataset_targets(dataset), p, k, world_size=self.dist.world_size),
         )
 
     def evaluate(self, loader: DataLoader, *, prefix: str = "") -> dict[str, float]:

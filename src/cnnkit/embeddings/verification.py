@@ -82,6 +82,10 @@ def verification_metrics(scores: Any, same: Any, *, fars: Sequence[float] = FARS
     threshold (best accuracy on all pairs: the one `cnnkit verify` stores), genuine/impostor
     counts, and the ROC curve as lists fpr, tpr (thinned to about `roc_points` points)."""
     scores, same = _check(scores, same)
+    if folds < 2:
+        raise CnnkitError(f"folds must be >= 2 (each fold's threshold comes from the others), got {folds}")
+    if not all(0 < far < 1 for far in fars):
+        raise CnnkitError(f"fars must lie in (0, 1), got {tuple(fars)}")
     fpr, tpr, thresholds = roc_curve(scores, same)
     eer, eer_threshold = equal_error_rate(fpr, tpr, thresholds)
     impostors = int((~same).sum())
