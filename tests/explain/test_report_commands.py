@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnkit.cli import main
+from cnnkit.errors import CnnkitError
 from cnnkit.explain import fit_temperature
 from cnnkit.explain.interpret import split_logits
 from cnnkit.explain.run_access import calibration_split, open_run
@@ -185,3 +186,25 @@ def test_top_loss_tiles_map_the_predicted_class(run_dir: Path, monkeypatch: pyte
     assert images[0].shape == (32, 32 + 2 + 32, 3) and (images[0][:, -32:] == 7).all()
     names = interpretation.class_names
     assert f"pred {names[interpretation.top_losses[0].predicted]}" in captions[0]
+
+
+def test_an_unknown_gallery_layer_or_method_is_refused_before_the_pass_over_the_data(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cnnkit.explain.report as report
+    import cnnkit.explain.report_commands as commands
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the data was streamed before the layer was checked")
+
+    monkeypatch.setattr(report, "interpret_split", no_pass)
+    monkeypatch.setattr(commands, "interpret_split", no_pass)
+    capsys.readouterr()
+    for command in (["report", "--out", str(tmp_path / "r.html")], ["interpret", "--out", str(tmp_path)]):
+        assert main([command[0], str(run_dir), "wafer", *command[1:], "--cam-layer", "features.99"]) == 2
+        error = capsys.readouterr().err
+        assert "unknown target layer 'features.99'" in error and "features.2 (64x16x16)" in error
+    with pytest.raises(CnnkitError, match="unknown CAM method 'gradcam3'"):
+        report.build_report(run_dir, "wafer", cam_method="gradcam3")
+    with pytest.raises(SystemExit):
+        main(["report", str(run_dir), "wafer", "--cam-method", "gradcam3"])
+    assert "invalid choice: 'gradcam3'" in capsys.readouterr().err

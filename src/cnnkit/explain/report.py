@@ -22,7 +22,7 @@ from cnnkit.explain.filters import filter_grid
 from cnnkit.explain.interpret import Interpretation, interpret_split, split_logits
 from cnnkit.explain.layer_advice import LayerAdvice, advise_layer
 from cnnkit.explain.run_access import RunWithData, calibration_split, open_run
-from cnnkit.explain.visuals import cam_overlays, enlarge, top_loss_tiles
+from cnnkit.explain.visuals import cam_overlays, check_cam_choice, enlarge, top_loss_tiles
 from cnnkit.train.config import load_config
 
 
@@ -177,6 +177,7 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
                  device: torch.device = torch.device("cpu")) -> ReportContent:
     """Compute and draw every section of the report of RUN on its data's test split."""
     run = open_run(run_dir, data_path, device=device)
+    check_cam_choice(run, cam_method, cam_layer)
     notes: list[str] = []
     split = run.split_name(None)
     interpretation, logits, labels = interpret_split(run, split, top_k=top_losses, examples_per_class=per_class,

@@ -7,12 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from cnnkit.explain.activation_maps import CAM_METHODS
 from cnnkit.explain.analysis_plots import plot_confusion, plot_gallery, plot_reliability, save_png
 from cnnkit.explain.calibration import calibration_metrics, fit_temperature, reliability_bins
 from cnnkit.explain.error_analysis import report_rows
 from cnnkit.explain.interpret import Interpretation, interpret_split, split_logits
 from cnnkit.explain.run_access import calibration_split, open_run, store_temperature
-from cnnkit.explain.visuals import top_loss_tiles
+from cnnkit.explain.visuals import check_cam_choice, top_loss_tiles
 from cnnkit.inference.commands import positive_int
 from cnnkit.train.trainer import pick_device
 
@@ -49,7 +50,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _cam_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cam-method", default="gradcam", help="class activation map of the galleries (default gradcam)")
+    parser.add_argument("--cam-method", choices=CAM_METHODS, default="gradcam",
+                        help="class activation map of the galleries (default gradcam)")
     parser.add_argument("--cam-layer", default=None, help="its target layer (default: the model's last spatial stage)")
 
 
@@ -71,6 +73,7 @@ def run_interpret(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     run = open_run(args.run, args.data, device=device)
     split = run.split_name(args.split)
+    check_cam_choice(run, args.cam_method, args.cam_layer)
     interpretation, _, _ = interpret_split(run, split, top_k=args.top_losses, batch_size=args.batch_size,
                                            device=device)
     out = Path(args.out)
