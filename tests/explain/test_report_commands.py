@@ -208,3 +208,25 @@ def test_an_unknown_gallery_layer_or_method_is_refused_before_the_pass_over_the_
     with pytest.raises(SystemExit):
         main(["report", str(run_dir), "wafer", "--cam-method", "gradcam3"])
     assert "invalid choice: 'gradcam3'" in capsys.readouterr().err
+
+
+def test_without_a_test_split_the_report_is_on_val_and_says_calibration_is_in_sample(
+        run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset with given train/val folders only (hymenoptera's layout): the report analyses
+    val, not the training data, and says that the temperature was fitted on that same split."""
+    import cnnkit.explain.report as report
+    from cnnkit.explain.report_html import render_report
+
+    run = open_run(run_dir, "wafer")
+    no_test = {name: data for name, data in run.data.splits.items() if name != "test"}
+    assert list(no_test)[0] == "train"
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, splits=no_test))
+    assert run.split_name(None) == "val"
+    monkeypatch.setattr(report, "open_run", lambda *args, **kwargs: run)
+    content = report.build_report(run_dir, "wafer", top_losses=2, per_class=1)
+    assert content.interpretation.split == "val"
+    assert sum(content.interpretation.confusion.sum(dim=1).tolist()) == len(no_test["val"])
+    assert any("no test split" in note for note in content.notes)
+    assert any("fitted on the val split the calibration is shown on" in note for note in content.notes)
+    html = render_report(content)
+    assert "On the val split." in html and "in-sample" in html

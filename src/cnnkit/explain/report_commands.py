@@ -21,7 +21,7 @@ from cnnkit.train.trainer import pick_device
 def register(subparsers: argparse._SubParsersAction) -> None:
     interpret = subparsers.add_parser("interpret", help="error analysis of a run: confusion, per-class report, top losses")
     _common(interpret)
-    interpret.add_argument("--split", default=None, help="split to analyse (default: test, else the first)")
+    interpret.add_argument("--split", default=None, help="split to analyse (default: test, else val, else the first)")
     interpret.add_argument("--out", required=True, help="directory for interpretation.json and the PNGs")
     interpret.add_argument("--top-losses", type=positive_int, default=16, help="how many top losses to show")
     _cam_arguments(interpret)

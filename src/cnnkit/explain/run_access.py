@@ -23,6 +23,9 @@ from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.preprocessing import batch_stage
 
 
+EVALUATION_SPLITS = ("test", "val")  # what a run is analysed on, by preference
+
+
 @dataclass(frozen=True)
 class RunWithData:
     """A run's `predictor` (its model in eval mode and preprocessing), its typed summary, and the
@@ -46,8 +49,9 @@ class RunWithData:
     def class_names(self) -> list[str]:
         return list(self.summary.class_names)
 
-    def split_name(self, requested: str | None, *, default: Sequence[str] = ("test",)) -> str:
-        """`requested`, else the first of `default` the data has, else its first split."""
+    def split_name(self, requested: str | None, *, default: Sequence[str] = EVALUATION_SPLITS) -> str:
+        """`requested`, else the first of `default` the data has (test, else val: never the
+        training data while held-out data exists), else its first split."""
         splits = self.data.splits
         if requested is not None:
             if requested not in splits:
