@@ -106,3 +106,19 @@ def test_logits_no_better_than_chance_are_refused_not_fitted_to_a_huge_temperatu
     temperature = fit_temperature(better, labels)
     assert 1.5 < temperature < 2.2  # 1 / T = log(30 / 10) / 2 for logit margins of exactly 2
     assert torch.equal((better / temperature).float().softmax(1).argmax(1), better.argmax(1))
+
+
+def test_the_reliability_diagram_draws_saturated_predictions_too() -> None:
+    """Confidence exactly 1 has a bin of its own for ECE; the diagram draws it within the last
+    bin, so the curve and the histogram show every item (here 3 of 5 are saturated)."""
+    from cnnkit.explain.analysis_plots import plot_reliability
+
+    probabilities = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.4], [0.55, 0.45]])
+    labels = torch.tensor([0, 0, 1, 1, 0])
+    figure = plot_reliability({"model": reliability_bins(probabilities, labels, bins=10)})
+    diagram, histogram = figure.axes
+    curve = diagram.lines[-1]
+    assert list(curve.get_xdata()) == pytest.approx([0.55, 0.6, 1.0])
+    assert list(curve.get_ydata()) == pytest.approx([1.0, 0.0, 1.0])
+    shares = [bar.get_height() for bar in histogram.patches]
+    assert sum(shares) == pytest.approx(1.0) and shares[-1] == pytest.approx(0.6)
