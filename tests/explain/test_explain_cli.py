@@ -129,8 +129,10 @@ def test_mc_dropout_reports_uncertainty_or_says_the_model_has_no_dropout(run_dir
     predicted = CLASSES.index(record["predicted"])
     assert record["mc_dropout"]["mean_probability"] == pytest.approx(float(expected.mean[0, predicted]), abs=1e-6)
     assert record["mc_dropout"]["mutual_information"] == pytest.approx(float(expected.mutual_information[0]), abs=1e-6)
-    assert main(["explain", str(run_dir), str(images[0]), "--out", str(tmp_path / "p"), "--mc-dropout", "5"]) == 2
-    assert "has no dropout layer" in capsys.readouterr().err
+    assert main(["explain", str(run_dir), *map(str, images), "--out", str(tmp_path / "p"), "--mc-dropout", "5"]) == 2
+    assert not list((tmp_path / "p").glob("*")), "refused before any map is made, not after the first image"
+    error = capsys.readouterr().err
+    assert "--mc-dropout: compact_cnn" in error and "has no dropout layer" in error
 
 
 def tmp_path_factory_run(tmp_path: Path, name: str) -> Path:

@@ -19,7 +19,7 @@ from cnnkit.explain.activation_maps import CAM_METHODS, cam
 from cnnkit.explain.layer_advice import advise_layer
 from cnnkit.explain.layers import resolve_target_layer
 from cnnkit.explain.overlay import overlay
-from cnnkit.explain.uncertainty import mc_dropout
+from cnnkit.explain.uncertainty import dropout_layers, mc_dropout
 from cnnkit.explain.visuals import enlarge
 from cnnkit.inference import Predictor
 
@@ -73,6 +73,9 @@ def run_explain(args: argparse.Namespace) -> int:
         raise CnnkitError(f"--mc-dropout must be >= 0 samples, got {args.mc_dropout}")
     predictor = load_run_for_explain(args.run)
     target = _class_argument(args.class_name, predictor.class_names)
+    if args.mc_dropout and not dropout_layers(predictor.model):
+        raise CnnkitError(f"--mc-dropout: {predictor.model_name or type(predictor.model).__name__} of {args.run} "
+                          "has no dropout layer (nn.Dropout), so MC dropout cannot sample it")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.layer is None:
