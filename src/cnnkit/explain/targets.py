@@ -32,18 +32,18 @@ def unwrap(model: Explainable, images: Any, class_names: Sequence[str] | None) -
         if prepared.failures:
             raise CnnkitError("cannot read image(s): " + "; ".join(f"{f.source}: {f.reason}" for f in prepared.failures))
         names = tuple(class_names) if class_names is not None else model.class_names
-        return model.model, _in_model_dtype(model.model, prepared.batch.to(model.device)), names
+        return model.model, in_model_dtype(model.model, prepared.batch.to(model.device)), names
     if not isinstance(model, nn.Module):
         raise CnnkitError(f"model must be a torch nn.Module or a Predictor, got {type(model).__name__}")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise CnnkitError(f"images must be a float tensor (N, C, H, W), got {shape}")
-    return model, _in_model_dtype(model, images), tuple(class_names) if class_names is not None else None
+    return model, in_model_dtype(model, images), tuple(class_names) if class_names is not None else None
 
 
-def _in_model_dtype(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The batch in the floating dtype of the model's parameters (a float64 batch for a float32
-    model, or the reverse); an empty batch is refused."""
+def in_model_dtype(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The float batch in the floating dtype of the model's parameters (a float64 batch for a
+    float32 model, or the reverse); an empty batch is refused."""
     if images.shape[0] == 0:
         raise CnnkitError(f"images is an empty batch, shape {tuple(images.shape)}: nothing to explain")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
