@@ -145,3 +145,27 @@ def tmp_path_factory_run(tmp_path: Path, name: str) -> Path:
     (run / "summary.json").write_text(json.dumps({
         "model_name": name, "class_names": CLASSES, "default_cfg": model.default_cfg.to_dict()}))
     return run
+
+
+def test_images_of_the_same_name_and_class_names_with_a_slash_get_their_own_files(run_dir, images, tmp_path, capsys):
+    """a/wafer0.png and b/wafer0.png both keep their overlay (the second overwrote the first), and
+    a class called "edge/loc" is one file name, not a folder that does not exist (the image was skipped)."""
+    twins = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        twins.append(tmp_path / folder / "wafer0.png")
+        shutil.copy(images[0 if folder == "a" else 1], twins[-1])
+    slashed = tmp_path / "slashed"
+    shutil.copytree(run_dir, slashed)
+    summary = json.loads((slashed / "summary.json").read_text())
+    (slashed / "summary.json").write_text(json.dumps({**summary, "class_names": ["edge/loc", "donut", "scratch"]}))
+    out = tmp_path / "out"
+    argv = ["explain", str(slashed), *map(str, twins), "--class", "edge/loc", "--out", str(out), "--json", "--raw"]
+    assert main(argv) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [Path(r["overlay"]).name for r in records] == ["wafer0_gradcam_edge_loc.png", "wafer0_gradcam_edge_loc-2.png"]
+    assert [Path(r["raw"]).name for r in records] == ["wafer0_gradcam_edge_loc.npy", "wafer0_gradcam_edge_loc-2.npy"]
+    first, second = (np.load(r["raw"]) for r in records)
+    assert not np.array_equal(first, second), "two images, two maps"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [Path(r[key]).name for r in records for key in ("overlay", "raw")])
