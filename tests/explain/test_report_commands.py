@@ -230,3 +230,21 @@ def test_without_a_test_split_the_report_is_on_val_and_says_calibration_is_in_sa
     assert any("fitted on the val split the calibration is shown on" in note for note in content.notes)
     html = render_report(content)
     assert "On the val split." in html and "in-sample" in html
+
+
+def test_empty_splits_are_passed_over_or_refused_by_name(run_dir: Path) -> None:
+    """A cut of a tiny dataset (2 items a class) leaves test empty: the analysis takes the next
+    split with items, calibration the train split, and an empty requested split is an error (an
+    empty test made the report fail inside torch.cat)."""
+    from cnnkit.errors import CnnkitError
+
+    run = open_run(run_dir, "wafer")
+    empty = run.data.splits["test"].subset([])
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, splits={**run.data.splits, "test": empty}))
+    assert run.split_name(None) == "val" and calibration_split(run) == ("val", None)
+    with pytest.raises(CnnkitError, match="split 'test' of .* has no items"):
+        run.split_name("test")
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, splits={**run.data.splits, "val": empty}))
+    assert run.split_name(None) == "train"
+    split, note = calibration_split(run)
+    assert split == "train" and "no val split with items" in note

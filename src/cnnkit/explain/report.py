@@ -186,7 +186,7 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
     notes: list[str] = []
     split = run.split_name(None)
     if split != "test":
-        notes.append(f"{run.data.source.location} has no test split: this report is on the {split} split")
+        notes.append(f"{run.data.source.location} has no test split with items: this report is on the {split} split")
     interpretation, logits, labels = interpret_split(run, split, top_k=top_losses, examples_per_class=per_class,
                                                      batch_size=batch_size, device=device, keep_logits=True)
     images, captions = top_loss_tiles(run, interpretation, method=cam_method, layer=cam_layer)
