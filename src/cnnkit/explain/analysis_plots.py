@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 
 
 def png_bytes(figure: Figure, *, dpi: int = 100) -> bytes:
+    """The figure rendered by Agg as PNG bytes (for embedding in the HTML report)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
 def save_png(figure: Figure, path: str | Path, *, dpi: int = 100) -> None:
+    """Write the figure as a PNG file at `path`."""
     Path(path).write_bytes(png_bytes(figure, dpi=dpi))
 
 

@@ -83,6 +83,7 @@ def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, targ
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    """`cnnkit explain`: a map per image; exit 1 when an image was skipped."""
     if args.mc_dropout < 0:
         raise CnnkitError(f"--mc-dropout must be >= 0 samples, got {args.mc_dropout}")
     predictor = load_run_for_explain(args.run)

@@ -38,6 +38,7 @@ class Capture:
     tensor_hooks: list[RemovableHandle] = field(default_factory=list)
 
     def output(self) -> torch.Tensor:
+        """The captured activation; an error if the layer did not run, or ran more than once."""
         if self.activation is None:
             raise CnnkitError(f"target layer {self.name!r} did not run in the forward")
         if self.calls > 1:
@@ -56,6 +57,7 @@ class Capture:
         return self.gradient if self.gradient is not None else torch.zeros_like(activation)
 
     def release(self) -> None:
+        """Remove the tensor hooks and drop the autograd graph."""
         for handle in self.tensor_hooks:
             handle.remove()
         self.tensor_hooks.clear()

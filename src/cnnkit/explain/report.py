@@ -47,6 +47,8 @@ class CalibrationSection:
 
 @dataclass(frozen=True)
 class ReportContent:
+    """Every section of the report of a run, computed and drawn; `report_html` lays it out."""
+
     title: str
     run_facts: list[tuple[str, str]]
     config: list[tuple[str, str]]

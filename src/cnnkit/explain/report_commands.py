@@ -19,6 +19,7 @@ from cnnkit.train.trainer import pick_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `cnnkit interpret`, `cnnkit calibrate` and `cnnkit report` to the CLI."""
     interpret = subparsers.add_parser("interpret", help="error analysis of a run: confusion, per-class report, top losses")
     _common(interpret)
     interpret.add_argument("--split", default=None, help="split to analyse (default: test, else val, else the first)")
@@ -56,6 +57,7 @@ def _cam_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def format_interpretation(interpretation: Interpretation, *, max_pairs: int = 10) -> str:
+    """The interpretation as text: accuracy, the classification report, the most confused pairs."""
     names = interpretation.class_names
     width = max(12, *(len(n) for n in names))
     lines = [f"split {interpretation.split}: accuracy {interpretation.report.accuracy:.4f}, "
@@ -70,6 +72,7 @@ def format_interpretation(interpretation: Interpretation, *, max_pairs: int = 10
 
 
 def run_interpret(args: argparse.Namespace) -> int:
+    """`cnnkit interpret`: one streaming pass, interpretation.json, confusion.png and top_losses.png."""
     device = pick_device(args.device)
     run = open_run(args.run, args.data, device=device)
     split = run.split_name(args.split)
@@ -92,6 +95,7 @@ def run_interpret(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    """`cnnkit calibrate`: fit the temperature on the val split and store it in the run."""
     device = pick_device(args.device)
     run = open_run(args.run, args.data, device=device)
     split, note = calibration_split(run)
@@ -115,6 +119,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    """`cnnkit report`: compute the report of a run and write it as one HTML file."""
     from cnnkit.explain.report import build_report
     from cnnkit.explain.report_html import render_report
 
