@@ -84,6 +84,10 @@ def test_unknown_layer_lists_the_layers_with_spatial_output(resnet):
         cam(resnet, resnet_input(), target_layer="layer9")
     with pytest.raises(CnnkitError, match="unknown CAM method"):
         cam(resnet, resnet_input(), method="gradcam+++")
+    # A layer that exists but has no spatial output (the head) lists them too.
+    with pytest.raises(CnnkitError, match=r"'fc' outputs \(2, 1000\), not a .*feature map; layers with a spatial "
+                                          r"output: .*layer4 \(512x2x2\)"):
+        cam(resnet, resnet_input(), target_layer="fc")
 
 
 def test_default_layer_is_the_declared_feature_layer_else_the_last_spatial_one(resnet):

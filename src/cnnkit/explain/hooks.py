@@ -26,6 +26,10 @@ from torch.utils.hooks import RemovableHandle
 from cnnkit.errors import CnnkitError
 
 
+class NotAFeatureMap(CnnkitError):
+    """The target layer's output is not a (N, C, h, w) tensor (a head, a flatten, a tuple)."""
+
+
 @dataclass
 class Capture:
     """The layer's output (N, C, h, w) of the last forward and, after `backward`, its gradient."""
@@ -78,7 +82,7 @@ def capture_output(module: nn.Module, name: str, *, gradients: bool) -> Iterator
     def hook(layer: nn.Module, inputs: object, output: object) -> None:
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise CnnkitError(f"target layer {name!r} outputs {shape}, not a (N, C, h, w) feature map")
+            raise NotAFeatureMap(f"target layer {name!r} outputs {shape}, not a (N, C, h, w) feature map")
         capture.calls += 1
         capture.activation = output.detach().clone()  # an in-place op after the layer must not change it
         if gradients and output.requires_grad:
