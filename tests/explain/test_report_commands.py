@@ -248,3 +248,23 @@ def test_empty_splits_are_passed_over_or_refused_by_name(run_dir: Path) -> None:
     assert run.split_name(None) == "train"
     split, note = calibration_split(run)
     assert split == "train" and "no val split with items" in note
+
+
+def test_an_out_path_of_the_wrong_kind_is_refused_before_any_work(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """report --out DIR (the HTML file is wanted) and interpret --out FILE (a directory is wanted)
+    failed with a raw OSError only after the whole report or pass was computed."""
+    import cnnkit.explain.report as report
+    import cnnkit.explain.report_commands as commands
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work was done before --out was checked")
+
+    monkeypatch.setattr(report, "build_report", no_work)
+    monkeypatch.setattr(commands, "interpret_split", no_work)
+    capsys.readouterr()
+    assert main(["report", str(run_dir), "wafer", "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a directory" in capsys.readouterr().err
+    (tmp_path / "taken.txt").write_text("x")
+    assert main(["interpret", str(run_dir), "wafer", "--out", str(tmp_path / "taken.txt")]) == 2
+    assert "is a file: give a directory" in capsys.readouterr().err

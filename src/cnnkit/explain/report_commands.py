@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from cnnkit.errors import CnnkitError
 from cnnkit.explain.activation_maps import CAM_METHODS
 from cnnkit.explain.analysis_plots import plot_confusion, plot_gallery, plot_reliability, save_png
 from cnnkit.explain.calibration import calibration_metrics, fit_temperature, reliability_bins
@@ -77,10 +78,12 @@ def run_interpret(args: argparse.Namespace) -> int:
     run = open_run(args.run, args.data, device=device)
     split = run.split_name(args.split)
     check_cam_choice(run, args.cam_method, args.cam_layer)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CnnkitError(f"--out {out} is a file: give a directory for interpretation.json and the PNGs")
+    out.mkdir(parents=True, exist_ok=True)  # before the pass over the data, so a bad --out fails first
     interpretation, _, _ = interpret_split(run, split, top_k=args.top_losses, batch_size=args.batch_size,
                                            device=device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "interpretation.json").write_text(json.dumps(interpretation.to_dict(), indent=2))
     save_png(plot_confusion(interpretation.confusion, interpretation.class_names), out / "confusion.png")
     images, captions = top_loss_tiles(run, interpretation, method=args.cam_method, layer=args.cam_layer)
@@ -123,11 +126,13 @@ def run_report(args: argparse.Namespace) -> int:
     from cnnkit.explain.report import build_report
     from cnnkit.explain.report_html import render_report
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise CnnkitError(f"--out {out} is a directory: give the HTML file to write, e.g. {out / 'report.html'}")
+    out.parent.mkdir(parents=True, exist_ok=True)  # before the report is computed, so a bad --out fails first
     content = build_report(args.run, args.data, top_losses=args.top_losses, per_class=args.per_class,
                            cam_method=args.cam_method, cam_layer=args.cam_layer, batch_size=args.batch_size,
                            device=pick_device(args.device))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_report(content), encoding="utf-8")
     for note in content.notes:
         print(f"report: {note}", file=sys.stderr)
