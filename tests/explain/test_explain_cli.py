@@ -93,6 +93,9 @@ def test_unknown_class_and_layer_are_errors_that_list_the_choices(run_dir, image
     assert main(["explain", str(run_dir), str(images[0]), "--layer", "features.99", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "unknown target layer 'features.99'" in error and "features.2 (64x16x16)" in error
+    (tmp_path / "taken.png").write_bytes(b"x")
+    assert main(["explain", str(run_dir), str(images[0]), "--out", str(tmp_path / "taken.png")]) == 2
+    assert f"--out {tmp_path / 'taken.png'} is a file" in capsys.readouterr().err
 
 
 def test_an_unreadable_image_is_skipped_with_exit_code_1(run_dir, images, tmp_path, capsys):

@@ -92,6 +92,8 @@ def run_explain(args: argparse.Namespace) -> int:
         raise CnnkitError(f"--mc-dropout: {predictor.model_name or type(predictor.model).__name__} of {args.run} "
                           "has no dropout layer (nn.Dropout), so MC dropout cannot sample it")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CnnkitError(f"--out {out} is a file: give a directory for the overlays")
     out.mkdir(parents=True, exist_ok=True)
     if args.layer is None:
         example = torch.zeros((1, *predictor.default_cfg.input_size), device=predictor.device)
