@@ -252,8 +252,9 @@ def test_empty_splits_are_passed_over_or_refused_by_name(run_dir: Path) -> None:
 
 def test_an_out_path_of_the_wrong_kind_is_refused_before_any_work(
         run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    """report --out DIR (the HTML file is wanted) and interpret --out FILE (a directory is wanted)
-    failed with a raw OSError only after the whole report or pass was computed."""
+    """report --out DIR (the HTML file is wanted), interpret --out FILE (a directory is wanted) and
+    calibrate --plot DIR failed with a raw OSError only after the whole computation (calibrate
+    after storing the temperature)."""
     import cnnkit.explain.report as report
     import cnnkit.explain.report_commands as commands
 
@@ -268,3 +269,7 @@ def test_an_out_path_of_the_wrong_kind_is_refused_before_any_work(
     (tmp_path / "taken.txt").write_text("x")
     assert main(["interpret", str(run_dir), "wafer", "--out", str(tmp_path / "taken.txt")]) == 2
     assert "is a file: give a directory" in capsys.readouterr().err
+    before = (run_dir / "summary.json").read_text()
+    assert main(["calibrate", str(run_dir), "wafer", "--plot", str(tmp_path)]) == 2
+    assert f"--plot {tmp_path} is a directory" in capsys.readouterr().err
+    assert (run_dir / "summary.json").read_text() == before, "nothing stored by a failed call"

@@ -99,6 +99,8 @@ def run_interpret(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """`cnnkit calibrate`: fit the temperature on the val split and store it in the run."""
+    if args.plot and Path(args.plot).is_dir():
+        raise CnnkitError(f"--plot {args.plot} is a directory: give the PNG file to write")
     device = pick_device(args.device)
     run = open_run(args.run, args.data, device=device)
     split, note = calibration_split(run)
