@@ -95,3 +95,6 @@ def test_bad_arguments_are_clear_errors(resnet):
         saliency(resnet, x[0])
     with pytest.raises(CnnkitError, match="smoothgrad needs samples >= 1"):
         smoothgrad(resnet, x, samples=0)
+    for method in (integrated_gradients, occlusion):  # range() with step 0 raised a ValueError before
+        with pytest.raises(CnnkitError, match="batch_size must be >= 1, got 0"):
+            method(resnet, x, batch_size=0)

@@ -79,6 +79,8 @@ def test_a_better_map_deletes_faster():
     wrong = right.flip(-1).flip(-2)
     assert deletion_auc(model, image, right, classes=0, score="logit") < deletion_auc(
         model, image, wrong, classes=0, score="logit")
+    with pytest.raises(CnnkitError, match="batch_size >= 1"):
+        deletion_auc(model, image, right, classes=0, batch_size=0)
 
 
 def test_spearman_equals_scipy_on_known_values_with_ties():

@@ -32,6 +32,9 @@ class IntegratedGradients:
 
 
 def _chunks(total: int, size: int) -> Iterator[slice]:
+    """Slices of at most `size` (the `batch_size` argument) covering range(total)."""
+    if size < 1:
+        raise CnnkitError(f"batch_size must be >= 1, got {size}")
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
 
