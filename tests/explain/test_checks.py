@@ -108,6 +108,8 @@ def test_sanity_check_cascades_from_the_head_and_leaves_the_model_untouched():
     assert torch.allclose(eigen.correlation, torch.ones(1, 2, dtype=torch.float64))
     with pytest.raises(CnnkitError, match="unknown layer"):
         sanity_check(model, x, layers=["head"])
+    with pytest.raises(CnnkitError, match="no layer to randomise"):  # torch.stack([]) before
+        sanity_check(model, x, layers=[])
 
 
 def test_sanity_check_is_reproducible_from_its_generator():
