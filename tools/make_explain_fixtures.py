@@ -33,6 +33,8 @@ SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE, SMOOTHGRAD_SEED = 4, 0.3, 7
 IG_STEPS = 8
 IG_BASELINE, IG_BASELINE_STEPS = 0.5, 5  # a second case: a constant non-zero baseline, odd steps
 OCCLUSION_WINDOW, OCCLUSION_STRIDE = 16, 8
+# a second case: (64 - 20) / 8 is not whole, so captum's last window hangs over the border, clipped
+OCCLUSION_CLIPPED_WINDOW, OCCLUSION_CLIPPED_STRIDE = 20, 8
 
 
 def load_fill() -> ModuleType:
@@ -118,9 +120,11 @@ def attributions(model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarra
             key = f"ig_{method}{suffix}"
             out[key], out[f"{key}_delta"] = attribution.detach().numpy(), delta.detach().numpy()
     channels = x.shape[1]
-    out["occlusion"] = Occlusion(model).attribute(
-        x, sliding_window_shapes=(channels, OCCLUSION_WINDOW, OCCLUSION_WINDOW),
-        strides=(channels, OCCLUSION_STRIDE, OCCLUSION_STRIDE), baselines=0.0, target=TARGETS).detach().numpy()
+    for key, (window, stride) in {"occlusion": (OCCLUSION_WINDOW, OCCLUSION_STRIDE),
+                                  "occlusion_clipped": (OCCLUSION_CLIPPED_WINDOW, OCCLUSION_CLIPPED_STRIDE)}.items():
+        out[key] = Occlusion(model).attribute(
+            x, sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride),
+            baselines=0.0, target=TARGETS).detach().numpy()
     return out
 
 

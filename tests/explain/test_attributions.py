@@ -8,8 +8,8 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.attributions import integrated_gradients, occlusion, saliency, smoothgrad
-from explain.reference_models import (IG_BASELINE, IG_BASELINE_STEPS, IG_STEPS, OCCLUSION_STRIDE,
-                                      OCCLUSION_WINDOW, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SEED,
+from explain.reference_models import (IG_BASELINE, IG_BASELINE_STEPS, IG_STEPS, OCCLUSION_CLIPPED_STRIDE,
+                                      OCCLUSION_CLIPPED_WINDOW, OCCLUSION_STRIDE, OCCLUSION_WINDOW, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SEED,
                                       TARGETS, filled, max_difference, resnet_input)
 
 TOLERANCE = 1e-5
@@ -76,6 +76,15 @@ def test_occlusion_equals_captum(resnet, expected):
     assert max_difference(ours, expected["occlusion"]) < TOLERANCE
 
 
+def test_occlusion_equals_captum_where_the_last_window_hangs_over_the_border(resnet, expected):
+    """(64 - 20) / 8 is not whole: captum slides ceil(44 / 8) + 1 = 7 windows per side, the last
+    one clipped at the border, so the last 4 rows and columns are attributed too."""
+    ours = occlusion(resnet, resnet_input(), classes=TARGETS, window=OCCLUSION_CLIPPED_WINDOW,
+                     stride=OCCLUSION_CLIPPED_STRIDE, batch_size=49)
+    assert float(ours[..., -4:].abs().min()) > 0
+    assert max_difference(ours, expected["occlusion_clipped"]) < TOLERANCE
+
+
 def test_bad_arguments_are_clear_errors(resnet):
     x = resnet_input()
     with pytest.raises(CnnkitError, match="unknown integration method 'simpson'"):
@@ -86,3 +95,6 @@ def test_bad_arguments_are_clear_errors(resnet):
         saliency(resnet, x[0])
     with pytest.raises(CnnkitError, match="smoothgrad needs samples >= 1"):
         smoothgrad(resnet, x, samples=0)
+    for method in (integrated_gradients, occlusion):  # range() with step 0 raised a ValueError before
+        with pytest.raises(CnnkitError, match="batch_size must be >= 1, got 0"):
+            method(resnet, x, batch_size=0)

@@ -88,3 +88,37 @@ def test_bad_inputs_name_the_argument() -> None:
     logits = torch.randn(50, 4)
     with pytest.raises(CnnkitError, match="no minimum"):
         fit_temperature(logits, logits.argmax(dim=1))
+
+
+def test_logits_no_better_than_chance_are_refused_not_fitted_to_a_huge_temperature() -> None:
+    """The NLL is convex in 1/T with slope mean(mean logit - true logit) at 1/T = 0: when that is
+    >= 0 it keeps falling as T grows (a fit ran off to T ~ 1e8, whose uniform probabilities tie
+    and change the argmax); just above chance, a finite T is found and the argmax is kept."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (40,), generator=generator)
+    wrong = 2.0 * torch.nn.functional.one_hot(1 - labels, 2).double() + 0.1 * torch.randn(40, 2, generator=generator,
+                                                                                              dtype=torch.float64)
+    wrong[:5] = wrong[:5].flip(1)  # a few right, so it is not the all-correct case either
+    with pytest.raises(CnnkitError, match="no better than chance"):
+        fit_temperature(wrong, labels)
+    better = wrong.clone()
+    better[5:30] = better[5:30].flip(1)  # 30 of 40 right, all with a margin near 2: a finite T near 1.8
+    temperature = fit_temperature(better, labels)
+    assert 1.5 < temperature < 2.2  # 1 / T = log(30 / 10) / 2 for logit margins of exactly 2
+    assert torch.equal((better / temperature).float().softmax(1).argmax(1), better.argmax(1))
+
+
+def test_the_reliability_diagram_draws_saturated_predictions_too() -> None:
+    """Confidence exactly 1 has a bin of its own for ECE; the diagram draws it within the last
+    bin, so the curve and the histogram show every item (here 3 of 5 are saturated)."""
+    from cnnkit.explain.analysis_plots import plot_reliability
+
+    probabilities = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.4], [0.55, 0.45]])
+    labels = torch.tensor([0, 0, 1, 1, 0])
+    figure = plot_reliability({"model": reliability_bins(probabilities, labels, bins=10)})
+    diagram, histogram = figure.axes
+    curve = diagram.lines[-1]
+    assert list(curve.get_xdata()) == pytest.approx([0.55, 0.6, 1.0])
+    assert list(curve.get_ydata()) == pytest.approx([1.0, 0.0, 1.0])
+    shares = [bar.get_height() for bar in histogram.patches]
+    assert sum(shares) == pytest.approx(1.0) and shares[-1] == pytest.approx(0.6)

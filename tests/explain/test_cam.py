@@ -84,6 +84,10 @@ def test_unknown_layer_lists_the_layers_with_spatial_output(resnet):
         cam(resnet, resnet_input(), target_layer="layer9")
     with pytest.raises(CnnkitError, match="unknown CAM method"):
         cam(resnet, resnet_input(), method="gradcam+++")
+    # A layer that exists but has no spatial output (the head) lists them too.
+    with pytest.raises(CnnkitError, match=r"'fc' outputs \(2, 1000\), not a .*feature map; layers with a spatial "
+                                          r"output: .*layer4 \(512x2x2\)"):
+        cam(resnet, resnet_input(), target_layer="fc")
 
 
 def test_default_layer_is_the_declared_feature_layer_else_the_last_spatial_one(resnet):
@@ -178,3 +182,16 @@ def test_a_plain_module_defaults_to_its_last_spatial_layer_before_the_head_pool(
     x = torch.randn(2, 1, 8, 8)
     assert default_layer_name(model, x[:1]) == "1"
     assert torch.equal(cam(model, x), cam(model, x, target_layer=model[1]))
+
+
+def test_a_batch_of_another_float_dtype_runs_in_the_models_and_an_empty_one_is_refused():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(2, 1, 8, 8)
+    expected = cam(model, x, classes=[0, 2], normalize=False)
+    assert torch.allclose(cam(model, x.double(), classes=[0, 2], normalize=False), expected, atol=1e-6)
+    assert torch.allclose(cam(model.double(), x, classes=[0, 2], normalize=False).float(), expected, atol=1e-6)
+    assert torch.equal(cam(model, x, classes=np.int64(2)), cam(model, x, classes=2))
+    assert torch.equal(cam(model, x, classes=np.array([0, 2])), cam(model, x, classes=[0, 2]))
+    with pytest.raises(CnnkitError, match="empty batch"):
+        cam(model, x[:0])

@@ -79,6 +79,8 @@ def test_a_better_map_deletes_faster():
     wrong = right.flip(-1).flip(-2)
     assert deletion_auc(model, image, right, classes=0, score="logit") < deletion_auc(
         model, image, wrong, classes=0, score="logit")
+    with pytest.raises(CnnkitError, match="batch_size >= 1"):
+        deletion_auc(model, image, right, classes=0, batch_size=0)
 
 
 def test_spearman_equals_scipy_on_known_values_with_ties():
@@ -106,6 +108,8 @@ def test_sanity_check_cascades_from_the_head_and_leaves_the_model_untouched():
     assert torch.allclose(eigen.correlation, torch.ones(1, 2, dtype=torch.float64))
     with pytest.raises(CnnkitError, match="unknown layer"):
         sanity_check(model, x, layers=["head"])
+    with pytest.raises(CnnkitError, match="no layer to randomise"):  # torch.stack([]) before
+        sanity_check(model, x, layers=[])
 
 
 def test_sanity_check_is_reproducible_from_its_generator():

@@ -93,6 +93,9 @@ def test_unknown_class_and_layer_are_errors_that_list_the_choices(run_dir, image
     assert main(["explain", str(run_dir), str(images[0]), "--layer", "features.99", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "unknown target layer 'features.99'" in error and "features.2 (64x16x16)" in error
+    (tmp_path / "taken.png").write_bytes(b"x")
+    assert main(["explain", str(run_dir), str(images[0]), "--out", str(tmp_path / "taken.png")]) == 2
+    assert f"--out {tmp_path / 'taken.png'} is a file" in capsys.readouterr().err
 
 
 def test_an_unreadable_image_is_skipped_with_exit_code_1(run_dir, images, tmp_path, capsys):
@@ -129,8 +132,10 @@ def test_mc_dropout_reports_uncertainty_or_says_the_model_has_no_dropout(run_dir
     predicted = CLASSES.index(record["predicted"])
     assert record["mc_dropout"]["mean_probability"] == pytest.approx(float(expected.mean[0, predicted]), abs=1e-6)
     assert record["mc_dropout"]["mutual_information"] == pytest.approx(float(expected.mutual_information[0]), abs=1e-6)
-    assert main(["explain", str(run_dir), str(images[0]), "--out", str(tmp_path / "p"), "--mc-dropout", "5"]) == 2
-    assert "has no dropout layer" in capsys.readouterr().err
+    assert main(["explain", str(run_dir), *map(str, images), "--out", str(tmp_path / "p"), "--mc-dropout", "5"]) == 2
+    assert not list((tmp_path / "p").glob("*")), "refused before any map is made, not after the first image"
+    error = capsys.readouterr().err
+    assert "--mc-dropout: compact_cnn" in error and "has no dropout layer" in error
 
 
 def tmp_path_factory_run(tmp_path: Path, name: str) -> Path:
@@ -143,3 +148,27 @@ def tmp_path_factory_run(tmp_path: Path, name: str) -> Path:
     (run / "summary.json").write_text(json.dumps({
         "model_name": name, "class_names": CLASSES, "default_cfg": model.default_cfg.to_dict()}))
     return run
+
+
+def test_images_of_the_same_name_and_class_names_with_a_slash_get_their_own_files(run_dir, images, tmp_path, capsys):
+    """a/wafer0.png and b/wafer0.png both keep their overlay (the second overwrote the first), and
+    a class called "edge/loc" is one file name, not a folder that does not exist (the image was skipped)."""
+    twins = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        twins.append(tmp_path / folder / "wafer0.png")
+        shutil.copy(images[0 if folder == "a" else 1], twins[-1])
+    slashed = tmp_path / "slashed"
+    shutil.copytree(run_dir, slashed)
+    summary = json.loads((slashed / "summary.json").read_text())
+    (slashed / "summary.json").write_text(json.dumps({**summary, "class_names": ["edge/loc", "donut", "scratch"]}))
+    out = tmp_path / "out"
+    argv = ["explain", str(slashed), *map(str, twins), "--class", "edge/loc", "--out", str(out), "--json", "--raw"]
+    assert main(argv) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [Path(r["overlay"]).name for r in records] == ["wafer0_gradcam_edge_loc.png", "wafer0_gradcam_edge_loc-2.png"]
+    assert [Path(r["raw"]).name for r in records] == ["wafer0_gradcam_edge_loc.npy", "wafer0_gradcam_edge_loc-2.npy"]
+    first, second = (np.load(r["raw"]) for r in records)
+    assert not np.array_equal(first, second), "two images, two maps"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [Path(r[key]).name for r in records for key in ("overlay", "raw")])

@@ -44,6 +44,9 @@ def test_other_filters_by_channel_in_one_diverging_scale(tmp_path):
     assert plot_filters(deeper, tmp_path / "deeper.png").read_bytes()[:8] == PNG_SIGNATURE
     with pytest.raises(CnnkitError, match="not a Conv2d.*features.0.0"):
         filter_grid(model, "features.1")
+    for limits in ({"max_filters": 0}, {"max_channels": 0}):  # ZeroDivisionError / ValueError before
+        with pytest.raises(CnnkitError, match="max_filters and max_channels must be >= 1"):
+            filter_grid(model, "features.2.0", **limits)
 
 
 def test_feature_maps_are_the_layer_output_ranked_by_mean_activation(tmp_path):

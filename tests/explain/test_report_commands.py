@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnkit.cli import main
+from cnnkit.errors import CnnkitError
 from cnnkit.explain import fit_temperature
 from cnnkit.explain.interpret import split_logits
 from cnnkit.explain.run_access import calibration_split, open_run
@@ -185,3 +186,90 @@ def test_top_loss_tiles_map_the_predicted_class(run_dir: Path, monkeypatch: pyte
     assert images[0].shape == (32, 32 + 2 + 32, 3) and (images[0][:, -32:] == 7).all()
     names = interpretation.class_names
     assert f"pred {names[interpretation.top_losses[0].predicted]}" in captions[0]
+
+
+def test_an_unknown_gallery_layer_or_method_is_refused_before_the_pass_over_the_data(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cnnkit.explain.report as report
+    import cnnkit.explain.report_commands as commands
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the data was streamed before the layer was checked")
+
+    monkeypatch.setattr(report, "interpret_split", no_pass)
+    monkeypatch.setattr(commands, "interpret_split", no_pass)
+    capsys.readouterr()
+    for command in (["report", "--out", str(tmp_path / "r.html")], ["interpret", "--out", str(tmp_path)]):
+        assert main([command[0], str(run_dir), "wafer", *command[1:], "--cam-layer", "features.99"]) == 2
+        error = capsys.readouterr().err
+        assert "unknown target layer 'features.99'" in error and "features.2 (64x16x16)" in error
+    with pytest.raises(CnnkitError, match="unknown CAM method 'gradcam3'"):
+        report.build_report(run_dir, "wafer", cam_method="gradcam3")
+    with pytest.raises(SystemExit):
+        main(["report", str(run_dir), "wafer", "--cam-method", "gradcam3"])
+    assert "invalid choice: 'gradcam3'" in capsys.readouterr().err
+
+
+def test_without_a_test_split_the_report_is_on_val_and_says_calibration_is_in_sample(
+        run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset with given train/val folders only (hymenoptera's layout): the report analyses
+    val, not the training data, and says that the temperature was fitted on that same split."""
+    import cnnkit.explain.report as report
+    from cnnkit.explain.report_html import render_report
+
+    run = open_run(run_dir, "wafer")
+    no_test = {name: data for name, data in run.data.splits.items() if name != "test"}
+    assert list(no_test)[0] == "train"
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, splits=no_test))
+    assert run.split_name(None) == "val"
+    monkeypatch.setattr(report, "open_run", lambda *args, **kwargs: run)
+    content = report.build_report(run_dir, "wafer", top_losses=2, per_class=1)
+    assert content.interpretation.split == "val"
+    assert sum(content.interpretation.confusion.sum(dim=1).tolist()) == len(no_test["val"])
+    assert any("no test split" in note for note in content.notes)
+    assert any("fitted on the val split the calibration is shown on" in note for note in content.notes)
+    html = render_report(content)
+    assert "On the val split." in html and "in-sample" in html
+
+
+def test_empty_splits_are_passed_over_or_refused_by_name(run_dir: Path) -> None:
+    """A cut of a tiny dataset (2 items a class) leaves test empty: the analysis takes the next
+    split with items, calibration the train split, and an empty requested split is an error (an
+    empty test made the report fail inside torch.cat)."""
+    from cnnkit.errors import CnnkitError
+
+    run = open_run(run_dir, "wafer")
+    empty = run.data.splits["test"].subset([])
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, splits={**run.data.splits, "test": empty}))
+    assert run.split_name(None) == "val" and calibration_split(run) == ("val", None)
+    with pytest.raises(CnnkitError, match="split 'test' of .* has no items"):
+        run.split_name("test")
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, splits={**run.data.splits, "val": empty}))
+    assert run.split_name(None) == "train"
+    split, note = calibration_split(run)
+    assert split == "train" and "no val split with items" in note
+
+
+def test_an_out_path_of_the_wrong_kind_is_refused_before_any_work(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """report --out DIR (the HTML file is wanted), interpret --out FILE (a directory is wanted) and
+    calibrate --plot DIR failed with a raw OSError only after the whole computation (calibrate
+    after storing the temperature)."""
+    import cnnkit.explain.report as report
+    import cnnkit.explain.report_commands as commands
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work was done before --out was checked")
+
+    monkeypatch.setattr(report, "build_report", no_work)
+    monkeypatch.setattr(commands, "interpret_split", no_work)
+    capsys.readouterr()
+    assert main(["report", str(run_dir), "wafer", "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a directory" in capsys.readouterr().err
+    (tmp_path / "taken.txt").write_text("x")
+    assert main(["interpret", str(run_dir), "wafer", "--out", str(tmp_path / "taken.txt")]) == 2
+    assert "is a file: give a directory" in capsys.readouterr().err
+    before = (run_dir / "summary.json").read_text()
+    assert main(["calibrate", str(run_dir), "wafer", "--plot", str(tmp_path)]) == 2
+    assert f"--plot {tmp_path} is a directory" in capsys.readouterr().err
+    assert (run_dir / "summary.json").read_text() == before, "nothing stored by a failed call"

@@ -80,3 +80,12 @@ def test_a_model_without_dropout_is_a_clear_error() -> None:
     with pytest.raises(CnnkitError, match="no dropout layer"):
         mc_dropout(model, torch.randn(1, 3, 32, 32))
     assert model.training, "the model is left as it was"
+
+
+def test_a_float64_batch_runs_in_the_models_float32_and_an_empty_one_is_refused() -> None:
+    model, images = _model(0.5), torch.randn(2, 1, 28, 28)
+    expected = mc_dropout(model, images, samples=3, generator=torch.Generator().manual_seed(4))
+    result = mc_dropout(model, images.double(), samples=3, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(result.mean, expected.mean, atol=1e-6)
+    with pytest.raises(CnnkitError, match="empty batch"):
+        mc_dropout(model, images[:0])

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit.errors import CnnkitError
-from cnnkit.explain.hooks import capture_output
-from cnnkit.explain.layers import eval_mode, resolve_target_layer
+from cnnkit.explain.hooks import NotAFeatureMap, capture_output
+from cnnkit.explain.layers import describe_spatial_layers, eval_mode, resolve_target_layer
 from cnnkit.explain.targets import Classes, Explainable, class_scores, resolve_classes, unwrap
 
 MINMAX_EPS = 1e-7  # pytorch-grad-cam's scale_cam_image
@@ -138,6 +138,17 @@ def cam(
         raise CnnkitError(f"batch_size must be >= 1, got {batch_size}")
     module, images, names = unwrap(model, images, class_names)
     name, layer = resolve_target_layer(module, target_layer, images[:1])
+    try:
+        raw = _layer_map(module, images, layer, name, method=method, classes=classes, names=names,
+                         batch_size=batch_size)
+    except NotAFeatureMap as error:
+        raise CnnkitError(f"{error}; layers with a spatial output: {describe_spatial_layers(module, images[:1])}") from error
+    return finish_map(raw.detach(), tuple(images.shape[-2:]), normalize=normalize)
+
+
+def _layer_map(module: torch.nn.Module, images: torch.Tensor, layer: torch.nn.Module, name: str, *, method: str,
+               classes: Classes, names: tuple[str, ...] | None, batch_size: int) -> torch.Tensor:
+    """The `method` map (N, h, w) at `layer`, before ReLU, normalisation and upsampling."""
     uses_gradients = method in GRADIENT_METHODS
     with eval_mode(module), torch.inference_mode(False), torch.enable_grad():
         # A fresh leaf that requires grad: the layer's output joins the autograd graph even when
@@ -158,4 +169,4 @@ def cam(
             with torch.no_grad():
                 weights = _scorecam_weights(module, images.detach(), activation, targets, batch_size)
             raw = (weights * activation).sum(dim=1)
-    return finish_map(raw.detach(), tuple(images.shape[-2:]), normalize=normalize)
+    return raw

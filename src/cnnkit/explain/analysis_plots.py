@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 
 
 def png_bytes(figure: Figure, *, dpi: int = 100) -> bytes:
+    """The figure rendered by Agg as PNG bytes (for embedding in the HTML report)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
 def save_png(figure: Figure, path: str | Path, *, dpi: int = 100) -> None:
+    """Write the figure as a PNG file at `path`."""
     Path(path).write_bytes(png_bytes(figure, dpi=dpi))
 
 
@@ -60,6 +62,17 @@ def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str]) -> Figur
     return figure
 
 
+def _shown_bins(bins: ReliabilityBins) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean confidence, accuracy, share of samples) per drawn bin: the bin of confidence exactly 1
+    merged into the last one [1 - 1/bins, 1], so saturated predictions appear in the curve too."""
+    counts = bins.counts.numpy().copy()
+    sums = [(bins.confidence.numpy() * counts).copy(), (bins.accuracy.numpy() * counts).copy()]
+    for values in (counts, *sums):
+        values[-2] += values[-1]
+    kept = np.maximum(counts[:-1], 1)
+    return sums[0][:-1] / kept, sums[1][:-1] / kept, counts[:-1] / max(counts[:-1].sum(), 1)
+
+
 def plot_reliability(curves: Mapping[str, ReliabilityBins]) -> Figure:
     """Reliability diagram (accuracy against mean confidence per bin, the diagonal is perfect
     calibration) over the confidence histogram, one line per labelled set of bins."""
@@ -70,11 +83,9 @@ def plot_reliability(curves: Mapping[str, ReliabilityBins]) -> Figure:
     width = np.diff(edges)
     offsets = np.linspace(0, 1, len(curves) + 2)[1:-1]
     for (label, bins), offset in zip(curves.items(), offsets):
-        filled = (bins.counts > 0).numpy()[:-1]
-        diagram.plot(bins.confidence.numpy()[:-1][filled], bins.accuracy.numpy()[:-1][filled], marker="o",
-                     label=label)
-        share = bins.weights.numpy()[:-1].copy()
-        share[-1] += float(bins.weights[-1])  # confidence exactly 1 is shown in the last bin
+        confidence, accuracy, share = _shown_bins(bins)
+        filled = share > 0
+        diagram.plot(confidence[filled], accuracy[filled], marker="o", label=label)
         histogram.bar(edges[:-1] + width * (offset - 0.5 / len(curves)), share, width=width / len(curves),
                       align="edge", label=label)
     diagram.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="reliability diagram")

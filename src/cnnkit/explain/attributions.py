@@ -7,6 +7,7 @@ Each returns (N, C, H, W) for images (N, C, H, W) and one class per image (`clas
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,9 @@ class IntegratedGradients:
 
 
 def _chunks(total: int, size: int) -> Iterator[slice]:
+    """Slices of at most `size` (the `batch_size` argument) covering range(total)."""
+    if size < 1:
+        raise CnnkitError(f"batch_size must be >= 1, got {size}")
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
 
@@ -147,13 +151,16 @@ def occlusion(model: Explainable, images: Any, *, classes: Classes = None, class
               batch_size: int = 32) -> torch.Tensor:
     """Zeiler & Fergus 2014: the drop of the class logit when a window (all channels) is set to
     `baseline`, averaged over the windows covering each pixel (captum's Occlusion); windows slide
-    by `stride` from the top-left corner; pixels no window covers get 0."""
+    by `stride` from the top-left corner, ceil((H - window) / stride) + 1 positions per side as
+    captum, so the last window may hang over the border (clipped there); with a stride larger
+    than the window, pixels no window covers get 0."""
     (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
     with _prepared(model, images, classes, class_names) as (net, batch, targets), torch.no_grad():
         height, width = batch.shape[-2:]
         if wh > height or ww > width:
             raise CnnkitError(f"window {(wh, ww)} is larger than the images {(height, width)}")
-        corners = [(y, x) for y in range(0, height - wh + 1, sh) for x in range(0, width - ww + 1, sw)]
+        rows, columns = math.ceil((height - wh) / sh) + 1, math.ceil((width - ww) / sw) + 1
+        corners = [(row * sh, column * sw) for row in range(rows) for column in range(columns)]
         result = []
         for image, target in zip(batch, targets):
             reference = class_scores(net(image[None]), target[None])[0]

@@ -88,8 +88,11 @@ def calibration_metrics(probabilities: torch.Tensor, labels: torch.Tensor, *,
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, *, max_iter: int = 100) -> float:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017), found
     by L-BFGS on log T (so T stays positive); `logits` (N, K), `labels` (N,). Argmax, hence
-    accuracy, is unchanged by any T > 0. When every item is classified correctly the NLL falls
-    towards 0 as T -> 0 and has no minimum: that is an error, not a tiny T."""
+    accuracy, is unchanged by any T > 0. The NLL is convex in 1/T; it has no minimum (an error,
+    not a tiny or a huge T) when every item is classified correctly (it keeps falling as T -> 0),
+    or when the true class's logit is on average no higher than the mean logit (its slope at
+    1/T = 0 is >= 0: it keeps falling as T -> infinity, towards uniform predictions whose ties
+    would change the argmax)."""
     check_predictions(logits, labels, name="logits")
     if not torch.isfinite(logits).all():
         raise CnnkitError("logits must be finite")
@@ -97,6 +100,11 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, *, max_iter: int
         raise CnnkitError(f"all {len(labels)} items are classified correctly: the NLL has no minimum over the "
                           "temperature (it keeps falling as T -> 0); fit it on data with some errors")
     logits, labels = logits.detach().double(), labels.long()
+    evidence = float((logits.gather(1, labels[:, None])[:, 0] - logits.mean(dim=1)).mean())
+    if evidence <= 0:
+        raise CnnkitError(f"on these {len(labels)} items the true class's logit is on average {-evidence:.4g} below "
+                          "the mean logit: the NLL has no minimum over the temperature (it keeps falling as "
+                          "T -> infinity, towards uniform predictions); the model is no better than chance here")
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
                                   tolerance_grad=1e-10, tolerance_change=1e-12)

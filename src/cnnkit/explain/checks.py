@@ -75,8 +75,9 @@ def _curve(model: Explainable, images: Any, maps: torch.Tensor, *, insert: bool,
     module, images, names = unwrap(model, images, class_names)
     if maps.shape != (images.shape[0], *images.shape[-2:]):
         raise CnnkitError(f"maps must be (N, H, W) = {(images.shape[0], *images.shape[-2:])}, got {tuple(maps.shape)}")
-    if steps < 1 or score not in ("probability", "logit"):
-        raise CnnkitError(f"need steps >= 1 and score 'probability' or 'logit', got {steps}, {score!r}")
+    if steps < 1 or batch_size < 1 or score not in ("probability", "logit"):
+        raise CnnkitError(f"need steps >= 1, batch_size >= 1 and score 'probability' or 'logit', got {steps}, "
+                          f"{batch_size}, {score!r}")
     pixels = maps[0].numel()
     per_step = math.ceil(pixels / steps)
     counts = [min(k * per_step, pixels) for k in range(steps + 1)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from cnnkit.explain.activation_maps import CAM_METHODS, cam
 from cnnkit.explain.layer_advice import advise_layer
 from cnnkit.explain.layers import resolve_target_layer
 from cnnkit.explain.overlay import overlay
-from cnnkit.explain.uncertainty import mc_dropout
+from cnnkit.explain.uncertainty import dropout_layers, mc_dropout
 from cnnkit.explain.visuals import enlarge
 from cnnkit.inference import Predictor
 
@@ -39,7 +40,20 @@ def _class_argument(text: str | None, class_names: tuple[str, ...]) -> int | Non
     raise CnnkitError(f"--class {text!r} is not one of the run's classes: {', '.join(class_names)}")
 
 
-def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, target: int | None, out: Path) -> dict[str, Any]:
+def _file_stem(text: str, taken: set[str]) -> str:
+    """`text` as one safe file name (no path separators: characters other than letters, digits,
+    '.', '_' and '-' become '_'), suffixed -2, -3 ... when an earlier image of the call took it."""
+    stem = re.sub(r"[^\w.-]", "_", text)
+    unique, count = stem, 1
+    while unique in taken:
+        count += 1
+        unique = f"{stem}-{count}"
+    taken.add(unique)
+    return unique
+
+
+def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, target: int | None, out: Path,
+                 taken: set[str]) -> dict[str, Any]:
     view = predictor.sample(path, name=path)
     batch = predictor.normalise(view[None])
     layer, _ = resolve_target_layer(predictor.model, args.layer, batch)
@@ -48,7 +62,7 @@ def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, targ
     explained = predicted if target is None else target
     raw = cam(predictor, batch, method=args.method, target_layer=layer, classes=explained, normalize=False).cpu()[0]
     shown = cam(predictor, batch, method=args.method, target_layer=layer, classes=explained).cpu()[0]
-    stem = f"{Path(path).stem}_{args.method}_{predictor.class_names[explained]}"
+    stem = _file_stem(f"{Path(path).stem}_{args.method}_{predictor.class_names[explained]}", taken)
     picture = out / f"{stem}.png"
     Image.fromarray(enlarge(overlay(view, shown))).save(picture)
     record: dict[str, Any] = {
@@ -69,21 +83,27 @@ def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, targ
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    """`cnnkit explain`: a map per image; exit 1 when an image was skipped."""
     if args.mc_dropout < 0:
         raise CnnkitError(f"--mc-dropout must be >= 0 samples, got {args.mc_dropout}")
     predictor = load_run_for_explain(args.run)
     target = _class_argument(args.class_name, predictor.class_names)
+    if args.mc_dropout and not dropout_layers(predictor.model):
+        raise CnnkitError(f"--mc-dropout: {predictor.model_name or type(predictor.model).__name__} of {args.run} "
+                          "has no dropout layer (nn.Dropout), so MC dropout cannot sample it")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CnnkitError(f"--out {out} is a file: give a directory for the overlays")
     out.mkdir(parents=True, exist_ok=True)
     if args.layer is None:
         example = torch.zeros((1, *predictor.default_cfg.input_size), device=predictor.device)
         advice = advise_layer(predictor.model, example)
         if advice.small_and_coarse and advice.layer != advice.default_layer:
             print(f"explain: note: {advice.text()} (--method {advice.method} --layer {advice.layer})", file=sys.stderr)
-    records, failures = [], 0
+    records, failures, taken = [], 0, set()
     for path in args.images:
         try:
-            records.append(_explain_one(predictor, path, args, target, out))
+            records.append(_explain_one(predictor, path, args, target, out, taken))
         except (BadImageError, OSError) as error:
             print(f"explain: skipped {path}: {error}", file=sys.stderr)
             failures += 1

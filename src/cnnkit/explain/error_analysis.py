@@ -32,6 +32,8 @@ class TopLoss:
 
 @dataclass(frozen=True)
 class ClassScores:
+    """Precision, recall and F1 of one class (or an average of them) and its `support` (true items)."""
+
     precision: float
     recall: float
     f1: float
@@ -51,6 +53,8 @@ class ClassificationReport:
 
 @dataclass(frozen=True)
 class ConfusedPair:
+    """`count` items of class `true` predicted as `predicted` (an off-diagonal confusion cell)."""
+
     true: int
     predicted: int
     count: int

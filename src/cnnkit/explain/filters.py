@@ -82,6 +82,8 @@ def filter_grid(model: nn.Module, layer: str | None = None, *, max_filters: int 
     RGB-input filters as colour patches in a square grid; otherwise one row per output filter
     (up to `max_filters`), one column per input channel (up to `max_channels`), or a square
     grid when there is one input channel (per group)."""
+    if max_filters < 1 or max_channels < 1:
+        raise CnnkitError(f"max_filters and max_channels must be >= 1, got {max_filters} and {max_channels}")
     name, conv = _conv(model, layer)
     weight = conv.weight.detach().cpu().double().numpy()[:max_filters]
     count, channels, kh, kw = weight.shape

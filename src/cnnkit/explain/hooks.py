@@ -26,6 +26,10 @@ from torch.utils.hooks import RemovableHandle
 from cnnkit.errors import CnnkitError
 
 
+class NotAFeatureMap(CnnkitError):
+    """The target layer's output is not a (N, C, h, w) tensor (a head, a flatten, a tuple)."""
+
+
 @dataclass
 class Capture:
     """The layer's output (N, C, h, w) of the last forward and, after `backward`, its gradient."""
@@ -38,6 +42,7 @@ class Capture:
     tensor_hooks: list[RemovableHandle] = field(default_factory=list)
 
     def output(self) -> torch.Tensor:
+        """The captured activation; an error if the layer did not run, or ran more than once."""
         if self.activation is None:
             raise CnnkitError(f"target layer {self.name!r} did not run in the forward")
         if self.calls > 1:
@@ -56,6 +61,7 @@ class Capture:
         return self.gradient if self.gradient is not None else torch.zeros_like(activation)
 
     def release(self) -> None:
+        """Remove the tensor hooks and drop the autograd graph."""
         for handle in self.tensor_hooks:
             handle.remove()
         self.tensor_hooks.clear()
@@ -76,7 +82,7 @@ def capture_output(module: nn.Module, name: str, *, gradients: bool) -> Iterator
     def hook(layer: nn.Module, inputs: object, output: object) -> None:
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise CnnkitError(f"target layer {name!r} outputs {shape}, not a (N, C, h, w) feature map")
+            raise NotAFeatureMap(f"target layer {name!r} outputs {shape}, not a (N, C, h, w) feature map")
         capture.calls += 1
         capture.activation = output.detach().clone()  # an in-place op after the layer must not change it
         if gradients and output.requires_grad:

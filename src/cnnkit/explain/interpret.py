@@ -35,6 +35,7 @@ class Interpretation:
     examples: tuple[tuple[int, ...], ...]
 
     def to_dict(self) -> dict:
+        """JSON-ready form (class names instead of indices), as interpretation.json."""
         names, scores = self.class_names, dataclasses.asdict
         return {
             "split": self.split,

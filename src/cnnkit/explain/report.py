@@ -22,7 +22,7 @@ from cnnkit.explain.filters import filter_grid
 from cnnkit.explain.interpret import Interpretation, interpret_split, split_logits
 from cnnkit.explain.layer_advice import LayerAdvice, advise_layer
 from cnnkit.explain.run_access import RunWithData, calibration_split, open_run
-from cnnkit.explain.visuals import cam_overlays, enlarge, top_loss_tiles
+from cnnkit.explain.visuals import cam_overlays, check_cam_choice, enlarge, top_loss_tiles
 from cnnkit.train.config import load_config
 
 
@@ -47,6 +47,8 @@ class CalibrationSection:
 
 @dataclass(frozen=True)
 class ReportContent:
+    """Every section of the report of a run, computed and drawn; `report_html` lays it out."""
+
     title: str
     run_facts: list[tuple[str, str]]
     config: list[tuple[str, str]]
@@ -121,13 +123,18 @@ def _class_gallery(run: RunWithData, interpretation: Interpretation, *, method: 
             for name, per_class in zip(interpretation.class_names, interpretation.examples) if per_class]
 
 
-def _calibration(run: RunWithData, logits: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
+def _calibration(run: RunWithData, logits: torch.Tensor, labels: torch.Tensor, *, shown_on: str, batch_size: int,
                  device: torch.device, notes: list[str]) -> CalibrationSection | None:
+    """Calibration of `logits` (the `shown_on` split) before and after the run's stored
+    temperature, else one fitted now on the calibration split (`calibration_split`)."""
+    split, note = calibration_split(run)
+    if split == shown_on:
+        notes.append(f"the temperature is fitted on the {split} split the calibration is shown on: the 'after' "
+                     "figures are in-sample and flatter it")
     stored = run.predictor.temperature
     if stored is not None:
         temperature, source = float(stored), "stored in the run by `cnnkit calibrate`"
     else:
-        split, note = calibration_split(run)
         if note:
             notes.append(note)
         fit_logits, fit_labels = split_logits(run, split, batch_size=batch_size, device=device)
@@ -177,8 +184,11 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
                  device: torch.device = torch.device("cpu")) -> ReportContent:
     """Compute and draw every section of the report of RUN on its data's test split."""
     run = open_run(run_dir, data_path, device=device)
+    check_cam_choice(run, cam_method, cam_layer)
     notes: list[str] = []
     split = run.split_name(None)
+    if split != "test":
+        notes.append(f"{run.data.source.location} has no test split with items: this report is on the {split} split")
     interpretation, logits, labels = interpret_split(run, split, top_k=top_losses, examples_per_class=per_class,
                                                      batch_size=batch_size, device=device, keep_logits=True)
     images, captions = top_loss_tiles(run, interpretation, method=cam_method, layer=cam_layer)
@@ -197,6 +207,7 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
         class_gallery=_class_gallery(run, interpretation, method=cam_method, layer=cam_layer),
         cam_note=f"{cam_method} ({f'layer {cam_layer}' if cam_layer else 'last spatial stage'})",
         cam_advice=_cam_advice(run, cam_method, cam_layer, device),
-        calibration=_calibration(run, logits, labels, batch_size=batch_size, device=device, notes=notes),
+        calibration=_calibration(run, logits, labels, shown_on=split, batch_size=batch_size, device=device,
+                                 notes=notes),
         filters=_first_layer_filters(run), model_facts=_model_facts(run), notes=notes,
     )

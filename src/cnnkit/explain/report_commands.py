@@ -7,20 +7,23 @@ import json
 import sys
 from pathlib import Path
 
+from cnnkit.errors import CnnkitError
+from cnnkit.explain.activation_maps import CAM_METHODS
 from cnnkit.explain.analysis_plots import plot_confusion, plot_gallery, plot_reliability, save_png
 from cnnkit.explain.calibration import calibration_metrics, fit_temperature, reliability_bins
 from cnnkit.explain.error_analysis import report_rows
 from cnnkit.explain.interpret import Interpretation, interpret_split, split_logits
 from cnnkit.explain.run_access import calibration_split, open_run, store_temperature
-from cnnkit.explain.visuals import top_loss_tiles
+from cnnkit.explain.visuals import check_cam_choice, top_loss_tiles
 from cnnkit.inference.commands import positive_int
 from cnnkit.train.trainer import pick_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `cnnkit interpret`, `cnnkit calibrate` and `cnnkit report` to the CLI."""
     interpret = subparsers.add_parser("interpret", help="error analysis of a run: confusion, per-class report, top losses")
     _common(interpret)
-    interpret.add_argument("--split", default=None, help="split to analyse (default: test, else the first)")
+    interpret.add_argument("--split", default=None, help="split to analyse (default: test, else val, else the first)")
     interpret.add_argument("--out", required=True, help="directory for interpretation.json and the PNGs")
     interpret.add_argument("--top-losses", type=positive_int, default=16, help="how many top losses to show")
     _cam_arguments(interpret)
@@ -49,11 +52,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _cam_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cam-method", default="gradcam", help="class activation map of the galleries (default gradcam)")
+    parser.add_argument("--cam-method", choices=CAM_METHODS, default="gradcam",
+                        help="class activation map of the galleries (default gradcam)")
     parser.add_argument("--cam-layer", default=None, help="its target layer (default: the model's last spatial stage)")
 
 
 def format_interpretation(interpretation: Interpretation, *, max_pairs: int = 10) -> str:
+    """The interpretation as text: accuracy, the classification report, the most confused pairs."""
     names = interpretation.class_names
     width = max(12, *(len(n) for n in names))
     lines = [f"split {interpretation.split}: accuracy {interpretation.report.accuracy:.4f}, "
@@ -68,13 +73,17 @@ def format_interpretation(interpretation: Interpretation, *, max_pairs: int = 10
 
 
 def run_interpret(args: argparse.Namespace) -> int:
+    """`cnnkit interpret`: one streaming pass, interpretation.json, confusion.png and top_losses.png."""
     device = pick_device(args.device)
     run = open_run(args.run, args.data, device=device)
     split = run.split_name(args.split)
+    check_cam_choice(run, args.cam_method, args.cam_layer)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CnnkitError(f"--out {out} is a file: give a directory for interpretation.json and the PNGs")
+    out.mkdir(parents=True, exist_ok=True)  # before the pass over the data, so a bad --out fails first
     interpretation, _, _ = interpret_split(run, split, top_k=args.top_losses, batch_size=args.batch_size,
                                            device=device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "interpretation.json").write_text(json.dumps(interpretation.to_dict(), indent=2))
     save_png(plot_confusion(interpretation.confusion, interpretation.class_names), out / "confusion.png")
     images, captions = top_loss_tiles(run, interpretation, method=args.cam_method, layer=args.cam_layer)
@@ -89,6 +98,9 @@ def run_interpret(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    """`cnnkit calibrate`: fit the temperature on the val split and store it in the run."""
+    if args.plot and Path(args.plot).is_dir():
+        raise CnnkitError(f"--plot {args.plot} is a directory: give the PNG file to write")
     device = pick_device(args.device)
     run = open_run(args.run, args.data, device=device)
     split, note = calibration_split(run)
@@ -112,14 +124,17 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    """`cnnkit report`: compute the report of a run and write it as one HTML file."""
     from cnnkit.explain.report import build_report
     from cnnkit.explain.report_html import render_report
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise CnnkitError(f"--out {out} is a directory: give the HTML file to write, e.g. {out / 'report.html'}")
+    out.parent.mkdir(parents=True, exist_ok=True)  # before the report is computed, so a bad --out fails first
     content = build_report(args.run, args.data, top_losses=args.top_losses, per_class=args.per_class,
                            cam_method=args.cam_method, cam_layer=args.cam_layer, batch_size=args.batch_size,
                            device=pick_device(args.device))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_report(content), encoding="utf-8")
     for note in content.notes:
         print(f"report: {note}", file=sys.stderr)

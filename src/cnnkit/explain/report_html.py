@@ -47,6 +47,7 @@ SECTIONS = (("run", "Run"), ("data", "Data"), ("curves", "Learning curves"), ("m
 
 
 def data_url(png: bytes) -> str:
+    """PNG bytes as a data: URL, so the page needs no file beside it."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 

@@ -23,6 +23,9 @@ from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.preprocessing import batch_stage
 
 
+EVALUATION_SPLITS = ("test", "val")  # what a run is analysed on, by preference
+
+
 @dataclass(frozen=True)
 class RunWithData:
     """A run's `predictor` (its model in eval mode and preprocessing), its typed summary, and the
@@ -46,14 +49,23 @@ class RunWithData:
     def class_names(self) -> list[str]:
         return list(self.summary.class_names)
 
-    def split_name(self, requested: str | None, *, default: Sequence[str] = ("test",)) -> str:
-        """`requested`, else the first of `default` the data has, else its first split."""
+    def split_name(self, requested: str | None, *, default: Sequence[str] = EVALUATION_SPLITS) -> str:
+        """`requested`, else the first of `default` the data has with items (test, else val: never
+        the training data while held-out data exists), else its first split; an empty requested
+        split is refused."""
         splits = self.data.splits
         if requested is not None:
             if requested not in splits:
                 raise CnnkitError(f"{self.data.source.location} has no split {requested!r} (it has {sorted(splits)})")
+            if not self.has_items(requested):
+                raise CnnkitError(f"split {requested!r} of {self.data.source.location} has no items")
             return requested
-        return next((name for name in default if name in splits), next(iter(splits)))
+        return next((name for name in default if self.has_items(name)), next(iter(splits)))
+
+    def has_items(self, split: str) -> bool:
+        """Whether the data has `split` and it holds at least one item (a tiny dataset's cut can
+        leave val or test empty)."""
+        return split in self.data.splits and len(self.data.splits[split]) > 0
 
     def _dataset(self, split: str):
         return self.data.splits[split].with_decode_hint(self.evaluation.decode_hint)
@@ -90,11 +102,11 @@ def open_run(run_dir: str | Path, data_path: str, *, device: torch.device | None
 
 
 def calibration_split(run: RunWithData) -> tuple[str, str | None]:
-    """The split to fit a temperature on: val, else train (with a note saying so)."""
-    if "val" in run.data.splits:
+    """The split to fit a temperature on: val, else (no val, or an empty one) train, with a note saying so."""
+    if run.has_items("val"):
         return "val", None
-    return "train", (f"{run.data.source.location} has no val split: the temperature is fitted on the train "
-                     "split, which flatters the model: the temperature comes out too low for new data")
+    return "train", (f"{run.data.source.location} has no val split with items: the temperature is fitted on the "
+                     "train split, which flatters the model: the temperature comes out too low for new data")
 
 
 def store_temperature(run_dir: str | Path, temperature: float) -> RunSummary:

@@ -93,6 +93,9 @@ def sanity_check(model: Explainable, images: Any, *, method: str = "gradcam", ta
     copied = copy.deepcopy(module)
     modules = dict(copied.named_modules())
     chosen = list(layers) if layers is not None else parameter_layers(copied)
+    if not chosen:
+        raise CnnkitError(f"no layer to randomise (layers is empty, or the model has no parameters); layers with "
+                          f"parameters: {', '.join(parameter_layers(copied)) or 'none'}")
     unknown = [name for name in chosen if name not in modules or not name]
     if unknown:
         raise CnnkitError(f"unknown layer(s) {unknown}; layers with parameters: {', '.join(parameter_layers(copied))}")

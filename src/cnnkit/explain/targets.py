@@ -6,6 +6,7 @@ with one int or name per image. Names need `class_names` (or a Predictor, which 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -31,16 +32,27 @@ def unwrap(model: Explainable, images: Any, class_names: Sequence[str] | None) -
         if prepared.failures:
             raise CnnkitError("cannot read image(s): " + "; ".join(f"{f.source}: {f.reason}" for f in prepared.failures))
         names = tuple(class_names) if class_names is not None else model.class_names
-        return model.model, prepared.batch.to(model.device), names
+        return model.model, in_model_dtype(model.model, prepared.batch.to(model.device)), names
     if not isinstance(model, nn.Module):
         raise CnnkitError(f"model must be a torch nn.Module or a Predictor, got {type(model).__name__}")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise CnnkitError(f"images must be a float tensor (N, C, H, W), got {shape}")
-    return model, images, tuple(class_names) if class_names is not None else None
+    return model, in_model_dtype(model, images), tuple(class_names) if class_names is not None else None
+
+
+def in_model_dtype(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The float batch in the floating dtype of the model's parameters (a float64 batch for a
+    float32 model, or the reverse); an empty batch is refused."""
+    if images.shape[0] == 0:
+        raise CnnkitError(f"images is an empty batch, shape {tuple(images.shape)}: nothing to explain")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
+    return images.to(dtype)
 
 
 def _class_index(item: int | str, num_classes: int, class_names: tuple[str, ...] | None) -> int:
+    if isinstance(item, numbers.Integral) and not isinstance(item, bool):
+        item = int(item)  # numpy and 0-d tensor integers
     if isinstance(item, str):
         if class_names is None:
             raise CnnkitError(f"class {item!r} given by name but no class names: pass class_names= or a Predictor")
@@ -61,7 +73,7 @@ def resolve_classes(classes: Classes, logits: torch.Tensor, class_names: tuple[s
         return logits.argmax(dim=1)
     if isinstance(classes, torch.Tensor):
         classes = classes.tolist() if classes.ndim else int(classes)
-    if isinstance(classes, (int, str)):
+    if isinstance(classes, (numbers.Integral, str)):
         return torch.full((count,), _class_index(classes, num_classes, class_names), dtype=torch.long)
     items = list(classes)
     if len(items) != count:

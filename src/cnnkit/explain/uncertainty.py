@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.explain.targets import in_model_dtype
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ def mc_dropout(model: nn.Module, images: torch.Tensor, *, samples: int = 10,
     drawn from a seed taken from `generator` (the global RNG state is left untouched)."""
     if samples < 1:
         raise CnnkitError(f"samples must be >= 1, got {samples}")
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise CnnkitError(f"images must be a float tensor, got {getattr(images, 'dtype', type(images).__name__)}")
+    images = in_model_dtype(model, images)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     devices = [images.device] if images.device.type == "cuda" else []
     with dropout_active(model), torch.random.fork_rng(devices=devices):

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.explain.activation_maps import cam
+from cnnkit.errors import CnnkitError
+from cnnkit.explain.activation_maps import CAM_METHODS, cam
+from cnnkit.explain.layers import resolve_target_layer
 from cnnkit.explain.interpret import Interpretation
 from cnnkit.explain.overlay import overlay
 from cnnkit.explain.run_access import RunWithData
@@ -28,6 +30,16 @@ def enlarge(image: np.ndarray, *, side: int = DISPLAY_SIDE) -> np.ndarray:
     least 1): small maps become visible without blurring their dies."""
     factor = max(1, round(side / min(image.shape[:2])))
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def check_cam_choice(run: RunWithData, method: str, layer: str | None) -> None:
+    """Refuse an unknown map `method` or target `layer` (the error lists the layers with a spatial
+    output) before a pass over the data, not after it."""
+    if method not in CAM_METHODS:
+        raise CnnkitError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
+    if layer is not None:
+        device = next(run.model.parameters()).device
+        resolve_target_layer(run.model, layer, torch.zeros((1, *run.summary.default_cfg.input_size), device=device))
 
 
 def cam_overlays(model: nn.Module, views: torch.Tensor, inputs: torch.Tensor, classes: Sequence[int], *,
