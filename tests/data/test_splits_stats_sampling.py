@@ -53,7 +53,12 @@ def test_split_saved_and_loaded_with_files(tmp_path):
     derived = source.dataset("val", seed=5)
     assert derived.indices == split.indices["val"]
     (tmp_path / "data" / "a" / "0.png").unlink()
-    with pytest.raises(CnnkitError, match="no longer matches"):
+    with pytest.raises(CnnkitError, match=r"no longer matches the dataset's files: 1 file\(s\) gone or unreadable "
+                                          r"\(a/0.png\); the run's split.json"):
+        loaded.subsets(open_source(tmp_path / "data").dataset())
+    Image.new("L", (4, 4), 7).save(tmp_path / "data" / "a" / "0.png")
+    Image.new("L", (4, 4), 9).save(tmp_path / "data" / "a" / "00.png")  # sorts between a/0 and a/1: indices move
+    with pytest.raises(CnnkitError, match=r"files: 1 new file\(s\) \(a/00.png\);"):
         loaded.subsets(open_source(tmp_path / "data").dataset())
 
 

@@ -142,8 +142,10 @@ def test_eval_reuses_the_runs_split_and_refuses_a_changed_folder(trained_run: Pa
     changed = tmp_path / "changed"
     shutil.copytree(tiny_folder, changed)
     (changed / "red" / "5.png").unlink()
+    (changed / "blue" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")  # dropped by the scan as unreadable
     assert main(["eval", str(trained_run), str(changed)]) == 2
-    assert "no longer matches" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "no longer matches the dataset's files: 2 file(s) gone or unreadable (blue/2.png, red/5.png)" in error
 
 
 def test_model_options_are_checked_and_kept_in_the_run(tiny_folder: Path, tmp_path: Path,

@@ -122,6 +122,19 @@ def _relative_files(files: Sequence[str]) -> list[str]:
     return [Path(os.path.relpath(name, root)).as_posix() for name in names]
 
 
+def _what_changed(split: Split, relative: Sequence[str]) -> str:
+    """Which of the split's files are gone (deleted, or dropped by the scan as unreadable) and which are new."""
+    saved = {name for names in (split.files or {}).values() for name in names}
+    gone, new = sorted(saved - set(relative)), sorted(set(relative) - saved)
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    parts = ([f"{len(gone)} file(s) gone or unreadable ({some(gone)})"] if gone else []) + (
+        [f"{len(new)} new file(s) ({some(new)})"] if new else [])
+    return "; ".join(parts) or "the same files, listed in another order"
+
+
 def _check_matches(split: Split, dataset: ImageDataset) -> None:
     size = len(dataset)
     files = getattr(dataset, "files", None)
@@ -130,7 +143,10 @@ def _check_matches(split: Split, dataset: ImageDataset) -> None:
         for name, found in split.indices.items():
             now = [relative[i] if i < size else None for i in found]
             if now != split.files.get(name):
-                raise CnnkitError(f"split {name!r} no longer matches the dataset's files (the folder changed)")
+                raise CnnkitError(f"split {name!r} no longer matches the dataset's files: "
+                                  f"{_what_changed(split, relative)}; the run's split.json names the files it "
+                                  "was trained and tested on: restore them or train a new run "
+                                  "(`cnnkit data inspect DIR` lists files that do not decode)")
     used = [i for found in split.indices.values() for i in found]
     if used and max(used) >= size:
         raise CnnkitError(f"split refers to item {max(used)} but the dataset has {size} items")
