@@ -98,6 +98,18 @@ def test_unknown_class_and_layer_are_errors_that_list_the_choices(run_dir, image
     assert f"--out {tmp_path / 'taken.png'} is a file" in capsys.readouterr().err
 
 
+def test_explain_walks_a_folder_and_names_a_missing_path(run_dir, images, tmp_path, capsys):
+    out = tmp_path / "folder-out"
+    assert main(["explain", str(run_dir), str(images[0].parent), "--out", str(out), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in records] == list(map(str, images)), "every image of the folder, in order"
+    assert sorted(p.name for p in out.iterdir()) == ["wafer0_gradcam_" + records[0]["explained_class"] + ".png",
+                                                     "wafer1_gradcam_" + records[1]["explained_class"] + ".png"]
+    missing = tmp_path / "nowhere"
+    assert main(["explain", str(run_dir), str(images[0]), str(missing), "--out", str(out)]) == 2
+    assert f"no such file or folder: {missing}" in capsys.readouterr().err
+
+
 def test_an_unreadable_image_is_skipped_with_exit_code_1(run_dir, images, tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")

@@ -23,6 +23,7 @@ from cnnkit.explain.overlay import overlay
 from cnnkit.explain.uncertainty import dropout_layers, mc_dropout
 from cnnkit.explain.visuals import enlarge
 from cnnkit.inference import Predictor
+from cnnkit.inference.bulk import collect_files
 
 
 def load_run_for_explain(run_dir: str) -> Predictor:
@@ -60,7 +61,6 @@ def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, targ
     probabilities = predictor.probabilities(batch)[0]
     predicted = int(probabilities.argmax())
     explained = predicted if target is None else target
-    raw = cam(predictor, batch, method=args.method, target_layer=layer, classes=explained, normalize=False).cpu()[0]
     shown = cam(predictor, batch, method=args.method, target_layer=layer, classes=explained).cpu()[0]
     stem = _file_stem(f"{Path(path).stem}_{args.method}_{predictor.class_names[explained]}", taken)
     picture = out / f"{stem}.png"
@@ -70,7 +70,8 @@ def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, targ
         "explained_class": predictor.class_names[explained], "explained_probability": round(float(probabilities[explained]), 6),
         "method": args.method, "layer": layer, "overlay": str(picture),
     }
-    if args.raw:
+    if args.raw:  # a second pass: the signed map before ReLU and min-max (only when asked for)
+        raw = cam(predictor, batch, method=args.method, target_layer=layer, classes=explained, normalize=False).cpu()[0]
         np.save(out / f"{stem}.npy", raw.numpy().astype(np.float32))
         record["raw"] = str(out / f"{stem}.npy")
     if args.mc_dropout:
@@ -101,7 +102,7 @@ def run_explain(args: argparse.Namespace) -> int:
         if advice.small_and_coarse and advice.layer != advice.default_layer:
             print(f"explain: note: {advice.text()} (--method {advice.method} --layer {advice.layer})", file=sys.stderr)
     records, failures, taken = [], 0, set()
-    for path in args.images:
+    for path in collect_files(args.images):
         try:
             records.append(_explain_one(predictor, path, args, target, out, taken))
         except (BadImageError, OSError) as error:
@@ -123,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `cnnkit explain` to the CLI."""
     parser = subparsers.add_parser("explain", help="class activation maps of images with a finished run")
     parser.add_argument("run", help="run directory")
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
     parser.add_argument("--method", choices=CAM_METHODS, default="gradcam", help="map (default gradcam)")
     parser.add_argument("--class", dest="class_name", default=None,
                         help="class to explain, by name (default: each image's predicted class)")
