@@ -33,6 +33,12 @@ def save_png(figure: Figure, path: str | Path, *, dpi: int = 100) -> None:
     Path(path).write_bytes(png_bytes(figure, dpi=dpi))
 
 
+def literal(text: str) -> str:
+    """`text` drawn as written: a user's `$` is escaped, or matplotlib reads `$...$` in a class or
+    file name as mathtext (and a malformed one fails the whole figure at save)."""
+    return text.replace("$", r"\$")
+
+
 def _new_figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
@@ -51,8 +57,8 @@ def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str]) -> Figur
     ):
         image = axis.imshow(values, cmap="Blues", vmin=0, vmax=max(float(values.max()), 1e-12))
         axis.set(title=title, xlabel="predicted", ylabel="true", xticks=range(k), yticks=range(k))
-        axis.set_xticklabels(class_names, rotation=90 if k > 4 else 0)
-        axis.set_yticklabels(class_names)
+        axis.set_xticklabels([literal(name) for name in class_names], rotation=90 if k > 4 else 0)
+        axis.set_yticklabels([literal(name) for name in class_names])
         figure.colorbar(image, ax=axis, fraction=0.046)
         if annotate:
             threshold = values.max() / 2
@@ -127,5 +133,5 @@ def plot_gallery(images: Sequence[np.ndarray], captions: Sequence[str], *, colum
         axis.axis("off")
     for axis, image, caption in zip(axes, images, captions):
         axis.imshow(image, interpolation="nearest")
-        axis.set_title(caption, fontsize=8)
+        axis.set_title(literal(caption), fontsize=8)
     return figure
