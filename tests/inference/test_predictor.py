@@ -115,3 +115,14 @@ def test_training_datasets_decode_jpegs_as_the_predictor_does(tmp_path: Path) ->
     assert decoded.shape == predictor.load(path).shape == (3, 120, 160), "JPEG decoded at 1/4 scale"
     assert torch.equal(decoded, predictor.load(path))
     assert bundle.train.load(0)[0].shape[1] < 480, "training decodes at a reduced scale too"
+
+
+def test_tied_probabilities_rank_by_class_index() -> None:
+    """torch.topk orders ties arbitrarily (all-equal rows came back as 2, 4, 3); ranks must not."""
+    model = cnnkit.create_model("compact_cnn", num_classes=5, in_chans=1)
+    predictor = Predictor.from_model(model, list("abcde"))
+    prepared = predictor.preprocess(torch.zeros(2, 1, 8, 8))
+    probabilities = torch.tensor([[0.2] * 5, [0.1, 0.3, 0.3, 0.0, 0.3]])
+    first, second = predictor.top_k(probabilities, prepared, top_k=3, sources=["x", "y"])
+    assert [c.index for c in first.top] == [0, 1, 2]
+    assert [c.index for c in second.top] == [1, 2, 4]

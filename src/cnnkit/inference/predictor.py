@@ -235,7 +235,9 @@ class Predictor:
               sources: Sequence[str] | dict[int, str]) -> list[Prediction]:
         """Predictions in input order from the probabilities of `prepared`'s usable inputs."""
         k = min(top_k, len(self.class_names))
-        values, indices = probabilities.topk(k, dim=1) if len(probabilities) else (probabilities, probabilities)
+        # A stable sort, not topk: equal probabilities rank by class index, the same in every batch.
+        values, indices = probabilities.sort(dim=1, descending=True, stable=True)
+        values, indices = values[:, :k], indices[:, :k]
         results: dict[int, Prediction] = {}
         for row, position in enumerate(prepared.positions):
             top = tuple(ClassScore(self.class_names[int(i)], int(i), float(p))
