@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 import cnnkit
 from cnnkit.data.decode import BadImageError
@@ -126,3 +126,18 @@ def test_tied_probabilities_rank_by_class_index() -> None:
     first, second = predictor.top_k(probabilities, prepared, top_k=3, sources=["x", "y"])
     assert [c.index for c in first.top] == [0, 1, 2]
     assert [c.index for c in second.top] == [1, 2, 4]
+
+
+def test_a_pil_image_is_turned_upright_as_its_file_is(tmp_path: Path) -> None:
+    """EXIF orientation 6 (stored turned 90 degrees): the opened PIL image and its path agree."""
+    model = cnnkit.create_model("compact_cnn", num_classes=3, in_chans=3)
+    model.default_cfg = dataclasses.replace(model.default_cfg, input_size=(3, 16, 16))
+    predictor = Predictor.from_model(model, ["a", "b", "c"])
+    pixels = np.random.default_rng(2).integers(0, 256, size=(20, 32, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "turned.png", exif=exif)
+    upright = predictor.load(tmp_path / "turned.png")
+    assert upright.shape == (3, 32, 20)
+    assert torch.equal(predictor.load(Image.open(tmp_path / "turned.png")), upright)
+    assert torch.equal(predictor.load(ImageOps.exif_transpose(Image.open(tmp_path / "turned.png"))), upright)

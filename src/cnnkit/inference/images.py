@@ -22,6 +22,7 @@ from cnnkit.data.decode import (
     decode_image,
     to_8bit,
 )
+from cnnkit.data.decode_jpeg import EXIF_ORIENTATION_TAG, apply_orientation
 
 # What `Predictor` accepts per image; a float tensor is taken as already preprocessed.
 ImageLike = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray, torch.Tensor]
@@ -46,7 +47,10 @@ def to_uint8_image(image: ImageLike, *, mode: OutputMode, size_hint: SizeHint | 
         stream.name = name  # decode errors name the input
         return decode_image(stream, mode=mode, size_hint=size_hint, max_pixels=max_pixels)
     if isinstance(image, Image.Image):
-        return _from_array(to_8bit(image), mode, name)
+        # Upright as a path would be: Image.open keeps the stored pixels and their EXIF orientation
+        # (ImageOps.exif_transpose drops the tag, so a turned image is not turned twice).
+        orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+        return _from_array(apply_orientation(to_8bit(image), orientation), mode, name)
     if isinstance(image, np.ndarray):
         return _from_array(image, mode, name)
     if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
