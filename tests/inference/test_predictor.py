@@ -58,6 +58,8 @@ def test_predict_ranks_classes_and_reports_bad_images_by_name(trained_run: Path,
     assert [p.source for p in predictions] == [good[0], str(broken), good[1], str(tmp_path / "absent.jpg")]
     assert [p.ok for p in predictions] == [True, False, True, False]
     assert "no such file" in predictions[3].error
+    with pytest.raises(BadImageError, match="is a folder"):
+        predictor.predict(tmp_path)
     probabilities = predictor.probabilities(good)
     for prediction, row in zip((predictions[0], predictions[2]), probabilities):
         assert len(prediction.top) == 2, "top_k is capped at the number of classes"

@@ -39,6 +39,8 @@ def to_uint8_image(image: ImageLike, *, mode: OutputMode, size_hint: SizeHint | 
                    max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "<image>") -> torch.Tensor:
     """One input -> uint8 (C, H, W) in `mode` ("RGB": C=3, "L": C=1); BadImageError if unusable."""
     if isinstance(image, (str, os.PathLike)):
+        if os.path.isdir(image):
+            raise BadImageError(os.fspath(image), "is a folder, not an image file")
         if not os.path.isfile(image):
             raise BadImageError(os.fspath(image), "no such file")
         return decode_image(image, mode=mode, size_hint=size_hint, max_pixels=max_pixels)
