@@ -58,6 +58,8 @@ def test_predict_ranks_classes_and_reports_bad_images_by_name(trained_run: Path,
     assert [p.source for p in predictions] == [good[0], str(broken), good[1], str(tmp_path / "absent.jpg")]
     assert [p.ok for p in predictions] == [True, False, True, False]
     assert "no such file" in predictions[3].error
+    with pytest.raises(BadImageError, match="channels, got 4"):
+        predictor.predict(torch.zeros(4, 16, 16, dtype=torch.uint8))  # one (C, H, W) image is a single input
     with pytest.raises(BadImageError, match="is a folder"):
         predictor.predict(tmp_path)
     probabilities = predictor.probabilities(good)

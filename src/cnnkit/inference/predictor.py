@@ -224,7 +224,8 @@ class Predictor:
         BadImageError."""
         if top_k < 1:
             raise CnnkitError(f"top_k must be >= 1, got {top_k}")
-        single = not isinstance(images, (list, tuple, torch.Tensor))
+        batched = isinstance(images, (list, tuple)) or (isinstance(images, torch.Tensor) and images.dim() == 4)
+        single = not batched
         prepared = self.preprocess(images)
         if single and prepared.failures:
             raise BadImageError(prepared.failures[0].source, prepared.failures[0].reason)
