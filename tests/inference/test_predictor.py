@@ -145,3 +145,29 @@ def test_a_pil_image_is_turned_upright_as_its_file_is(tmp_path: Path) -> None:
     assert upright.shape == (3, 32, 20)
     assert torch.equal(predictor.load(Image.open(tmp_path / "turned.png")), upright)
     assert torch.equal(predictor.load(ImageOps.exif_transpose(Image.open(tmp_path / "turned.png"))), upright)
+
+
+def test_long_lists_are_preprocessed_batch_by_batch(tmp_path: Path) -> None:
+    """Each forward pass sees only batch_size decoded inputs: 5 paths at batch 2 decode 2, 4, 5
+    before the 1st, 2nd and 3rd pass (all 5 first would hold 10k photos as one float batch)."""
+    model = cnnkit.create_model("compact_cnn", num_classes=2, in_chans=3)
+    model.default_cfg = dataclasses.replace(model.default_cfg, input_size=(3, 16, 16))
+    predictor = Predictor.from_model(model, ["a", "b"], batch_size=2)
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    reference = predictor.logits(paths)
+    decoded, seen = [], []
+    load, forward = predictor.load, predictor.backend.logits
+    predictor.load = lambda image, *, name="<image>": decoded.append(name) or load(image, name=name)
+    predictor.backend.logits = lambda batch: seen.append(len(decoded)) or forward(batch)
+    predictions = predictor.predict([*paths[:3], tmp_path / "absent.png", paths[3], paths[4]], top_k=1)
+    assert seen == [2, 4, 6]
+    assert [p.source for p in predictions] == [str(p) for p in [*paths[:3], tmp_path / "absent.png", *paths[3:]]]
+    assert [p.ok for p in predictions] == [True, True, True, False, True, True]
+    assert [p.index for p in predictions if p.ok] == reference.argmax(1).tolist()
+    decoded.clear(), seen.clear()
+    torch.testing.assert_close(predictor.logits(paths), reference, rtol=0, atol=1e-6)
+    assert seen == [2, 4, 5]
