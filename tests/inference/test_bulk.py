@@ -80,3 +80,13 @@ def test_two_processes_write_what_one_process_writes(trained_run: Path, tiny_fol
     for x, y in zip(a, b):
         assert float(x["probability"]) == pytest.approx(float(y["probability"]), abs=2e-6)
     assert not list(tmp_path.glob("sharded.csv.part*")), "part files are merged and removed"
+
+
+def test_an_output_nowhere_is_refused_by_name(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    arguments = ["predict", str(trained_run), str(tiny_folder), "--workers", "0", "--quiet"]
+    assert main([*arguments, "--out", str(tmp_path / "missing" / "p.csv")]) != 0
+    assert "missing does not exist" in capsys.readouterr().err
+    (tmp_path / "taken.csv").mkdir()
+    assert main([*arguments, "--out", str(tmp_path / "taken.csv")]) != 0
+    assert "taken.csv: is a folder" in capsys.readouterr().err

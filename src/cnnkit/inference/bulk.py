@@ -125,6 +125,9 @@ def predict_files(predictor: Predictor, files: Sequence[str], output: str | Path
     jsonl = output.suffix.lower() == ".jsonl"
     if output.suffix.lower() not in (".csv", ".jsonl"):
         raise CnnkitError(f"--out {output}: use a .csv or .jsonl file")
+    if output.is_dir() or not output.parent.is_dir():
+        problem = "is a folder" if output.is_dir() else f"its folder {output.parent} does not exist"
+        raise CnnkitError(f"--out {output}: {problem}")
     start = time.perf_counter()
     done = read_rows(output, jsonl=jsonl)
     target = output if world_size == 1 else part_path(output, rank)
