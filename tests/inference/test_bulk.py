@@ -90,3 +90,10 @@ def test_an_output_nowhere_is_refused_by_name(trained_run: Path, tiny_folder: Pa
     (tmp_path / "taken.csv").mkdir()
     assert main([*arguments, "--out", str(tmp_path / "taken.csv")]) != 0
     assert "taken.csv: is a folder" in capsys.readouterr().err
+
+
+def test_negative_workers_are_an_argument_error(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(trained_run), str(tiny_folder), "--out", str(tmp_path / "p.csv"), "--workers", "-1"])
+    assert exit_info.value.code == 2 and "--workers: must be >= 0" in capsys.readouterr().err

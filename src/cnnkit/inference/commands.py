@@ -30,6 +30,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse names the option in its error)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("eval", help="evaluate a finished run (or an exported .onnx) on a dataset")
     evaluate.add_argument("run", help="run directory, or an .onnx exported by `cnnkit export`")
@@ -52,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="write one row per image to this .csv or .jsonl (resumes: files already in it are "
                               "skipped); unreadable files go to OUT.errors.csv")
     predict.add_argument("--batch-size", type=positive_int, default=32)
-    predict.add_argument("--workers", type=int, default=1, help="decoding worker processes (default 1)")
+    predict.add_argument("--workers", type=non_negative_int, default=1, help="decoding worker processes (default 1)")
     predict.add_argument("--device", default=None,
                          help="cpu, cuda, ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
     predict.add_argument("--json", action="store_true", help="print JSON (without --out)")
