@@ -171,3 +171,13 @@ def test_long_lists_are_preprocessed_batch_by_batch(tmp_path: Path) -> None:
     decoded.clear(), seen.clear()
     torch.testing.assert_close(predictor.logits(paths), reference, rtol=0, atol=1e-6)
     assert seen == [2, 4, 5]
+
+
+def test_answers_do_not_depend_on_the_batch_size(trained_run: Path, tiny_folder: Path) -> None:
+    paths = sorted(str(p) for p in tiny_folder.rglob("*.png"))[:9]
+    one = Predictor.from_run(trained_run, batch_size=1)
+    many = Predictor.from_run(trained_run, batch_size=4)
+    torch.testing.assert_close(one.logits(paths), many.logits(paths), rtol=0, atol=1e-5)
+    for x, y in zip(one.predict(paths, top_k=2), many.predict(paths, top_k=2)):
+        assert [c.index for c in x.top] == [c.index for c in y.top]
+        assert [c.probability for c in x.top] == pytest.approx([c.probability for c in y.top], abs=1e-5)
