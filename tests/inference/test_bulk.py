@@ -97,3 +97,16 @@ def test_negative_workers_are_an_argument_error(trained_run: Path, tiny_folder: 
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(trained_run), str(tiny_folder), "--out", str(tmp_path / "p.csv"), "--workers", "-1"])
     assert exit_info.value.code == 2 and "--workers: must be >= 0" in capsys.readouterr().err
+
+
+def test_unreadable_files_are_listed_in_the_order_given(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    for name in ("z_bad.png", "a_bad.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    named = [str(tmp_path / "z_bad.png"), str(tiny_folder / "red" / "0.png"), str(tmp_path / "a_bad.png")]
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(trained_run), *named, "--out", str(out), "--workers", "0", "--quiet"]) == 1
+    assert [r["path"] for r in _rows(out)] == [named[1]]
+    assert [e["path"] for e in _rows(tmp_path / "p.errors.csv")] == [named[0], named[2]]
+    err = capsys.readouterr().err
+    assert err.index("z_bad.png") < err.index("a_bad.png")

@@ -185,6 +185,12 @@ def _trim_torn_line(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
+def in_input_order(failures: Sequence[Failure], files: Sequence[str]) -> list[Failure]:
+    """`failures` (gathered rank by rank) in the order their files were given, as the rows are."""
+    order = {path: position for position, path in enumerate(files)}
+    return sorted(failures, key=lambda failure: order.get(failure.source, len(order)))
+
+
 def merge_outputs(files: Sequence[str], output: str | Path, *, world_size: int,
                   failures: Sequence[Failure] = ()) -> int:
     """Rewrite `output` with every row of it and of the rank part files, in `files` order, and the
@@ -207,7 +213,7 @@ def merge_outputs(files: Sequence[str], output: str | Path, *, world_size: int,
         with errors.open("w", encoding="utf-8", newline="") as sink:
             writer = csv.writer(sink, lineterminator="\n")
             writer.writerow(("path", "reason"))
-            writer.writerows(sorted((f.source, f.reason) for f in failures))
+            writer.writerows((f.source, f.reason) for f in in_input_order(failures, files))
     else:
         errors.unlink(missing_ok=True)
     return len(ordered)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.inference.bulk import collect_files, errors_path, merge_outputs, predict_files
+from cnnkit.inference.bulk import collect_files, errors_path, in_input_order, merge_outputs, predict_files
 from cnnkit.inference.evaluation import evaluate_backend
 from cnnkit.inference.predictor import Failure, Predictor
 from cnnkit.train import data_prep, preprocessing
@@ -150,7 +150,7 @@ def _predict_to_file(args: argparse.Namespace) -> int:
                                rank=context.rank, world_size=context.world_size, progress=progress)
     finally:
         reporter.close()
-    failures = _gather_failures(context, result.failures)
+    failures = in_input_order(_gather_failures(context, result.failures), files)
     if context.is_main:
         rows = merge_outputs(files, args.out, world_size=context.world_size, failures=failures)
         for failure in failures:
