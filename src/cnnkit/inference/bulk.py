@@ -108,10 +108,12 @@ def read_rows(path: Path, *, jsonl: bool) -> dict[str, str]:
 
 
 def part_path(output: Path, rank: int) -> Path:
+    """Where rank `rank` of a torchrun job writes its rows before rank 0 merges them."""
     return output.with_name(f"{output.name}.part{rank}")
 
 
 def errors_path(output: Path) -> Path:
+    """OUT.errors.csv: the files a bulk run skipped, with the reason."""
     return output.with_name(f"{output.stem}.errors.csv")
 
 

@@ -15,7 +15,7 @@ from cnnkit.inference.evaluation import evaluate_backend
 from cnnkit.inference.predictor import Failure, Predictor
 from cnnkit.train import data_prep, preprocessing
 from cnnkit.train.config import load_config
-from cnnkit.train.distributed import init_from_torchrun, shutdown
+from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.progress import RateReporter
 from cnnkit.train.report import format_confusion
@@ -162,7 +162,8 @@ def _predict_to_file(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _gather_failures(context, failures: list[Failure]) -> list[Failure]:
+def _gather_failures(context: DistributedContext, failures: list[Failure]) -> list[Failure]:
+    """Every rank's skipped files, on every rank (just this process's outside torchrun)."""
     if not context.enabled:
         return failures
     import torch.distributed as dist

@@ -25,6 +25,8 @@ from cnnkit.models.base import DefaultCfg
 
 @dataclass(frozen=True)
 class ClassScore:
+    """One ranked class: its name, its index in the model's output and its probability."""
+
     label: str
     index: int
     probability: float
@@ -141,6 +143,7 @@ class Predictor:
 
     @property
     def device(self) -> torch.device:
+        """Where the backend runs the model."""
         return self.backend.device
 
     # -- preprocessing -------------------------------------------------------------------------
@@ -232,6 +235,7 @@ class Predictor:
         return (logits / (self.temperature or 1.0)).softmax(dim=1)
 
     def probabilities(self, images: Sequence[ImageLike] | torch.Tensor | ImageLike) -> torch.Tensor:
+        """(N, K) class probabilities with the fitted temperature; BadImageError as `logits`."""
         return self.probabilities_from_logits(self.logits(images))
 
     def predict(self, images: Sequence[ImageLike] | torch.Tensor | ImageLike, *, top_k: int = 5) -> list[Prediction]:
