@@ -91,13 +91,19 @@ def test_temperature_and_features(trained_run: Path, tiny_folder: Path) -> None:
 
 def test_from_model_uses_the_models_own_preprocessing() -> None:
     model = cnnkit.create_model("compact_cnn", num_classes=3, in_chans=1)
-    model.default_cfg = dataclasses.replace(model.default_cfg, input_size=(1, 12, 12), mean=(0.5,), std=(0.5,))
+    model.default_cfg = dataclasses.replace(model.default_cfg, input_size=(1, 12, 12), mean=(0.5,), std=(0.5,),
+                                              crop_pct=0.875)
     predictor = Predictor.from_model(model, ["a", "b", "c"])
     image = np.random.default_rng(1).integers(0, 256, size=(30, 24), dtype=np.uint8)
     [prediction] = predictor.predict([image], top_k=2)
     assert len(prediction.top) == 2 and prediction.top[0].probability >= prediction.top[1].probability
     batch = predictor.preprocess([image]).batch
-    assert batch.shape == (1, 1, 12, 12)
+    # Oracle (torchvision's eval transform): shorter side to floor(12 / 0.875) = 13 with antialiased
+    # bilinear, centre crop 12 x 12, then (x / 255 - 0.5) / 0.5.
+    resized = torch.nn.functional.interpolate(torch.from_numpy(image)[None, None].float(), size=(16, 13),
+                                              mode="bilinear", antialias=True, align_corners=False).round()
+    expected = (resized[:, :, 2:14, 0:12] / 255 - 0.5) / 0.5
+    assert batch.shape == (1, 1, 12, 12) and (batch - expected).abs().max() <= 1.01 / 255 / 0.5
     with pytest.raises(CnnkitError, match=r"\(N, 1, H, W\)"):
         predictor.logits(torch.zeros(2, 3, 12, 12))
 
