@@ -110,3 +110,14 @@ def test_unreadable_files_are_listed_in_the_order_given(trained_run: Path, tiny_
     assert [e["path"] for e in _rows(tmp_path / "p.errors.csv")] == [named[0], named[2]]
     err = capsys.readouterr().err
     assert err.index("z_bad.png") < err.index("a_bad.png")
+
+
+def test_worker_count_and_batch_size_do_not_change_the_output(trained_run: Path, folder_with_bad_files: Path,
+                                                              tmp_path: Path) -> None:
+    arguments = ["predict", str(trained_run), str(folder_with_bad_files), "--quiet"]
+    assert main([*arguments, "--out", str(tmp_path / "a.jsonl"), "--workers", "0", "--batch-size", "1"]) == 1
+    assert main([*arguments, "--out", str(tmp_path / "b.jsonl"), "--workers", "2", "--batch-size", "7"]) == 1
+    a, b = ([json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()] for name in "ab")
+    assert [r["path"] for r in a] == [r["path"] for r in b] and [r["label"] for r in a] == [r["label"] for r in b]
+    assert [r["probability"] for r in a] == pytest.approx([r["probability"] for r in b], abs=2e-6)
+    assert (tmp_path / "a.errors.csv").read_text() == (tmp_path / "b.errors.csv").read_text()
