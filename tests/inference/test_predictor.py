@@ -187,3 +187,16 @@ def test_answers_do_not_depend_on_the_batch_size(trained_run: Path, tiny_folder:
     for x, y in zip(one.predict(paths, top_k=2), many.predict(paths, top_k=2)):
         assert [c.index for c in x.top] == [c.index for c in y.top]
         assert [c.probability for c in x.top] == pytest.approx([c.probability for c in y.top], abs=1e-5)
+
+
+def test_arrays_with_alpha_are_composited_as_their_files_are(tmp_path: Path) -> None:
+    """An RGBA or LA array (as numpy.asarray of a transparent PNG gives) answers as the PNG does."""
+    model = cnnkit.create_model("compact_cnn", num_classes=3, in_chans=3)
+    model.default_cfg = dataclasses.replace(model.default_cfg, input_size=(3, 16, 16))
+    predictor = Predictor.from_model(model, ["a", "b", "c"])
+    rng = np.random.default_rng(4)
+    for mode, channels in (("RGBA", 4), ("LA", 2)):
+        pixels = rng.integers(0, 256, size=(18, 22, channels), dtype=np.uint8)
+        Image.fromarray(pixels, mode).save(tmp_path / f"{mode}.png")
+        from_file = predictor.load(tmp_path / f"{mode}.png")
+        assert torch.equal(predictor.load(np.asarray(Image.open(tmp_path / f"{mode}.png"))), from_file), mode

@@ -66,10 +66,12 @@ def to_uint8_image(image: ImageLike, *, mode: OutputMode, size_hint: SizeHint | 
 def _from_array(array: np.ndarray, mode: OutputMode, name: str) -> torch.Tensor:
     if array.dtype != np.uint8:
         raise BadImageError(name, f"arrays must be uint8 (H, W) or (H, W, C), got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[2] in (2, 4):  # LA / RGBA: alpha composited as in a file
+        array = to_8bit(Image.fromarray(np.ascontiguousarray(array)))
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3):
-        raise BadImageError(name, f"arrays must be (H, W), (H, W, 1) or (H, W, 3), got shape {array.shape}")
+        raise BadImageError(name, f"arrays must be (H, W) or (H, W, C) with C 1-4, got shape {array.shape}")
     if not array.flags.writeable or not array.flags.c_contiguous:
         array = np.array(array, order="C")  # torch wants its own writable buffer
     return _match_channels(torch.from_numpy(array).permute(2, 0, 1), mode, name)
