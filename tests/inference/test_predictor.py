@@ -44,6 +44,8 @@ def test_every_input_kind_gives_the_same_logits(trained_run: Path, tiny_folder: 
         torch.testing.assert_close(predictor.logits([kind]), reference, rtol=0, atol=1e-6, msg=type(kind).__name__)
     preprocessed = predictor.preprocess([str(path)]).batch
     torch.testing.assert_close(predictor.logits(preprocessed), reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(predictor.logits(preprocessed.double()), reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(predictor.logits([preprocessed[0].double()]), reference, rtol=0, atol=1e-6)
     grey = pixels.mean(axis=2).astype(np.uint8)
     assert predictor.logits([grey]).shape == (1, 2), "a grey (H, W) array is repeated to the model's 3 channels"
 

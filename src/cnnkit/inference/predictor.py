@@ -164,7 +164,7 @@ class Predictor:
     def preprocess(self, images: Sequence[ImageLike] | torch.Tensor) -> Prepared:
         """Model-ready float batch of the usable inputs; unusable ones are listed, not raised."""
         if isinstance(images, torch.Tensor) and images.is_floating_point():
-            batch = images[None] if images.dim() == 3 else images
+            batch = (images[None] if images.dim() == 3 else images).float()  # float64 / half: as decoded inputs
             self._check_shape(batch)
             return Prepared(batch, list(range(len(batch))), [])
         return self._prepare(_as_list(images), start=0)
@@ -185,7 +185,7 @@ class Predictor:
             name = source_name(image, position)
             if isinstance(image, torch.Tensor) and image.is_floating_point():
                 self._check_shape(image[None])
-                samples.append(image)
+                samples.append(image.float())
                 positions.append(position)
                 continue
             try:
