@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cnnkit.cli import main
+from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor
 from cnnkit.inference.bulk import collect_files
 
@@ -121,3 +122,12 @@ def test_worker_count_and_batch_size_do_not_change_the_output(trained_run: Path,
     assert [r["path"] for r in a] == [r["path"] for r in b] and [r["label"] for r in a] == [r["label"] for r in b]
     assert [r["probability"] for r in a] == pytest.approx([r["probability"] for r in b], abs=2e-6)
     assert (tmp_path / "a.errors.csv").read_text() == (tmp_path / "b.errors.csv").read_text()
+
+
+def test_folders_without_images_are_an_error_naming_them(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(CnnkitError, match=r"no image files \(.*\.png.*\) in .*empty"):
+        collect_files([tmp_path / "empty"])
+    with pytest.raises(CnnkitError, match="no such file or folder: .*absent"):
+        collect_files([tmp_path / "absent"])

@@ -43,7 +43,8 @@ class BulkResult:
 
 def collect_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
     """Image files named directly, plus every image under the named folders (recursively, hidden
-    entries skipped, sorted); a path that does not exist is an error naming it."""
+    entries skipped, sorted); a path that does not exist, or folders without one image, are an error
+    naming them."""
     files: list[str] = []
     for item in inputs:
         path = Path(item)
@@ -56,6 +57,9 @@ def collect_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
             files.append(os.fspath(path))
         else:
             raise CnnkitError(f"no such file or folder: {path}")
+    if not files:
+        raise CnnkitError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in "
+                          f"{', '.join(os.fspath(item) for item in inputs)}")
     return list(dict.fromkeys(files))  # a file named twice is predicted once
 
 
