@@ -131,3 +131,15 @@ def test_folders_without_images_are_an_error_naming_them(tmp_path: Path) -> None
         collect_files([tmp_path / "empty"])
     with pytest.raises(CnnkitError, match="no such file or folder: .*absent"):
         collect_files([tmp_path / "absent"])
+
+
+def test_an_output_that_is_not_ours_is_left_alone(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Resuming reads the existing --out; a file another tool wrote is refused, not rewritten."""
+    arguments = ["predict", str(trained_run), str(tiny_folder), "--workers", "0", "--quiet", "--out"]
+    for name, text in (("sales.csv", "region,total\nnorth,3\n"), ("log.jsonl", '{"event": "start"}\n'),
+                       ("notes.jsonl", "plain text\n")):
+        (tmp_path / name).write_text(text)
+        assert main([*arguments, str(tmp_path / name)]) != 0
+        assert f"{name} exists and is not an output of cnnkit predict" in capsys.readouterr().err
+        assert (tmp_path / name).read_text() == text

@@ -102,11 +102,18 @@ def read_rows(path: Path, *, jsonl: bool) -> dict[str, str]:
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines = lines[:-1]  # the job was killed mid-write
-    if not jsonl and lines and lines[0].startswith(",".join(CSV_FIELDS)):
+    foreign = CnnkitError(f"{path} exists and is not an output of cnnkit predict: choose another --out "
+                          "(rerunning with an output resumes it, and rewrites it)")
+    if not jsonl and lines:
+        if lines[0].rstrip("\r\n") != ",".join(CSV_FIELDS):
+            raise foreign
         lines = lines[1:]
     rows = {}
     for line in lines:
-        key = json.loads(line)["path"] if jsonl else next(csv.reader([line]))[0]
+        try:
+            key = json.loads(line)["path"] if jsonl else next(csv.reader([line]))[0]
+        except (ValueError, KeyError, TypeError, StopIteration):
+            raise foreign from None
         rows[key] = line
     return rows
 
