@@ -85,3 +85,18 @@ def test_every_field_round_trips_through_summary_json(tmp_path: Path) -> None:
     again = read_summary(tmp_path)
     assert again == summary
     assert all(type(getattr(again, f.name)) is type(getattr(summary, f.name)) for f in dataclasses.fields(RunSummary))
+
+
+def test_broken_run_directories_are_errors_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="absent is not a finished run"):
+        load_run(tmp_path / "absent")
+    (tmp_path / "summary.json").write_text('{"model_name": "compact_cnn", ')
+    with pytest.raises(CnnkitError, match=r"summary.json: not readable JSON"):
+        load_run(tmp_path)
+    shutil.copy(FIXTURES / "summary_v1.json", tmp_path / "summary.json")
+    with pytest.raises(CnnkitError, match="has no best.safetensors"):
+        load_run(tmp_path)
+    five_classes = cnnkit.create_model("compact_cnn", num_classes=5, in_chans=3).state_dict()
+    save_file(five_classes, tmp_path / "best.safetensors")
+    with pytest.raises(CnnkitError, match=r"(?s)best.safetensors does not fit model 'compact_cnn'.*size mismatch for classifier"):
+        load_run(tmp_path)
