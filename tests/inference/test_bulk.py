@@ -143,3 +143,11 @@ def test_an_output_that_is_not_ours_is_left_alone(trained_run: Path, tiny_folder
         assert main([*arguments, str(tmp_path / name)]) != 0
         assert f"{name} exists and is not an output of cnnkit predict" in capsys.readouterr().err
         assert (tmp_path / name).read_text() == text
+
+
+@pytest.mark.parametrize("flag", ["--top-k", "--batch-size"])
+def test_zero_top_k_or_batch_size_is_an_argument_error(flag: str, trained_run: Path, tiny_folder: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(trained_run), str(tiny_folder), flag, "0"])
+    assert exit_info.value.code == 2 and f"{flag}: must be >= 1, got 0" in capsys.readouterr().err
