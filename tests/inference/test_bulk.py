@@ -15,7 +15,7 @@ import pytest
 from cnnkit.cli import main
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor
-from cnnkit.inference.bulk import collect_files
+from cnnkit.inference.bulk import collect_files, merge_outputs, part_path, predict_files
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,3 +151,18 @@ def test_zero_top_k_or_batch_size_is_an_argument_error(flag: str, trained_run: P
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(trained_run), str(tiny_folder), flag, "0"])
     assert exit_info.value.code == 2 and f"{flag}: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_killed_sharded_run_resumes_every_file_once(trained_run: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    """Rank 0 had written one row when the job was killed, rank 1 none; the rerun covers all files."""
+    files = collect_files([tiny_folder])[:6]
+    predictor = Predictor.from_run(trained_run, batch_size=4)
+    whole, sharded = tmp_path / "whole.csv", tmp_path / "sharded.csv"
+    predict_files(predictor, files, whole)
+    merge_outputs(files, whole, world_size=1)
+    header, *rows = whole.read_text().splitlines(keepends=True)
+    part_path(sharded, 0).write_text(header + rows[0])
+    for rank in (0, 1):
+        predict_files(predictor, files, sharded, rank=rank, world_size=2)
+    assert merge_outputs(files, sharded, world_size=2) == 6
+    assert sharded.read_text() == whole.read_text()

@@ -146,7 +146,9 @@ def predict_files(predictor: Predictor, files: Sequence[str], output: str | Path
     target = output if world_size == 1 else part_path(output, rank)
     if world_size > 1:
         done.update(read_rows(target, jsonl=jsonl))
-    todo = [f for f in files if f not in done][rank::world_size]
+    # Shard first, then skip what is done: a rank's share must not depend on the rows other ranks
+    # wrote (a killed sharded run left them uneven, and rank shares then overlapped and missed files).
+    todo = [f for f in files[rank::world_size] if f not in done]
     _trim_torn_line(target)
     written, failures = 0, []
     if todo:
