@@ -98,5 +98,6 @@ def test_broken_run_directories_are_errors_naming_the_file(tmp_path: Path) -> No
         load_run(tmp_path)
     five_classes = cnnkit.create_model("compact_cnn", num_classes=5, in_chans=3).state_dict()
     save_file(five_classes, tmp_path / "best.safetensors")
-    with pytest.raises(CnnkitError, match=r"(?s)best.safetensors does not fit model 'compact_cnn'.*size mismatch for classifier"):
+    wrong_shape = r"(?s)best.safetensors does not fit model 'compact_cnn'.*size mismatch for classifier"
+    with pytest.raises(CnnkitError, match=wrong_shape):
         load_run(tmp_path)
