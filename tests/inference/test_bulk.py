@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from cnnkit.cli import main
+from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor
-from cnnkit.inference.bulk import collect_files
+from cnnkit.inference.bulk import collect_files, merge_outputs, part_path, predict_files
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,3 +81,88 @@ def test_two_processes_write_what_one_process_writes(trained_run: Path, tiny_fol
     for x, y in zip(a, b):
         assert float(x["probability"]) == pytest.approx(float(y["probability"]), abs=2e-6)
     assert not list(tmp_path.glob("sharded.csv.part*")), "part files are merged and removed"
+
+
+def test_an_output_nowhere_is_refused_by_name(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    arguments = ["predict", str(trained_run), str(tiny_folder), "--workers", "0", "--quiet"]
+    assert main([*arguments, "--out", str(tmp_path / "missing" / "p.csv")]) != 0
+    assert "missing does not exist" in capsys.readouterr().err
+    (tmp_path / "taken.csv").mkdir()
+    assert main([*arguments, "--out", str(tmp_path / "taken.csv")]) != 0
+    assert "taken.csv: is a folder" in capsys.readouterr().err
+
+
+def test_negative_workers_are_an_argument_error(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(trained_run), str(tiny_folder), "--out", str(tmp_path / "p.csv"), "--workers", "-1"])
+    assert exit_info.value.code == 2 and "--workers: must be >= 0" in capsys.readouterr().err
+
+
+def test_unreadable_files_are_listed_in_the_order_given(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    for name in ("z_bad.png", "a_bad.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    named = [str(tmp_path / "z_bad.png"), str(tiny_folder / "red" / "0.png"), str(tmp_path / "a_bad.png")]
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(trained_run), *named, "--out", str(out), "--workers", "0", "--quiet"]) == 1
+    assert [r["path"] for r in _rows(out)] == [named[1]]
+    assert [e["path"] for e in _rows(tmp_path / "p.errors.csv")] == [named[0], named[2]]
+    err = capsys.readouterr().err
+    assert err.index("z_bad.png") < err.index("a_bad.png")
+
+
+def test_worker_count_and_batch_size_do_not_change_the_output(trained_run: Path, folder_with_bad_files: Path,
+                                                              tmp_path: Path) -> None:
+    arguments = ["predict", str(trained_run), str(folder_with_bad_files), "--quiet"]
+    assert main([*arguments, "--out", str(tmp_path / "a.jsonl"), "--workers", "0", "--batch-size", "1"]) == 1
+    assert main([*arguments, "--out", str(tmp_path / "b.jsonl"), "--workers", "2", "--batch-size", "7"]) == 1
+    a, b = ([json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()] for name in "ab")
+    assert [r["path"] for r in a] == [r["path"] for r in b] and [r["label"] for r in a] == [r["label"] for r in b]
+    assert [r["probability"] for r in a] == pytest.approx([r["probability"] for r in b], abs=2e-6)
+    assert (tmp_path / "a.errors.csv").read_text() == (tmp_path / "b.errors.csv").read_text()
+
+
+def test_folders_without_images_are_an_error_naming_them(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(CnnkitError, match=r"no image files \(.*\.png.*\) in .*empty"):
+        collect_files([tmp_path / "empty"])
+    with pytest.raises(CnnkitError, match="no such file or folder: .*absent"):
+        collect_files([tmp_path / "absent"])
+
+
+def test_an_output_that_is_not_ours_is_left_alone(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Resuming reads the existing --out; a file another tool wrote is refused, not rewritten."""
+    arguments = ["predict", str(trained_run), str(tiny_folder), "--workers", "0", "--quiet", "--out"]
+    for name, text in (("sales.csv", "region,total\nnorth,3\n"), ("log.jsonl", '{"event": "start"}\n'),
+                       ("notes.jsonl", "plain text\n")):
+        (tmp_path / name).write_text(text)
+        assert main([*arguments, str(tmp_path / name)]) != 0
+        assert f"{name} exists and is not an output of cnnkit predict" in capsys.readouterr().err
+        assert (tmp_path / name).read_text() == text
+
+
+@pytest.mark.parametrize("flag", ["--top-k", "--batch-size"])
+def test_zero_top_k_or_batch_size_is_an_argument_error(flag: str, trained_run: Path, tiny_folder: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(trained_run), str(tiny_folder), flag, "0"])
+    assert exit_info.value.code == 2 and f"{flag}: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_killed_sharded_run_resumes_every_file_once(trained_run: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    """Rank 0 had written one row when the job was killed, rank 1 none; the rerun covers all files."""
+    files = collect_files([tiny_folder])[:6]
+    predictor = Predictor.from_run(trained_run, batch_size=4)
+    whole, sharded = tmp_path / "whole.csv", tmp_path / "sharded.csv"
+    predict_files(predictor, files, whole)
+    merge_outputs(files, whole, world_size=1)
+    header, *rows = whole.read_text().splitlines(keepends=True)
+    part_path(sharded, 0).write_text(header + rows[0])
+    for rank in (0, 1):
+        predict_files(predictor, files, sharded, rank=rank, world_size=2)
+    assert merge_outputs(files, sharded, world_size=2) == 6
+    assert sharded.read_text() == whole.read_text()

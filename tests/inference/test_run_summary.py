@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ from safetensors.torch import save_file
 
 import cnnkit
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import RunSummary, load_run, read_summary, update_summary
+from cnnkit.inference import RunSummary, load_run, read_summary, update_summary, write_summary
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -52,3 +53,51 @@ def test_update_summary_round_trips(tmp_path: Path) -> None:
     assert on_disk["schema_version"] == 2 and "model_overrides" not in on_disk
     with pytest.raises(CnnkitError, match="no field colour"):
         update_summary(tmp_path, colour="red")
+
+
+def test_every_field_round_trips_through_summary_json(tmp_path: Path) -> None:
+    """Each field set away from its default is read back equal (types included)."""
+    from cnnkit.models.base import DefaultCfg
+    from cnnkit.models.channel_plan import ChannelConsumer, ChannelGroup, NarrowedGroup
+
+    values = dict(
+        model_name="resnet18", class_names=("cat", "dog"), model_options={"drop_rate": 0.1},
+        default_cfg=DefaultCfg(input_size=(1, 28, 28), mean=(0.5,), std=(0.25,), first_conv="stem.0",
+                               classifier="head.fc", num_classes=2, crop_pct=1.0, interpolation="bicubic",
+                               feature_layer="layer4"),
+        schema_version=2, task="embedding", epochs_run=3, best_epoch=2, best_metric=0.9, monitor="val_top1",
+        final={"val_top1": 0.9}, train_seconds=12.5, test={"test_top1": 0.8}, test_per_class=[0.7, 0.9],
+        test_confusion=[[7, 3], [1, 9]], phases=[{"name": "head", "epochs": 1}], temperature=1.5,
+        exports={"onnx": "m.onnx"}, embedding_dim=64, verification_threshold=0.4, retrieval={"recall_at_1": 0.6},
+        verification={"auc": 0.9}, sparsity={"fc.weight": 0.5}, teacher="runs/big", embedding_loss="arcface",
+        holdout_classes=["dog"], evaluated_on="test", verification_pairs={"pairs": 10}, head={"kind": "mlp"},
+        export_checks={"onnx": 1e-6}, int8={"top1_int8": 0.79}, global_sparsity=0.5, pruned_from="runs/a",
+        pruning={"method": "global"}, structured={"before": {"params": 10.0}, "after": {"params": 5.0}},
+        channel_plan=(NarrowedGroup(ChannelGroup("conv1", "bn1", (ChannelConsumer("layer1.0.conv1", 1),)), 8),),
+        distillation={"alpha": 0.5},
+    )
+    assert set(values) == {f.name for f in dataclasses.fields(RunSummary)}, "a new field needs a value here"
+    summary = RunSummary(**values)
+    defaults = RunSummary(model_name="x", class_names=("a",), default_cfg=DefaultCfg())
+    assert [f.name for f in dataclasses.fields(RunSummary)
+            if f.name != "schema_version" and getattr(summary, f.name) == getattr(defaults, f.name)] == []
+    write_summary(tmp_path, summary)
+    again = read_summary(tmp_path)
+    assert again == summary
+    assert all(type(getattr(again, f.name)) is type(getattr(summary, f.name)) for f in dataclasses.fields(RunSummary))
+
+
+def test_broken_run_directories_are_errors_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="absent is not a finished run"):
+        load_run(tmp_path / "absent")
+    (tmp_path / "summary.json").write_text('{"model_name": "compact_cnn", ')
+    with pytest.raises(CnnkitError, match=r"summary.json: not readable JSON"):
+        load_run(tmp_path)
+    shutil.copy(FIXTURES / "summary_v1.json", tmp_path / "summary.json")
+    with pytest.raises(CnnkitError, match="has no best.safetensors"):
+        load_run(tmp_path)
+    five_classes = cnnkit.create_model("compact_cnn", num_classes=5, in_chans=3).state_dict()
+    save_file(five_classes, tmp_path / "best.safetensors")
+    wrong_shape = r"(?s)best.safetensors does not fit model 'compact_cnn'.*size mismatch for classifier"
+    with pytest.raises(CnnkitError, match=wrong_shape):
+        load_run(tmp_path)

@@ -43,7 +43,8 @@ class BulkResult:
 
 def collect_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
     """Image files named directly, plus every image under the named folders (recursively, hidden
-    entries skipped, sorted); a path that does not exist is an error naming it."""
+    entries skipped, sorted); a path that does not exist, or folders without one image, are an error
+    naming them."""
     files: list[str] = []
     for item in inputs:
         path = Path(item)
@@ -56,6 +57,9 @@ def collect_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
             files.append(os.fspath(path))
         else:
             raise CnnkitError(f"no such file or folder: {path}")
+    if not files:
+        raise CnnkitError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in "
+                          f"{', '.join(os.fspath(item) for item in inputs)}")
     return list(dict.fromkeys(files))  # a file named twice is predicted once
 
 
@@ -98,20 +102,29 @@ def read_rows(path: Path, *, jsonl: bool) -> dict[str, str]:
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines = lines[:-1]  # the job was killed mid-write
-    if not jsonl and lines and lines[0].startswith(",".join(CSV_FIELDS)):
+    foreign = CnnkitError(f"{path} exists and is not an output of cnnkit predict: choose another --out "
+                          "(rerunning with an output resumes it, and rewrites it)")
+    if not jsonl and lines:
+        if lines[0].rstrip("\r\n") != ",".join(CSV_FIELDS):
+            raise foreign
         lines = lines[1:]
     rows = {}
     for line in lines:
-        key = json.loads(line)["path"] if jsonl else next(csv.reader([line]))[0]
+        try:
+            key = json.loads(line)["path"] if jsonl else next(csv.reader([line]))[0]
+        except (ValueError, KeyError, TypeError, StopIteration):
+            raise foreign from None
         rows[key] = line
     return rows
 
 
 def part_path(output: Path, rank: int) -> Path:
+    """Where rank `rank` of a torchrun job writes its rows before rank 0 merges them."""
     return output.with_name(f"{output.name}.part{rank}")
 
 
 def errors_path(output: Path) -> Path:
+    """OUT.errors.csv: the files a bulk run skipped, with the reason."""
     return output.with_name(f"{output.stem}.errors.csv")
 
 
@@ -125,12 +138,17 @@ def predict_files(predictor: Predictor, files: Sequence[str], output: str | Path
     jsonl = output.suffix.lower() == ".jsonl"
     if output.suffix.lower() not in (".csv", ".jsonl"):
         raise CnnkitError(f"--out {output}: use a .csv or .jsonl file")
+    if output.is_dir() or not output.parent.is_dir():
+        problem = "is a folder" if output.is_dir() else f"its folder {output.parent} does not exist"
+        raise CnnkitError(f"--out {output}: {problem}")
     start = time.perf_counter()
     done = read_rows(output, jsonl=jsonl)
     target = output if world_size == 1 else part_path(output, rank)
     if world_size > 1:
         done.update(read_rows(target, jsonl=jsonl))
-    todo = [f for f in files if f not in done][rank::world_size]
+    # Shard first, then skip what is done: a rank's share must not depend on the rows other ranks
+    # wrote (a killed sharded run left them uneven, and rank shares then overlapped and missed files).
+    todo = [f for f in files[rank::world_size] if f not in done]
     _trim_torn_line(target)
     written, failures = 0, []
     if todo:
@@ -182,6 +200,12 @@ def _trim_torn_line(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
+def in_input_order(failures: Sequence[Failure], files: Sequence[str]) -> list[Failure]:
+    """`failures` (gathered rank by rank) in the order their files were given, as the rows are."""
+    order = {path: position for position, path in enumerate(files)}
+    return sorted(failures, key=lambda failure: order.get(failure.source, len(order)))
+
+
 def merge_outputs(files: Sequence[str], output: str | Path, *, world_size: int,
                   failures: Sequence[Failure] = ()) -> int:
     """Rewrite `output` with every row of it and of the rank part files, in `files` order, and the
@@ -204,7 +228,7 @@ def merge_outputs(files: Sequence[str], output: str | Path, *, world_size: int,
         with errors.open("w", encoding="utf-8", newline="") as sink:
             writer = csv.writer(sink, lineterminator="\n")
             writer.writerow(("path", "reason"))
-            writer.writerows(sorted((f.source, f.reason) for f in failures))
+            writer.writerows((f.source, f.reason) for f in in_input_order(failures, files))
     else:
         errors.unlink(missing_ok=True)
     return len(ordered)

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.inference.bulk import collect_files, errors_path, merge_outputs, predict_files
+from cnnkit.inference.bulk import collect_files, errors_path, in_input_order, merge_outputs, predict_files
 from cnnkit.inference.evaluation import evaluate_backend
 from cnnkit.inference.predictor import Failure, Predictor
 from cnnkit.train import data_prep, preprocessing
 from cnnkit.train.config import load_config
-from cnnkit.train.distributed import init_from_torchrun, shutdown
+from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.progress import RateReporter
 from cnnkit.train.report import format_confusion
@@ -27,6 +27,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse names the option in its error)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -52,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="write one row per image to this .csv or .jsonl (resumes: files already in it are "
                               "skipped); unreadable files go to OUT.errors.csv")
     predict.add_argument("--batch-size", type=positive_int, default=32)
-    predict.add_argument("--workers", type=int, default=1, help="decoding worker processes (default 1)")
+    predict.add_argument("--workers", type=non_negative_int, default=1, help="decoding worker processes (default 1)")
     predict.add_argument("--device", default=None,
                          help="cpu, cuda, ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
     predict.add_argument("--json", action="store_true", help="print JSON (without --out)")
@@ -142,7 +150,7 @@ def _predict_to_file(args: argparse.Namespace) -> int:
                                rank=context.rank, world_size=context.world_size, progress=progress)
     finally:
         reporter.close()
-    failures = _gather_failures(context, result.failures)
+    failures = in_input_order(_gather_failures(context, result.failures), files)
     if context.is_main:
         rows = merge_outputs(files, args.out, world_size=context.world_size, failures=failures)
         for failure in failures:
@@ -154,7 +162,8 @@ def _predict_to_file(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _gather_failures(context, failures: list[Failure]) -> list[Failure]:
+def _gather_failures(context: DistributedContext, failures: list[Failure]) -> list[Failure]:
+    """Every rank's skipped files, on every rank (just this process's outside torchrun)."""
     if not context.enabled:
         return failures
     import torch.distributed as dist

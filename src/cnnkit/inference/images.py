@@ -22,6 +22,7 @@ from cnnkit.data.decode import (
     decode_image,
     to_8bit,
 )
+from cnnkit.data.decode_jpeg import EXIF_ORIENTATION_TAG, apply_orientation
 
 # What `Predictor` accepts per image; a float tensor is taken as already preprocessed.
 ImageLike = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray, torch.Tensor]
@@ -38,6 +39,8 @@ def to_uint8_image(image: ImageLike, *, mode: OutputMode, size_hint: SizeHint | 
                    max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "<image>") -> torch.Tensor:
     """One input -> uint8 (C, H, W) in `mode` ("RGB": C=3, "L": C=1); BadImageError if unusable."""
     if isinstance(image, (str, os.PathLike)):
+        if os.path.isdir(image):
+            raise BadImageError(os.fspath(image), "is a folder, not an image file")
         if not os.path.isfile(image):
             raise BadImageError(os.fspath(image), "no such file")
         return decode_image(image, mode=mode, size_hint=size_hint, max_pixels=max_pixels)
@@ -46,7 +49,10 @@ def to_uint8_image(image: ImageLike, *, mode: OutputMode, size_hint: SizeHint | 
         stream.name = name  # decode errors name the input
         return decode_image(stream, mode=mode, size_hint=size_hint, max_pixels=max_pixels)
     if isinstance(image, Image.Image):
-        return _from_array(to_8bit(image), mode, name)
+        # Upright as a path would be: Image.open keeps the stored pixels and their EXIF orientation
+        # (ImageOps.exif_transpose drops the tag, so a turned image is not turned twice).
+        orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+        return _from_array(apply_orientation(to_8bit(image), orientation), mode, name)
     if isinstance(image, np.ndarray):
         return _from_array(image, mode, name)
     if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
@@ -60,10 +66,12 @@ def to_uint8_image(image: ImageLike, *, mode: OutputMode, size_hint: SizeHint | 
 def _from_array(array: np.ndarray, mode: OutputMode, name: str) -> torch.Tensor:
     if array.dtype != np.uint8:
         raise BadImageError(name, f"arrays must be uint8 (H, W) or (H, W, C), got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[2] in (2, 4):  # LA / RGBA: alpha composited as in a file
+        array = to_8bit(Image.fromarray(np.ascontiguousarray(array)))
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3):
-        raise BadImageError(name, f"arrays must be (H, W), (H, W, 1) or (H, W, 3), got shape {array.shape}")
+        raise BadImageError(name, f"arrays must be (H, W) or (H, W, C) with C 1-4, got shape {array.shape}")
     if not array.flags.writeable or not array.flags.c_contiguous:
         array = np.array(array, order="C")  # torch wants its own writable buffer
     return _match_channels(torch.from_numpy(array).permute(2, 0, 1), mode, name)

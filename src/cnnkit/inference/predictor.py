@@ -25,6 +25,8 @@ from cnnkit.models.base import DefaultCfg
 
 @dataclass(frozen=True)
 class ClassScore:
+    """One ranked class: its name, its index in the model's output and its probability."""
+
     label: str
     index: int
     probability: float
@@ -141,6 +143,7 @@ class Predictor:
 
     @property
     def device(self) -> torch.device:
+        """Where the backend runs the model."""
         return self.backend.device
 
     # -- preprocessing -------------------------------------------------------------------------
@@ -161,15 +164,28 @@ class Predictor:
     def preprocess(self, images: Sequence[ImageLike] | torch.Tensor) -> Prepared:
         """Model-ready float batch of the usable inputs; unusable ones are listed, not raised."""
         if isinstance(images, torch.Tensor) and images.is_floating_point():
-            batch = images[None] if images.dim() == 3 else images
+            batch = (images[None] if images.dim() == 3 else images).float()  # float64 / half: as decoded inputs
             self._check_shape(batch)
             return Prepared(batch, list(range(len(batch))), [])
+        return self._prepare(_as_list(images), start=0)
+
+    def _prepared_chunks(self, images: Sequence[ImageLike] | torch.Tensor | ImageLike) -> Iterator[Prepared]:
+        """`preprocess` of batch_size inputs at a time, positions counted over the whole call, so a
+        long list of files is never held as one float batch (10k images at 224 px: 6 GB)."""
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            yield self.preprocess(images)
+            return
+        items = _as_list(images)
+        for start in range(0, len(items), self.batch_size):
+            yield self._prepare(items[start:start + self.batch_size], start=start)
+
+    def _prepare(self, items: list[ImageLike], *, start: int) -> Prepared:
         samples, positions, failures = [], [], []
-        for position, image in enumerate(_as_list(images)):
+        for position, image in enumerate(items, start=start):
             name = source_name(image, position)
             if isinstance(image, torch.Tensor) and image.is_floating_point():
                 self._check_shape(image[None])
-                samples.append(image)
+                samples.append(image.float())
                 positions.append(position)
                 continue
             try:
@@ -195,27 +211,31 @@ class Predictor:
         parts = [run(chunk).cpu() for chunk in _chunks(batch, self.batch_size)]
         return torch.cat(parts) if parts else torch.empty(0, len(self.class_names))
 
-    def _usable(self, images: Sequence[ImageLike] | torch.Tensor | ImageLike) -> torch.Tensor:
-        prepared = self.preprocess(images)
-        if prepared.failures:
-            first = prepared.failures[0]
-            more = f" (and {len(prepared.failures) - 1} more)" if len(prepared.failures) > 1 else ""
-            raise BadImageError(first.source, first.reason + more)
-        return prepared.batch
+    def _outputs(self, images: Sequence[ImageLike] | torch.Tensor | ImageLike, method: str) -> torch.Tensor:
+        parts, failures = [], []
+        for prepared in self._prepared_chunks(images):
+            failures += prepared.failures
+            if not failures:  # after the first failure only the names of the others are still needed
+                parts.append(self._forward(prepared.batch, method))
+        if failures:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise BadImageError(failures[0].source, failures[0].reason + more)
+        return torch.cat(parts) if parts else torch.empty(0, len(self.class_names))
 
     def logits(self, images: Sequence[ImageLike] | torch.Tensor | ImageLike) -> torch.Tensor:
         """(N, K) raw logits (no temperature); BadImageError names the first unusable input."""
-        return self._forward(self._usable(images), "logits")
+        return self._outputs(images, "logits")
 
     def features(self, images: Sequence[ImageLike] | torch.Tensor | ImageLike) -> torch.Tensor:
         """(N, D) pre-logits vectors (`forward_head(..., pre_logits=True)`)."""
-        return self._forward(self._usable(images), "features")
+        return self._outputs(images, "features")
 
     def probabilities_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """softmax(logits / T), T the fitted temperature (1 when the run was not calibrated)."""
         return (logits / (self.temperature or 1.0)).softmax(dim=1)
 
     def probabilities(self, images: Sequence[ImageLike] | torch.Tensor | ImageLike) -> torch.Tensor:
+        """(N, K) class probabilities with the fitted temperature; BadImageError as `logits`."""
         return self.probabilities_from_logits(self.logits(images))
 
     def predict(self, images: Sequence[ImageLike] | torch.Tensor | ImageLike, *, top_k: int = 5) -> list[Prediction]:
@@ -224,18 +244,24 @@ class Predictor:
         BadImageError."""
         if top_k < 1:
             raise CnnkitError(f"top_k must be >= 1, got {top_k}")
-        single = not isinstance(images, (list, tuple, torch.Tensor))
-        prepared = self.preprocess(images)
-        if single and prepared.failures:
-            raise BadImageError(prepared.failures[0].source, prepared.failures[0].reason)
-        probabilities = self.probabilities_from_logits(self._forward(prepared.batch, "logits"))
-        return self.top_k(probabilities, prepared, top_k=top_k, sources=_sources(images))
+        batched = isinstance(images, (list, tuple)) or (isinstance(images, torch.Tensor) and images.dim() == 4)
+        single = not batched
+        sources = _sources(images)
+        predictions: list[Prediction] = []
+        for prepared in self._prepared_chunks(images):
+            if single and prepared.failures:
+                raise BadImageError(prepared.failures[0].source, prepared.failures[0].reason)
+            probabilities = self.probabilities_from_logits(self._forward(prepared.batch, "logits"))
+            predictions += self.top_k(probabilities, prepared, top_k=top_k, sources=sources)
+        return predictions
 
     def top_k(self, probabilities: torch.Tensor, prepared: Prepared, *, top_k: int,
               sources: Sequence[str] | dict[int, str]) -> list[Prediction]:
         """Predictions in input order from the probabilities of `prepared`'s usable inputs."""
         k = min(top_k, len(self.class_names))
-        values, indices = probabilities.topk(k, dim=1) if len(probabilities) else (probabilities, probabilities)
+        # A stable sort, not topk: equal probabilities rank by class index, the same in every batch.
+        values, indices = probabilities.sort(dim=1, descending=True, stable=True)
+        values, indices = values[:, :k], indices[:, :k]
         results: dict[int, Prediction] = {}
         for row, position in enumerate(prepared.positions):
             top = tuple(ClassScore(self.class_names[int(i)], int(i), float(p))
