@@ -18,7 +18,7 @@ from cnnkit.cli import main
 from cnnkit.deploy.from_run import open_run
 from cnnkit.deploy.run_images import split_batches
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import Predictor, read_summary
+from cnnkit.inference import Predictor, read_summary, update_summary
 from cnnkit.inference.commands import open_predictor
 from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata, onnx_providers
 from cnnkit.models.factory import create_model
@@ -46,6 +46,23 @@ def exported(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) 
     return out, stdout.getvalue()
 
 
+def test_a_calibrated_runs_onnx_predicts_with_its_temperature(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    data, run = tiny
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(run, calibrated)
+    update_summary(calibrated, temperature=2.5)
+    out = tmp_path / "calibrated.onnx"
+    assert main(["export", str(calibrated), "--format", "onnx", "--out", str(out)]) == 0
+    from_onnx, from_run = Predictor.from_onnx(out), Predictor.from_run(calibrated)
+    assert from_onnx.temperature == 2.5 == from_run.temperature
+    images = sorted(data.rglob("*.png"))[:4]
+    for a, b in zip(from_onnx.predict(images, top_k=2), from_run.predict(images, top_k=2)):
+        assert [c.label for c in a.top] == [c.label for c in b.top]
+        assert [c.probability for c in a.top] == pytest.approx([c.probability for c in b.top], abs=1e-5)
+
+
 def test_export_prints_the_check_and_the_int8_figures_side_by_side(exported: tuple[Path, str]) -> None:
     out, text = exported
     assert "ONNX Runtime vs PyTorch: random batch 1" in text and "real batch 7" in text
@@ -61,9 +78,10 @@ def test_the_onnx_file_alone_predicts_like_the_run(exported: tuple[Path, str], t
     out, _ = exported
     data, run = tiny
     source = open_run(run, str(data))
-    class_names, cfg, model_name = onnx_metadata(out)
-    assert class_names == source.summary.class_names and model_name == "compact_cnn"
-    assert cfg == source.model.default_cfg, "the preprocessing travels in the file"
+    meta = onnx_metadata(out)
+    assert meta.class_names == source.summary.class_names and meta.model_name == "compact_cnn"
+    assert meta.default_cfg == source.model.default_cfg, "the preprocessing travels in the file"
+    assert meta.temperature is None, "an uncalibrated run has no temperature"
     test = split_batches(source, "test")
     images = torch.from_numpy(np.concatenate(test.batches))
     with torch.no_grad():
@@ -151,7 +169,7 @@ def test_bench_counts_an_onnx_file_only_when_its_graph_is_the_zoo_architecture(
     from cnnkit.models.heads import HeadSpec
 
     out, _ = exported
-    _, cfg, _ = onnx_metadata(out)
+    cfg = onnx_metadata(out).default_cfg
     torch.manual_seed(0)
     slim, _ = prune_channels(create_model("compact_cnn", num_classes=2, in_chans=cfg.input_size[0]).eval(), 0.5)
     slim_path = write_onnx(slim, tmp_path / "slim.onnx", input_size=cfg.input_size, model_name="compact_cnn")

@@ -47,7 +47,8 @@ def small_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Mod
 
 def test_metadata_round_trips(small_export: tuple[torch.nn.Module, Path]) -> None:
     model, path = small_export
-    class_names, cfg, model_name = onnx_metadata(path)
+    meta = onnx_metadata(path)
+    class_names, cfg, model_name = meta.class_names, meta.default_cfg, meta.model_name
     assert class_names == ("center", "edge", "none") and model_name == "compact_cnn"
     assert cfg.input_size == (1, 16, 16)
     assert (cfg.mean, cfg.std, cfg.interpolation, cfg.crop_pct) == (
@@ -113,7 +114,7 @@ def test_a_failed_check_leaves_the_target_path_as_it_was(tmp_path: Path) -> None
     assert (tmp_path / "model.unchecked.onnx").is_file(), "the failed export is kept for inspection"
     model = create_model("lenet5", num_classes=4).eval()
     export_onnx(model, target)
-    assert onnx_metadata(target)[2] == "LeNet5" and not (tmp_path / "model.unchecked.onnx").exists()
+    assert onnx_metadata(target).model_name == "LeNet5" and not (tmp_path / "model.unchecked.onnx").exists()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -78,7 +78,8 @@ def resolve_target(text: str, *, img_size: int | None) -> Target:
     """A zoo model name (random weights), a run directory, or an .onnx file exported by cnnkit."""
     path = Path(text)
     if path.suffix == ".onnx":
-        _, cfg, model_name = onnx_metadata(path)
+        meta = onnx_metadata(path)
+        cfg, model_name = meta.default_cfg, meta.model_name
         if img_size is not None and img_size != cfg.input_size[1]:
             raise CnnkitError(f"{path}: exported at {cfg.input_size[1]} px; --img-size {img_size} needs a new export")
         return Target(text, None, cfg, model_name, path)

@@ -4,6 +4,7 @@ and reads the preprocessing the exporter stored in the file's metadata (onnxrunt
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,20 @@ class OnnxBackend:
                           "logits); use the run directory with the torch backend")
 
 
-def onnx_metadata(path: str | Path) -> tuple[tuple[str, ...], DefaultCfg, str]:
-    """(class_names, DefaultCfg, model_name) stored by `cnnkit.deploy.export_onnx` in the file's
-    metadata properties; a file without them is an error naming the missing keys."""
+@dataclass(frozen=True)
+class OnnxMetadata:
+    """What `cnnkit export` stores in an .onnx: the classes, the preprocessing, the model's name and,
+    for a calibrated run, its fitted temperature (None otherwise)."""
+
+    class_names: tuple[str, ...]
+    default_cfg: DefaultCfg
+    model_name: str
+    temperature: float | None = None
+
+
+def onnx_metadata(path: str | Path) -> OnnxMetadata:
+    """The `OnnxMetadata` stored by `cnnkit.deploy.export_onnx` in the file's metadata properties; a
+    file without them is an error naming the missing keys."""
     import onnx
 
     path = Path(path)
@@ -120,4 +132,6 @@ def onnx_metadata(path: str | Path) -> tuple[tuple[str, ...], DefaultCfg, str]:
                           "`cnnkit export` or cnnkit.deploy.export_onnx")
     decoded = {key: json.loads(values[key]) for key in fields if key in values}
     cfg = DefaultCfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in decoded.items()})
-    return tuple(json.loads(values["class_names"])), cfg, json.loads(values["model_name"])
+    temperature = json.loads(values["temperature"]) if "temperature" in values else None
+    return OnnxMetadata(tuple(json.loads(values["class_names"])), cfg, json.loads(values["model_name"]),
+                        None if temperature is None else float(temperature))

@@ -116,12 +116,14 @@ class Predictor:
                   device: str | torch.device | None = "cpu") -> Predictor:
         """An .onnx written by `cnnkit export`, run with ONNX Runtime on `device` (cpu, cuda[:N];
         None: CUDA when onnxruntime has it); class names and preprocessing come from the file's
-        metadata. `threads`: ONNX Runtime's intra-op threads."""
+        metadata, and so does a calibrated run's temperature. `threads`: ONNX Runtime's intra-op
+        threads."""
         from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
 
-        class_names, cfg, model_name = onnx_metadata(path)
-        return cls(OnnxBackend(path, threads=threads, device=device), class_names=class_names, default_cfg=cfg,
-                   model_name=model_name, batch_size=batch_size)
+        meta = onnx_metadata(path)
+        return cls(OnnxBackend(path, threads=threads, device=device), class_names=meta.class_names,
+                   default_cfg=meta.default_cfg, model_name=meta.model_name, temperature=meta.temperature,
+                   batch_size=batch_size)
 
     @classmethod
     def from_model(cls, model: nn.Module, class_names: Sequence[str], *, default_cfg: DefaultCfg | None = None,
