@@ -63,6 +63,10 @@ def test_idx_other_types_and_bad_header(tmp_path):
     (tmp_path / "cut.idx").write_bytes(_idx_bytes(floats, 0x0D, ">f4")[:-3])
     with pytest.raises(CnnkitError, match="cut.idx"):
         read_idx(tmp_path / "cut.idx")
+    # A header cut inside its list of dimensions (3 announced, bytes for half of one).
+    (tmp_path / "short.idx").write_bytes(b"\x00\x00\x08\x03\x00\x00")
+    with pytest.raises(CnnkitError, match=r"short\.idx: IDX header names 3 dimensions"):
+        read_idx(tmp_path / "short.idx")
 
 
 def test_cifar10_binary(tmp_path):
