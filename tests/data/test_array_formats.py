@@ -190,3 +190,24 @@ def test_npz_float_and_string_labels_and_keras_splits(tmp_path):
     np.savez(tmp_path / "bad.npz", pictures=x)
     with pytest.raises(CnnkitError, match="'images' and 'labels'"):
         load_npz(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize(
+    ("labels", "extra", "message"),
+    [
+        (np.array([0, 1]), {}, r"count\.npz\[all\]: 3 images need as many labels"),
+        (np.zeros((3, 2), np.int64), {}, r"count\.npz\[all\]: 3 images need as many labels"),
+        (np.array([0, -1, 1]), {}, r"count\.npz: labels must lie in 0\.\.K-1, got -1\.\.1"),
+        (np.array([0, 1, 5]), {"classes": np.array(["a", "b"])}, r"count\.npz: .*'classes' names 2\), got 0\.\.5"),
+    ],
+)
+def test_npz_labels_that_do_not_fit_the_images_are_refused_naming_the_file(tmp_path, labels, extra, message):
+    np.savez(tmp_path / "count.npz", images=np.zeros((3, 4, 4), np.uint8), labels=labels, **extra)
+    with pytest.raises(CnnkitError, match=message):
+        load_npz(tmp_path / "count.npz")
+
+
+def test_an_empty_npz_is_refused_naming_the_file(tmp_path):
+    np.savez(tmp_path / "empty.npz", images=np.zeros((0, 4, 4), np.uint8), labels=np.zeros(0, np.int64))
+    with pytest.raises(CnnkitError, match=r"empty\.npz\[all\]: 0 images"):
+        load_npz(tmp_path / "empty.npz")
