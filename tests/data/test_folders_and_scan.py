@@ -66,6 +66,18 @@ def test_given_splits_share_class_numbers(tmp_path):
     assert image.dtype == torch.uint8 and image.shape == (3, 6, 8) and label == 1
 
 
+def test_valid_and_validation_folders_are_the_val_split(tmp_path):
+    # Kaggle-style trees name the validation folder "valid" or "Validation"; the trainer reads "val".
+    _image(tmp_path / "Train" / "cat" / "1.png")
+    _image(tmp_path / "valid" / "cat" / "2.png")
+    source = open_source(tmp_path)
+    assert sorted(source.splits) == ["train", "val"]
+    assert [p.split("/")[-2:] for p in source.splits["val"].files] == [["cat", "2.png"]]
+    _image(tmp_path / "validation" / "cat" / "3.png")
+    with pytest.raises(CnnkitError, match=r"valid and .*validation are both the 'val' split"):
+        open_source(tmp_path)
+
+
 def test_empty_class_folder_is_an_error_naming_it(tmp_path):
     _image(tmp_path / "full" / "a.png")
     (tmp_path / "empty" / ".ipynb_checkpoints").mkdir(parents=True)
