@@ -127,12 +127,14 @@ def _open(args: argparse.Namespace) -> DataSource:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    """The `cnnkit data inspect` command: the summary as text or JSON; 0 when the data could be read."""
     summary = summarize(_open(args))
     print(json.dumps(asdict(summary), indent=1) if args.json else format_summary(summary))
     return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    """The `cnnkit data stats` command: per-channel mean/std of one split (train when given)."""
     source = _open(args)
     split = args.split if args.split is not None else ("train" if "train" in source.splits else None)
     stats = channel_stats(source.nonempty(split), max_items=args.max_items)
