@@ -63,6 +63,10 @@ def test_idx_other_types_and_bad_header(tmp_path):
     (tmp_path / "cut.idx").write_bytes(_idx_bytes(floats, 0x0D, ">f4")[:-3])
     with pytest.raises(CnnkitError, match="cut.idx"):
         read_idx(tmp_path / "cut.idx")
+    # A header cut inside its list of dimensions (3 announced, bytes for half of one).
+    (tmp_path / "short.idx").write_bytes(b"\x00\x00\x08\x03\x00\x00")
+    with pytest.raises(CnnkitError, match=r"short\.idx: IDX header names 3 dimensions"):
+        read_idx(tmp_path / "short.idx")
 
 
 def test_cifar10_binary(tmp_path):
@@ -70,8 +74,8 @@ def test_cifar10_binary(tmp_path):
     labels = np.array([3, 0, 9, 1, 3], dtype=np.uint8)
     # Each record: one label byte, then the R, G and B planes of 32x32 bytes.
     records = np.concatenate([labels[:, None], images.reshape(5, -1)], axis=1)
-    records[:3].tofile(tmp_path / "data_batch_1.bin")
-    records[3:].tofile(tmp_path / "data_batch_2.bin")
+    for batch, rows in enumerate(([0], [1], [2], [3], [4]), start=1):
+        records[rows].tofile(tmp_path / f"data_batch_{batch}.bin")
     records[:1].tofile(tmp_path / "test_batch.bin")
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     (tmp_path / "batches.meta.txt").write_text("\n".join(names) + "\n\n")
@@ -149,7 +153,8 @@ def test_restricted_unpickler_refuses_code_without_running_it(tmp_path):
 
 def test_cifar10_python_folder(tmp_path):
     images = RNG.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
-    (tmp_path / "data_batch_1").write_bytes(pickle.dumps(_cifar_batch(images[:3], [1, 2, 3]), protocol=2))
+    for batch in range(1, 6):  # batches 2..5 repeat batch 1
+        (tmp_path / f"data_batch_{batch}").write_bytes(pickle.dumps(_cifar_batch(images[:3], [1, 2, 3]), protocol=2))
     (tmp_path / "test_batch").write_bytes(pickle.dumps(_cifar_batch(images[3:], [9]), protocol=2))
     meta = {b"label_names": [b"c%d" % i for i in range(10)], b"num_vis": 3072}
     (tmp_path / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
@@ -157,6 +162,23 @@ def test_cifar10_python_folder(tmp_path):
     assert source.format == "cifar10-python" and source.classes[9] == "c9"
     assert np.array_equal(source.dataset("train")[1][0].numpy(), images[1])
     assert source.dataset("test").targets == [9]
+
+
+@pytest.mark.parametrize("suffix", [".bin", ""])
+def test_cifar10_missing_or_empty_batch_is_refused_naming_it(tmp_path, suffix):
+    record = np.zeros((1, 1 + 3072), np.uint8)
+    batch = record.tobytes() if suffix else pickle.dumps(_cifar_batch(record[:, 1:], [0]), protocol=2)
+    for number in (1, 2, 4, 5):  # batch 3 never arrived
+        (tmp_path / f"data_batch_{number}{suffix}").write_bytes(batch)
+    (tmp_path / f"test_batch{suffix}").write_bytes(batch)
+    with pytest.raises(CnnkitError, match=f"training batch\\(es\\) missing: data_batch_3{suffix} "):
+        open_source(tmp_path)
+    empty = {b"labels": [], b"data": np.zeros((0, 3072), np.uint8)}
+    (tmp_path / f"data_batch_3{suffix}").write_bytes(b"" if suffix else pickle.dumps(empty, protocol=2))
+    with pytest.raises(CnnkitError, match=f"data_batch_3{suffix}: "):
+        open_source(tmp_path)
+    (tmp_path / f"data_batch_3{suffix}").write_bytes(batch)
+    assert len(open_source(tmp_path).dataset("train")) == 5
 
 
 @pytest.mark.parametrize("layout", ["NHW", "NHWC", "NCHW", "NHWC1"])
@@ -186,3 +208,24 @@ def test_npz_float_and_string_labels_and_keras_splits(tmp_path):
     np.savez(tmp_path / "bad.npz", pictures=x)
     with pytest.raises(CnnkitError, match="'images' and 'labels'"):
         load_npz(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize(
+    ("labels", "extra", "message"),
+    [
+        (np.array([0, 1]), {}, r"count\.npz\[all\]: 3 images need as many labels"),
+        (np.zeros((3, 2), np.int64), {}, r"count\.npz\[all\]: 3 images need as many labels"),
+        (np.array([0, -1, 1]), {}, r"count\.npz: labels must lie in 0\.\.K-1, got -1\.\.1"),
+        (np.array([0, 1, 5]), {"classes": np.array(["a", "b"])}, r"count\.npz: .*'classes' names 2\), got 0\.\.5"),
+    ],
+)
+def test_npz_labels_that_do_not_fit_the_images_are_refused_naming_the_file(tmp_path, labels, extra, message):
+    np.savez(tmp_path / "count.npz", images=np.zeros((3, 4, 4), np.uint8), labels=labels, **extra)
+    with pytest.raises(CnnkitError, match=message):
+        load_npz(tmp_path / "count.npz")
+
+
+def test_an_empty_npz_is_refused_naming_the_file(tmp_path):
+    np.savez(tmp_path / "empty.npz", images=np.zeros((0, 4, 4), np.uint8), labels=np.zeros(0, np.int64))
+    with pytest.raises(CnnkitError, match=r"empty\.npz\[all\]: 0 images"):
+        load_npz(tmp_path / "empty.npz")

@@ -81,6 +81,13 @@ def test_int32_and_float_modes_are_scaled_by_their_range():
     assert to_8bit(unit).tolist() == [[0, 128, 255]]
 
 
+@pytest.mark.filterwarnings("error")  # numpy's divide-by-zero RuntimeWarning, then a NaN cast to uint8
+@pytest.mark.parametrize("value", [70000, -5])
+def test_a_flat_int32_image_outside_known_ranges_is_zero_without_nan(value):
+    flat = Image.fromarray(np.full((2, 3), value, dtype=np.int32), "I")
+    assert to_8bit(flat).tolist() == [[0, 0, 0], [0, 0, 0]]
+
+
 def test_alpha_is_composited_on_white(tmp_path):
     rgba = np.array([[[255, 0, 0, 255], [255, 0, 0, 0], [0, 0, 0, 128]]], dtype=np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")

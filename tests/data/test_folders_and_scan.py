@@ -66,6 +66,18 @@ def test_given_splits_share_class_numbers(tmp_path):
     assert image.dtype == torch.uint8 and image.shape == (3, 6, 8) and label == 1
 
 
+def test_valid_and_validation_folders_are_the_val_split(tmp_path):
+    # Kaggle-style trees name the validation folder "valid" or "Validation"; the trainer reads "val".
+    _image(tmp_path / "Train" / "cat" / "1.png")
+    _image(tmp_path / "valid" / "cat" / "2.png")
+    source = open_source(tmp_path)
+    assert sorted(source.splits) == ["train", "val"]
+    assert [p.split("/")[-2:] for p in source.splits["val"].files] == [["cat", "2.png"]]
+    _image(tmp_path / "validation" / "cat" / "3.png")
+    with pytest.raises(CnnkitError, match=r"valid and .*validation are both the 'val' split"):
+        open_source(tmp_path)
+
+
 def test_empty_class_folder_is_an_error_naming_it(tmp_path):
     _image(tmp_path / "full" / "a.png")
     (tmp_path / "empty" / ".ipynb_checkpoints").mkdir(parents=True)
@@ -161,3 +173,34 @@ def test_a_readable_format_outlier_is_kept_and_listed_as_a_suspect(tmp_path, cap
     assert main(["data", "inspect", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "bad files: 0" in out and "format outliers (readable, kept" in out and "odd.gif" in out
+
+
+def test_links_bad_crc_folders_named_like_images_and_a_one_pixel_image_never_stop_a_loader(tmp_path):
+    """The rarer kinds: a symlink loop, a dangling link, a PNG whose IHDR CRC is wrong, a folder
+    named x.png; listed by the scan, or at first load inside two DataLoader workers."""
+    from cnnkit.data.loader import make_loader
+    from cnnkit.data.pipeline import train_pipeline
+    from cnnkit.models.base import DefaultCfg
+
+    things = tmp_path / "things"
+    _image(things / "tiny.png", size=(1, 1), colour=(9, 9, 9))
+    for i in range(3):
+        _image(things / f"ok{i}.png")
+    (things / "loop1.jpg").symlink_to(things / "loop2.jpg")
+    (things / "loop2.jpg").symlink_to(things / "loop1.jpg")
+    (things / "dangling.jpg").symlink_to(things / "gone.jpg")
+    png = bytearray((things / "ok0.png").read_bytes())
+    png[29] ^= 0xFF  # the last byte of IHDR's CRC
+    (things / "badcrc.png").write_bytes(bytes(png))
+    _image(things / "x.png" / "inside.png")  # a folder named like an image: walked into, not opened
+    expected = {"loop1.jpg": "cannot read", "loop2.jpg": "cannot read", "dangling.jpg": "cannot read",
+                "badcrc.png": "not a readable image"}
+    scanned = open_source(tmp_path)
+    reasons = {bad.path.split("/")[-1]: bad.reason for bad in scanned.bad_files}
+    assert sorted(reasons) == sorted(expected) and all(expected[n] in reasons[n] for n in expected)
+    assert len(scanned.dataset()) == 5
+    unscanned = open_source(tmp_path, scan=False).dataset()
+    loader = make_loader(unscanned, batch_size=3, train=True, num_workers=2,
+                         pipeline=train_pipeline(DefaultCfg(input_size=(3, 8, 8))))
+    batches = list(loader)
+    assert [tuple(images.shape) for images, _ in batches] == [(3, 3, 8, 8)] * 3

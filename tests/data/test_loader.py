@@ -157,6 +157,37 @@ def test_balanced_sampling_draws_each_class_about_half_the_time_reproducibly():
         make_loader(ImbalancedLabels(), batch_size=10, train=False, balanced=True)
 
 
+class Blanks(Dataset):
+    """Item i: a float zero image (1, 2, 2) labelled by class: one item of class 1, the rest class 0."""
+
+    def __init__(self, n: int) -> None:
+        self.targets = [1] + [0] * (n - 1)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.zeros(1, 2, 2), self.targets[index]
+
+
+def test_an_item_drawn_twice_in_an_epoch_is_augmented_twice():
+    # Balanced sampling draws the lone class-1 item about half the time: each copy must get its own
+    # augmentation (here: one uniform number), not repeat the first copy's.
+    def add_noise(image, *, generator):
+        return image + torch.rand((), generator=generator)
+
+    def epoch_values(workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+        loader = make_loader(Blanks(16), batch_size=16, train=True, balanced=True, seed=5, num_workers=workers,
+                             sample_transform=add_noise)
+        images, labels = next(iter(loader))
+        return images[:, 0, 0, 0], labels
+
+    values, labels = epoch_values(0)
+    lone = values[labels == 1]
+    assert len(lone) >= 4 and len(set(lone.tolist())) == len(lone)
+    assert all(torch.equal(a, b) for a, b in zip(epoch_values(0), epoch_values(2)))
+
+
 def test_mixing_on_the_batch_gives_soft_targets():
     loader = make_loader(
         NumberedImages(8), batch_size=4, train=True, pipeline=PIPELINE, mix=MixUp(8, alpha=1.0), seed=0

@@ -77,3 +77,22 @@ def test_inspect_of_an_empty_class_names_the_folder(tmp_path, capsys):
     (tmp_path / "cats").mkdir()
     assert _run_data(["inspect", str(tmp_path)]) == 2
     assert f"empty class folder: {tmp_path / 'cats'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["stats", "show"])
+def test_stats_and_show_of_a_folder_with_no_readable_image_name_it(tmp_path, capsys, command):
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "a.jpg").write_text("a text file named like an image")
+    extra = ["--out", str(tmp_path / "grid.png")] if command == "show" else []
+    assert _run_data([command, str(tmp_path), *extra]) == 2
+    assert f"{tmp_path}: no readable image (1 bad file(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["stats", "wafer", "--max-items", "0"], ["inspect", "wafer", "--workers", "0"],
+             ["inspect", "wafer", "--max-pixels", "-5"], ["show", "wafer", "--out", "g.png", "--n", "0"]]
+)
+def test_counts_below_one_are_refused_naming_the_option(capsys, argv):
+    with pytest.raises(SystemExit) as stopped:
+        _run_data(argv)
+    assert stopped.value.code == 2 and f"{argv[-2]}: must be >= 1" in capsys.readouterr().err

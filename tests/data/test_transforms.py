@@ -107,6 +107,15 @@ def test_resize_matches_pil_antialiased_on_a_smooth_image():
     assert np.abs(bicubic - np.asarray(Image.fromarray(array).resize((31, 23), Image.BICUBIC))).max() <= 2
 
 
+@pytest.mark.parametrize(("shape", "size"), [((3, 10, 10), (23, 23)), ((3, 97, 131), (50, 67))])
+def test_uint8_bicubic_matches_pil_on_sharp_noise(shape, size):
+    # Noise is all edges: PIL (and torchvision v2's uint8 kernel) clamp between the two passes.
+    array = to_array(random_image(shape, seed=3))
+    ours = to_array(Resize(size, interpolation="bicubic")(to_tensor(array))).astype(int)
+    pil = np.asarray(Image.fromarray(array).resize(size[::-1], Image.BICUBIC)).astype(int)
+    assert np.abs(ours - pil).max() <= 1
+
+
 def test_resize_shorter_side_keeps_aspect_and_dtype():
     out = Resize(30)(random_image((3, 60, 80)))
     assert out.shape == (3, 30, 40) and out.dtype == torch.uint8

@@ -40,6 +40,8 @@ Size = int | tuple[int, int] | None  # None: the model's input size
 
 @dataclass(frozen=True)
 class RandomResizedCropParams:
+    """Parameters of `random_resized_crop` (torchvision's RandomResizedCrop)."""
+
     size: Size = None
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -52,6 +54,8 @@ class RandomResizedCropParams:
 
 @dataclass(frozen=True)
 class ResizeParams:
+    """Parameters of `resize` (antialiased; an int sets the shorter side)."""
+
     size: Size = None  # an int resizes the shorter side; None: floor(input size / crop_pct)
     interpolation: str | None = None
 
@@ -62,6 +66,8 @@ class ResizeParams:
 
 @dataclass(frozen=True)
 class CenterCropParams:
+    """Parameters of `center_crop`."""
+
     size: Size = None
 
     def arguments(self, cfg: DefaultCfg) -> dict[str, Any]:
@@ -70,6 +76,8 @@ class CenterCropParams:
 
 @dataclass(frozen=True)
 class FlipParams:
+    """Parameters of `hflip` and `vflip`: the flip probability."""
+
     p: float = 0.5
 
     def arguments(self, cfg: DefaultCfg) -> dict[str, Any]:
@@ -78,6 +86,8 @@ class FlipParams:
 
 @dataclass(frozen=True)
 class RotateParams:
+    """Parameters of `rotate` (torchvision's RandomRotation)."""
+
     degrees: float | tuple[float, float] = 0.0  # uniform in [-degrees, degrees] or in (min, max)
     interpolation: Literal["bilinear", "nearest"] = "bilinear"
     fill: float | tuple[float, ...] = 0.0
@@ -88,6 +98,8 @@ class RotateParams:
 
 @dataclass(frozen=True)
 class ColorJitterParams:
+    """Parameters of `color_jitter` (torchvision's ColorJitter ranges)."""
+
     brightness: float | tuple[float, float] = 0.0
     contrast: float | tuple[float, float] = 0.0
     saturation: float | tuple[float, float] = 0.0
@@ -99,6 +111,8 @@ class ColorJitterParams:
 
 @dataclass(frozen=True)
 class RandomErasingParams:
+    """Parameters of `random_erasing` (Zhong et al. 2017), run after Normalize."""
+
     p: float = 0.25
     scale: tuple[float, float] = (0.02, 0.33)
     ratio: tuple[float, float] = (0.3, 3.3)

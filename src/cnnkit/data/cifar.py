@@ -50,7 +50,7 @@ def load_cifar(folder: str | os.PathLike[str], *, label: LabelKind = "fine") -> 
     kind = cifar_format(folder)
     if kind == "cifar10-bin":
         names = _read_names(folder / "batches.meta.txt", 10)
-        parts = {"train": _existing(folder, CIFAR10_BIN_TRAIN), "test": _existing(folder, ("test_batch.bin",))}
+        parts = {"train": _train_batches(folder, CIFAR10_BIN_TRAIN), "test": _existing(folder, ("test_batch.bin",))}
         return {s: _bin_dataset(files, 1, 0, names) for s, files in parts.items() if files}
     if kind == "cifar100-bin":
         names = _read_names(folder / f"{label}_label_names.txt", 100 if label == "fine" else 20)
@@ -59,7 +59,7 @@ def load_cifar(folder: str | os.PathLike[str], *, label: LabelKind = "fine") -> 
     if kind == "cifar10-python":
         meta = safe_load(folder / "batches.meta") if (folder / "batches.meta").is_file() else {}
         names = _decoded(meta.get(b"label_names")) or [str(i) for i in range(10)]
-        parts = {"train": _existing(folder, CIFAR10_PY_TRAIN), "test": _existing(folder, ("test_batch",))}
+        parts = {"train": _train_batches(folder, CIFAR10_PY_TRAIN), "test": _existing(folder, ("test_batch",))}
         return {s: _python_dataset(files, b"labels", names) for s, files in parts.items() if files}
     if kind == "cifar100-python":
         meta = safe_load(folder / "meta")
@@ -75,8 +75,8 @@ def _bin_dataset(files: list[Path], label_bytes: int, label_column: int, names: 
     chunks = []
     for path in files:
         raw = np.fromfile(path, dtype=np.uint8)
-        if raw.size % record:
-            raise CnnkitError(f"{path}: size {raw.size} is not a multiple of the {record}-byte CIFAR record")
+        if raw.size == 0 or raw.size % record:
+            raise CnnkitError(f"{path}: size {raw.size} is not a (non-zero) multiple of the {record}-byte CIFAR record")
         chunks.append(raw.reshape(-1, record))
     records = np.concatenate(chunks)
     images = records[:, label_bytes:].reshape(-1, 3, 32, 32)
@@ -92,9 +92,21 @@ def _python_dataset(files: list[Path], label_key: bytes, names: list[str]) -> Ar
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
             raise CnnkitError(f"{path}: data must be (N, {IMAGE_BYTES}), got {data.shape}")
+        batch_labels = np.asarray(batch[label_key], dtype=np.int64)
+        if len(data) == 0 or batch_labels.shape != (len(data),):
+            raise CnnkitError(f"{path}: {len(data)} images need as many {label_key!r}, got {batch_labels.shape}")
         images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[label_key], dtype=np.int64))
+        labels.append(batch_labels)
     return ArrayImageDataset(np.concatenate(images), np.concatenate(labels), names)
+
+
+def _train_batches(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """CIFAR-10's five training batches, all or none (a test-only folder): a partial set is refused."""
+    found = _existing(folder, names)
+    missing = [name for name in names if not (folder / name).is_file()]
+    if found and missing:
+        raise CnnkitError(f"{folder}: CIFAR-10 training batch(es) missing: {', '.join(missing)} (an unfinished download?)")
+    return found
 
 
 def _existing(folder: Path, names: tuple[str, ...]) -> list[Path]:

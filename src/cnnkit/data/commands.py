@@ -127,25 +127,35 @@ def _open(args: argparse.Namespace) -> DataSource:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    """The `cnnkit data inspect` command: the summary as text or JSON; 0 when the data could be read."""
     summary = summarize(_open(args))
     print(json.dumps(asdict(summary), indent=1) if args.json else format_summary(summary))
     return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    """The `cnnkit data stats` command: per-channel mean/std of one split (train when given)."""
     source = _open(args)
     split = args.split if args.split is not None else ("train" if "train" in source.splits else None)
-    stats = channel_stats(source.dataset(split), max_items=args.max_items)
+    stats = channel_stats(source.nonempty(split), max_items=args.max_items)
     print(json.dumps(asdict(stats)) if args.json else format_stats(stats, source.location, split))
     return 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the option in its error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="image folder, IDX or CIFAR folder, .npz file, or 'wafer'")
     parser.add_argument(
-        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (checked from the header)"
+        "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (checked from the header)"
     )
-    parser.add_argument("--workers", type=int, default=None, help="threads for the bad-file scan")
+    parser.add_argument("--workers", type=positive_int, default=None, help="threads for the bad-file scan")
     parser.add_argument("--cache", default=None, help="JSON file caching the scan between runs")
     parser.add_argument("--allow-empty", action="store_true", help="accept empty class folders")
     parser.add_argument(
@@ -165,6 +175,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats = data_subparsers.add_parser("stats", help="per-channel mean and std in [0, 1] (one streaming pass)")
     _add_source_options(stats)
     stats.add_argument("--split", default=None, help="split to measure (default: train when there is one)")
-    stats.add_argument("--max-items", type=int, default=None, help="measure only the first items")
+    stats.add_argument("--max-items", type=positive_int, default=None, help="measure only the first items")
     stats.set_defaults(func=run_stats)
     add_show_parser(data_subparsers)

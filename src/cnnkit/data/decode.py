@@ -243,8 +243,8 @@ def _scale_to_8bit(values: np.ndarray, *, is_float: bool) -> np.ndarray:
         scaled = data
     elif not is_float and low >= 0.0 and high <= 65535.0:
         scaled = data / 257.0
-    else:
-        scaled = (data - low) * 255.0 / (high - low)
+    else:  # a flat image (high == low) has no range to stretch: it stays at 0, not NaN
+        scaled = (data - low) * 255.0 / (high - low) if high > low else np.zeros_like(data)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 

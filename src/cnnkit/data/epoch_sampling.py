@@ -38,10 +38,12 @@ def dataset_targets(dataset: Dataset) -> list[int]:
     return [int(t) for t in targets]
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields (epoch, index) pairs: a seeded permutation per epoch (or the identity order, or with
-    `item_weights` a seeded draw of `size` indices with replacement), this rank's share of it
-    (DistributedSampler's padding rule), minus `skip` already-done samples."""
+class EpochSampler(Sampler[tuple[int, int, int]]):
+    """Yields (epoch, index, occurrence) keys: a seeded permutation per epoch (or the identity
+    order, or with `item_weights` a seeded draw of `size` indices with replacement), this rank's
+    share of it (DistributedSampler's padding rule), minus `skip` already-done samples.
+    `occurrence` counts earlier appearances of `index` in the epoch (0 in a permutation), so that
+    an item drawn twice is augmented twice, not copied."""
 
     def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
                  item_weights: torch.Tensor | None = None,
@@ -69,22 +71,25 @@ class EpochSampler(Sampler[tuple[int, int]]):
             return torch.randperm(self.size, generator=generator).tolist()
         return list(range(self.size))
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         order = self.epoch_order()
         # DistributedSampler's padding: repeat the order as often as needed (more ranks than items too).
         total = self.per_rank * self.world_size
         padded = (order * -(-total // max(1, self.size)))[:total]
-        mine = padded[self.rank :: self.world_size]
-        for index in mine[self.skip :]:
-            yield self.epoch, index
+        seen: dict[int, int] = {}
+        keys = []
+        for index in padded:
+            keys.append((self.epoch, index, seen.get(index, 0)))
+            seen[index] = keys[-1][2] + 1
+        yield from keys[self.rank :: self.world_size][self.skip :]
 
     def __len__(self) -> int:
         return self.per_rank - self.skip
 
 
 class SeededSamples(Dataset):
-    """Wraps a dataset of (image, label): item (epoch, index) is transformed with a generator
-    seeded from (seed, epoch, index)."""
+    """Wraps a dataset of (image, label): item (epoch, index, occurrence) is transformed with a
+    generator seeded from (seed, epoch, index), with the occurrence too after the first."""
 
     def __init__(self, dataset: Dataset, transform: SampleTransform | None, *, seed: int) -> None:
         self.dataset, self.transform, self.seed = dataset, transform, seed
@@ -96,9 +101,10 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index, occurrence = key
         image, label = self.dataset[index]
         if self.transform is not None:
-            image = self.transform(image, generator=self._generator.manual_seed(mix_seed(self.seed, epoch, index)))
+            parts = (self.seed, epoch, index) + ((occurrence,) if occurrence else ())
+            image = self.transform(image, generator=self._generator.manual_seed(mix_seed(*parts)))
         return image, label

@@ -30,8 +30,10 @@ from cnnkit.errors import CnnkitError
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
-# Folder names taken as given splits when they are the only folders under the root.
-SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
+# Folder names taken as given splits when they are the only folders under the root (any case),
+# and the split each one is: "valid"/"validation" are the validation split, "val", as the trainer names it.
+SPLIT_OF_FOLDER = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_NAMES = frozenset(SPLIT_OF_FOLDER)
 NO_GIVEN_SPLIT = "all"
 
 
@@ -63,7 +65,7 @@ def list_image_folder(root: str | os.PathLike[str], *, allow_empty: bool = False
     if not top:
         raise CnnkitError(f"no class folders in {root} (expected {root}/<class>/<image>)")
     given_splits = all(d.name.lower() in SPLIT_NAMES for d in top)
-    split_roots = {d.name: d for d in top} if given_splits else {NO_GIVEN_SPLIT: root}
+    split_roots = _split_roots(top) if given_splits else {NO_GIVEN_SPLIT: root}
     class_dirs = {name: _visible_dirs(split_root) for name, split_root in split_roots.items()}
     classes = sorted({d.name for dirs in class_dirs.values() for d in dirs})
     if not classes:
@@ -148,6 +150,17 @@ class FolderDataset(ImageDataset):
     def _record(self, bad: BadFile) -> None:
         if bad.path not in {b.path for b in self.bad_files}:
             self.bad_files.append(bad)
+
+
+def _split_roots(top: list[Path]) -> dict[str, Path]:
+    """Split name ("train", "val", "test") -> its folder; two folders of one split are an error naming both."""
+    roots: dict[str, Path] = {}
+    for folder in top:
+        split = SPLIT_OF_FOLDER[folder.name.lower()]
+        if split in roots:
+            raise CnnkitError(f"{roots[split]} and {folder} are both the {split!r} split: keep one")
+        roots[split] = folder
+    return roots
 
 
 def _visible_dirs(folder: Path) -> list[Path]:

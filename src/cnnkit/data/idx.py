@@ -37,6 +37,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raise CnnkitError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
     header_end = 4 + 4 * ndim
+    if len(raw) < header_end:
+        raise CnnkitError(f"{path}: IDX header names {ndim} dimensions but the file ends after {len(raw)} bytes")
     shape = tuple(int(d) for d in np.frombuffer(raw[4:header_end], dtype=">i4"))
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize

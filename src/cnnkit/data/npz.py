@@ -41,6 +41,9 @@ def load_npz(path: str | os.PathLike[str]) -> dict[str, ArrayImageDataset]:
             raise CnnkitError(f"{path}: expected {wanted}, found {sorted(keys)}")
         arrays = {s: (archive[x], archive[y]) for s, (x, y) in pairs.items()}
         given_classes = [str(c) for c in archive["classes"]] if "classes" in keys else None
+    for split, (images, labels) in arrays.items():
+        if labels.ndim != 1 or len(labels) != len(images) or not len(labels):
+            raise CnnkitError(f"{path}[{split}]: {len(images)} images need as many labels (N,), got {labels.shape}")
     classes, label_maps = _classes(path, [labels for _, labels in arrays.values()], given_classes)
     return {
         split: ArrayImageDataset(to_nchw_uint8(images, name=f"{path}[{split}]"), label_maps(labels), classes)
@@ -70,7 +73,11 @@ def to_nchw_uint8(images: np.ndarray, *, name: str = "images") -> np.ndarray:
 def _classes(path: Path, label_arrays: list[np.ndarray], given: list[str] | None):
     """Class names and a function mapping a label array to ints 0..K-1."""
     if all(labels.dtype.kind in "iu" for labels in label_arrays):
-        count = int(max(labels.max() for labels in label_arrays if labels.size)) + 1
+        low = int(min(labels.min() for labels in label_arrays))
+        count = int(max(labels.max() for labels in label_arrays)) + 1
+        if low < 0 or (given is not None and count > len(given)):
+            limit = "" if given is None else f" (its 'classes' names {len(given)})"
+            raise CnnkitError(f"{path}: labels must lie in 0..K-1{limit}, got {low}..{count - 1}")
         classes = given if given is not None else [str(i) for i in range(count)]
         return classes, lambda labels: labels.astype(np.int64)
     if all(labels.dtype.kind in "US" for labels in label_arrays):

@@ -149,7 +149,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     source = open_source(args.path, seed=args.seed)
     split = args.split if args.split is not None else ("train" if "train" in source.splits else None)
-    dataset = source.dataset(split)
+    dataset = source.nonempty(split)
     first = dataset[0][0]
     augment = args.augment if args.augment is not None else augments_by_default(*first.shape[1:])
     transform = train_pipeline(DefaultCfg(input_size=(3, args.cell, args.cell))).sample if augment else None
@@ -165,12 +165,14 @@ def run_show(args: argparse.Namespace) -> int:
 
 def add_show_parser(data_subparsers: argparse._SubParsersAction) -> None:
     """Add `show` under `cnnkit data`."""
+    from cnnkit.data.commands import positive_int  # commands imports this module: import when registering
+
     show = data_subparsers.add_parser("show", help="save a labelled grid of sample images as a PNG")
     show.add_argument("path", help="image folder, IDX or CIFAR folder, .npz file, or 'wafer'")
     show.add_argument("--out", required=True, help="PNG file to write")
-    show.add_argument("--n", type=int, default=16, help="number of samples (classes taken in turn)")
-    show.add_argument("--columns", type=int, default=None, help="grid columns (default: about square)")
-    show.add_argument("--cell", type=int, default=128, help="cell size in pixels")
+    show.add_argument("--n", type=positive_int, default=16, help="number of samples (classes taken in turn)")
+    show.add_argument("--columns", type=positive_int, default=None, help="grid columns (default: about square)")
+    show.add_argument("--cell", type=positive_int, default=128, help="cell size in pixels")
     show.add_argument("--split", default=None, help="split to show (default: train when there is one)")
     show.add_argument("--seed", type=int, default=0, help="seed for the choice of samples and augmentation")
     show.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,

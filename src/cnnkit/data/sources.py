@@ -79,6 +79,15 @@ class DataSource:
             return whole.subset(indices, transform=transform)
         raise CnnkitError(f"{self.location} has no split {split!r} (it has {sorted(self.splits)})")
 
+    def nonempty(self, split: str | None) -> ImageDataset:
+        """`dataset(split)`, refused naming the path when no item is left (e.g. every file is bad)."""
+        dataset = self.dataset(split)
+        if len(dataset) == 0:
+            where = self.location if split is None else f"{self.location} [{split}]"
+            raise CnnkitError(f"{where}: no readable image ({len(self.bad_files)} bad file(s); "
+                              "`cnnkit data inspect` lists them)")
+        return dataset
+
 
 def open_source(
     path_or_name: str | os.PathLike[str],
