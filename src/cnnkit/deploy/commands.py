@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnkit.inference.commands import positive_int
+from cnnkit.data.commands import positive_int
 
 
 def _sizes(text: str) -> tuple[int, ...]:

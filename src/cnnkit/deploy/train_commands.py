@@ -11,6 +11,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from cnnkit.analysis.summary import summary as analyse
+from cnnkit.data.commands import positive_int
 from cnnkit.deploy.bench import parse_backends
 from cnnkit.deploy.channels import prune_channels
 from cnnkit.deploy.compare import compare_row, format_compare, plot_pareto, test_metrics, write_compare_csv
@@ -21,7 +22,6 @@ from cnnkit.deploy.lottery import LotterySettings, format_lottery, lottery_ticke
 from cnnkit.deploy.masks import MaskHold, global_magnitude_masks, sparsity_report
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import update_summary
-from cnnkit.inference.commands import positive_int
 from cnnkit.models.factory import list_models
 from cnnkit.train.config import TrainConfig, config_from_dict
 from cnnkit.train.data_prep import prepare_data

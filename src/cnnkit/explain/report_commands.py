@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from cnnkit.data.commands import positive_int
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.activation_maps import CAM_METHODS
 from cnnkit.explain.analysis_plots import plot_confusion, plot_gallery, plot_reliability, save_png
@@ -15,7 +16,6 @@ from cnnkit.explain.error_analysis import report_rows
 from cnnkit.explain.interpret import Interpretation, interpret_split, split_logits
 from cnnkit.explain.run_access import calibration_split, open_run, store_temperature
 from cnnkit.explain.visuals import check_cam_choice, top_loss_tiles
-from cnnkit.inference.commands import positive_int
 from cnnkit.train.trainer import pick_device
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.data.commands import positive_int
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.bulk import collect_files, errors_path, in_input_order, merge_outputs, predict_files
 from cnnkit.inference.evaluation import evaluate_backend
@@ -20,14 +21,6 @@ from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.progress import RateReporter
 from cnnkit.train.report import format_confusion
 from cnnkit.train.trainer import pick_device
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse names the option in its error)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def non_negative_int(text: str) -> int:
