@@ -44,6 +44,27 @@ def test_unknown_or_newer_keys_are_errors_naming_the_file(tmp_path: Path) -> Non
         read_summary(tmp_path / "nothing")
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"class_names": "ab"}, "class_names must be a non-empty list of strings, got 'ab'"),
+    ({"class_names": []}, "class_names must be a non-empty list of strings"),
+    ({"model_name": 3}, "model_name must be a model name, got 3"),
+    ({"default_cfg": 3}, "default_cfg must be an object, got 3"),
+    ({"temperature": "hot"}, "temperature must be a number > 0 \\(or null\\), got 'hot'"),
+    ({"temperature": 0}, "temperature must be a number > 0"),
+    ({"task": "segmentation"}, "task must be classification or embedding"),
+])
+def test_fields_of_the_wrong_type_are_named(tmp_path: Path, change: dict, message: str) -> None:
+    record = json.loads((FIXTURES / "summary_v1.json").read_text())
+    (tmp_path / "summary.json").write_text(json.dumps({**record, **change}))
+    with pytest.raises(CnnkitError, match=r"summary.json: " + message):
+        read_summary(tmp_path)
+    sized = {**record, "default_cfg": {**record["default_cfg"], "input_size": [3, 16]}}
+    (tmp_path / "summary.json").write_text(json.dumps(sized))
+    with pytest.raises(CnnkitError, match=r"default_cfg.input_size must be \[C, H, W\] of positive integers, "
+                                          r"got \[3, 16\]"):
+        read_summary(tmp_path)
+
+
 def test_update_summary_round_trips(tmp_path: Path) -> None:
     shutil.copy(FIXTURES / "summary_v1.json", tmp_path / "summary.json")
     updated = update_summary(tmp_path, temperature=1.7, exports={"onnx": "model.onnx"})

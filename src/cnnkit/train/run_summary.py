@@ -86,6 +86,29 @@ class RunSummary:
         return record
 
 
+def _check_types(record: dict[str, Any], path: Path) -> None:
+    """The fields a run is rebuilt and predicted from have the types they must (a hand-edited or
+    foreign summary.json fails here, naming the field, not later inside torch)."""
+    def refuse(key: str, wanted: str) -> None:
+        raise CnnkitError(f"{path}: {key} must be {wanted}, got {record[key]!r}")
+
+    if not isinstance(record["model_name"], str) or not record["model_name"]:
+        refuse("model_name", "a model name")
+    names = record["class_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        refuse("class_names", "a non-empty list of strings")
+    if not isinstance(record["default_cfg"], dict):
+        refuse("default_cfg", "an object")
+    size = record["default_cfg"].get("input_size", [3, 1, 1])
+    if not isinstance(size, list) or len(size) != 3 or not all(type(s) is int and s > 0 for s in size):
+        raise CnnkitError(f"{path}: default_cfg.input_size must be [C, H, W] of positive integers, got {size!r}")
+    temperature = record.get("temperature")
+    if temperature is not None and (type(temperature) not in (int, float) or not temperature > 0):
+        refuse("temperature", "a number > 0 (or null)")
+    if record.get("task", "classification") not in ("classification", "embedding"):
+        refuse("task", "classification or embedding")
+
+
 def _default_cfg(value: dict[str, Any], path: Path) -> DefaultCfg:
     known = {f.name for f in fields(DefaultCfg)}
     unknown = sorted(set(value) - known)
@@ -110,6 +133,7 @@ def summary_from_dict(record: dict[str, Any], *, path: Path) -> RunSummary:
     missing = sorted({"model_name", "class_names", "default_cfg"} - set(record))
     if missing:
         raise CnnkitError(f"{path}: missing {', '.join(missing)}: not a cnnkit run summary")
+    _check_types(record, path)
     record["class_names"] = tuple(record["class_names"])
     record["default_cfg"] = _default_cfg(record["default_cfg"], path)
     if record.get("channel_plan") is not None:
