@@ -64,6 +64,17 @@ def test_train_refuses_to_overwrite_a_run(trained_run: Path, tiny_folder: Path, 
     assert "--resume" in capsys.readouterr().err
 
 
+def test_train_refuses_a_dataset_of_one_class(tiny_folder: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    single = tmp_path / "single"
+    shutil.copytree(tiny_folder / "red", single / "red")
+    assert main(["train", str(single), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "one class only (red): a classifier needs at least two" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "split.json").exists(), "refused before the run directory is written to"
+
+
 def test_finetune_from_pretrained_weights_in_phases(tiny_folder: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     import torch

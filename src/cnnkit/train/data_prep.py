@@ -28,6 +28,9 @@ def prepare_data(path: str, *, seed: int, run_dir: Path | None = None, saved_spl
     cut a stratified 70/15/15 one, saved to RUN/split.json. `saved_split` (a run's split.json, for
     resume and eval) is reused instead of cutting anew, and refused if the data changed since."""
     source = open_source(path, seed=seed, **source_options)
+    if len(source.classes) < 2:
+        raise CnnkitError(f"{path}: one class only ({', '.join(map(str, source.classes)) or 'none'}): a classifier "
+                          "needs at least two (one folder per class)")
     if source.has_given_splits:
         splits = {name: source.dataset(name) for name in source.splits}
         if "train" not in splits:
