@@ -15,7 +15,7 @@ from cnnkit.deploy.from_run import SourceRun
 from cnnkit.deploy.int8_budget import Int8Result, logits_of, quantize_within_budget
 from cnnkit.deploy.onnx_check import OnnxCheck
 from cnnkit.deploy.onnx_export import write_checked_onnx
-from cnnkit.deploy.quantize import Int8Quantizer, QuantizeMethod, copy_metadata
+from cnnkit.deploy.quantize import Int8Quantizer, QuantizeMethod
 from cnnkit.deploy.run_images import split_batches, test_split
 from cnnkit.deploy.timing import Timing, time_side_by_side
 from cnnkit.device_info import device_info
@@ -41,11 +41,8 @@ def export_checked(model: nn.Module, summary: RunSummary, out: Path, *, opset: i
                    dynamic_batch: bool, real: torch.Tensor | None) -> OnnxCheck:
     """Write a run's model (and its summary's class names, model name and fitted temperature) to
     `out` and check it on random and `real` inputs at batch 1 and 7."""
-    check = write_checked_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, class_names=summary.class_names,
-                               model_name=summary.model_name, real_inputs=real)
-    if summary.temperature is not None:  # `cnnkit calibrate` ran: the .onnx predicts with it too
-        copy_metadata(out, out, temperature=summary.temperature)
-    return check
+    return write_checked_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, class_names=summary.class_names,
+                              model_name=summary.model_name, real_inputs=real, temperature=summary.temperature)
 
 
 def export_int8(source: SourceRun, fp32_path: Path, *, method: QuantizeMethod, calibration_size: int,

@@ -88,8 +88,9 @@ def _torchscript_can_export(model: nn.Module, example: torch.Tensor) -> bool:
 
 def write_onnx(model: nn.Module, path: str | Path, *, input_size: Sequence[int] | None = None,
                dynamic_batch: bool = True, opset: int | None = None, class_names: Sequence[str] | None = None,
-               model_name: str | None = None) -> Path:
-    """Export `model` (in eval mode; its mode is restored) to `path` with its metadata, unchecked.
+               model_name: str | None = None, temperature: float | None = None) -> Path:
+    """Export `model` (in eval mode; its mode is restored) to `path` with its metadata (and a
+    calibrated run's `temperature`), unchecked.
 
     Uses the TorchScript exporter, and the dynamo exporter for the graphs the former cannot
     express (adaptive pools of non-dividing sizes, or any op it refuses), with a note.
@@ -120,14 +121,14 @@ def write_onnx(model: nn.Module, path: str | Path, *, input_size: Sequence[int] 
     finally:
         model.train(was_training)
     names = list(class_names) if class_names is not None else [str(i) for i in range(cfg.num_classes)]
-    _write_metadata(path, cfg, names, model_name or type(model).__name__)
+    _write_metadata(path, cfg, names, model_name or type(model).__name__, temperature)
     return path
 
 
 def write_checked_onnx(model: nn.Module, path: str | Path, *, input_size: Sequence[int] | None = None,
                        dynamic_batch: bool = True, opset: int | None = None,
                        class_names: Sequence[str] | None = None, model_name: str | None = None,
-                       real_inputs: torch.Tensor | None = None) -> OnnxCheck:
+                       real_inputs: torch.Tensor | None = None, temperature: float | None = None) -> OnnxCheck:
     """`write_onnx` to NAME.unchecked.onnx beside `path`, `verify_onnx` it (random inputs at batch 1
     and 7, plus `real_inputs` (N, C, H, W)), and only then move it to `path`: a file at `path` is
     always a checked one (a previous export there survives a failed check, which names the
@@ -135,7 +136,7 @@ def write_checked_onnx(model: nn.Module, path: str | Path, *, input_size: Sequen
     path = Path(path)
     unchecked = path.with_name(f"{path.stem}.unchecked{path.suffix}")
     write_onnx(model, unchecked, input_size=input_size, dynamic_batch=dynamic_batch, opset=opset,
-               class_names=class_names, model_name=model_name)
+               class_names=class_names, model_name=model_name, temperature=temperature)
     check = verify_onnx(unchecked, model, real_inputs=real_inputs, batch_sizes=(1, 7) if dynamic_batch else (1,))
     unchecked.replace(path)
     return check
@@ -167,13 +168,17 @@ def _cfg_of(model: nn.Module, input_size: Sequence[int] | None) -> DefaultCfg:
     return cfg
 
 
-def _write_metadata(path: Path, cfg: DefaultCfg, class_names: list[str], model_name: str) -> None:
-    """Every DefaultCfg field plus class names, model name and cnnkit version, each a JSON value."""
+def _write_metadata(path: Path, cfg: DefaultCfg, class_names: list[str], model_name: str,
+                    temperature: float | None) -> None:
+    """Every DefaultCfg field plus class names, model name, cnnkit version and (when given) the
+    temperature, each a JSON value."""
     import onnx
 
     proto = onnx.load(str(path))
     values = {**cfg.to_dict(), "class_names": class_names, "model_name": model_name,
               "cnnkit_version": cnnkit.__version__}
+    if temperature is not None:
+        values["temperature"] = temperature
     del proto.metadata_props[:]
     for key, value in values.items():
         entry = proto.metadata_props.add()
