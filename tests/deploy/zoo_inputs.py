@@ -13,8 +13,8 @@ _SMALL_NATIVE = 32  # models made for small inputs (lenet5, mnist_cnn, compact_c
 
 def zoo_params() -> list[str]:
     """Every registered model, the largest included (in the default run: on 2026-12-02 the fold and
-    export tests of the 19 largest took 2 min with `-n 2` on 2 cores, convnext_large and the VGGs'
-    exports 15-22 s each)."""
+    export tests of the 19 largest took 2 min with `-n 2` on 2 cores; the slowest five, the exports
+    of convnext_large, vgg11, vgg13, vgg16 and vgg16_bn, 16-22 s each)."""
     from cnnkit.models.factory import list_models
 
     return list_models()
