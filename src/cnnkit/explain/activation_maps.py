@@ -132,6 +132,16 @@ def cam(
     `batch_size`: masked inputs per forward for `scorecam`. The model runs in eval mode; its
     modes are restored afterwards.
     """
+    raw, size = layer_map(model, images, method=method, target_layer=target_layer, classes=classes,
+                          class_names=class_names, batch_size=batch_size)
+    return finish_map(raw, size, normalize=normalize)
+
+
+def layer_map(model: Explainable, images: Any, *, method: str = "gradcam",
+              target_layer: str | torch.nn.Module | None = None, classes: Classes = None,
+              class_names: Sequence[str] | None = None, batch_size: int = 32) -> tuple[torch.Tensor, tuple[int, int]]:
+    """`cam`'s map at the layer's own resolution (N, h, w), before `finish_map`, and the (H, W) it
+    is finished to: one pass serves both the shown map and the signed raw one."""
     if method not in CAM_METHODS:
         raise CnnkitError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
     if batch_size < 1:
@@ -143,7 +153,7 @@ def cam(
                          batch_size=batch_size)
     except NotAFeatureMap as error:
         raise CnnkitError(f"{error}; layers with a spatial output: {describe_spatial_layers(module, images[:1])}") from error
-    return finish_map(raw.detach(), tuple(images.shape[-2:]), normalize=normalize)
+    return raw.detach(), (int(images.shape[-2]), int(images.shape[-1]))
 
 
 def _layer_map(module: torch.nn.Module, images: torch.Tensor, layer: torch.nn.Module, name: str, *, method: str,

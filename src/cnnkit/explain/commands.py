@@ -16,7 +16,7 @@ from PIL import Image
 
 from cnnkit.data.decode import BadImageError
 from cnnkit.errors import CnnkitError
-from cnnkit.explain.activation_maps import CAM_METHODS, cam
+from cnnkit.explain.activation_maps import CAM_METHODS, finish_map, layer_map
 from cnnkit.explain.layer_advice import advise_layer
 from cnnkit.explain.layers import resolve_target_layer
 from cnnkit.explain.overlay import overlay
@@ -61,7 +61,8 @@ def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, targ
     probabilities = predictor.probabilities(batch)[0]
     predicted = int(probabilities.argmax())
     explained = predicted if target is None else target
-    shown = cam(predictor, batch, method=args.method, target_layer=layer, classes=explained).cpu()[0]
+    raw, size = layer_map(predictor, batch, method=args.method, target_layer=layer, classes=explained)
+    shown = finish_map(raw, size, normalize=True).cpu()[0]
     stem = _file_stem(f"{Path(path).stem}_{args.method}_{predictor.class_names[explained]}", taken)
     picture = out / f"{stem}.png"
     Image.fromarray(enlarge(overlay(view, shown))).save(picture)
@@ -70,9 +71,9 @@ def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, targ
         "explained_class": predictor.class_names[explained], "explained_probability": round(float(probabilities[explained]), 6),
         "method": args.method, "layer": layer, "overlay": str(picture),
     }
-    if args.raw:  # a second pass: the signed map before ReLU and min-max (only when asked for)
-        raw = cam(predictor, batch, method=args.method, target_layer=layer, classes=explained, normalize=False).cpu()[0]
-        np.save(out / f"{stem}.npy", raw.numpy().astype(np.float32))
+    if args.raw:  # the signed map before ReLU and min-max, from the same pass
+        signed = finish_map(raw, size, normalize=False).cpu()[0]
+        np.save(out / f"{stem}.npy", signed.numpy().astype(np.float32))
         record["raw"] = str(out / f"{stem}.npy")
     if args.mc_dropout:
         # Seeded per call: the same image gives the same MC-dropout figures every time.

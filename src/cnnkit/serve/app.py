@@ -117,8 +117,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
         uploads, many = await read_uploads(request, state.settings)
         samples = await state.decode(uploads)
         logits = await state.outputs(samples)
-        names = [u.filename or u.field for u in uploads]
-        found = state.predictions(logits, names, top_k=top_k or state.settings.default_top_k)
+        found = state.predictions(state.predictor.probabilities_from_logits(logits), [u.label for u in uploads],
+                                  top_k=top_k or state.settings.default_top_k)
         latency = 1000 * (time.perf_counter() - started)
         answers = [_answer(state, p, latency) for p in found]
         return answers if many else answers[0]
@@ -140,9 +140,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
         target = _class_index(state.predictor, class_name)
         samples = await state.decode(uploads)
         logits = await state.outputs(samples)
-        found = state.predictions(logits, [u.filename or u.field for u in uploads],
-                                  top_k=top_k or state.settings.default_top_k)
         probabilities = state.predictor.probabilities_from_logits(logits)
+        found = state.predictions(probabilities, [u.label for u in uploads],
+                                  top_k=top_k or state.settings.default_top_k)
         explained = []
         for row, (sample, prediction) in enumerate(zip(samples, found)):
             index = prediction.index if target is None else target

@@ -31,7 +31,7 @@ def add_retrieval_routes(app: FastAPI) -> None:
         uploads, many = await read_uploads(request, state.settings)
         vectors = await state.outputs(await state.decode(uploads))
         latency = 1000 * (time.perf_counter() - started)
-        answers = [EmbedResponse(model=state.predictor.model_name, filename=u.filename or u.field,
+        answers = [EmbedResponse(model=state.predictor.model_name, filename=u.label,
                                  dim=vector.shape[0], embedding=vector.tolist(), latency_ms=latency)
                    for u, vector in zip(uploads, vectors)]
         return answers if many else answers[0]
@@ -49,7 +49,7 @@ def add_retrieval_routes(app: FastAPI) -> None:
         vectors = await state.outputs(await state.decode(uploads))
         found = await state.search(vectors, top_k or state.settings.default_top_k)
         latency = 1000 * (time.perf_counter() - started)
-        answers = [SearchResponse(model=state.predictor.model_name, filename=u.filename or u.field, latency_ms=latency,
+        answers = [SearchResponse(model=state.predictor.model_name, filename=u.label, latency_ms=latency,
                                   matches=[SearchMatch(rank=rank, path=m.path, label=m.label, score=m.score)
                                            for rank, m in enumerate(matches, start=1)])
                    for u, matches in zip(uploads, found)]

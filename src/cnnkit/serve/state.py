@@ -100,7 +100,7 @@ class ServeState:
 
     def prepare(self, upload: Upload) -> torch.Tensor:
         """Magic bytes, header pixel count, then decode and resize: uint8 (C, H, W) at the input size."""
-        label = upload.filename or upload.field
+        label = upload.label
         image_format = sniff_format(upload.data, label)
         check_header(upload.data, label, image_format=image_format, max_pixels=self.settings.max_pixels)
         try:
@@ -136,8 +136,8 @@ class ServeState:
             raise ServeError(500, "inference failed", f"{type(error).__name__}: {error}") from error
         return torch.stack(list(rows))
 
-    def predictions(self, logits: torch.Tensor, names: list[str], *, top_k: int) -> list[Prediction]:
-        probabilities = self.predictor.probabilities_from_logits(logits)
+    def predictions(self, probabilities: torch.Tensor, names: list[str], *, top_k: int) -> list[Prediction]:
+        """The top-k of each row of (N, K) `probabilities` (`Predictor.probabilities_from_logits`)."""
         prepared = Prepared(torch.empty(0), list(range(len(names))), [])
         return self.predictor.top_k(probabilities, prepared, top_k=top_k, sources=names)
 

@@ -38,6 +38,11 @@ class Upload:
     filename: str
     data: bytes
 
+    @property
+    def label(self) -> str:
+        """How answers and errors name it: the client's file name, else the form field."""
+        return self.filename or self.field
+
 
 def parse_multipart(body: bytes, content_type: str, *, max_files: int) -> tuple[list[Upload], dict[str, str]]:
     """(files, plain fields) of a multipart/form-data body; ServeError 400 when it is malformed, 413
