@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from cnnkit.data.commands import positive_int
+from cnnkit.data.splits import held_out_split
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.bulk import collect_files, errors_path, in_input_order, merge_outputs, predict_files
 from cnnkit.inference.evaluation import evaluate_backend
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("eval", help="evaluate a finished run (or an exported .onnx) on a dataset")
     evaluate.add_argument("run", help="run directory, or an .onnx exported by `cnnkit export`")
     evaluate.add_argument("data", help="dataset path or `wafer`")
-    evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else the whole set)")
+    evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else val, else the first)")
     evaluate.add_argument("--seed", type=int, default=None,
                           help="seed of a derived split when the run has no split.json, e.g. for an .onnx "
                                "(default: the run's; 0 for an .onnx)")
@@ -85,7 +86,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if tuple(data.class_names) != predictor.class_names:
         raise CnnkitError(f"{args.data} has classes {data.class_names}, the run was trained on "
                           f"{list(predictor.class_names)}")
-    split = args.split or ("test" if "test" in data.splits else next(iter(data.splits)))
+    split = args.split or held_out_split(data.splits) or next(iter(data.splits))
     if split not in data.splits:
         raise CnnkitError(f"{args.data} has no split {split!r} (it has {sorted(data.splits)})")
     dataset = data.splits[split].with_decode_hint(predictor.pipeline.decode_hint)
