@@ -24,6 +24,7 @@ from cnnkit.data.dataset import ArrayImageDataset
 from cnnkit.data.pipeline import Pipeline
 from cnnkit.data.sources import DataSource
 from cnnkit.data.wafer import IMBALANCES, MIN_SIZE, WAFER_CLASSES, WaferMaps
+from cnnkit.device_info import torch_threads
 from cnnkit.errors import CnnkitError
 from cnnkit.train import model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
@@ -113,12 +114,8 @@ def _run_command(args: argparse.Namespace) -> int:
     config.check()
     if args.threads < 1:
         raise CnnkitError(f"--threads must be >= 1, got {args.threads}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run_torch_command(config, args.out)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run_torch_command(config: DemoConfig, out: str | None) -> int:
