@@ -22,6 +22,12 @@ from cnnkit import cli
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "worked-examples.md"
 
 
+@pytest.fixture(autouse=True)
+def analysis_commands_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The page's commands are all this package's: the test must not depend on other packages' commands.
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("cnnkit.analysis.commands",))
+
+
 def _code_blocks(language: str = "") -> list[list[str]]:
     """The lines of each fenced block of the page opened with ```<language>."""
     blocks, opened, lines = [], None, []
