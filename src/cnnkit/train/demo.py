@@ -114,8 +114,15 @@ def _run_command(args: argparse.Namespace) -> int:
     config.check()
     if args.threads < 1:
         raise CnnkitError(f"--threads must be >= 1, got {args.threads}")
+    if args.out is not None and not _can_hold_folders(Path(args.out)):
+        raise CnnkitError(f"--out {args.out}: a file stands where the run folders would go; choose a folder")
     with torch_threads(args.threads):
         return _run_torch_command(config, args.out)
+
+
+def _can_hold_folders(path: Path) -> bool:
+    """Whether folders can be made at `path`: no existing file at it or at any of its parents."""
+    return not any(part.exists() and not part.is_dir() for part in (path, *path.parents))
 
 
 def _run_torch_command(config: DemoConfig, out: str | None) -> int:
