@@ -114,13 +114,13 @@ def run_prune(args: argparse.Namespace) -> int:
     masks = global_magnitude_masks(source.model, 1.0 - sparsity)
     fit(source.model, source.bundle(config), config, source.info(), run_dir=out,
         callbacks=[MaskHold(masks)], quiet=args.quiet)
-    sparsity = sparsity_report(load_file(out / "best.safetensors"), list(masks))
-    summary = update_summary(out, sparsity=sparsity.layers, global_sparsity=sparsity.global_sparsity,
+    report = sparsity_report(load_file(out / "best.safetensors"), list(masks))
+    summary = update_summary(out, sparsity=report.layers, global_sparsity=report.global_sparsity,
                              pruned_from=str(source.path), channel_plan=source.summary.channel_plan,
                              pruning={"method": "global_magnitude", "target_sparsity": sparsity,
-                                      "prunable_weights": sparsity.prunable_weights, "source_test_top1": before})
+                                      "prunable_weights": report.prunable_weights, "source_test_top1": before})
     print(format_metrics(summary, out))
-    print(f"sparsity {100 * sparsity.global_sparsity:.2f}% of {sparsity.prunable_weights:,} conv/linear weights; "
+    print(f"sparsity {100 * report.global_sparsity:.2f}% of {report.prunable_weights:,} conv/linear weights; "
           f"test top-1 {100 * before:.2f}% before pruning")
     return 0
 
