@@ -44,7 +44,9 @@ def test_summary_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_summary_of_unknown_model_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["summary", "no_such_net"]) == 2
-    assert "unknown model 'no_such_net'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown model 'no_such_net'" in err
+    assert "resnet18" in err and "vgg16" in err, "the zoo's names, which no sub-command lists otherwise"
 
 
 def test_summary_prints_the_published_totals(capsys: pytest.CaptureFixture[str]) -> None:

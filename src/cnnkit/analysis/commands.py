@@ -123,7 +123,7 @@ def _run_conv(args: argparse.Namespace) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="zoo model name (see cnnkit.list_models())")
+    parser.add_argument("name", help="zoo model name (an unknown one lists them all)")
     parser.add_argument("--input", default=None, help="C,H,W input size (default: the model's own)")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the model's own)")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size for shapes and memory")

@@ -186,7 +186,8 @@ def models_to_train(text: str, out: Path) -> list[str]:
         raise CnnkitError(f"--models: no model names in {text!r}")
     unknown = [name for name in names if name not in list_models()]
     if unknown:
-        raise CnnkitError(f"--models: unknown model {', '.join(map(repr, unknown))} (see `cnnkit.list_models()`)")
+        raise CnnkitError(f"--models: unknown model {', '.join(map(repr, unknown))}; the zoo's models: "
+                          f"{', '.join(list_models())}")
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise CnnkitError(f"--models: {', '.join(twice)} given more than once")

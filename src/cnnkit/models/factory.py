@@ -47,9 +47,7 @@ def create_model(
     head by a fresh one (`ClassifierModel.reset_classifier`), after any pretrained weights loaded.
     """
     if name not in _REGISTRY:
-        close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise CnnkitError(f"unknown model {name!r}{hint} (see `cnnkit.list_models()`)")
+        raise _unknown_model_error(name)
     builder = _REGISTRY[name]
     _check_overrides(name, builder, overrides)
     defaults = inspect.signature(builder).parameters
@@ -73,6 +71,14 @@ def create_model(
     return model
 
 
+def _unknown_model_error(name: str) -> CnnkitError:
+    """The error for a name the zoo lacks: similar names, then every name (a command-line user has
+    no `cnnkit.list_models()` at hand)."""
+    close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
+    hint = f"; similar: {', '.join(close)}" if close else ""
+    return CnnkitError(f"unknown model {name!r}{hint}; the zoo's models: {', '.join(sorted(_REGISTRY))}")
+
+
 def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]) -> None:
     parameters = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
@@ -91,7 +97,7 @@ def parse_model_options(name: str, pairs: list[str]) -> dict[str, Any]:
     import yaml
 
     if name not in _REGISTRY:
-        raise CnnkitError(f"unknown model {name!r} (see `cnnkit.list_models()`)")
+        raise _unknown_model_error(name)
     builder = _REGISTRY[name]
     parameters = inspect.signature(builder).parameters
     try:
