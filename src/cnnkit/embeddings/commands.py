@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser("search", help="the gallery items most similar to query images")
     search.add_argument("gallery", help="a gallery folder from `cnnkit index`")
     search.add_argument("queries", nargs="+", help="query image files")
-    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--top-k", type=int, default=5, help="matches per query (default 5)")
     search.add_argument("--json", action="store_true", help="print JSON")
     search.set_defaults(func=run_search)
 

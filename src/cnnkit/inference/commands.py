@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--seed", type=int, default=None,
                           help="seed of a derived split when the run has no split.json, e.g. for an .onnx "
                                "(default: the run's; 0 for an .onnx)")
-    evaluate.add_argument("--batch-size", type=positive_int, default=64)
+    evaluate.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
     evaluate.add_argument("--device", default=None,
                           help="cpu, cuda, cuda:1 ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
@@ -49,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser("predict", help="top-k classes of images or whole folders with a finished run")
     predict.add_argument("run", help="run directory, or an .onnx exported by `cnnkit export`")
     predict.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
-    predict.add_argument("--top-k", type=positive_int, default=5)
+    predict.add_argument("--top-k", type=positive_int, default=5, help="classes per image (default 5)")
     predict.add_argument("--out", default=None,
                          help="write one row per image to this .csv or .jsonl (resumes: files already in it are "
                               "skipped); unreadable files go to OUT.errors.csv")
-    predict.add_argument("--batch-size", type=positive_int, default=32)
+    predict.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
     predict.add_argument("--workers", type=non_negative_int, default=1, help="decoding worker processes (default 1)")
     predict.add_argument("--device", default=None,
                          help="cpu, cuda, ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
