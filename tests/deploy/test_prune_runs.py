@@ -126,6 +126,7 @@ def test_channel_pruned_run_is_smaller_and_loads(tiny, tmp_path: Path, capsys) -
     summary = read_summary(out)
     before, after = summary.structured["before"], summary.structured["after"]
     assert after["params"] < 0.35 * before["params"] and after["macs"] < 0.35 * before["macs"]
+    assert f"params: {before['params']:>14,} -> {after['params']:>14,}  (" in printed, "counts without decimals"
     model, _ = load_run(out)
     assert sum(p.numel() for p in model.parameters()) == after["params"]
     assert model.features[0][0].out_channels == 16

@@ -145,7 +145,9 @@ def _prune_channels(source: SourceRun, config: TrainConfig, fraction: float, out
                              structured={"before": before, "after": after})
     print(format_metrics(summary, out))
     for key in before:
-        print(f"{key:>22}: {before[key]:>14,.2f} -> {after[key]:>14,.2f}  ({after[key] / before[key]:.2f}x)")
+        digits = 0 if key in ("params", "macs") else 2  # counts, then milliseconds and images/s
+        print(f"{key:>22}: {before[key]:>14,.{digits}f} -> {after[key]:>14,.{digits}f}  "
+              f"({after[key] / before[key]:.2f}x)")
     return 0
 
 
