@@ -38,6 +38,12 @@ BUILD_KWARGS: dict[str, dict[str, int]] = {
 SMOKE_SIZE_LIMIT = 64  # small inputs keep the smoke test fast; models accept down to this
 SMOKE_SIZE: dict[str, int] = {"inception_v3": 80}  # its stem needs >= 75
 LOGITS_RELATIVE_TOLERANCE = 1e-8
+PREPROCESSING: dict[str, dict[str, Any]] = json.loads((REFERENCE_DIR / "preprocessing.json").read_text())
+# Where default_cfg departs from the weights' own preprocessing on purpose, and why.
+PREPROCESSING_EXCEPTIONS: dict[str, set[str]] = {
+    # Compound scaling gives the paper's 260 (zoo.json's input); torchvision evaluates its port at 288.
+    "efficientnet_b2": {"input_size"},
+}
 
 
 class Built(NamedTuple):
@@ -143,6 +149,25 @@ def test_logits_match_reference_after_name_keyed_fill(name: str):
     error = (logits - expected).abs().max().item()
     scale = expected.abs().max().item()
     assert error <= LOGITS_RELATIVE_TOLERANCE * scale, f"{name}: max |logit error| {error:.3e} vs scale {scale:.3e}"
+
+
+@pytest.mark.parametrize("name", REFERENCE_NAMES)
+def test_default_cfg_preprocessing_matches_the_weights(name: str):
+    """Input size, crop_pct, interpolation and mean/std are those of the torchvision/timm weights
+    (tools/make_reference_fixtures.py records them), so their eval preprocessing needs no guess."""
+    require_registered(name)
+    cfg = on_meta(name).default_cfg
+    reference = PREPROCESSING[name]
+    ours = {
+        "input_size": list(cfg.input_size),
+        "crop_pct": pytest.approx(cfg.crop_pct, rel=1e-9),
+        "interpolation": cfg.interpolation,
+        "mean": pytest.approx(list(cfg.mean), rel=1e-9),
+        "std": pytest.approx(list(cfg.std), rel=1e-9),
+    }
+    checked = set(ours) - PREPROCESSING_EXCEPTIONS.get(name, set())
+    wrong = {key: (ours[key], reference[key]) for key in sorted(checked) if ours[key] != reference[key]}
+    assert not wrong, f"{name}: default_cfg (ours, {reference['weights']}): {wrong}"
 
 
 def smoke_input(name: str, cfg: DefaultCfg) -> torch.Tensor:

@@ -246,6 +246,7 @@ class InceptionV3(ClassifierModel):
             first_conv="Conv2d_1a_3x3.conv",
             classifier="fc",
             num_classes=num_classes,
+            crop_pct=299 / 342,  # torchvision's evaluation transform: resize 342, centre crop 299
             feature_layer=MIXED_TABLE[-1][0],
         )
         self.aux_logits = aux_logits
