@@ -157,3 +157,18 @@ def test_format_summary_lists_layers_and_totals_in_human_units() -> None:
 def test_an_input_the_model_cannot_take_is_a_clear_error() -> None:
     with pytest.raises(CnnkitError, match=r"Conv2d cannot run on an input of shape \(1, 5, 10, 10\)"):
         summary(nn.Conv2d(3, 4, 3), (5, 10, 10))
+
+
+def test_a_channels_last_one_by_one_map_pools_without_an_uncosted_op() -> None:
+    """ConvNeXt's last map below 64 px: (N, C, 1, 1) with NHWC strides; the meta mean kernel
+    restrides its output with aten.as_strided_, a view that costs nothing (it was listed as uncosted)."""
+
+    class PermutedPool(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.adaptive_avg_pool2d(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), 1)
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), PermutedPool())
+    for size in (4, 8):
+        result = summary(model, (3, size, size))
+        assert result.uncosted == ()
+        assert result.total_macs == flop_counter_macs(model, (1, 3, size, size))

@@ -73,10 +73,10 @@ def is_free(func: Any) -> bool:
     if torch.Tag.pointwise in func.tags or func.is_view:
         return True
     name = func._overloadpacket.__name__
-    # An in-place variant (relu_) costs what its out-of-place op (relu) costs.
+    # An in-place variant (relu_, as_strided_) costs what its out-of-place op (relu, a view) costs.
     base = name[:-1] if name.endswith("_") and not name.endswith("__") else name
     functional = getattr(getattr(aten, base, None), "default", None)
-    if functional is not None and torch.Tag.pointwise in functional.tags:
+    if functional is not None and (torch.Tag.pointwise in functional.tags or functional.is_view):
         return True
     return base in FREE_OPS or base in ACTIVATIONS
 
