@@ -211,3 +211,34 @@ def test_adapt_input_conv_follows_timm_rules():
     torch.testing.assert_close(adapt_input_conv(weight, 7), weight[:, [0, 1, 2, 0, 1, 2, 0]] * 3 / 7)
     with pytest.raises(ValueError, match="cannot adapt a 4-channel conv weight to 5 channels"):
         adapt_input_conv(torch.zeros(2, 4, 3, 3), 5)
+
+
+@pytest.fixture(scope="module")
+def googlenet_file_with_aux_heads(tmp_path_factory) -> tuple[Path, nn.Module]:
+    """A GoogLeNet weight file as torchvision publishes it: main net plus aux1/aux2 heads."""
+    source = trained_like(create_model("googlenet", aux_logits=True), seed=3)
+    return save(source.state_dict(), tmp_path_factory.mktemp("googlenet") / "googlenet.pth"), source
+
+
+def test_a_file_with_aux_heads_loads_into_the_model_without_them(googlenet_file_with_aux_heads, caplog):
+    """As torchvision does with its own file: the aux heads are dropped (they were 'unexpected keys')."""
+    path, source = googlenet_file_with_aux_heads
+    caplog.set_level(logging.INFO, logger="cnnkit")
+    model = create_model("googlenet", pretrained=path).eval()
+    assert not hasattr(model, "aux1")
+    with torch.no_grad():
+        torch.testing.assert_close(model(torch.ones(1, 3, 64, 64)), source(torch.ones(1, 3, 64, 64)))
+    messages = [r.getMessage() for r in caplog.records if r.name == "cnnkit"]
+    note = "auxiliary head '{}' dropped (10 entries; no aux_logits)"
+    assert messages == [f"{path}: {note.format(head)}" for head in ("aux1", "aux2")]
+
+
+def test_other_num_classes_resizes_the_aux_classifiers_too(googlenet_file_with_aux_heads):
+    """aux1.fc2/aux2.fc2 are re-initialised like fc (they were a shape-mismatch error); the rest loads."""
+    path, source = googlenet_file_with_aux_heads
+    model = create_model("googlenet", num_classes=5, aux_logits=True, pretrained=path)
+    fresh = ("fc.", "aux1.fc2.", "aux2.fc2.")
+    assert model.aux1.fc2.weight.shape == model.aux2.fc2.weight.shape == (5, 1024)
+    for key, value in source.state_dict().items():
+        if not key.startswith(fresh):
+            assert torch.equal(model.state_dict()[key], value), key

@@ -229,6 +229,8 @@ class InceptionV3(ClassifierModel):
     H, W >= 75; the auxiliary head needs >= 299 (its 5x5 conv reads a pooled 17x17 Mixed_6e).
     """
 
+    aux_classifiers = ("AuxLogits.fc",)
+
     def __init__(
         self,
         num_classes: int = 1000,

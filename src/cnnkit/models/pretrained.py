@@ -91,9 +91,12 @@ def read_state_dict(path: str | Path) -> StateDict:
     return state
 
 
-def _replace_classifier_entries(model: nn.Module, state: StateDict, own: StateDict, source: str) -> str | None:
-    """Swap the file's classifier for the model's own fresh one when their shapes differ."""
-    classifier = model_cfg(model).classifier
+def _replace_classifier_entries(
+    model: nn.Module, state: StateDict, own: StateDict, source: str, classifier: str | None = None
+) -> str | None:
+    """Swap the file's classifier (default_cfg's, or `classifier`) for the model's own fresh one
+    when their shapes differ."""
+    classifier = classifier or model_cfg(model).classifier
     prefix = classifier + "."
     own_keys = [key for key in own if key.startswith(prefix)]
     if all(key in state and state[key].shape == own[key].shape for key in own_keys):
@@ -105,6 +108,23 @@ def _replace_classifier_entries(model: nn.Module, state: StateDict, own: StateDi
     state.update({key: own[key] for key in own_keys})
     classes = own[prefix + "weight"].shape[0]
     return f"{source}: classifier {classifier!r} re-initialised for {classes} classes (file has {file_classes})"
+
+
+def _fit_aux_heads(model: nn.Module, state: StateDict, own: StateDict, source: str) -> list[str | None]:
+    """The file's auxiliary heads (torchvision's GoogLeNet and Inception-v3 files hold them): dropped
+    when the model was built without them (as torchvision does), their classifiers re-sized otherwise."""
+    notes: list[str | None] = []
+    for classifier in getattr(model, "aux_classifiers", ()):
+        head = classifier.rsplit(".", 1)[0]
+        if any(key.startswith(head + ".") for key in own):
+            notes.append(_replace_classifier_entries(model, state, own, source, classifier))
+            continue
+        dropped = [key for key in state if key.startswith(head + ".")]
+        for key in dropped:
+            del state[key]
+        if dropped:
+            notes.append(f"{source}: auxiliary head {head!r} dropped ({len(dropped)} entries; no aux_logits)")
+    return notes
 
 
 def _adapt_first_conv(model: nn.Module, state: StateDict, own: StateDict, source: str) -> str | None:
@@ -128,7 +148,11 @@ def fit_and_load(model: nn.Module, state: StateDict, *, source: str) -> list[str
     """
     state = dict(state)
     own = model.state_dict()
-    notes = [_replace_classifier_entries(model, state, own, source), _adapt_first_conv(model, state, own, source)]
+    notes = [
+        _replace_classifier_entries(model, state, own, source),
+        *_fit_aux_heads(model, state, own, source),
+        _adapt_first_conv(model, state, own, source),
+    ]
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
     mismatched = [
