@@ -44,6 +44,9 @@ CONSTRUCTOR_KWARGS: dict[str, dict[str, Any]] = {
     "googlenet": {"aux_logits": False, "init_weights": False},
     "inception_v3": {"aux_logits": False, "init_weights": False, "transform_input": False},
 }
+# Models with optional auxiliary heads: their layout with the heads on is recorded too
+# ("state_dict_with_aux"), the names of torchvision's published weight files.
+AUX_KWARGS: dict[str, dict[str, Any]] = {"googlenet": {"aux_logits": True}, "inception_v3": {"aux_logits": True}}
 # The smallest input size every model accepts; inception_v3 needs at least 75.
 INPUT_SIZE: dict[str, int] = {"inception_v3": 80}
 DEFAULT_INPUT_SIZE = 64
@@ -63,9 +66,9 @@ def load_fill_module() -> ModuleType:
     return module
 
 
-def build_reference(name: str, source: str) -> nn.Module:
+def build_reference(name: str, source: str, **extra: Any) -> nn.Module:
     """The torchvision/timm model `name` with random weights and its default 1000-class head."""
-    kwargs = CONSTRUCTOR_KWARGS.get(name, {})
+    kwargs = {**CONSTRUCTOR_KWARGS.get(name, {}), **extra}
     if source == "torchvision":
         import torchvision.models
 
@@ -80,9 +83,7 @@ def build_reference(name: str, source: str) -> nn.Module:
 def reference_record(name: str, source: str, fill: ModuleType) -> dict[str, Any]:
     """State-dict layout and filled float64 logits of one reference model."""
     model = build_reference(name, source).eval()
-    layout = [
-        [key, list(value.shape), str(value.dtype).removeprefix("torch.")] for key, value in model.state_dict().items()
-    ]
+    layout = state_dict_layout(model)
     model = model.double()
     model.load_state_dict(fill.name_keyed_state_dict(model), strict=True)
     size = INPUT_SIZE.get(name, DEFAULT_INPUT_SIZE)
@@ -90,7 +91,7 @@ def reference_record(name: str, source: str, fill: ModuleType) -> dict[str, Any]
         logits = model(fill.reference_input(size))
     if not torch.isfinite(logits).all():
         raise RuntimeError(f"{name}: non-finite logits after the name-keyed fill")
-    return {
+    record: dict[str, Any] = {
         "model": name,
         "source": source,
         "constructor_kwargs": CONSTRUCTOR_KWARGS.get(name, {}),
@@ -98,6 +99,16 @@ def reference_record(name: str, source: str, fill: ModuleType) -> dict[str, Any]
         "state_dict": layout,
         "logits": logits.tolist(),
     }
+    if name in AUX_KWARGS:
+        record["state_dict_with_aux"] = state_dict_layout(build_reference(name, source, **AUX_KWARGS[name]))
+    return record
+
+
+def state_dict_layout(model: nn.Module) -> list[list[Any]]:
+    """[key, shape, dtype] of every state-dict entry, in order."""
+    return [
+        [key, list(value.shape), str(value.dtype).removeprefix("torch.")] for key, value in model.state_dict().items()
+    ]
 
 
 def write_published(zoo: dict[str, dict[str, Any]], path: Path) -> None:

@@ -133,6 +133,16 @@ def test_state_dict_order_matches_reference(built: Built):
     assert ours == reference, f"{built.name}: order differs from entry {first}: {ours[window]} vs {reference[window]}"
 
 
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_aux_heads_state_dict_matches_reference(name: str):
+    """With aux_logits=True the layout is that of torchvision's published files (aux heads included)."""
+    require_registered(name)
+    reference = [(key, tuple(shape), dtype) for key, shape, dtype in load_reference(name)["state_dict_with_aux"]]
+    model = on_meta(name, aux_logits=True)
+    ours = [(key, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for key, v in model.state_dict().items()]
+    assert ours == reference
+
+
 @pytest.mark.parametrize("name", REFERENCE_NAMES)
 def test_logits_match_reference_after_name_keyed_fill(name: str):
     require_registered(name)
