@@ -214,3 +214,26 @@ def test_modules_with_parameters_of_their_own_get_rows_and_rows_add_up() -> None
     assert [row.leaf for row in result.rows] == [True, False, True, False, True]
     # The RF growth lists windowed leaves only, not the parent named ...ConvBlock.
     assert [point.name for point in rf_growth(result)] == ["0", "2.conv"]
+
+
+def test_padding_pooling_and_data_movement_of_any_rank_cost_nothing_and_are_not_listed() -> None:
+    """An I3D-inflated CNN (replicate time padding, 3-D max-pool) listed aten.replication_pad3d and
+    aten.max_pool3d_with_indices as ops it could not cost; likewise reflection/replication pads,
+    3-D average pools, nearest upsampling and pixel shuffles. Bilinear upsampling does arithmetic
+    outside the convention, so it stays listed."""
+    from cnnkit.models.inflate import inflate_to_3d
+
+    video = inflate_to_3d(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3)), 3)
+    result = summary(nn.Sequential(*video, nn.AvgPool3d(1), nn.AdaptiveAvgPool3d(2), nn.AdaptiveMaxPool3d(1)),
+                     (3, 4, 8, 8))
+    assert result.uncosted == ()
+    assert result.total_macs == flop_counter_macs(video, (1, 3, 4, 8, 8))
+    movers = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReflectionPad2d(1), nn.ReplicationPad2d(1), nn.Upsample(scale_factor=2),
+        nn.PixelShuffle(2), nn.PixelUnshuffle(2),
+    )
+    assert summary(movers, (3, 8, 8)).uncosted == ()
+    one_d = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReflectionPad1d(1), nn.ReplicationPad1d(1))
+    assert summary(one_d, (3, 8)).uncosted == ()
+    bilinear = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2, mode="bilinear"))
+    assert summary(bilinear, (3, 8, 8)).uncosted == ("aten.upsample_bilinear2d",)

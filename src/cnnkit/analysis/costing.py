@@ -53,6 +53,12 @@ FREE_OPS = frozenset(
         "split", "split_with_sizes", "unbind", "index", "index_select", "gather", "flip", "roll",
         "repeat", "detach", "lift_fresh", "arange", "linspace", "bernoulli", "bernoulli_",
         "rand", "randn", "uniform_", "normal_", "argmax", "argmin", "_local_scalar_dense",
+        # 3-D pooling (inflated video models) and the non-constant paddings, in every rank;
+        # nearest upsampling (_unsafe_index) and pixel (un)shuffles only move data.
+        "max_pool3d", "max_pool3d_with_indices", "avg_pool3d", "_adaptive_avg_pool3d", "adaptive_max_pool3d",
+        "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
+        "replication_pad1d", "replication_pad2d", "replication_pad3d",
+        "_unsafe_index", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
     }
 )
 
