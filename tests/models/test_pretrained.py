@@ -242,3 +242,16 @@ def test_other_num_classes_resizes_the_aux_classifiers_too(googlenet_file_with_a
     for key, value in source.state_dict().items():
         if not key.startswith(fresh):
             assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_a_file_without_batch_norm_counters_loads_as_torch_loads_it(tiny_name, source, tmp_path):
+    """torchvision's original weight files (saved before PyTorch 0.4.1) have no num_batches_tracked;
+    load_state_dict(strict=True) fills them, and so must create_model (it listed them as missing)."""
+    counters = [key for key in source.state_dict() if key.endswith("num_batches_tracked")]
+    assert counters, "TinyNet has BatchNorms"
+    state = {key: value for key, value in source.state_dict().items() if key not in counters}
+    create_model(tiny_name).load_state_dict(state, strict=True)  # what torch itself accepts
+    loaded = create_model(tiny_name, pretrained=save(state, tmp_path / "old.pth")).eval()
+    assert all(int(loaded.state_dict()[key]) == 0 for key in counters)
+    with torch.no_grad():
+        assert torch.equal(loaded(images()), source(images()))

@@ -140,6 +140,14 @@ def _adapt_first_conv(model: nn.Module, state: StateDict, own: StateDict, source
     return f"{source}: first conv {key!r} adapted from {file_chans} to {in_chans} input channels"
 
 
+def _fill_batch_counters(state: StateDict, own: StateDict) -> None:
+    """BatchNorm's `num_batches_tracked`, absent from files saved before PyTorch 0.4.1 (torchvision's
+    original weights, e.g. resnet18-f37072fd.pth): the model's own, as load_state_dict fills them."""
+    for key, value in own.items():
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = value
+
+
 def fit_and_load(model: nn.Module, state: StateDict, *, source: str) -> list[str]:
     """Load `state` into `model` with strict=True after adapting its classifier and first conv.
 
@@ -153,6 +161,7 @@ def fit_and_load(model: nn.Module, state: StateDict, *, source: str) -> list[str
         *_fit_aux_heads(model, state, own, source),
         _adapt_first_conv(model, state, own, source),
     ]
+    _fill_batch_counters(state, own)
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
     mismatched = [
