@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.models.adapt import adapt_input_conv
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.pretrained import read_state_dict
+from cnnkit.models.pretrained import load_pretrained, read_state_dict
 from cnnkit.models.factory import create_model
 from cnnkit.models.registry import register_model, unregister_model
 
@@ -255,3 +256,22 @@ def test_a_file_without_batch_norm_counters_loads_as_torch_loads_it(tiny_name, s
     assert all(int(loaded.state_dict()[key]) == 0 for key in counters)
     with torch.no_grad():
         assert torch.equal(loaded(images()), source(images()))
+
+
+def test_torchvision_densenet_files_with_legacy_layer_names_load(tmp_path):
+    """torchvision's published DenseNet files (densenet121-a639ec97.pth) say 'denselayer1.norm.1.weight'
+    for 'denselayer1.norm1.weight' and hold no num_batches_tracked (torchvision renames on loading);
+    they were refused as missing/unexpected keys."""
+    from cnnkit.models.densenet import DENSENET_CFG, DenseNet, DenseNetConfig
+
+    source = trained_like(DenseNet(DenseNetConfig(4, (2, 2), 8), DENSENET_CFG, num_classes=3))
+    legacy = {
+        re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", key): value
+        for key, value in source.state_dict().items()
+        if not key.endswith("num_batches_tracked")
+    }
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
+    model = DenseNet(DenseNetConfig(4, (2, 2), 8), DENSENET_CFG, num_classes=3)
+    assert load_pretrained(model, save(legacy, tmp_path / "densenet.pth")) == []
+    with torch.no_grad():
+        assert torch.equal(model.eval()(torch.ones(1, 3, 32, 32)), source(torch.ones(1, 3, 32, 32)))

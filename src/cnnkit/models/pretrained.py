@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 WRAPPER_ENTRIES = ("state_dict", "model")  # where training checkpoints keep the weights
 DDP_PREFIX = "module."
 MAX_LISTED_KEYS = 5
+# torchvision's published DenseNet files name the dense layers' parts 'norm.1', 'conv.2', ... (from
+# before module names could not hold dots); torchvision renames them when it loads them
+# (torchvision.models.densenet._load_state_dict), and so does cnnkit.
+LEGACY_DENSE_LAYER_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def _listed(keys: list[str]) -> str:
@@ -140,6 +147,14 @@ def _adapt_first_conv(model: nn.Module, state: StateDict, own: StateDict, source
     return f"{source}: first conv {key!r} adapted from {file_chans} to {in_chans} input channels"
 
 
+def _rename_legacy_keys(state: StateDict) -> None:
+    """'features.denseblock1.denselayer1.norm.1.weight' -> '...denselayer1.norm1.weight', in place."""
+    for key in list(state):
+        match = LEGACY_DENSE_LAYER_KEY.match(key)
+        if match:
+            state[match.group(1) + match.group(2)] = state.pop(key)
+
+
 def _fill_batch_counters(state: StateDict, own: StateDict) -> None:
     """BatchNorm's `num_batches_tracked`, absent from files saved before PyTorch 0.4.1 (torchvision's
     original weights, e.g. resnet18-f37072fd.pth): the model's own, as load_state_dict fills them."""
@@ -155,6 +170,7 @@ def fit_and_load(model: nn.Module, state: StateDict, *, source: str) -> list[str
     Missing, unexpected or mis-shaped keys are a CnnkitError naming `source` and up to 5 keys.
     """
     state = dict(state)
+    _rename_legacy_keys(state)
     own = model.state_dict()
     notes = [
         _replace_classifier_entries(model, state, own, source),
