@@ -58,12 +58,17 @@ def create_model(
             raise CnnkitError(f"{argument} must be a positive int, got {value!r} (model {name!r})")
     if head is not None and not isinstance(head, HeadSpec):
         raise CnnkitError(f"head must be a cnnkit.models.heads.HeadSpec, got {type(head).__name__} (model {name!r})")
-    if pretrained is None:
-        model = builder(num_classes=num_classes, in_chans=in_chans, **overrides)
-    else:
-        from cnnkit.models.pretrained import build_with_weights
+    try:
+        if pretrained is None:
+            model = builder(num_classes=num_classes, in_chans=in_chans, **overrides)
+        else:
+            from cnnkit.models.pretrained import build_with_weights
 
-        model = build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
+            model = build_with_weights(
+                builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides
+            )
+    except ValueError as error:  # a builder refusing an option's value (transform_input with 1 channel)
+        raise CnnkitError(f"model {name!r}: {error}") from error
     if head is not None:
         if not isinstance(model, ClassifierModel):
             raise CnnkitError(f"model {name!r} is not a ClassifierModel: it takes no head")
