@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("model", metavar="RUN_OR_ONNX", help="run directory (or an exported .onnx file)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; others need "
                                                            "--api-key-file or --no-auth)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     serve.add_argument("--max-batch-size", type=_positive(int), default=16, help="samples per forward pass")
     serve.add_argument("--max-delay-ms", type=float, default=5.0, help="longest wait to fill a batch")
     serve.add_argument("--max-upload-mb", type=_positive(float), default=10.0, help="request body limit (413)")
