@@ -74,7 +74,7 @@ def test_every_operation_and_schema_of_the_app_appears(predictor: Predictor) -> 
     operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
     assert len(operations) >= 8
     for path, method, op in operations:
-        text = sections[f"{method.upper()}{path}"]
+        text = sections[f"{method.upper()} {path}"]
         assert op["summary"] in text and op["description"].split("\n")[0].replace("`", "") in text
         for parameter in op.get("parameters", []):
             assert parameter["name"] in text
@@ -82,10 +82,10 @@ def test_every_operation_and_schema_of_the_app_appears(predictor: Predictor) -> 
             assert status in text
             for ref in re.findall(r"#/components/schemas/(\w+)", str(response)):
                 assert ref in text, (path, status, ref)
-    predict = sections["POST/predict"]
+    predict = sections["POST /predict"]
     assert "multipart/form-data" in predict and "filerequired" not in predict
     assert "one image" in predict and "several images (the answer is a list)" in predict
-    assert "label or index to explain" in sections["POST/explain"]
+    assert "label or index to explain" in sections["POST /explain"]
     for name, component in schema["components"]["schemas"].items():
         text = sections[name]
         for field in component["properties"]:
@@ -144,7 +144,7 @@ def test_schema_strings_are_escaped() -> None:
     assert "<script>" not in html and "<b>bold" not in html and "<i>t" not in html and "<ok>" not in html
     assert html.count("&lt;script&gt;alert(1)&lt;/script&gt; &amp; <code>x&lt;y</code>") == 5
     assert not any(tag in ("script", "b", "i", "ok", "f") for tag, _ in page.tags)
-    assert {"DELETE/a/{id}", "Odd<Name>"} <= set(page.sections)
+    assert {"DELETE /a/{id}", "Odd<Name>"} <= set(page.sections)
     assert "&quot;&gt;&lt;script&gt;" in html and "&lt;/td&gt;" in html and 'href="/s&lt;"' in html
     (curl,) = page.curls
     assert shlex.split(curl) == ["curl", "-X", "DELETE", "http://h'x/a/<id>?q\"><script>=<q\"><script>>"]
@@ -188,8 +188,8 @@ def test_the_curl_examples_work_against_the_server(predictor: Predictor) -> None
     many = next(r for line, r in answers.items() if "files=" in line and line.endswith("/predict"))
     assert isinstance(many.json(), list) and len(many.json()) == 2
     sections = parse(page).sections
-    assert "key" in sections["GET/info · key"] and "GET/healthz" in sections and "GET/readyz" in sections
-    assert "Bearer" not in sections["GET/healthz"], "health stays open: its example sends no key"
+    assert "key" in sections["GET /info · key"] and "GET /healthz" in sections and "GET /readyz" in sections
+    assert "Bearer" not in sections["GET /healthz"], "health stays open: its example sends no key"
 
 
 def test_docs_is_the_offline_reference_and_swagger_moved(predictor: Predictor) -> None:
@@ -201,7 +201,7 @@ def test_docs_is_the_offline_reference_and_swagger_moved(predictor: Predictor) -
     (docs, swagger, openapi), metrics = run(scenario)
     assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in docs.headers["content-security-policy"]
-    assert "POST/predict · key" in parse(docs.text).sections and "needs no internet access" in docs.text
+    assert "POST /predict · key" in parse(docs.text).sections and "needs no internet access" in docs.text
     assert 'href="/docs/swagger"' in docs.text and "cdn.jsdelivr.net" in docs.text
     assert swagger.status_code == 200 and "swagger-ui" in swagger.text and "/openapi.json" in swagger.text
     assert openapi.status_code == 200 and "/predict" in openapi.json()["paths"], "as open as before the key"

@@ -32,6 +32,7 @@ STYLE = """
   .hint { color: var(--muted); font-size: 0.9rem; }
   .note { background: #eef3fd; border: 1px solid #c9d7f5; border-radius: 6px; padding: 0.5rem 0.75rem;
           margin: 0.5rem 0; font-size: 0.95rem; }
+  nav p { margin: 0.6rem 0 0.2rem; font-weight: 600; color: var(--muted); font-size: 0.9rem; }
   nav ul { list-style: none; padding: 0; margin: 0; display: flex; flex-wrap: wrap; gap: 0.3rem 1rem; }
   .card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 0.8rem; margin: 0 0 1rem;
           min-width: 0; }
@@ -45,9 +46,17 @@ STYLE = """
   table { border-collapse: collapse; width: 100%; font-size: 0.92rem; }
   th, td { text-align: left; vertical-align: top; padding: 0.3rem 0.5rem 0.3rem 0; border-bottom: 1px solid var(--line);
            overflow-wrap: anywhere; }
-  th { color: var(--muted); font-weight: 600; }
+  th { color: var(--muted); font-weight: 600; overflow-wrap: normal; }
   .required { color: var(--bad); font-size: 0.85rem; }
-  @media (max-width: 480px) { header, main { padding: 0.5rem; } th, td { padding-right: 0.3rem; font-size: 0.85rem; } }
+  @media (max-width: 600px) {
+    header, main { padding: 0.5rem; }
+    thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
+    table, tbody, tr, td { display: block; width: 100%; }
+    tr { border-bottom: 1px solid var(--line); padding: 0.3rem 0; }
+    td { border: 0; padding: 0.05rem 0; }
+    td:empty { display: none; }
+    td::before { content: attr(data-label) ": "; color: var(--muted); font-size: 0.85rem; }
+  }
 """
 
 
@@ -60,9 +69,9 @@ def reference_html(schema: Mapping[str, Any], *, base_url: str, swagger_url: str
                   for method in METHODS if method in item]
     components = schema.get("components", {}).get("schemas", {})
     title = str(info.get("title", "API"))
-    links = "".join(f'<li><a href="#{_op_id(path, method)}"><code>{method.upper()} {_esc(path)}</code></a></li>'
-                    for path, method, _ in operations)
-    links += "".join(f'<li><a href="#{_schema_id(name)}">{_esc(name)}</a></li>' for name in components)
+    endpoint_links = "".join(f'<li><a href="#{_op_id(path, method)}"><code>{method.upper()} {_esc(path)}</code></a></li>'
+                             for path, method, _ in operations)
+    schema_links = "".join(f'<li><a href="#{_schema_id(name)}">{_esc(name)}</a></li>' for name in components)
     notes = ["This reference is generated from the server's own OpenAPI schema and needs no internet access."]
     if swagger_url:
         notes.append(f'The interactive <a href="{_esc(swagger_url)}">Swagger UI</a> loads its scripts from '
@@ -79,7 +88,8 @@ def reference_html(schema: Mapping[str, Any], *, base_url: str, swagger_url: str
         "<header>", f"<h1>{_esc(title)}: API reference</h1>",
         f'<p class="hint">OpenAPI {_esc(schema.get("openapi", "?"))} · version {_esc(info.get("version", "?"))}</p>',
         _paragraphs(info.get("description")), f'<div class="note">{"<br>".join(notes)}</div>',
-        '<nav aria-label="Contents"><ul>', links, "</ul></nav>", "</header>", "<main>",
+        '<nav aria-label="Contents"><p>Endpoints</p><ul>', endpoint_links, "</ul>",
+        "<p>Schemas</p><ul>", schema_links, "</ul></nav>", "</header>", "<main>",
         '<h2 id="endpoints">Endpoints</h2>',
         *(_operation(path, method, op, base_url=base_url.rstrip("/"), keyed=(path, method.upper()) in keyed)
           for path, method, op in operations),
@@ -140,7 +150,7 @@ def curl_example(path: str, method: str, operation: Mapping[str, Any], *, base_u
 
 def _operation(path: str, method: str, op: Mapping[str, Any], *, base_url: str, keyed: bool) -> str:
     out = [f'<section class="card" id="{_op_id(path, method)}" aria-labelledby="{_op_id(path, method)}-h">',
-           f'<h3 id="{_op_id(path, method)}-h"><span class="method {method}">{method.upper()}</span>'
+           f'<h3 id="{_op_id(path, method)}-h"><span class="method {method}">{method.upper()}</span> '
            f"<code>{_esc(path)}</code>{' · <em>key</em>' if keyed else ''}</h3>"]
     if op.get("summary"):
         out.append(f"<p><strong>{_text(op['summary'])}</strong></p>")
@@ -166,7 +176,7 @@ def _operation(path: str, method: str, op: Mapping[str, Any], *, base_url: str, 
                          _text(field.get("description", ""))) for name, field, required in fields]
                 out.append(_table(("field", "type", "description"), rows))
     rows = []
-    for status, response in op.get("responses", {}).items():
+    for status, response in sorted(op.get("responses", {}).items(), key=lambda item: (not item[0].isdigit(), item[0])):
         content = response.get("content", {})
         answer = "<br>".join(f"{type_html(c.get('schema', {}))} <span class=hint>({_esc(media)})</span>"
                              for media, c in content.items()) or "<span class=hint>not described</span>"
@@ -204,8 +214,12 @@ def _multipart_fields(operation: Mapping[str, Any]) -> list[tuple[str, Mapping[s
 
 
 def _table(headings: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A table of `rows` (HTML cells) under `headings`, without the columns that are empty in every row."""
+    kept = [i for i in range(len(headings)) if any(row[i] for row in rows)]
+    headings, rows = tuple(headings[i] for i in kept), [tuple(row[i] for i in kept) for row in rows]
     head = "".join(f'<th scope="col">{h}</th>' for h in headings)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f'<td data-label="{h}">{cell}</td>' for h, cell in zip(headings, row)) + "</tr>"
+                   for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
