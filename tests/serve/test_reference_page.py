@@ -86,6 +86,8 @@ def test_every_operation_and_schema_of_the_app_appears(predictor: Predictor) -> 
     assert "multipart/form-data" in predict and "filerequired" not in predict
     assert "one image" in predict and "several images (the answer is a list)" in predict
     assert "label or index to explain" in sections["POST /explain"]
+    assert "how many classes to answer, best first (default 5)" in predict
+    assert "the server process that answered (tells --workers apart)" in sections["InfoResponse"]
     for name, component in schema["components"]["schemas"].items():
         text = sections[name]
         for field in component["properties"]:

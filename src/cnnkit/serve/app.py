@@ -3,8 +3,9 @@
 Endpoints: POST /predict, POST /explain (a classifier), POST /embed, POST /search (an embedding
 model; /search in the gallery given at start), GET /healthz, /readyz, /info, /metrics, the page at
 /, an API reference at /docs generated from the OpenAPI schema (no CDN: it works offline; FastAPI's
-Swagger UI, which loads from a CDN, at /docs/swagger). Uploads are read into memory within the size limit, checked by magic bytes
-and header, decoded in a thread pool and batched dynamically (`DynamicBatcher`).
+Swagger UI, which loads from a CDN, at /docs/swagger). Uploads are read into memory within the size
+limit, checked by magic bytes and header, decoded in a thread pool and batched dynamically
+(`DynamicBatcher`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from cnnkit.serve.uploads import ACCEPTED_FORMATS
 ENDPOINTS = ("/", "/predict", "/explain", "/embed", "/search", "/healthz", "/readyz", "/info", "/metrics", "/docs",
              "/docs/swagger", "/openapi.json")
 # The reference page loads nothing: no script, no image, no frame; only its own inline style.
-REFERENCE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+REFERENCE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+                 "frame-ancestors 'none'")
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
@@ -73,6 +75,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, endpoints=ENDPOINTS)
 
+    top_k_text = f"how many classes to answer, best first (default {settings.default_top_k})"
     page_html = resources.files("cnnkit.serve").joinpath("static/index.html").read_text("utf-8")  # read once
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -126,7 +129,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
 
     @app.post("/predict", response_model=PredictResponse | list[PredictResponse], openapi_extra=UPLOAD_BODY,
               responses=ERRORS)
-    async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000),
+    async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000, description=top_k_text),
                       state: ServeState = Depends(authorised)) -> PredictResponse | list[PredictResponse]:
         """Top-k classes of the image in field `file`, or a list for the images in field `files`."""
         started = time.perf_counter()
@@ -142,7 +145,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
 
     @app.post("/explain", response_model=ExplainResponse | list[ExplainResponse], openapi_extra=UPLOAD_BODY,
               responses={**ERRORS, 501: {"model": ErrorResponse}})
-    async def explain(request: Request, top_k: int | None = Query(None, ge=1, le=1000),
+    async def explain(request: Request, top_k: int | None = Query(None, ge=1, le=1000, description=top_k_text),
                       class_name: str | None = Query(None, alias="class", description="label or index to explain"),
                       state: ServeState = Depends(authorised)) -> ExplainResponse | list[ExplainResponse]:
         """The prediction plus the Grad-CAM overlay (PNG data URL) of the top class or of `class`, for

@@ -37,7 +37,8 @@ STYLE = """
   .card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 0.8rem; margin: 0 0 1rem;
           min-width: 0; }
   .method { display: inline-block; min-width: 3.6rem; text-align: center; font-size: 0.8rem; font-weight: 700;
-            color: #fff; background: var(--accent); border-radius: 4px; padding: 0.05rem 0.35rem; margin-right: 0.4rem; }
+            color: #fff; background: var(--accent); border-radius: 4px; padding: 0.05rem 0.35rem;
+            margin-right: 0.4rem; }
   .method.get { background: #2f7d4f; }
   code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.9em;
          overflow-wrap: anywhere; }
@@ -69,8 +70,8 @@ def reference_html(schema: Mapping[str, Any], *, base_url: str, swagger_url: str
                   for method in METHODS if method in item]
     components = schema.get("components", {}).get("schemas", {})
     title = str(info.get("title", "API"))
-    endpoint_links = "".join(f'<li><a href="#{_op_id(path, method)}"><code>{method.upper()} {_esc(path)}</code></a></li>'
-                             for path, method, _ in operations)
+    endpoint_links = "".join(f'<li><a href="#{_op_id(path, method)}"><code>{method.upper()} {_esc(path)}</code>'
+                             "</a></li>" for path, method, _ in operations)
     schema_links = "".join(f'<li><a href="#{_schema_id(name)}">{_esc(name)}</a></li>' for name in components)
     notes = ["This reference is generated from the server's own OpenAPI schema and needs no internet access."]
     if swagger_url:
