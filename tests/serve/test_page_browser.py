@@ -19,7 +19,8 @@ from cnnkit.serve import ServeSettings, create_app
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run")
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")  # offline: no host name resolves
 
 
 def free_port() -> int:
@@ -166,3 +167,32 @@ def test_page_predicts_explains_and_shows_errors(live_server: str, browser, pred
         "no sideways scrolling on a phone-sized window"
     browser.save_screenshot(str(tmp_path / "page-phone.png"))
     assert (tmp_path / "page-prediction.png").stat().st_size > 5000
+
+
+def test_reference_renders_offline_and_swagger_would_not(live_server: str, browser, tmp_path: Path) -> None:
+    """/docs renders with the network blocked (no host name resolves) and loads nothing; the CDN-fed
+    Swagger UI at /docs/swagger stays blank under the same browser, which is why /docs replaced it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(live_server + "docs")
+    headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "section h3")]
+    assert {"POST /predict", "POST /explain", "GET /healthz", "PredictResponse", "ErrorResponse"} <= set(headings)
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+    assert browser.find_element(By.CSS_SELECTOR, "#op-post-predict pre.curl").is_displayed()
+    stops = []
+    while len(stops) < 5 and "#" not in (stops or [""])[-1]:
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        stops.append(browser.switch_to.active_element.get_attribute("href") or "")
+    assert stops[:2] == [live_server + "docs/swagger", live_server + "openapi.json"] and "#op-" in stops[-1], stops
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    assert browser.execute_script("return location.hash") == "#" + stops[-1].split("#")[1], "links work from the keyboard"
+    browser.set_window_size(390, 844)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1"), \
+        "no sideways scrolling on a phone-sized window"
+    browser.save_screenshot(str(tmp_path / "reference-phone.png"))
+
+    browser.get(live_server + "docs/swagger")
+    time.sleep(0.5)
+    assert browser.execute_script("return document.getElementById('swagger-ui').children.length") == 0

@@ -2,8 +2,10 @@
 
 Endpoints: POST /predict, POST /explain (a classifier), POST /embed, POST /search (an embedding
 model; /search in the gallery given at start), GET /healthz, /readyz, /info, /metrics, the page at
-/ and OpenAPI at /docs. Uploads are read into memory within the size limit, checked by magic bytes
-and header, decoded in a thread pool and batched dynamically (`DynamicBatcher`).
+/, an API reference at /docs generated from the OpenAPI schema (no CDN: it works offline; FastAPI's
+Swagger UI, which loads from a CDN, at /docs/swagger). Uploads are read into memory within the size
+limit, checked by magic bytes and header, decoded in a thread pool and batched dynamically
+(`DynamicBatcher`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import HTMLResponse, Response
+from fastapi.routing import APIRoute
 
 from cnnkit.embeddings.gallery import Gallery
 from cnnkit.inference import Prediction, Predictor
 from cnnkit.serve.errors import ServeError, install_error_handlers
 from cnnkit.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
 from cnnkit.serve.overlay import gradcam_overlay
+from cnnkit.serve.reference_page import reference_html
 from cnnkit.serve.schemas import (
     BatchingInfo,
     ClassProbability,
@@ -41,7 +46,10 @@ from cnnkit.serve.state import ServeState
 from cnnkit.serve.uploads import ACCEPTED_FORMATS
 
 ENDPOINTS = ("/", "/predict", "/explain", "/embed", "/search", "/healthz", "/readyz", "/info", "/metrics", "/docs",
-             "/openapi.json")
+             "/docs/swagger", "/openapi.json")
+# The reference page loads nothing: no script, no image, no frame; only its own inline style.
+REFERENCE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+                 "frame-ancestors 'none'")
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
@@ -60,17 +68,29 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
             await state.stop()
 
     app = FastAPI(title=f"cnnkit serve: {predictor.model_name or 'model'}", lifespan=lifespan,
-                  description="Predictions and Grad-CAM explanations of one trained cnnkit model.")
+                  description="Predictions and Grad-CAM explanations of one trained cnnkit model.",
+                  docs_url="/docs/swagger")
     app.state.serve = state
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, endpoints=ENDPOINTS)
 
+    top_k_text = f"how many classes to answer, best first (default {settings.default_top_k})"
     page_html = resources.files("cnnkit.serve").joinpath("static/index.html").read_text("utf-8")  # read once
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(page_html)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def reference(request: Request) -> HTMLResponse:
+        """The API reference generated from app.openapi(): one self-contained page, as open as /openapi.json."""
+        root = request.scope.get("root_path", "").rstrip("/")
+        keyed = _keyed_operations(app) if settings.api_key is not None else ()
+        page = reference_html(app.openapi(), base_url=f"{request.url.scheme}://{request.url.netloc}{root}",
+                              swagger_url=root + "/docs/swagger",
+                              schema_url=root + (app.openapi_url or ""), keyed=keyed)
+        return HTMLResponse(page, headers={"Content-Security-Policy": REFERENCE_CSP})
 
     @app.get("/healthz", response_model=StatusResponse)
     async def healthz() -> StatusResponse:
@@ -109,7 +129,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
 
     @app.post("/predict", response_model=PredictResponse | list[PredictResponse], openapi_extra=UPLOAD_BODY,
               responses=ERRORS)
-    async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000),
+    async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000, description=top_k_text),
                       state: ServeState = Depends(authorised)) -> PredictResponse | list[PredictResponse]:
         """Top-k classes of the image in field `file`, or a list for the images in field `files`."""
         started = time.perf_counter()
@@ -125,7 +145,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
 
     @app.post("/explain", response_model=ExplainResponse | list[ExplainResponse], openapi_extra=UPLOAD_BODY,
               responses={**ERRORS, 501: {"model": ErrorResponse}})
-    async def explain(request: Request, top_k: int | None = Query(None, ge=1, le=1000),
+    async def explain(request: Request, top_k: int | None = Query(None, ge=1, le=1000, description=top_k_text),
                       class_name: str | None = Query(None, alias="class", description="label or index to explain"),
                       state: ServeState = Depends(authorised)) -> ExplainResponse | list[ExplainResponse]:
         """The prediction plus the Grad-CAM overlay (PNG data URL) of the top class or of `class`, for
@@ -158,6 +178,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
 
     add_retrieval_routes(app)
     return app
+
+
+def _keyed_operations(app: FastAPI) -> set[tuple[str, str]]:
+    """(path, METHOD) of each route whose dependencies include `authorised` (it needs the bearer key)."""
+    def needs_key(dependant: Dependant) -> bool:
+        return any(d.call is authorised or needs_key(d) for d in dependant.dependencies)
+
+    return {(route.path, method) for route in app.routes if isinstance(route, APIRoute) and needs_key(route.dependant)
+            for method in route.methods}
 
 
 def _class_index(predictor: Predictor, name: str | None) -> int | None:

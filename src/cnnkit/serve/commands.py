@@ -123,7 +123,7 @@ def run_serve(args: argparse.Namespace) -> int:
               "anyone who reaches this address can use the model", file=sys.stderr)
     factory = functools.partial(build_app, args.model, args.device, settings, args.index)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"cnnkit serve: {args.model} on http://{host}:{settings.port}/ (API docs at /docs, "
+    print(f"cnnkit serve: {args.model} on http://{host}:{settings.port}/ (API reference at /docs, "
           f"{settings.workers} worker{'s' if settings.workers > 1 else ''}; Ctrl+C stops)", file=sys.stderr)
     if settings.workers == 1:
         app = factory()  # load errors surface here, as a clear message

@@ -21,6 +21,8 @@ _SEARCH_ERRORS = {**_EMBED_ERRORS, 404: {"model": ErrorResponse}}
 
 def add_retrieval_routes(app: FastAPI) -> None:
     """Register /embed and /search on `app` (they answer 409 for a classifier)."""
+    default = app.state.serve.settings.default_top_k
+    top_k_text = f"how many gallery items to answer, most similar first (default {default})"
 
     @app.post("/embed", response_model=EmbedResponse | list[EmbedResponse], openapi_extra=UPLOAD_BODY,
               responses=_EMBED_ERRORS)
@@ -38,7 +40,7 @@ def add_retrieval_routes(app: FastAPI) -> None:
 
     @app.post("/search", response_model=SearchResponse | list[SearchResponse], openapi_extra=UPLOAD_BODY,
               responses=_SEARCH_ERRORS)
-    async def search(request: Request, top_k: int | None = Query(None, ge=1, le=1000),
+    async def search(request: Request, top_k: int | None = Query(None, ge=1, le=1000, description=top_k_text),
                      state: ServeState = Depends(authorised)) -> SearchResponse | list[SearchResponse]:
         """The `top_k` gallery items most similar (cosine) to the image in `file`, or a list for `files`;
         404 when the server was started without --index."""

@@ -1,8 +1,8 @@
-"""The typed answers of the service (pydantic models, so /docs shows them)."""
+"""The typed answers of the service (pydantic models, so /openapi.json and the /docs reference show them)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ClassProbability(BaseModel):
@@ -25,8 +25,9 @@ class ExplainResponse(PredictResponse):
 
     explained: ClassProbability
     method: str
-    overlay: str  # data:image/png;base64 URL of the map blended on `view`
-    view: str  # data:image/png;base64 URL of what the model saw (resized and cropped), the overlay's base
+    overlay: str = Field(description="data:image/png;base64 URL of the map blended on `view`")
+    view: str = Field(description="data:image/png;base64 URL of what the model saw (resized and cropped), "
+                                  "the overlay's base")
 
 
 class EmbedResponse(BaseModel):
@@ -69,7 +70,7 @@ class BatchingInfo(BaseModel):
     max_delay_ms: float
     max_queue: int
     timeout_s: float
-    threads: int  # torch intra-op threads of the inference thread
+    threads: int = Field(description="torch intra-op threads of the inference thread")
 
 
 class LimitsInfo(BaseModel):
@@ -81,9 +82,9 @@ class LimitsInfo(BaseModel):
 
 class InfoResponse(BaseModel):
     model: str
-    task: str  # "classification" (/predict, /explain) or "embedding" (/embed, /search)
+    task: str = Field(description='"classification" (/predict, /explain) or "embedding" (/embed, /search)')
     embedding_dim: int | None
-    index: IndexInfo | None  # the gallery /search looks in (--index), None without one
+    index: IndexInfo | None = Field(description="the gallery /search looks in (--index), None without one")
     classes: list[str]
     input_size: list[int]
     backend: str
@@ -92,7 +93,7 @@ class InfoResponse(BaseModel):
     auth: bool
     batching: BatchingInfo
     limits: LimitsInfo
-    pid: int  # the server process that answered (tells --workers apart)
+    pid: int = Field(description="the server process that answered (tells --workers apart)")
 
 
 class StatusResponse(BaseModel):
