@@ -40,9 +40,9 @@ def test_readiness_info_health_and_docs(predictor: Predictor) -> None:
             before = await client.get("/readyz")
             async with app.router.lifespan_context(app):
                 return before, [await client.get(path) for path in ("/readyz", "/healthz", "/info", "/docs",
-                                                                     "/openapi.json")]
+                                                                     "/openapi.json", "/redoc")]
 
-    before, (ready, health, info, docs, openapi) = run(scenario)
+    before, (ready, health, info, docs, openapi, redoc) = run(scenario)
     assert before.status_code == 503 and before.json()["error"] == "not ready"
     assert ready.json() == {"status": "ready"} and health.json() == {"status": "ok"}
     info = info.json()
@@ -54,6 +54,7 @@ def test_readiness_info_health_and_docs(predictor: Predictor) -> None:
     paths = openapi.json()["paths"]
     assert {"/predict", "/explain", "/info", "/healthz", "/readyz", "/metrics"} <= set(paths)
     assert "multipart/form-data" in paths["/predict"]["post"]["requestBody"]["content"]
+    assert redoc.status_code == 404, "ReDoc loads from a CDN (blank offline): /docs replaces it"
 
 
 def test_metrics_count_requests_batches_and_keep_apps_apart(predictor: Predictor) -> None:

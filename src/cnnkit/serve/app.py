@@ -69,7 +69,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
 
     app = FastAPI(title=f"cnnkit serve: {predictor.model_name or 'model'}", lifespan=lifespan,
                   description="Predictions and Grad-CAM explanations of one trained cnnkit model.",
-                  docs_url="/docs/swagger")
+                  docs_url="/docs/swagger", redoc_url=None)  # ReDoc, like Swagger UI, loads from a CDN
     app.state.serve = state
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
