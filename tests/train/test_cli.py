@@ -75,6 +75,14 @@ def test_train_refuses_a_dataset_of_one_class(tiny_folder: Path, tmp_path: Path,
     assert not (tmp_path / "run" / "split.json").exists(), "refused before the run directory is written to"
 
 
+def test_a_value_torch_would_refuse_is_named_before_the_run_is_written(tiny_folder: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sgd"
+    assert main(["train", str(tiny_folder), "--optimizer", "sgd", "--momentum", "0", "--out", str(out)]) == 2
+    assert "nesterov needs momentum > 0" in capsys.readouterr().err  # was torch's ValueError after the data scan
+    assert not out.exists()
+
+
 def test_finetune_from_pretrained_weights_in_phases(tiny_folder: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     import torch

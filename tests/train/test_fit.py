@@ -105,6 +105,23 @@ def test_yaml_config_reads_exponent_floats_and_names_bad_values(tmp_path: Path) 
         with pytest.raises(CnnkitError, match=message):
             load_config(path)
 
+
+@pytest.mark.parametrize("changes, message", [
+    ({"optimizer": "sgd", "momentum": 0.0}, "nesterov needs momentum > 0"),  # torch: ValueError at the optimizer
+    ({"momentum": -0.5}, r"momentum must be in \[0.0, 1.0\)"),
+    ({"label_smoothing": 1.5}, "label_smoothing must be in"),  # torch: RuntimeError at the first step
+    ({"ema_decay": 1.0}, r"ema_decay must be in \(0, 1\)"),  # was a ValueError
+    ({"weight_decay": -0.1}, "weight_decay must be in"),  # was accepted: weights pushed away from zero
+    ({"grad_clip_norm": 0.0}, "grad_clip_norm must be > 0"),  # was accepted: every gradient clipped to zero
+    ({"schedule": "step", "step_size_epochs": 0}, "step_size_epochs must be >= 1"),  # ZeroDivisionError
+    ({"lr": float("nan")}, "lr must be a finite number > 0"),
+    ({"schedule": "onecycle", "warmup_epochs": 2.0}, "warmup_epochs .* does not apply to the onecycle"),
+])
+def test_values_torch_would_refuse_or_ignore_are_errors_naming_the_key(changes: dict, message: str) -> None:
+    with pytest.raises(CnnkitError, match=message):
+        TrainConfig(**changes)
+
+
 def test_compiled_training_saves_plain_weights(tmp_path: Path) -> None:
     """`compile: true` trains through torch.compile; checkpoints keep the model's own names."""
     summary = fit(toy_model(), DataBundle(train=toy_data(), val=toy_data(32, seed=1)),

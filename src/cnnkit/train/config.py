@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -61,14 +62,15 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise CnnkitError(f"config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise CnnkitError(f"config: lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise CnnkitError(f"config: lr must be a finite number > 0, got {self.lr}")
         for name in ("early_stopping_patience", "checkpoint_every_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CnnkitError(f"config: {name} must be >= 1 (or unset), got {getattr(self, name)}")
         for name in ("warmup_epochs", "mixup_alpha", "cutmix_alpha", "num_workers"):
             if getattr(self, name) < 0:
                 raise CnnkitError(f"config: {name} must be >= 0, got {getattr(self, name)}")
+        self._check_ranges()
         for name, allowed in (
             ("optimizer", OptimizerName),
             ("schedule", ScheduleName),
@@ -78,6 +80,26 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed.__args__:
                 raise CnnkitError(f"config: {name} must be one of {allowed.__args__}, got {getattr(self, name)!r}")
+
+    def _check_ranges(self) -> None:
+        """Values torch would refuse mid-run (or take without effect), refused here by name."""
+        for name, low, high in (("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0),
+                                ("label_smoothing", 0.0, 1.0)):
+            if not low <= getattr(self, name) < high:
+                raise CnnkitError(f"config: {name} must be in [{low}, {high}), got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise CnnkitError(f"config: ema_decay must be in (0, 1) (or unset), got {self.ema_decay}")
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise CnnkitError(f"config: grad_clip_norm must be > 0 (or unset), got {self.grad_clip_norm}")
+        if self.step_size_epochs < 1 or not self.step_gamma > 0:
+            raise CnnkitError(f"config: step_size_epochs must be >= 1 and step_gamma > 0, got "
+                              f"{self.step_size_epochs} and {self.step_gamma}")
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise CnnkitError("config: nesterov needs momentum > 0 (momentum 0 is plain SGD: set nesterov false, "
+                              "--no-nesterov)")
+        if self.schedule == "onecycle" and self.warmup_epochs:
+            raise CnnkitError(f"config: warmup_epochs ({self.warmup_epochs}) does not apply to the onecycle schedule, "
+                              "whose warm-up is its first 30% of steps: leave it at 0")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
