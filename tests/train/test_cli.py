@@ -62,6 +62,9 @@ def test_yaml_config_sets_flags_and_refuses_unknown_keys(tiny_folder: Path, tmp_
 def test_train_refuses_to_overwrite_a_run(trained_run: Path, tiny_folder: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["train", str(tiny_folder), "--out", str(trained_run), "--quiet"]) == 2
     assert "--resume" in capsys.readouterr().err
+    # --resume without the run's flags: it resumed with the defaults and overwrote config.yaml
+    assert main(["train", str(tiny_folder), "--out", str(trained_run), "--resume", "--lr", "0.003", "--quiet"]) == 2
+    assert "was trained with batch_size 8 (now 64);" in capsys.readouterr().err
 
 
 def test_train_refuses_a_dataset_of_one_class(tiny_folder: Path, tmp_path: Path,

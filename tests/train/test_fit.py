@@ -50,6 +50,23 @@ def test_fit_refuses_to_overwrite_or_resume_nothing(tmp_path: Path) -> None:
         fit(toy_model(), data, CONFIG, INFO, run_dir=tmp_path, quiet=True)
 
 
+def test_resume_with_other_settings_is_refused_naming_them(tmp_path: Path) -> None:
+    """A resume continues the run as configured: another lr or optimizer would silently make it
+    another run (and overwrite its config.yaml); settings that change nothing computed may differ,
+    and epochs (training on for longer)."""
+    data = DataBundle(train=toy_data())
+    fit(toy_model(), data, CONFIG.replace(epochs=1), INFO, run_dir=tmp_path, quiet=True)
+    saved = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(CnnkitError, match=r"--resume: .* was trained with lr 0.05 \(now 0.1\), optimizer 'sgd' "
+                                          r"\(now 'adamw'\); pass the run's own settings"):
+        fit(toy_model(), data, CONFIG.replace(lr=0.1, optimizer="adamw"), INFO, run_dir=tmp_path, resume=True,
+            quiet=True)
+    assert (tmp_path / "config.yaml").read_text() == saved
+    summary = fit(toy_model(), data, CONFIG.replace(epochs=2, checkpoint_every_steps=2), INFO, run_dir=tmp_path,
+                  resume=True, quiet=True)
+    assert summary.epochs_run == 2
+
+
 def test_dataset_smaller_than_a_batch_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match="smaller than one batch"):
         fit(toy_model(), DataBundle(train=toy_data(8)), CONFIG, INFO, run_dir=tmp_path, quiet=True)

@@ -13,7 +13,7 @@ from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.finetune import finetune, parse_phases
-from cnnkit.train.fit import RunInfo, fit
+from cnnkit.train.fit import RunInfo, check_resume_config, fit
 from cnnkit.train.lr_find import lr_find, plot_lr_find
 from cnnkit.train.options import RunOptions, add_train_config_flags, resolve
 from cnnkit.train.report import format_metrics
@@ -86,6 +86,8 @@ def start_run(data_path: str, config: TrainConfig, run: RunOptions, *, resume: b
     out = Path(run.out or default_out)
     if not resume and (out / "last.pt").exists():
         raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    if resume:
+        check_resume_config(config, out)  # before the data is scanned
     context = init_from_torchrun(config.device)
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)

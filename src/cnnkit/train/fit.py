@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
 from cnnkit.models.heads import HeadSpec
 from cnnkit.train.callbacks import Callback, CsvLogger, PhaseLabel, ProgressBar, TensorBoardLogger
-from cnnkit.train.config import TrainConfig, save_config
+from cnnkit.train.config import TrainConfig, load_config, save_config
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.optim import ScheduleSpan
 from cnnkit.train.run_summary import RunSummary, write_summary
@@ -66,6 +67,30 @@ class DataBundle:
     eval_batch_transform: BatchTransform | None = None
 
 
+# Settings a resume may set anew: those that do not change what a run computes, and `epochs`
+# (training a run on for longer; said on the 'cnnkit' logger, as the schedule then spans more).
+_RESUME_MAY_CHANGE = ("num_workers", "device", "checkpoint_every_steps", "epochs")
+
+
+def check_resume_config(config: TrainConfig, run_dir: Path) -> None:
+    """A resume continues the run as it was configured (RUN/config.yaml): another value of any
+    setting but `_RESUME_MAY_CHANGE` is an error naming it (the run would silently not be the
+    one it continues, and its config.yaml would be overwritten)."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return
+    saved = load_config(path)
+    if saved.epochs != config.epochs:
+        logging.getLogger("cnnkit").info("resume: %d epochs in all, not the run's %d (its LR schedule spans "
+                                         "the new number from here on)", config.epochs, saved.epochs)
+    changed = [f"{name} {getattr(saved, name)!r} (now {getattr(config, name)!r})"
+               for name in saved.to_dict() if name not in _RESUME_MAY_CHANGE
+               and getattr(saved, name) != getattr(config, name)]
+    if changed:
+        raise CnnkitError(f"--resume: {run_dir} was trained with {', '.join(changed)}; pass the run's own "
+                          f"settings (see {path}) to continue it, or train a new run with --out")
+
+
 def fit(
     model: nn.Module,
     data: DataBundle,
@@ -95,6 +120,8 @@ def fit(
         raise CnnkitError(f"--resume: no checkpoint to resume from at {last}")
     if not resume and last.exists():
         raise CnnkitError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    if resume:
+        check_resume_config(config, run_dir)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
