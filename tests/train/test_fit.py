@@ -180,3 +180,15 @@ def test_a_callback_stops_the_loop_and_early_stopping_is_one() -> None:
                 expected = epoch + 1
                 break
         assert len(losses) == expected < 12, "stopped exactly when 2 epochs in a row did not improve"
+
+
+def test_a_monitor_that_is_no_metric_is_named_not_replaced_by_train_loss(tmp_path: Path) -> None:
+    """`monitor: val_acc` (a typo of val_top1) silently picked best.safetensors and early stopping by
+    train_loss; train_loss stands in only when there are no validation metrics."""
+    data = DataBundle(train=toy_data(), val=toy_data(32, seed=1))
+    with pytest.raises(CnnkitError, match=r"monitor 'val_acc' is not a metric of this run; its metrics: "
+                                          r"train_loss, train_top1, lr, val_loss, val_top1"):
+        fit(toy_model(), data, CONFIG.replace(epochs=1, monitor="val_acc"), INFO, run_dir=tmp_path / "a", quiet=True)
+    summary = fit(toy_model(), DataBundle(train=toy_data()), CONFIG.replace(epochs=1), INFO, run_dir=tmp_path / "b",
+                  quiet=True)
+    assert summary.monitor == "train_loss"

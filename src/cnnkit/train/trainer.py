@@ -248,7 +248,12 @@ class Trainer:
         self.save_state()
 
     def _track_best(self, metrics: dict[str, float]) -> bool:
-        monitor = self.config.monitor if self.config.monitor in metrics else "train_loss"
+        """Whether this epoch is the best so far by config.monitor; train_loss (lower is better)
+        stands in for a val_ metric only when there are no validation metrics at all."""
+        wanted = self.config.monitor
+        if wanted not in metrics and not (wanted.startswith("val_") and not any(k.startswith("val_") for k in metrics)):
+            raise CnnkitError(f"monitor {wanted!r} is not a metric of this run; its metrics: {', '.join(metrics)}")
+        monitor = wanted if wanted in metrics else "train_loss"
         mode = self.config.monitor_mode if monitor == self.config.monitor else "min"
         value = metrics[monitor]
         self.state.monitor = monitor
