@@ -126,6 +126,34 @@ def test_nan_loss_stops_with_step_and_lr_and_keeps_last_good_checkpoint(tmp_path
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
 
+class OverflowGradientAt(Callback):
+    """A finite loss whose gradient overflows at optimizer step `step`: the step leaves Inf/NaN weights."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.hook = step, None
+
+    def before_batch(self, trainer) -> None:
+        if trainer.state.step == self.step:
+            self.hook = trainer.model[-1].weight.register_hook(lambda grad: grad * float("inf"))
+
+    def after_batch(self, trainer) -> None:
+        if self.hook is not None:
+            self.hook.remove()
+            self.hook = None
+
+
+def test_non_finite_weights_from_a_finite_loss_never_replace_the_last_good_checkpoint(tmp_path: Path) -> None:
+    """They were checkpointed (last.pt held Inf/NaN weights) before the next step's NaN loss stopped the run."""
+    trainer = make_trainer(str(tmp_path), epochs=3)  # a checkpoint after every step
+    trainer.callbacks.append(OverflowGradientAt(step=8))
+    with pytest.raises(TrainingDiverged, match=r"weights are not finite after step 9 \(epoch 2\), learning rate"):
+        trainer.fit()
+    saved = ckpt.load_checkpoint(tmp_path / "last.pt")
+    assert saved["trainer"]["step"] == 8
+    assert all(torch.isfinite(v).all() for v in [*saved["model"].values(), *saved["ema"].values()]
+               if v.is_floating_point())
+
+
 def test_nan_policy_skip_skips_the_batch(tmp_path: Path) -> None:
     trainer = make_trainer(str(tmp_path), epochs=1)
     trainer.config = trainer.config.replace(nan_policy="skip")

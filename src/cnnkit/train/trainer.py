@@ -243,6 +243,7 @@ class Trainer:
         self._emit("after_epoch")
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
+        self._check_finite_weights()
         if improved and self.dist.is_main:
             ckpt.save_weights(self.eval_model, self.run_dir / "best.safetensors")
         self.save_state()
@@ -308,8 +309,21 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     _resumed_meter: ClassificationMeter | None = None
 
+    def _check_finite_weights(self) -> None:
+        """A finite loss with an overflowing gradient leaves Inf/NaN weights: stop before they
+        overwrite the last good checkpoint (or best.safetensors). One host sync per checkpoint."""
+        tensors = [p.detach() for p in self.model.parameters()]
+        if self.ema is not None:
+            tensors += list(self.ema.module.parameters())
+        if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+            raise TrainingDiverged(
+                f"the weights are not finite after step {self.state.step} (epoch {self.state.epoch + 1}), learning "
+                f"rate {self.current_lr:.3g}: a gradient overflowed; stopped. The last good checkpoint in "
+                f"{self.run_dir} is intact (lower the learning rate or add gradient clipping)")
+
     def save_state(self) -> None:
         """Atomically write `last.pt`: model, optimizer, scaler, EMA, progress and RNG states."""
+        self._check_finite_weights()
         if not self.dist.is_main:
             return
         state: dict[str, Any] = {
