@@ -1,6 +1,6 @@
 """A tiny deterministic training job, run in a subprocess by the kill-and-resume tests.
 
-usage: python toy_job.py RUN_DIR [--resume] [--epochs N] [--pause SECONDS]
+usage: python toy_job.py RUN_DIR [--resume] [--epochs N] [--pause SECONDS] [--stop-at-step S]
        torchrun --nproc_per_node 2 toy_job.py RUN_DIR --distributed
 """
 
@@ -52,6 +52,16 @@ class Pause(Callback):
         time.sleep(self.seconds)
 
 
+class StopAtStep(Callback):
+    """Ends the run after optimizer step `step`, that step not checkpointed (as a kill right after it)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def after_batch(self, trainer: Trainer) -> None:
+        trainer.should_stop = trainer.state.step >= self.step
+
+
 def make_trainer(run_dir: str, epochs: int, pause: float = 0.0, distributed: DistributedContext | None = None,
                  *, train_data: TensorDataset | None = None, **config_changes) -> Trainer:
     """The toy run; `config_changes` replace TrainConfig fields (e.g. balanced_sampling=True)."""
@@ -70,10 +80,13 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--pause", type=float, default=0.0)
     parser.add_argument("--distributed", action="store_true", help="join the torchrun process group")
+    parser.add_argument("--stop-at-step", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     context = init_from_torchrun("cpu") if args.distributed else None
     trainer = make_trainer(args.run_dir, args.epochs, args.pause, context)
+    if args.stop_at_step is not None:
+        trainer.callbacks.append(StopAtStep(args.stop_at_step))
     trainer.fit(resume_from=f"{args.run_dir}/last.pt" if args.resume else None)
     if context is not None:
         shutdown(context)

@@ -40,6 +40,13 @@ class DistributedContext:
         dist.all_reduce(work, op=dist.ReduceOp.SUM)
         return work.cpu()
 
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm statistics) on every rank: each rank's forward updates them
+        from its own batch, so without this the ranks evaluate different models."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -236,6 +236,9 @@ class Trainer:
         if self.state.skipped_batches:
             metrics["skipped_batches"] = float(self.state.skipped_batches)
         if self.val_loader is not None:
+            # Every rank evaluates (its share) with what rank 0 checkpoints (an EMA of each rank's
+            # own BN statistics otherwise differs, and a resumed rank gets rank 0's).
+            self.dist.broadcast_buffers(self.eval_model)
             metrics.update(self.evaluate(self.val_loader, prefix="val_"))
         self.epoch_metrics = metrics
         self.state.history.append({"epoch": float(self.state.epoch), **metrics})
@@ -324,6 +327,11 @@ class Trainer:
     def save_state(self) -> None:
         """Atomically write `last.pt`: model, optimizer, scaler, EMA, progress and RNG states."""
         self._check_finite_weights()
+        # Mid-epoch: the training meter of all ranks so far (a collective: every rank saves at the
+        # same steps); rank 0 resumes with the sum, the others from zero.
+        meter = self.meter.merge_counts() if self.state.batch_in_epoch else None
+        if meter is not None and self.dist.enabled:
+            meter = self.dist.all_reduce_sum(meter)
         if not self.dist.is_main:
             return
         state: dict[str, Any] = {
@@ -331,7 +339,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "trainer": asdict(self.state),
-            "meter": self.meter.merge_counts() if self.state.batch_in_epoch else None,
+            "meter": meter,
             "rng": ckpt.capture_rng_state(),
             "requires_grad": [name for name, p in self.model.named_parameters() if p.requires_grad],
         }
@@ -355,7 +363,7 @@ class Trainer:
             self.state = TrainState(**state["trainer"])
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CnnkitError(f"cannot resume from {path}: it does not fit this model and config ({error})") from None
-        if state["meter"] is not None:
+        if state["meter"] is not None and self.dist.is_main:
             self._resumed_meter = self.new_meter()
             self._resumed_meter.load_counts(state["meter"])
         ckpt.restore_rng_state(state["rng"])
