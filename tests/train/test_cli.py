@@ -116,6 +116,13 @@ def test_lr_find_plots_and_suggests(tiny_folder: Path, tmp_path: Path, capsys: p
     assert main(["lr-find", str(tiny_folder), "--img-size", "16", "--batch-size", "8", "--plot", str(plot)]) == 0
     assert "suggested learning rate:" in capsys.readouterr().out
     assert plot.stat().st_size > 1000
+    # its own error named --start-lr, which did not exist; --resume and --out were taken and ignored
+    sweep = ["lr-find", str(tiny_folder), "--img-size", "16", "--batch-size", "8", "--plot", str(plot)]
+    assert main([*sweep, "--start-lr", "1e-3", "--end-lr", "1e-2", "--num-steps", "6"]) == 0
+    suggested = float(capsys.readouterr().out.split("suggested learning rate: ")[1].split()[0])
+    assert 1e-3 <= suggested <= 1e-2
+    assert main([*sweep, "--out", str(tmp_path / "run")]) == 2
+    assert "--resume and --out are for training runs" in capsys.readouterr().err
 
 
 def test_same_seed_gives_bit_identical_runs(tiny_folder: Path, tmp_path: Path) -> None:

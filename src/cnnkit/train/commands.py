@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data.augment_config import AUGMENTS, PRESETS
+from cnnkit.data.commands import positive_int
 from cnnkit.errors import CnnkitError
 from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
@@ -42,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     finder = subparsers.add_parser("lr-find", help="LR range test: plot loss vs learning rate, suggest one")
     _run_arguments(finder, default_model="compact_cnn")
     finder.add_argument("--plot", default="lr_find.png", help="where to write the plot")
+    finder.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate of the sweep")
+    finder.add_argument("--end-lr", type=float, default=10.0, help="last learning rate of the sweep")
+    finder.add_argument("--num-steps", type=positive_int, default=100, help="optimizer steps of the sweep")
     finder.set_defaults(func=run_lr_find)
 
 
@@ -141,11 +145,14 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_lr_find(args: argparse.Namespace) -> int:
+    if args.resume or args.out is not None:
+        raise CnnkitError("lr-find: --resume and --out are for training runs; lr-find writes only its plot (--plot)")
     config, run = resolve(args, default_model=args.default_model)
     data = data_prep.prepare_data(args.data, seed=config.seed, drop_format_outliers=run.drop_outliers)
     model, bundle = _model_and_bundle(config, run, data)
     result = lr_find(model, bundle.train, config, num_classes=len(data.class_names),
-                     sample_transform=bundle.train_transform, batch_transform=bundle.batch_transform)
+                     sample_transform=bundle.train_transform, batch_transform=bundle.batch_transform,
+                     start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps)
     plot_lr_find(result, args.plot)
     print(f"suggested learning rate: {result.suggestion:.3g} (plot: {args.plot})")
     return 0
