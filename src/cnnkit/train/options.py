@@ -36,6 +36,9 @@ class RunOptions:
     head_dropout: float | None = None
     phases: str | None = None  # `cnnkit finetune` only: "head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5"
     phase_schedule: str | None = None  # `cnnkit finetune` only: "per_phase" (default) or "across"
+    # `cnnkit finetune` only, for its phases without @LR: LR multiplier and layer-wise decay once unfrozen
+    unfrozen_lr_scale: float | None = None
+    layer_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.augment is not None:
@@ -50,6 +53,16 @@ class RunOptions:
         self.head_spec()  # a malformed head is an error now, not after the data is read
         if self.phase_schedule not in (None, "per_phase", "across"):
             raise CnnkitError(f"phase_schedule must be per_phase or across, got {self.phase_schedule!r}")
+        for name, high in (("unfrozen_lr_scale", float("inf")), ("layer_decay", 1.0)):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value <= high):
+                raise CnnkitError(f"{name} must be a number in (0, {high}], got {value!r}")
+
+    @property
+    def finetune_only(self) -> dict[str, Any]:
+        """The `cnnkit finetune` settings given (phases and how unfrozen phases train)."""
+        names = ("phases", "phase_schedule", "unfrozen_lr_scale", "layer_decay")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def head_spec(self) -> HeadSpec | None:
         """The HeadSpec replacing the model's head; `head_dropout` alone means a Linear head with
