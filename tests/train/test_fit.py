@@ -168,6 +168,10 @@ def test_a_callback_stops_the_loop_and_early_stopping_is_one() -> None:
         trainer = Trainer(toy_model(), toy_data(), CONFIG, num_classes=2, run_dir=scratch, callbacks=[stopper])
         trainer.fit()
         assert trainer.state.step == 3 and trainer.state.epoch == 0, "stopped mid-epoch, epoch not counted"
+    with tempfile.TemporaryDirectory() as scratch:  # through fit, with a test split: no best epoch to test
+        data = DataBundle(train=toy_data(), val=toy_data(32, seed=1), test=toy_data(32, seed=2))
+        summary = fit(toy_model(), data, CONFIG, INFO, run_dir=scratch, quiet=True, callbacks=[StopAfter(3)])
+        assert summary.epochs_run == 0 and summary.best_epoch is None and summary.test is None
     with tempfile.TemporaryDirectory() as scratch:
         patient = CONFIG.replace(epochs=12, lr=2.0, early_stopping_patience=2)  # a noisy loss
         trainer = Trainer(toy_model(), toy_data(), patient, num_classes=2, run_dir=scratch)

@@ -140,7 +140,7 @@ def fit(
     final = trainer.fit(resume_from=last if resume else None)
     dist.barrier()
     test: dict[str, Any] = {}
-    if data.test is not None:
+    if data.test is not None and trainer.state.best_epoch is not None:  # None: stopped within the first epoch
         best = run_dir / "best.safetensors"
         trainer.eval_model.load_state_dict(load_file(best))
         test = {"test": trainer.evaluate_dataset(data.test, data.eval_transform, prefix="test_"),
