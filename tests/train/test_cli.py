@@ -86,6 +86,18 @@ def test_a_value_torch_would_refuse_is_named_before_the_run_is_written(tiny_fold
     assert not out.exists()
 
 
+def test_a_device_this_machine_lacks_is_named_before_the_run_is_written(tiny_folder: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    devices = ["gpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:  # were a RuntimeError / AssertionError traceback, the second after the data scan
+        out = tmp_path / device
+        assert main(["train", str(tiny_folder), "--device", device, "--out", str(out), "--quiet"]) == 2
+        assert f"--device {device!r} is not usable here" in capsys.readouterr().err
+        assert not out.exists()
+
+
 def test_finetune_from_pretrained_weights_in_phases(tiny_folder: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     import torch

@@ -27,7 +27,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import EVENTS, Callback, EarlyStopping
 from cnnkit.train.config import TrainConfig
-from cnnkit.train.distributed import DistributedContext
+from cnnkit.train.distributed import DistributedContext, checked_device
 from cnnkit.train.ema import ModelEma
 from cnnkit.train.evaluate import evaluate_model
 from cnnkit.train.metrics import ClassificationMeter
@@ -57,7 +57,7 @@ class TrainState:
 def pick_device(requested: str | None = None) -> torch.device:
     """CUDA when available, else CPU; `requested` overrides ("cpu", "cuda:1", ...)."""
     if requested:
-        return torch.device(requested)
+        return checked_device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
