@@ -109,6 +109,8 @@ def _run_command(args: argparse.Namespace) -> int:
     config = DemoConfig(epochs=args.epochs, seed=args.seed, size=args.size, n_per_class=args.n_per_class,
                         imbalance=args.imbalance)
     if args.engine == "numpy":
+        if args.compare_mlp:
+            raise CnnkitError("--compare-mlp needs --engine torch (the NumPy-engine demo trains its CNN alone)")
         return run_engine_demo_command(config)
     config.check()
     if args.threads < 1:
@@ -150,5 +152,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=DEMO_THREADS,
                         help="torch intra-op threads (default 1: the demo's small batches gain little from "
                              "more, and threads thrash on a shared machine)")
+    parser.add_argument("--compare-mlp", action="store_true",
+                        help="train the MLP beside the CNN (the issue's flag: the torch demo always does)")
     parser.add_argument("--out", default=None, help="keep the run directories here (default: a temporary folder)")
     parser.set_defaults(func=_run_command)
