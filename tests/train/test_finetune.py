@@ -124,6 +124,41 @@ def test_resume_across_phases_is_bit_identical(tmp_path: Path, monkeypatch: pyte
     assert (tmp_path / "cut" / "best.safetensors").exists()
 
 
+class StopBeforePhaseTwo(Callback):
+    def before_fit(self, trainer: Trainer) -> None:
+        if trainer.run_dir.name.startswith("phase2"):
+            raise KeyboardInterrupt
+
+
+def test_resume_between_phases_with_a_test_split_is_bit_identical(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a test split, fit tested the best epoch by loading its weights into the model itself: the
+    next phase then started from phase 1's best weights, a resume from its last ones."""
+    phases = (Phase("head", 3), Phase("all", 1, lr_scale=0.5))
+    data = DataBundle(train=toy_data(), val=toy_data(32, seed=1), test=toy_data(32, seed=2))
+    config = CONFIG.replace(monitor="val_loss", monitor_mode="max")  # the best epoch is not the last
+    full = finetune(toy_model(), data, config, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "full",
+                    quiet=True)
+    assert json.loads((tmp_path / "full" / "phase1-head" / "summary.json").read_text())["best_epoch"] != 2
+    import cnnkit.train.fit as fit_module
+
+    original_fit = fit_module.fit
+
+    def crashing_fit(*args, callbacks=(), **kwargs):
+        return original_fit(*args, callbacks=[*callbacks, StopBeforePhaseTwo()], **kwargs)
+
+    monkeypatch.setattr("cnnkit.train.finetune.fit", crashing_fit)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(toy_model(), data, config, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "cut", quiet=True)
+    monkeypatch.undo()
+    resumed = finetune(toy_model(), data, config, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "cut",
+                       resume=True, quiet=True)
+    a = load_checkpoint(tmp_path / "full" / "phase2-all" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "phase2-all" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.test == full.test
+
+
 class StopInPhase(Callback):
     def __init__(self, phase_dir: str, step: int) -> None:
         self.phase_dir, self.step = phase_dir, step

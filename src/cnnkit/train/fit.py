@@ -141,11 +141,14 @@ def fit(
     dist.barrier()
     test: dict[str, Any] = {}
     if data.test is not None and trainer.state.best_epoch is not None:  # None: stopped within the first epoch
-        best = run_dir / "best.safetensors"
-        trainer.eval_model.load_state_dict(load_file(best))
+        # The best epoch's weights are tested, then the trained ones put back: `model` leaves fit as
+        # trained (a next fine-tuning phase starts from them, as it does when resumed from last.pt).
+        trained = {k: v.detach().clone() for k, v in trainer.eval_model.state_dict().items()}
+        trainer.eval_model.load_state_dict(load_file(run_dir / "best.safetensors"))
         test = {"test": trainer.evaluate_dataset(data.test, data.eval_transform, prefix="test_"),
                 "test_per_class": trainer.last_eval_meter.per_class_accuracy(),
                 "test_confusion": trainer.last_eval_meter.confusion.tolist()}
+        trainer.eval_model.load_state_dict(trained)
     summary = RunSummary(
         model_name=info.model_name, class_names=tuple(info.class_names), default_cfg=info.default_cfg,
         model_options=dict(info.model_options), head=None if info.head is None else info.head.to_dict(),
