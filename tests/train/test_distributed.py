@@ -18,9 +18,9 @@ def _val_top1(run_dir: Path) -> float:
     return load_checkpoint(run_dir / "last.pt")["trainer"]["history"][-1]["val_top1"]
 
 
-def _torchrun(run_dir: Path, *extra: str) -> None:
+def _torchrun(run_dir: Path, *extra: str, epochs: int = 4) -> None:
     job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(TOY_JOB), str(run_dir), "--epochs", "4", "--distributed", *extra],
+                          str(TOY_JOB), str(run_dir), "--epochs", str(epochs), "--distributed", *extra],
                          capture_output=True, text=True, timeout=300)
     assert job.returncode == 0, job.stderr[-3000:]
 
@@ -57,3 +57,12 @@ def test_two_process_run_resumed_mid_epoch_matches_the_uninterrupted_one(tmp_pat
     whole, cut = load_checkpoint(ddp_run / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
     assert cut["trainer"]["history"] == whole["trainer"]["history"]
     assert all(torch.equal(whole["model"][k], cut["model"][k]) for k in whole["model"])
+
+
+def test_a_nan_loss_on_one_rank_is_skipped_by_every_rank(tmp_path: Path) -> None:
+    """nan_policy skip: rank 1 alone skipped its backward, and the job died (SIGABRT) with rank 0
+    waiting in the gradient all-reduce."""
+    _torchrun(tmp_path / "nan", "--skip-nan-of-rank-1-at-step", "2", epochs=1)
+    saved = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert saved["trainer"]["skipped_batches"] == 1 and saved["trainer"]["step"] == 3
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())

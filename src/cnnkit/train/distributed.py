@@ -42,6 +42,12 @@ class DistributedContext:
         dist.all_reduce(work, op=dist.ReduceOp.SUM)
         return work.cpu()
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` is true on any rank (every rank gets the same answer)."""
+        if not self.enabled:
+            return flag
+        return bool(self.all_reduce_sum(torch.tensor([float(flag)]))[0] > 0)
+
     def broadcast_buffers(self, module: nn.Module) -> None:
         """Rank 0's buffers (BatchNorm statistics) on every rank: each rank's forward updates them
         from its own batch, so without this the ranks evaluate different models."""

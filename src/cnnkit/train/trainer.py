@@ -192,8 +192,10 @@ class Trainer:
         # before backward is queued, lets an accelerator run backward + step while the host
         # fetches the next batch, instead of draining its queue for a later float(loss).
         loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            self._on_non_finite(loss_value)
+        # Under DDP every rank stops or skips together (a rank skipping its backward alone left
+        # the others waiting in the gradient all-reduce).
+        if self.dist.any_rank(not math.isfinite(loss_value)):
+            self._on_non_finite(loss_value if not math.isfinite(loss_value) else "non-finite on another rank")
             return
         self.meter.update(logits, targets, loss_value)
         self.optimizer.zero_grad(set_to_none=True)
@@ -217,7 +219,7 @@ class Trainer:
         return F.cross_entropy(logits.float(), targets, weight=self.class_weight,
                                label_smoothing=self.config.label_smoothing)
 
-    def _on_non_finite(self, loss: float) -> None:
+    def _on_non_finite(self, loss: float | str) -> None:
         where = (f"step {self.state.step} (epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch + 1}), "
                  f"learning rate {self.current_lr:.3g}")
         if self.config.nan_policy == "skip":
