@@ -66,3 +66,20 @@ def test_a_nan_loss_on_one_rank_is_skipped_by_every_rank(tmp_path: Path) -> None
     saved = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert saved["trainer"]["skipped_batches"] == 1 and saved["trainer"]["step"] == 3
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_evaluation_shards_count_every_item_once() -> None:
+    """The ranks' validation/test shares are summed into the metrics: they were padded as training
+    is (DistributedSampler's rule), so 33 images on 2 ranks counted one twice (a confusion of 34)."""
+    from torch.utils.data import TensorDataset
+
+    from cnnkit.data.loader import make_loader
+
+    data = TensorDataset(torch.arange(33.0).reshape(33, 1), torch.zeros(33, dtype=torch.long))
+    seen = []
+    for rank in range(2):
+        loader = make_loader(data, batch_size=4, train=False, rank=rank, world_size=2)
+        seen += [int(v) for images, _ in loader for v in images.flatten()]
+    assert sorted(seen) == list(range(33))
+    shares = [len(make_loader(data, batch_size=4, train=True, rank=r, world_size=2).sampler) for r in range(2)]
+    assert shares == [17, 17], "training shares stay padded: every rank takes the same number of steps"
