@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cnnkit.data.loader import device_stage
+from cnnkit.data.mix import CutMix, MixUp
 from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.trainer import TrainingDiverged
@@ -44,11 +46,14 @@ class StopAfter(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("balanced", [False, True], ids=["shuffled", "balanced_10_90"])
-def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path, balanced: bool) -> None:
-    options = {}
-    if balanced:  # class-balanced draws with replacement and a class-weighted loss, on a 10/90 split
+@pytest.mark.parametrize("setting", ["shuffled", "balanced_10_90", "mixed_bf16_adamw"])
+def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path, setting: str) -> None:
+    options: dict = {}
+    if setting == "balanced_10_90":  # class-balanced draws with replacement and a class-weighted loss
         options = {"train_data": toy_data(class0_every=10), "balanced_sampling": True, "class_weighted_loss": True}
+    if setting == "mixed_bf16_adamw":  # MixUp or CutMix per batch, label smoothing, clipping, bf16, AdamW
+        options = {"batch_transform": device_stage(None, [MixUp(2, alpha=0.4), CutMix(2, alpha=1.0)]),
+                   "label_smoothing": 0.1, "grad_clip_norm": 1.0, "precision": "bf16", "optimizer": "adamw"}
     make_trainer(str(tmp_path / "full"), epochs=3, **options).fit()
     interrupted = make_trainer(str(tmp_path / "cut"), epochs=3, **options)
     interrupted.callbacks.append(StopAfter(steps=8))  # 6 steps per epoch: mid second epoch

@@ -87,14 +87,15 @@ class _NanOnce(nn.Module):
 
 
 def make_trainer(run_dir: str, epochs: int, pause: float = 0.0, distributed: DistributedContext | None = None,
-                 *, train_data: TensorDataset | None = None, **config_changes) -> Trainer:
+                 *, train_data: TensorDataset | None = None, batch_transform=None, **config_changes) -> Trainer:
     """The toy run; `config_changes` replace TrainConfig fields (e.g. balanced_sampling=True)."""
     config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, optimizer="sgd", weight_decay=1e-4,
                          warmup_epochs=1, seed=3, checkpoint_every_steps=1, ema_decay=0.9).replace(**config_changes)
     callbacks = [Pause(pause)] if pause else []
     data = toy_data() if train_data is None else train_data
     return Trainer(toy_model(), data, config, num_classes=2, run_dir=run_dir, val_data=toy_data(32, seed=1),
-                   sample_transform=noisy_flip, callbacks=callbacks, distributed=distributed)
+                   sample_transform=noisy_flip, batch_transform=batch_transform, callbacks=callbacks,
+                   distributed=distributed)
 
 
 if __name__ == "__main__":
