@@ -168,6 +168,15 @@ def test_a_callback_stops_the_loop_and_early_stopping_is_one() -> None:
         trainer = Trainer(toy_model(), toy_data(), CONFIG, num_classes=2, run_dir=scratch, callbacks=[stopper])
         trainer.fit()
         assert trainer.state.step == 3 and trainer.state.epoch == 0, "stopped mid-epoch, epoch not counted"
+    class StopBeforeEpoch(Callback):
+        def before_epoch(self, trainer) -> None:
+            trainer.should_stop = trainer.state.epoch == 1
+
+    with tempfile.TemporaryDirectory() as scratch:  # a stop at the start of an epoch takes no step of it
+        trainer = Trainer(toy_model(), toy_data(), CONFIG, num_classes=2, run_dir=scratch,
+                          callbacks=[StopBeforeEpoch()])
+        trainer.fit()
+        assert trainer.state.step == trainer.steps_per_epoch, "it took one more step, in no checkpoint"
     with tempfile.TemporaryDirectory() as scratch:  # through fit, with a test split: no best epoch to test
         data = DataBundle(train=toy_data(), val=toy_data(32, seed=1), test=toy_data(32, seed=2))
         summary = fit(toy_model(), data, CONFIG, INFO, run_dir=scratch, quiet=True, callbacks=[StopAfter(3)])

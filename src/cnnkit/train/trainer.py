@@ -164,6 +164,8 @@ class Trainer:
         self._resumed_meter = None
         self._set_train_mode()
         self._emit("before_epoch")
+        if self.should_stop:  # before the epoch's first step
+            return False
         span = self.schedule_span or ScheduleSpan(0, self.config.epochs)
         total_steps, offset = span.total_epochs * self.steps_per_epoch, span.epochs_before * self.steps_per_epoch
         for images, targets, soft_targets in self.train_loader.labelled_batches():
