@@ -101,3 +101,16 @@ def test_unfrozen_lr_scale_and_layer_decay_are_used_or_refused(photos: Path, tmp
     config.write_text("layer_decay: 0\n")
     assert main(["finetune", str(photos), "--config", str(config), "--out", str(out)]) == 2
     assert "layer_decay must be a number in (0, 1.0], got 0" in capsys.readouterr().err
+
+
+def test_finetune_and_lr_find_refuse_settings_they_would_ignore(photos: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """finetune's epochs are its phases'; lr-find sweeps the LR: --epochs and --lr were taken and ignored."""
+    out = tmp_path / "r"
+    assert main(["finetune", str(photos), "--config", str(RECIPE), "--model", "resnet18", "--img-size", "16",
+                 "--phases", "head:1@1e-3", "--batch-size", "8", "--epochs", "20", "--out", str(out), "--quiet"]) == 2
+    assert "the epochs come from --phases" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["lr-find", str(photos), "--img-size", "16", "--batch-size", "8", "--num-steps", "4", "--lr", "0.1",
+                 "--epochs", "3", "--plot", str(tmp_path / "lr.png")]) == 2
+    assert "lr-find: --lr, --epochs do not apply: it sweeps the LR itself" in capsys.readouterr().err

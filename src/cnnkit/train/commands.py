@@ -11,12 +11,12 @@ from cnnkit.data.augment_config import AUGMENTS, PRESETS
 from cnnkit.data.commands import positive_int
 from cnnkit.errors import CnnkitError
 from cnnkit.train import data_prep, model_setup, preprocessing
-from cnnkit.train.config import TrainConfig
+from cnnkit.train.config import TrainConfig, read_yaml_mapping
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.finetune import Phase, finetune, parse_phases
 from cnnkit.train.fit import RunInfo, check_resume_config, fit
 from cnnkit.train.lr_find import lr_find, plot_lr_find
-from cnnkit.train.options import RunOptions, add_train_config_flags, resolve
+from cnnkit.train.options import RunOptions, add_train_config_flags, flags_given, resolve
 from cnnkit.train.report import format_metrics
 
 
@@ -84,6 +84,10 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path
         raise CnnkitError(f"phases ({given}) are for `cnnkit finetune`; this command trains in one phase")
     if args.func is run_finetune:
         finetune_phases(run)  # a bad --phases is named before the data is read
+        in_yaml = args.config is not None and "epochs" in read_yaml_mapping(args.config)
+        if in_yaml or flags_given(args, ["epochs"]):
+            raise CnnkitError("finetune: the epochs come from --phases (e.g. head:5,all:10); --epochs (YAML "
+                              "epochs) does not apply")
     out, context, data = start_run(args.data, config, run, resume=args.resume, default_out=f"runs/{run.model}")
     return config, run, data, out, context
 
@@ -165,6 +169,12 @@ def finetune_phases(run: RunOptions) -> tuple[Phase, ...]:
 def run_lr_find(args: argparse.Namespace) -> int:
     if args.resume or args.out is not None:
         raise CnnkitError("lr-find: --resume and --out are for training runs; lr-find writes only its plot (--plot)")
+    swept = flags_given(args, ("lr", "epochs", "schedule", "warmup_epochs", "step_size_epochs", "step_gamma",
+                               "early_stopping_patience", "ema_decay", "checkpoint_every_steps", "monitor",
+                               "monitor_mode"))
+    if swept:
+        raise CnnkitError(f"lr-find: {', '.join(swept)} do not apply: it sweeps the LR itself from --start-lr to "
+                          f"--end-lr over --num-steps steps")
     config, run = resolve(args, default_model=args.default_model)
     data = data_prep.prepare_data(args.data, seed=config.seed, drop_format_outliers=run.drop_outliers)
     model, bundle = _model_and_bundle(config, run, data)

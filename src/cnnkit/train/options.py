@@ -99,6 +99,11 @@ def _flag_type(annotation: Any) -> tuple[type, tuple | None]:
     return annotation, None
 
 
+def flags_given(args: argparse.Namespace, names: typing.Iterable[str]) -> list[str]:
+    """Those of the TrainConfig fields `names` given on the command line, as `--flag-name`."""
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name, None) is not None]
+
+
 def resolve(args: argparse.Namespace, *, default_model: str) -> tuple[TrainConfig, RunOptions]:
     """(TrainConfig, RunOptions) from flags, the optional YAML file, and defaults; unknown YAML
     keys are an error naming the file; `--model-opt key=value` is checked against the builder."""
