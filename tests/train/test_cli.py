@@ -86,6 +86,19 @@ def test_a_value_torch_would_refuse_is_named_before_the_run_is_written(tiny_fold
     assert not out.exists()
 
 
+def test_a_setting_the_chosen_optimizer_or_schedule_ignores_is_refused(tiny_folder: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """--momentum with AdamW, --step-gamma with cosine: taken and ignored."""
+    base = ["train", str(tiny_folder), "--epochs", "1", "--batch-size", "8", "--img-size", "16", "--quiet"]
+    assert main([*base, "--momentum", "0.5", "--out", str(tmp_path / "a")]) == 2
+    assert "momentum (only for optimizer sgd) given but the run uses optimizer adamw" in capsys.readouterr().err
+    config = tmp_path / "run.yaml"
+    config.write_text("optimizer: sgd\nstep_gamma: 0.5\n")
+    assert main([*base, "--config", str(config), "--out", str(tmp_path / "b")]) == 2
+    assert "step_gamma (only for schedule step) given" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_a_device_this_machine_lacks_is_named_before_the_run_is_written(tiny_folder: Path, tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture) -> None:
     import torch

@@ -123,4 +123,19 @@ def resolve(args: argparse.Namespace, *, default_model: str) -> tuple[TrainConfi
         raise CnnkitError(f"--config {args.config}: model_options must be a mapping, got {given!r}")
     pairs = [f"{k}={v}" for k, v in given.items()] + list(getattr(args, "model_opt", None) or [])
     run["model_options"] = parse_model_options(run["model"], pairs)
-    return config_from_dict(values, source=source), RunOptions(**run)
+    config = config_from_dict(values, source=source)
+    _refuse_unused(config, set(values))
+    return config, RunOptions(**run)
+
+
+# Settings that only one optimizer or schedule reads: given for another, they would do nothing.
+_ONLY_FOR = {"momentum": ("optimizer", "sgd"), "nesterov": ("optimizer", "sgd"),
+             "step_size_epochs": ("schedule", "step"), "step_gamma": ("schedule", "step")}
+
+
+def _refuse_unused(config: TrainConfig, given: set[str]) -> None:
+    unused = [f"{name} (only for {key} {value})" for name, (key, value) in _ONLY_FOR.items()
+              if name in given and getattr(config, key) != value]
+    if unused:
+        raise CnnkitError(f"{', '.join(unused)} given but the run uses optimizer {config.optimizer} and schedule "
+                          f"{config.schedule}: it would be ignored")
