@@ -72,6 +72,10 @@ def test_macro_f1_and_recall_known_answer() -> None:
     assert scores.macro_f1 == pytest.approx((1 / 2 + 2 / 3 + 2 / 3) / 3)
 
 
-def test_compare_mlp_needs_the_torch_engine(capsys: pytest.CaptureFixture) -> None:
+def test_torch_demo_options_need_the_torch_engine(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--threads and --out were taken and ignored by the NumPy-engine demo."""
     assert main(["demo", "--engine", "numpy", "--compare-mlp"]) == 2
-    assert "--compare-mlp needs --engine torch" in capsys.readouterr().err
+    assert "--compare-mlp need --engine torch" in capsys.readouterr().err
+    assert main(["demo", "--engine", "numpy", "--epochs", "1", "--n-per-class", "12", "--size", "24",
+                 "--threads", "2", "--out", str(tmp_path / "runs")]) == 2
+    assert "--threads, --out need --engine torch" in capsys.readouterr().err

@@ -109,14 +109,19 @@ def _run_command(args: argparse.Namespace) -> int:
     config = DemoConfig(epochs=args.epochs, seed=args.seed, size=args.size, n_per_class=args.n_per_class,
                         imbalance=args.imbalance)
     if args.engine == "numpy":
-        if args.compare_mlp:
-            raise CnnkitError("--compare-mlp needs --engine torch (the NumPy-engine demo trains its CNN alone)")
+        torch_only = [flag for flag, given in (("--compare-mlp", args.compare_mlp),
+                                               ("--threads", args.threads is not None),
+                                               ("--out", args.out is not None)) if given]
+        if torch_only:
+            raise CnnkitError(f"{', '.join(torch_only)} need --engine torch (the NumPy-engine demo trains its CNN "
+                              "alone, writes no run directory and uses NumPy's threads: OMP_NUM_THREADS)")
         return run_engine_demo_command(config)
     config.check()
-    if args.threads < 1:
-        raise CnnkitError(f"--threads must be >= 1, got {args.threads}")
+    threads = DEMO_THREADS if args.threads is None else args.threads
+    if threads < 1:
+        raise CnnkitError(f"--threads must be >= 1, got {threads}")
     previous = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     try:
         return _run_torch_command(config, args.out)
     finally:
@@ -149,7 +154,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engine", choices=("torch", "numpy"), default="torch",
                         help="torch: compact CNN and MLP with cnnkit's trainer (default); "
                              "numpy: the from-scratch engine's CNN")
-    parser.add_argument("--threads", type=int, default=DEMO_THREADS,
+    parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default 1: the demo's small batches gain little from "
                              "more, and threads thrash on a shared machine)")
     parser.add_argument("--compare-mlp", action="store_true",
