@@ -108,6 +108,24 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path: Path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], "temporary file left behind"
 
 
+def test_interrupted_config_write_keeps_previous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.yaml is rewritten by every resume and checked by the next: it is written atomically too."""
+    from cnnkit.train.config import TrainConfig, load_config, save_config
+
+    path = tmp_path / "config.yaml"
+    save_config(TrainConfig(epochs=3), path)
+
+    def fail(_descriptor: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_config(TrainConfig(epochs=5), path)
+    monkeypatch.undo()
+    assert load_config(path).epochs == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"], "temporary file left behind"
+
+
 class PoisonAfter(Callback):
     """Makes the model output NaN from optimizer step `step` on."""
 

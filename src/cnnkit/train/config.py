@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from cnnkit.errors import CnnkitError
+from cnnkit.train.checkpoint import atomic_write
 
 OptimizerName = Literal["sgd", "adam", "adamw"]  # adam: L2 weight decay in the gradient; adamw: decoupled
 ScheduleName = Literal["cosine", "step", "onecycle", "constant"]
@@ -158,4 +159,7 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write config.yaml atomically: a resume checks its settings against it (a kill while a resume
+    rewrote it left a cut file that refused every later resume)."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    atomic_write(path, lambda f: f.write(text.encode()))
