@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from cnnkit.data.loader import device_stage
 from cnnkit.data.mix import CutMix, MixUp
 from cnnkit.train import checkpoint as ckpt
-from cnnkit.train.callbacks import Callback
+from cnnkit.train.callbacks import Callback, CsvLogger
 from cnnkit.train.trainer import TrainingDiverged
 
 from train.toy_job import make_trainer, toy_data
@@ -124,6 +124,28 @@ def test_interrupted_config_write_keeps_previous(tmp_path: Path, monkeypatch: py
     monkeypatch.undo()
     assert load_config(path).epochs == 3
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"], "temporary file left behind"
+
+
+def test_interrupted_metrics_csv_rewrite_keeps_the_earlier_rows(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics.csv is rewritten whole after each epoch: a kill then lost every earlier row."""
+    trainer = make_trainer(str(tmp_path), epochs=2, checkpoint_every_steps=None)
+    trainer.callbacks.append(CsvLogger(tmp_path / "metrics.csv"))
+
+    def fail(_descriptor: int) -> None:
+        raise OSError("disk full")
+
+    class FailSecondWrite(Callback):
+        def after_epoch(self, t) -> None:
+            if t.state.epoch == 1:
+                monkeypatch.setattr(os, "fsync", fail)
+
+    trainer.callbacks.insert(0, FailSecondWrite())
+    with pytest.raises(OSError, match="disk full"):
+        trainer.fit()
+    monkeypatch.undo()
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("0,"), rows
 
 
 class PoisonAfter(Callback):
