@@ -62,9 +62,12 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path: Path) -> No
         fit(toy_model(), data, CONFIG.replace(lr=0.1, optimizer="adamw"), INFO, run_dir=tmp_path, resume=True,
             quiet=True)
     assert (tmp_path / "config.yaml").read_text() == saved
+    stale = tmp_path / ".last.pt.k1ll3d.tmp"  # what a SIGKILL in the middle of a checkpoint write leaves
+    stale.write_bytes(b"half a checkpoint")
     summary = fit(toy_model(), data, CONFIG.replace(epochs=2, checkpoint_every_steps=2), INFO, run_dir=tmp_path,
                   resume=True, quiet=True)
     assert summary.epochs_run == 2
+    assert not stale.exists(), "a resume removes the temporary files of interrupted writes"
 
 
 def test_dataset_smaller_than_a_batch_is_a_clear_error(tmp_path: Path) -> None:

@@ -42,6 +42,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         os.close(directory)
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files `atomic_write` left in `folder` when killed mid-write (a SIGKILL
+    cannot clean up: each would keep a checkpoint's size of disk); returns them."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Atomically save a training state (a dict of state dicts, tensors and plain values)."""
     atomic_write(path, lambda f: torch.save(state, f))

@@ -29,6 +29,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
 from cnnkit.models.heads import HeadSpec
 from cnnkit.train.callbacks import Callback, CsvLogger, PhaseLabel, ProgressBar, TensorBoardLogger
+from cnnkit.train.checkpoint import remove_stale_temporaries
 from cnnkit.train.config import TrainConfig, load_config, save_config
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.optim import ScheduleSpan
@@ -122,6 +123,8 @@ def fit(
         raise CnnkitError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
     if resume:
         check_resume_config(config, run_dir)
+        if dist.is_main:
+            remove_stale_temporaries(run_dir)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
