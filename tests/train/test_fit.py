@@ -136,6 +136,9 @@ def test_yaml_config_reads_exponent_floats_and_names_bad_values(tmp_path: Path) 
     ({"schedule": "step", "step_size_epochs": 0}, "step_size_epochs must be >= 1"),  # ZeroDivisionError
     ({"lr": float("nan")}, "lr must be a finite number > 0"),
     ({"schedule": "onecycle", "warmup_epochs": 2.0}, "warmup_epochs .* does not apply to the onecycle"),
+    # the default mode is max: best.safetensors was the epoch of the highest validation loss
+    ({"monitor": "val_loss"}, "monitor val_loss with monitor_mode max would keep its worst epoch"),
+    ({"monitor": "val_top1", "monitor_mode": "min"}, "set monitor_mode max"),
 ])
 def test_values_torch_would_refuse_or_ignore_are_errors_naming_the_key(changes: dict, message: str) -> None:
     with pytest.raises(CnnkitError, match=message):

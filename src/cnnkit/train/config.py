@@ -71,7 +71,6 @@ class TrainConfig:
         for name in ("warmup_epochs", "mixup_alpha", "cutmix_alpha", "num_workers"):
             if getattr(self, name) < 0:
                 raise CnnkitError(f"config: {name} must be >= 0, got {getattr(self, name)}")
-        self._check_ranges()
         for name, allowed in (
             ("optimizer", OptimizerName),
             ("schedule", ScheduleName),
@@ -81,6 +80,7 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed.__args__:
                 raise CnnkitError(f"config: {name} must be one of {allowed.__args__}, got {getattr(self, name)!r}")
+        self._check_ranges()
 
     def _check_ranges(self) -> None:
         """Values torch would refuse mid-run (or take without effect), refused here by name."""
@@ -98,6 +98,11 @@ class TrainConfig:
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise CnnkitError("config: nesterov needs momentum > 0 (momentum 0 is plain SGD: set nesterov false, "
                               "--no-nesterov)")
+        wrong_way = {"max": "loss", "min": "top"}[self.monitor_mode]  # lower loss / higher accuracy is better
+        if wrong_way in self.monitor.rsplit("_", 1)[-1]:
+            raise CnnkitError(f"config: monitor {self.monitor} with monitor_mode {self.monitor_mode} would keep its "
+                              f"worst epoch as best.safetensors: set monitor_mode "
+                              f"{'min' if self.monitor_mode == 'max' else 'max'}")
         if self.schedule == "onecycle" and self.warmup_epochs:
             raise CnnkitError(f"config: warmup_epochs ({self.warmup_epochs}) does not apply to the onecycle schedule, "
                               "whose warm-up is its first 30% of steps: leave it at 0")
