@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from cnnkit.errors import CnnkitError
@@ -16,6 +17,7 @@ from cnnkit.models.base import DefaultCfg
 from cnnkit.train.fit import DataBundle, RunInfo, fit
 from cnnkit.train.lr_find import lr_find, suggest_lr
 from cnnkit.train.metrics import ClassificationMeter
+from cnnkit.train.trainer import Trainer
 
 from train.toy_job import toy_data, toy_model
 
@@ -140,9 +142,13 @@ def test_yaml_config_reads_exponent_floats_and_names_bad_values(tmp_path: Path) 
     ({"monitor": "val_loss"}, "monitor val_loss with monitor_mode max would keep its worst epoch"),
     ({"monitor": "val_top1", "monitor_mode": "min"}, "set monitor_mode max"),
 ])
-def test_values_torch_would_refuse_or_ignore_are_errors_naming_the_key(changes: dict, message: str) -> None:
+def test_values_torch_would_refuse_or_ignore_are_errors_naming_the_key(tmp_path: Path, changes: dict,
+                                                                       message: str) -> None:
+    if "lr" not in changes:  # a saved run's config.yaml still reads: only training refuses them
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({**CONFIG.to_dict(), **changes}))
+        load_config(tmp_path / "config.yaml")
     with pytest.raises(CnnkitError, match=message):
-        TrainConfig(**changes)
+        Trainer(toy_model(), toy_data(), CONFIG.replace(**changes), num_classes=2, run_dir=tmp_path)
 
 
 def test_compiled_training_saves_plain_weights(tmp_path: Path) -> None:

@@ -80,10 +80,11 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed.__args__:
                 raise CnnkitError(f"config: {name} must be one of {allowed.__args__}, got {getattr(self, name)!r}")
-        self._check_ranges()
 
-    def _check_ranges(self) -> None:
-        """Values torch would refuse mid-run (or take without effect), refused here by name."""
+    def check_trainable(self) -> None:
+        """Values torch would refuse mid-run, take without effect, or that contradict each other,
+        refused by name. Called by the Trainer and the CLI before a run starts, not on reading a
+        finished run's config.yaml (so that runs saved before these checks still load)."""
         for name, low, high in (("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0),
                                 ("label_smoothing", 0.0, 1.0)):
             if not low <= getattr(self, name) < high:

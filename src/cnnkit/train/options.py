@@ -124,6 +124,7 @@ def resolve(args: argparse.Namespace, *, default_model: str) -> tuple[TrainConfi
     pairs = [f"{k}={v}" for k, v in given.items()] + list(getattr(args, "model_opt", None) or [])
     run["model_options"] = parse_model_options(run["model"], pairs)
     config = config_from_dict(values, source=source)
+    config.check_trainable()
     _refuse_unused(config, set(values))
     return config, RunOptions(**run)
 

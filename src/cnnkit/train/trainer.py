@@ -87,6 +87,7 @@ class Trainer:
         distributed: DistributedContext | None = None,
         schedule_span: ScheduleSpan | None = None,
     ) -> None:
+        config.check_trainable()
         self.config, self.num_classes = config, num_classes
         self.schedule_span = schedule_span  # None: the LR schedule spans this run's epochs
         self.run_dir = Path(run_dir)
