@@ -148,6 +148,11 @@ def test_lr_find_plots_and_suggests(tiny_folder: Path, tmp_path: Path, capsys: p
     assert 1e-3 <= suggested <= 1e-2
     assert main([*sweep, "--out", str(tmp_path / "run")]) == 2
     assert "--resume and --out are for training runs" in capsys.readouterr().err
+    # a --plot matplotlib cannot write was a traceback after the whole sweep; a new folder is made
+    assert main([*sweep[:-1], str(tmp_path / "lr.xyz"), "--num-steps", "4"]) == 2
+    assert "lr.xyz: the name must end in an image format matplotlib writes" in capsys.readouterr().err
+    assert main([*sweep[:-1], str(tmp_path / "new" / "lr.svg"), "--num-steps", "4"]) == 0
+    assert (tmp_path / "new" / "lr.svg").exists()
 
 
 def test_same_seed_gives_bit_identical_runs(tiny_folder: Path, tmp_path: Path) -> None:

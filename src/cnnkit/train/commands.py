@@ -15,7 +15,7 @@ from cnnkit.train.config import TrainConfig, read_yaml_mapping
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.finetune import Phase, finetune, parse_phases
 from cnnkit.train.fit import RunInfo, check_resume_config, fit
-from cnnkit.train.lr_find import lr_find, plot_lr_find
+from cnnkit.train.lr_find import check_plot_path, lr_find, plot_lr_find
 from cnnkit.train.options import RunOptions, add_train_config_flags, flags_given, resolve
 from cnnkit.train.report import format_metrics
 
@@ -176,6 +176,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
         raise CnnkitError(f"lr-find: {', '.join(swept)} do not apply: it sweeps the LR itself from --start-lr to "
                           f"--end-lr over --num-steps steps")
     config, run = resolve(args, default_model=args.default_model)
+    check_plot_path(args.plot)
     data = data_prep.prepare_data(args.data, seed=config.seed, drop_format_outliers=run.drop_outliers)
     model, bundle = _model_and_bundle(config, run, data)
     result = lr_find(model, bundle.train, config, num_classes=len(data.class_names),
