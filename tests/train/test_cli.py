@@ -99,6 +99,20 @@ def test_a_setting_the_chosen_optimizer_or_schedule_ignores_is_refused(tiny_fold
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_an_out_that_is_a_file_and_a_config_that_is_a_folder_are_named(tiny_folder: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """Both were tracebacks (FileExistsError, IsADirectoryError)."""
+    (tmp_path / "notes.txt").write_text("not a run")
+    assert main(["train", str(tiny_folder), "--out", str(tmp_path / "notes.txt"), "--quiet"]) == 2
+    assert "notes.txt is a file, not a run directory" in capsys.readouterr().err
+    assert main(["train", str(tiny_folder), "--config", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert f"cannot read config file {tmp_path}" in capsys.readouterr().err
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00binary")
+    assert main(["train", str(tiny_folder), "--config", str(tmp_path / "binary.yaml"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "cannot read config file" in capsys.readouterr().err
+
+
 def test_a_device_this_machine_lacks_is_named_before_the_run_is_written(tiny_folder: Path, tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture) -> None:
     import torch

@@ -97,6 +97,8 @@ def start_run(data_path: str, config: TrainConfig, run: RunOptions, *, resume: b
     """The run directory (refusing to overwrite a run unless resuming), the torchrun context, and
     the data with its split (saved by rank 0; reused from split.json on resume)."""
     out = Path(run.out or default_out)
+    if out.exists() and not out.is_dir():
+        raise CnnkitError(f"--out {out} is a file, not a run directory")
     if not resume and (out / "last.pt").exists():
         raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if resume:

@@ -152,6 +152,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         values = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise CnnkitError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:  # a folder, an unreadable or binary file
+        raise CnnkitError(f"cannot read config file {path}: {error}") from None
     except yaml.YAMLError as error:
         raise CnnkitError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(values, dict):
