@@ -57,6 +57,15 @@ def test_yaml_config_sets_flags_and_refuses_unknown_keys(tiny_folder: Path, tmp_
                  "--quiet"]) == 0
     config = (tmp_path / "r" / "config.yaml").read_text()
     assert "seed: 5" in config and "batch_size: 8" in config
+    # the run options of a YAML file are type-checked as the training ones are (tracebacks, or a
+    # truthy string taken as true)
+    for line, message in [("img_size: big", "img_size must be int, got 'big'"), ("phases: 5", "phases must be str"),
+                          ("drop_outliers: maybe", "drop_outliers must be bool"),
+                          ("model_options: [a, b]", "model_options must be a mapping")]:
+        bad.write_text(line + "\n")
+        assert main(["finetune", str(tiny_folder), "--config", str(bad), "--out", str(tmp_path / "f")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
 
 
 def test_train_refuses_to_overwrite_a_run(trained_run: Path, tiny_folder: Path, capsys: pytest.CaptureFixture) -> None:

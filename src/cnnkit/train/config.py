@@ -122,10 +122,10 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
     if unknown:
         raise CnnkitError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
     hints = typing.get_type_hints(TrainConfig)
-    return TrainConfig(**{key: _typed(key, value, hints[key], source) for key, value in values.items()})
+    return TrainConfig(**{key: typed_value(key, value, hints[key], source) for key, value in values.items()})
 
 
-def _typed(key: str, value: Any, hint: Any, source: str) -> Any:
+def typed_value(key: str, value: Any, hint: Any, source: str) -> Any:
     """`value` checked against the field's type; a YAML string such as 1e-3 (YAML 1.1 reads a
     float without a dot as a string) becomes the float it spells."""
     allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)

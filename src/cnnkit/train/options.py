@@ -15,7 +15,7 @@ from cnnkit.data.augment_config import AugmentStep, parse_augment
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import parse_model_options
 from cnnkit.models.heads import HeadSpec
-from cnnkit.train.config import TrainConfig, config_from_dict, read_yaml_mapping
+from cnnkit.train.config import TrainConfig, config_from_dict, read_yaml_mapping, typed_value
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,13 @@ def resolve(args: argparse.Namespace, *, default_model: str) -> tuple[TrainConfi
                           f"known: {', '.join(sorted(set(RUN_KEYS) | config_keys))}")
     values = {k: v for k, v in from_file.items() if k in config_keys}
     values.update({k: getattr(args, k) for k in config_keys if getattr(args, k, None) is not None})
-    run: dict[str, Any] = {"model": default_model, **{k: v for k, v in from_file.items() if k in RUN_KEYS}}
+    hints = typing.get_type_hints(RunOptions)
+    run: dict[str, Any] = {"model": default_model}
+    for key, value in from_file.items():  # augment and model_options are checked below and by RunOptions
+        if key in RUN_KEYS:
+            run[key] = value if key in ("augment", "model_options") else typed_value(key, value, hints[key], source)
     run.update({k: getattr(args, k) for k in RUN_KEYS if getattr(args, k, None) is not None})
-    given = dict(run.get("model_options") or {})
+    given = run.get("model_options") or {}
     if not isinstance(given, dict):
         raise CnnkitError(f"--config {args.config}: model_options must be a mapping, got {given!r}")
     pairs = [f"{k}={v}" for k, v in given.items()] + list(getattr(args, "model_opt", None) or [])
