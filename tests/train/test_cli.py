@@ -66,6 +66,8 @@ def test_yaml_config_sets_flags_and_refuses_unknown_keys(tiny_folder: Path, tmp_
         assert main(["finetune", str(tiny_folder), "--config", str(bad), "--out", str(tmp_path / "f")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
+    assert main(["train", str(tiny_folder), "--img-size", "0", "--out", str(tmp_path / "f")]) == 2
+    assert "img_size must be >= 1 pixel, got 0" in capsys.readouterr().err  # a ValueError after the data scan
 
 
 def test_train_refuses_to_overwrite_a_run(trained_run: Path, tiny_folder: Path, capsys: pytest.CaptureFixture) -> None:

@@ -45,6 +45,8 @@ class RunOptions:
             steps = parse_augment(self.augment, source="augment")  # unknown names fail here
             if not isinstance(self.augment, str):
                 object.__setattr__(self, "augment", steps)
+        if self.img_size is not None and self.img_size < 1:
+            raise CnnkitError(f"img_size must be >= 1 pixel, got {self.img_size}")
         if self.head_dropout is not None:
             try:
                 object.__setattr__(self, "head_dropout", float(self.head_dropout))
