@@ -76,6 +76,9 @@ def test_train_refuses_to_overwrite_a_run(trained_run: Path, tiny_folder: Path, 
     # --resume without the run's flags: it resumed with the defaults and overwrote config.yaml
     assert main(["train", str(tiny_folder), "--out", str(trained_run), "--resume", "--lr", "0.003", "--quiet"]) == 2
     assert "was trained with batch_size 8 (now 64);" in capsys.readouterr().err
+    same = ["--epochs", "2", "--batch-size", "8", "--lr", "0.003", "--resume", "--quiet"]
+    assert main(["train", str(tiny_folder), "--out", str(trained_run), *same, "--img-size", "24"]) == 2
+    assert "it is a run of default_cfg" in capsys.readouterr().err  # resumed at 24 px a run trained at 16
 
 
 def test_train_refuses_a_dataset_of_one_class(tiny_folder: Path, tmp_path: Path,

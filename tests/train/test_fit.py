@@ -72,6 +72,23 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path: Path) -> No
     assert not stale.exists(), "a resume removes the temporary files of interrupted writes"
 
 
+def test_resume_of_another_model_setup_is_refused_naming_it(tmp_path: Path) -> None:
+    """The checkpoint keeps what the run is of (fit's RunInfo): a resume at another input size or
+    with other builder options trained on silently (the weights fit either way)."""
+    import dataclasses
+
+    data = DataBundle(train=toy_data())
+    fit(toy_model(), data, CONFIG.replace(epochs=1), INFO, run_dir=tmp_path, quiet=True)
+    other = dataclasses.replace(INFO, default_cfg=dataclasses.replace(INFO.default_cfg, input_size=(1, 16, 16)),
+                                model_options={"drop_rate": 0.3})
+    with pytest.raises(CnnkitError, match=r"cannot resume from .*last.pt: it is a run of default_cfg .*'input_size': "
+                                          r"\[1, 8, 8\].*\(now .*\[1, 16, 16\].*\), model_options \{\} "
+                                          r"\(now \{'drop_rate': 0.3\}\)"):
+        fit(toy_model(), data, CONFIG.replace(epochs=2), other, run_dir=tmp_path, resume=True, quiet=True)
+    assert fit(toy_model(), data, CONFIG.replace(epochs=2), INFO, run_dir=tmp_path, resume=True,
+               quiet=True).epochs_run == 2
+
+
 def test_dataset_smaller_than_a_batch_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match="smaller than one batch"):
         fit(toy_model(), DataBundle(train=toy_data(8)), CONFIG, INFO, run_dir=tmp_path, quiet=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -65,6 +66,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
         raise CnnkitError(f"cannot load checkpoint {path}: {error}") from None
+
+
+def check_same_run(saved: str | None, current: str | None, path: str | Path) -> None:
+    """A checkpoint's run record (JSON of what the run is of: model, input size and normalisation,
+    builder options, head) against the resuming run's: another is a CnnkitError naming the fields
+    (an --img-size or --model-opt left out of a resume changed the run silently)."""
+    if saved is None or current is None or saved == current:
+        return
+    before, now = json.loads(saved), json.loads(current)
+    changed = [f"{key} {before.get(key)!r} (now {now.get(key)!r})" for key in sorted(set(before) | set(now))
+               if before.get(key) != now.get(key)]
+    raise CnnkitError(f"cannot resume from {path}: it is a run of {', '.join(changed)}; pass the run's own "
+                      f"options (--model, --img-size, --model-opt, --head...) to continue it")
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -138,6 +140,7 @@ def fit(
         sample_transform=data.train_transform, eval_transform=data.eval_transform,
         batch_transform=data.batch_transform, eval_batch_transform=data.eval_batch_transform,
         param_groups=param_groups, callbacks=all_callbacks, distributed=dist, schedule_span=schedule_span,
+        run_record=json.dumps(dataclasses.asdict(info), sort_keys=True, default=str),
     )
     start = time.perf_counter()
     final = trainer.fit(resume_from=last if resume else None)

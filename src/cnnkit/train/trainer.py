@@ -86,10 +86,12 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         distributed: DistributedContext | None = None,
         schedule_span: ScheduleSpan | None = None,
+        run_record: str | None = None,
     ) -> None:
         config.check_trainable()
         self.config, self.num_classes = config, num_classes
         self.schedule_span = schedule_span  # None: the LR schedule spans this run's epochs
+        self.run_record = run_record  # JSON of what the run is of (fit's RunInfo): kept in last.pt
         self.run_dir = Path(run_dir)
         self.dist = distributed or DistributedContext()
         self.device = pick_device(config.device) if not self.dist.enabled else self.dist.device
@@ -347,6 +349,7 @@ class Trainer:
             "meter": meter,
             "rng": ckpt.capture_rng_state(),
             "requires_grad": [name for name, p in self.model.named_parameters() if p.requires_grad],
+            "run": self.run_record,
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
@@ -356,6 +359,7 @@ class Trainer:
         """Restore everything `save_state` wrote; a checkpoint of another model or run setup is a
         CnnkitError naming the file."""
         state = ckpt.load_checkpoint(path)
+        ckpt.check_same_run(state.get("run"), self.run_record, path)
         try:
             trainable = set(state["requires_grad"])
             for name, param in self.model.named_parameters():
