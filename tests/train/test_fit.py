@@ -89,6 +89,16 @@ def test_resume_of_another_model_setup_is_refused_naming_it(tmp_path: Path) -> N
                quiet=True).epochs_run == 2
 
 
+def test_a_finished_run_resumed_writes_the_same_summary(tmp_path: Path) -> None:
+    """A kill after the last checkpoint but before summary.json: the resume wrote final = {}."""
+    data = DataBundle(train=toy_data(), val=toy_data(32, seed=1), test=toy_data(32, seed=2))
+    whole = fit(toy_model(), data, CONFIG.replace(epochs=2), INFO, run_dir=tmp_path, quiet=True)
+    (tmp_path / "summary.json").unlink()
+    again = fit(toy_model(), data, CONFIG.replace(epochs=2), INFO, run_dir=tmp_path, resume=True, quiet=True)
+    assert again.final == whole.final and again.test == whole.test and again.best_epoch == whole.best_epoch
+    assert again.final["val_top1"] > 0
+
+
 def test_dataset_smaller_than_a_batch_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match="smaller than one batch"):
         fit(toy_model(), DataBundle(train=toy_data(8)), CONFIG, INFO, run_dir=tmp_path, quiet=True)

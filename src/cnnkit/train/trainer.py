@@ -370,6 +370,8 @@ class Trainer:
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"])
             self.state = TrainState(**state["trainer"])
+            # the last finished epoch's metrics: what fit returns when nothing is left to train
+            self.epoch_metrics = {k: v for k, v in (self.state.history or [{}])[-1].items() if k != "epoch"}
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CnnkitError(f"cannot resume from {path}: it does not fit this model and config ({error})") from None
         if state["meter"] is not None and self.dist.is_main:
