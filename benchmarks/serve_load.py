@@ -159,12 +159,12 @@ def batch_totals(url: str) -> tuple[float, float]:
     return values["cnnkit_batch_size_sum"], values["cnnkit_batch_size_count"]
 
 
-def paired_overhead(url: str, run_dir: Path, images: list[bytes], repeats: int,
-                    device: str) -> tuple[float, float, float]:
+def paired_overhead(url: str, run_dir: Path, images: list[bytes], repeats: int, device: str,
+                    threads: int) -> tuple[float, float, float]:
     """(median bare ms, median server ms, median of the paired differences) at batch 1: each round
     runs a bare `Predictor.predict(bytes)` then the same image through the server, one after the
-    other, so both see the same moment's load. Runs in a worker thread, as the server runs its
-    forward (torch driven from the main thread was several times slower on this loaded machine)."""
+    other, so both see the same moment's load. Runs in a worker thread on `threads` torch threads,
+    as the server runs its forward."""
     predictor = Predictor.from_run(run_dir, batch_size=1, device=device)
 
     def rounds() -> tuple[float, float, float]:
@@ -184,14 +184,15 @@ def paired_overhead(url: str, run_dir: Path, images: list[bytes], repeats: int,
         differences = [s - b for s, b in zip(served, bare)]
         return statistics.median(bare), statistics.median(served), statistics.median(differences)
 
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
         return pool.submit(rounds).result()
 
 
-def forward_gain(run_dir: Path, images: list[bytes], batch: int, repeats: int, device: str) -> tuple[float, float]:
+def forward_gain(run_dir: Path, images: list[bytes], batch: int, repeats: int, device: str,
+                 threads: int) -> tuple[float, float]:
     """(median ms per image of the model alone at batch 1, at `batch`): uint8 samples decoded once,
     then normalise + forward only (logits copied to the CPU, which waits for an accelerator),
-    alternating the two sizes, in a worker thread."""
+    alternating the two sizes, in a worker thread on `threads` torch threads."""
     predictor = Predictor.from_run(run_dir, batch_size=batch, device=device)
     samples = torch.stack([predictor.sample(data) for data in images[:batch]])
 
@@ -208,7 +209,7 @@ def forward_gain(run_dir: Path, images: list[bytes], batch: int, repeats: int, d
                 batched.append(1000 * (ended - middle) / batch)
         return statistics.median(single), statistics.median(batched)
 
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
         return pool.submit(rounds).result()
 
 
@@ -222,12 +223,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where the servers and the bare predictor run (cpu, cuda)")
     args = parser.parse_args()
     print(f"# {device_info().describe()}")
+    threads = torch.get_num_threads()  # what each server's inference thread uses (its default)
     print(f"# load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
           f"on {os.cpu_count()} CPUs")
     images = load_images(args.images, 64)
     source = "hymenoptera JPEGs" if args.images.is_dir() else "synthetic 500x375 JPEGs"
     print(f"# resnet18 at 224 px, random weights (seeded), {len(images)} {source}, torch {torch.__version__}, "
-          f"device {args.device}")
+          f"device {args.device}, forward on {threads} torch threads")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         save_random_run(run_dir)
@@ -238,8 +240,8 @@ def main() -> None:
         mean_batch: dict[int, float] = {}
         try:
             bare, served, overhead = paired_overhead(f"http://127.0.0.1:{ports[SINGLE]}", run_dir, images,
-                                                     args.bare_repeats, args.device)
-            alone_1, alone_16 = forward_gain(run_dir, images, 16, args.forward_repeats, args.device)
+                                                     args.bare_repeats, args.device, threads)
+            alone_1, alone_16 = forward_gain(run_dir, images, 16, args.forward_repeats, args.device, threads)
             for clients in CONCURRENCY:  # the two servers take turns (ABAB), so drifting load hits both
                 parts: dict[str, list[Load]] = {name: [] for name in configs}
                 batching_url = f"http://127.0.0.1:{ports[BATCHING]}"

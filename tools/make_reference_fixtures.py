@@ -6,6 +6,10 @@ keys, shapes and dtypes (buffers included) and the float64 eval-mode logits afte
 fill (tests/models/reference/name_keyed_fill.py) on the fixed reference input. It also copies the
 published figures (params, MACs, input size, source) of every zoo.json model to
 tests/models/reference/published.json, so the tests check them in a checkout without ../shared.
+It also writes tests/models/reference/preprocessing.json: each model's evaluation preprocessing
+(input size, crop_pct, interpolation, mean/std) as its weights define it: torchvision's
+IMAGENET1K_V1 weights' transforms (the original recipe the zoo's default_cfg follows), timm's
+pretrained_cfg of the tag named in TIMM_WEIGHTS (else the default tag).
 
 Runs ONLY in the scratch venv where torchvision and timm are installed (never in the project venv;
 it does not import cnnkit):
@@ -40,10 +44,16 @@ CONSTRUCTOR_KWARGS: dict[str, dict[str, Any]] = {
     "googlenet": {"aux_logits": False, "init_weights": False},
     "inception_v3": {"aux_logits": False, "init_weights": False, "transform_input": False},
 }
+# Models with optional auxiliary heads: their layout with the heads on is recorded too
+# ("state_dict_with_aux"), the names of torchvision's published weight files.
+AUX_KWARGS: dict[str, dict[str, Any]] = {"googlenet": {"aux_logits": True}, "inception_v3": {"aux_logits": True}}
 # The smallest input size every model accepts; inception_v3 needs at least 75.
 INPUT_SIZE: dict[str, int] = {"inception_v3": 80}
 DEFAULT_INPUT_SIZE = 64
 PUBLISHED = "published.json"
+PREPROCESSING = "preprocessing.json"
+# The timm weights whose preprocessing the zoo's default_cfg follows, where not timm's default tag.
+TIMM_WEIGHTS: dict[str, str] = {"seresnet50": "seresnet50.ra2_in1k", "resnet50d": "resnet50d.ra2_in1k"}
 
 
 def load_fill_module() -> ModuleType:
@@ -56,9 +66,9 @@ def load_fill_module() -> ModuleType:
     return module
 
 
-def build_reference(name: str, source: str) -> nn.Module:
+def build_reference(name: str, source: str, **extra: Any) -> nn.Module:
     """The torchvision/timm model `name` with random weights and its default 1000-class head."""
-    kwargs = CONSTRUCTOR_KWARGS.get(name, {})
+    kwargs = {**CONSTRUCTOR_KWARGS.get(name, {}), **extra}
     if source == "torchvision":
         import torchvision.models
 
@@ -73,9 +83,7 @@ def build_reference(name: str, source: str) -> nn.Module:
 def reference_record(name: str, source: str, fill: ModuleType) -> dict[str, Any]:
     """State-dict layout and filled float64 logits of one reference model."""
     model = build_reference(name, source).eval()
-    layout = [
-        [key, list(value.shape), str(value.dtype).removeprefix("torch.")] for key, value in model.state_dict().items()
-    ]
+    layout = state_dict_layout(model)
     model = model.double()
     model.load_state_dict(fill.name_keyed_state_dict(model), strict=True)
     size = INPUT_SIZE.get(name, DEFAULT_INPUT_SIZE)
@@ -83,7 +91,7 @@ def reference_record(name: str, source: str, fill: ModuleType) -> dict[str, Any]
         logits = model(fill.reference_input(size))
     if not torch.isfinite(logits).all():
         raise RuntimeError(f"{name}: non-finite logits after the name-keyed fill")
-    return {
+    record: dict[str, Any] = {
         "model": name,
         "source": source,
         "constructor_kwargs": CONSTRUCTOR_KWARGS.get(name, {}),
@@ -91,6 +99,16 @@ def reference_record(name: str, source: str, fill: ModuleType) -> dict[str, Any]
         "state_dict": layout,
         "logits": logits.tolist(),
     }
+    if name in AUX_KWARGS:
+        record["state_dict_with_aux"] = state_dict_layout(build_reference(name, source, **AUX_KWARGS[name]))
+    return record
+
+
+def state_dict_layout(model: nn.Module) -> list[list[Any]]:
+    """[key, shape, dtype] of every state-dict entry, in order."""
+    return [
+        [key, list(value.shape), str(value.dtype).removeprefix("torch.")] for key, value in model.state_dict().items()
+    ]
 
 
 def write_published(zoo: dict[str, dict[str, Any]], path: Path) -> None:
@@ -98,6 +116,44 @@ def write_published(zoo: dict[str, dict[str, Any]], path: Path) -> None:
     about = "Copied from ../shared/reference/zoo.json by tools/make_reference_fixtures.py (params, MACs at input)."
     rows = [f"  {json.dumps(name)}: {json.dumps(zoo[name], sort_keys=True)}" for name in sorted(zoo)]
     path.write_text("{\n" + f'  "_about": {json.dumps(about)},\n' + ",\n".join(rows) + "\n}\n")
+
+
+def eval_preprocessing(name: str, source: str) -> dict[str, Any]:
+    """Input size (C, H, W), crop_pct (crop / resize), interpolation and mean/std of `name`'s weights."""
+    if source == "torchvision":
+        import torchvision.models
+
+        transform = torchvision.models.get_model_weights(name)["IMAGENET1K_V1"].transforms()
+        crop, resize = transform.crop_size[0], transform.resize_size[0]
+        return {
+            "weights": f"{name}.IMAGENET1K_V1",
+            "input_size": [3, crop, crop],
+            "crop_pct": crop / resize,
+            "interpolation": transform.interpolation.value,
+            "mean": list(transform.mean),
+            "std": list(transform.std),
+        }
+    from timm.models import get_pretrained_cfg
+
+    tag = TIMM_WEIGHTS.get(name, name)
+    cfg = get_pretrained_cfg(tag)
+    return {
+        "weights": f"{cfg.architecture}.{cfg.tag}",
+        "input_size": list(cfg.input_size),
+        "crop_pct": cfg.crop_pct,
+        "interpolation": cfg.interpolation,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+    }
+
+
+def write_preprocessing(reference: dict[str, str], path: Path) -> None:
+    """The evaluation preprocessing of every torchvision/timm model's weights, one line each."""
+    rows = [
+        f"  {json.dumps(name)}: {json.dumps(eval_preprocessing(name, reference[name]), sort_keys=True)}"
+        for name in sorted(reference)
+    ]
+    path.write_text("{\n" + ",\n".join(rows) + "\n}\n")
 
 
 def versions() -> dict[str, str]:
@@ -123,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.missing:
         names = [name for name in names if not (args.out / f"{name}.json.gz").is_file()]
     write_published(zoo, args.out / PUBLISHED)
+    write_preprocessing(reference, args.out / PREPROCESSING)
     for name in names:
         record = reference_record(name, reference[name], fill)
         path = args.out / f"{name}.json.gz"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 # /proc/cpuinfo flag names worth reporting, in the order printed.
@@ -86,3 +88,17 @@ def device_info() -> DeviceInfo:
         torch_threads=torch.get_num_threads(),
         blas=_blas(),
     )
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `count` inside the block; the caller's count comes back
+    after (a benchmark's timing, the demo's --threads, loading a served model on one thread)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -173,6 +173,29 @@ def test_adaptive_pool_to_a_divisor_is_a_pool_of_kernel_and_stride_i_over_o() ->
     assert (rows[1].rf, rows[1].jump) == (4, 2)
 
 
+
+def gradient_support(model: nn.Module, size: int, unit: tuple[int, int]) -> tuple[int, int]:
+    """Height and width of the input region whose pixels reach output `unit`'s gradient (positive
+    weights and inputs, so nothing cancels): the receptive field measured, not computed."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.uniform_(0.1, 1.0)
+    image = torch.rand(1, 3, size, size, dtype=torch.float64, requires_grad=True)
+    model.double()(image)[0, :, unit[0], unit[1]].sum().backward()
+    rows, cols = (image.grad[0].sum(0) != 0).nonzero().unbind(1)
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+@pytest.mark.parametrize(("size_in", "size_out"), [(7, 3), (6, 4), (9, 2), (1, 7)])
+def test_adaptive_pool_rf_is_its_widest_window(size_in: int, size_out: int) -> None:
+    """Uneven windows: 7 -> 3 pools 3 cells at most, 6 -> 4 pools 2, 9 -> 2 pools 5, 1 -> 7 one
+    (ceil(I / O) + 1 overstated 7 -> 3, 6 -> 4, 9 -> 2 and 1 -> 7 by one cell)."""
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(size_out))
+    widest = max(gradient_support(model, size_in + 2, (unit, unit))[0] for unit in range(size_out))
+    rf = summary(model, (3, size_in + 2, size_in + 2)).rows[1].rf
+    assert rf == widest
+
+
 class InPlaceResidual(nn.Module):
     """ResNet style: out = shallow(x); out += deep(x), the merge done in place."""
 

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnkit.analysis.rf_growth import rf_growth
 from cnnkit.analysis.table import format_summary
 from cnnkit.analysis.summary import summary
 from cnnkit.errors import CnnkitError
@@ -157,3 +158,82 @@ def test_format_summary_lists_layers_and_totals_in_human_units() -> None:
 def test_an_input_the_model_cannot_take_is_a_clear_error() -> None:
     with pytest.raises(CnnkitError, match=r"Conv2d cannot run on an input of shape \(1, 5, 10, 10\)"):
         summary(nn.Conv2d(3, 4, 3), (5, 10, 10))
+
+
+def test_a_channels_last_one_by_one_map_pools_without_an_uncosted_op() -> None:
+    """ConvNeXt's last map below 64 px: (N, C, 1, 1) with NHWC strides; the meta mean kernel
+    restrides its output with aten.as_strided_, a view that costs nothing (it was listed as uncosted)."""
+
+    class PermutedPool(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.adaptive_avg_pool2d(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), 1)
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), PermutedPool())
+    for size in (4, 8):
+        result = summary(model, (3, size, size))
+        assert result.uncosted == ()
+        assert result.total_macs == flop_counter_macs(model, (1, 3, size, size))
+
+
+class NormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: a BatchNorm whose activation is a child module (so not a leaf)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+class ScaledConvBlock(nn.Module):
+    """ConvNeXt style: a parameter of its own (the layer scale) beside a child conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.scale = nn.Parameter(torch.full((channels, 1, 1), 1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.conv(x)
+
+
+def test_modules_with_parameters_of_their_own_get_rows_and_rows_add_up() -> None:
+    """The norm of a norm-with-activation had no row and its 2C parameters were in no row (timm's
+    resnetv2_50 rows summed 45,440 short), nor ConvNeXt's layer scales."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), NormAct(4), ScaledConvBlock(4))
+    result = summary(model, (3, 8, 8))
+    assert [(row.name, row.params) for row in result.rows] == [
+        ("0", 3 * 4 * 9 + 4), ("1", 8), ("1.act", 0), ("2", 4), ("2.conv", 4 * 4 * 9 + 4)
+    ]
+    assert sum(row.params for row in result.rows) == result.total_params
+    # The norm's output is its act's output: counted once. The layer-scaled sum is a new tensor.
+    one_map = 4 * 6 * 6 * 4
+    assert [row.activation_bytes for row in result.rows] == [one_map, 0, one_map, one_map, one_map]
+    assert [row.rf for row in result.rows] == [3, 3, 3, 5, 5]
+    assert [row.leaf for row in result.rows] == [True, False, True, False, True]
+    # The RF growth lists windowed leaves only, not the parent named ...ConvBlock.
+    assert [point.name for point in rf_growth(result)] == ["0", "2.conv"]
+
+
+def test_padding_pooling_and_data_movement_of_any_rank_cost_nothing_and_are_not_listed() -> None:
+    """An I3D-inflated CNN (replicate time padding, 3-D max-pool) listed aten.replication_pad3d and
+    aten.max_pool3d_with_indices as ops it could not cost; likewise reflection/replication pads,
+    3-D average pools, nearest upsampling and pixel shuffles. Bilinear upsampling does arithmetic
+    outside the convention, so it stays listed."""
+    from cnnkit.models.inflate import inflate_to_3d
+
+    video = inflate_to_3d(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3)), 3)
+    result = summary(nn.Sequential(*video, nn.AvgPool3d(1), nn.AdaptiveAvgPool3d(2), nn.AdaptiveMaxPool3d(1)),
+                     (3, 4, 8, 8))
+    assert result.uncosted == ()
+    assert result.total_macs == flop_counter_macs(video, (1, 3, 4, 8, 8))
+    movers = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReflectionPad2d(1), nn.ReplicationPad2d(1), nn.Upsample(scale_factor=2),
+        nn.PixelShuffle(2), nn.PixelUnshuffle(2),
+    )
+    assert summary(movers, (3, 8, 8)).uncosted == ()
+    one_d = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReflectionPad1d(1), nn.ReplicationPad1d(1))
+    assert summary(one_d, (3, 8)).uncosted == ()
+    bilinear = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2, mode="bilinear"))
+    assert summary(bilinear, (3, 8, 8)).uncosted == ("aten.upsample_bilinear2d",)

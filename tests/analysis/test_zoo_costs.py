@@ -46,3 +46,4 @@ def test_summary_totals_match_flop_counter_and_zoo_json(name: str) -> None:
         assert result.total_macs == ZOO[name]["macs"]
     assert result.uncosted == ()
     assert result.trainable_params == result.total_params
+    assert sum(row.params for row in result.rows) == result.total_params, "parameters outside every row"

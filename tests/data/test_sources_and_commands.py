@@ -76,7 +76,9 @@ def test_inspect_json_and_stats_of_an_npz(tmp_path, capsys):
 def test_inspect_of_an_empty_class_names_the_folder(tmp_path, capsys):
     (tmp_path / "cats").mkdir()
     assert _run_data(["inspect", str(tmp_path)]) == 2
-    assert f"empty class folder: {tmp_path / 'cats'}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"empty class folder: {tmp_path / 'cats'}" in err
+    assert "--allow-empty" in err, "the advice names the command-line flag, not only the Python keyword"
 
 
 @pytest.mark.parametrize("command", ["stats", "show"])

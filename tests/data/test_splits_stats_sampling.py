@@ -10,7 +10,7 @@ from PIL import Image
 from cnnkit.data.dataset import ArrayImageDataset
 from cnnkit.data.sampling import balanced_sampler, class_weights
 from cnnkit.data.sources import open_source
-from cnnkit.data.splits import load_split, make_split, save_split, split_of
+from cnnkit.data.splits import held_out_split, load_split, make_split, save_split, split_of
 from cnnkit.data.stats import MNIST, RunningChannelStats, channel_stats
 from cnnkit.errors import CnnkitError
 
@@ -60,6 +60,14 @@ def test_split_saved_and_loaded_with_files(tmp_path):
     Image.new("L", (4, 4), 9).save(tmp_path / "data" / "a" / "00.png")  # sorts between a/0 and a/1: indices move
     with pytest.raises(CnnkitError, match=r"files: 1 new file\(s\) \(a/00.png\);"):
         loaded.subsets(open_source(tmp_path / "data").dataset())
+
+
+def test_the_held_out_split_is_test_else_val_with_items_never_train():
+    assert held_out_split({"train": [0], "val": [1], "test": [2]}) == "test"
+    assert held_out_split({"train": [0], "val": [1]}) == "val"  # train/val data (hymenoptera's layout)
+    assert held_out_split({"train": [0], "val": [1], "test": []}) == "val"  # a tiny dataset's cut left test empty
+    assert held_out_split({"train": [0], "val": []}) is None
+    assert held_out_split({"train": [0]}) is None
 
 
 def test_stats_of_a_known_tensor_match_numpy():

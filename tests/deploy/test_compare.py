@@ -113,7 +113,7 @@ def test_accuracy_is_measured_on_test_else_val_never_on_train() -> None:
     from cnnkit.deploy.run_images import test_split
 
     def source(*splits: str) -> SimpleNamespace:
-        return SimpleNamespace(path=Path("runs/x"), data=SimpleNamespace(splits={name: [] for name in splits}))
+        return SimpleNamespace(path=Path("runs/x"), data=SimpleNamespace(splits={name: [0] for name in splits}))
 
     assert test_split(source("train", "val", "test")) == "test"
     assert test_split(source("train", "val")) == "val"

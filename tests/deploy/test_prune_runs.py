@@ -51,6 +51,7 @@ def test_magnitude_pruning_holds_the_zeros_through_fine_tuning(tiny, tmp_path: P
     total = sum(w.numel() for w in prunable_weights(model).values())
     assert summary.global_sparsity == pytest.approx(0.8, abs=1 / total)
     assert summary.pruning["prunable_weights"] == total and summary.pruned_from == str(run)
+    assert summary.pruning["target_sparsity"] == 0.8, "the --sparsity asked for, not the measured report"
     layers = summary.sparsity
     assert set(layers) == set(expected) and layers["features.0.0.weight"] < layers["features.7.0.weight"]
     assert _eval_top1(out, data, capsys) == pytest.approx(summary.test["test_top1"]), "a normal run directory"
@@ -125,6 +126,7 @@ def test_channel_pruned_run_is_smaller_and_loads(tiny, tmp_path: Path, capsys) -
     summary = read_summary(out)
     before, after = summary.structured["before"], summary.structured["after"]
     assert after["params"] < 0.35 * before["params"] and after["macs"] < 0.35 * before["macs"]
+    assert f"params: {before['params']:>14,} -> {after['params']:>14,}  (" in printed, "counts without decimals"
     model, _ = load_run(out)
     assert sum(p.numel() for p in model.parameters()) == after["params"]
     assert model.features[0][0].out_channels == 16

@@ -167,3 +167,11 @@ def test_corrupt_weights_are_named(run: Path, tmp_path: Path) -> None:
 def test_predict_on_an_embedding_run_says_what_to_use(run: Path, folder: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["predict", str(run), str(folder / "red" / "0.png")]) == 2
     assert "embedding run" in capsys.readouterr().err
+
+
+def test_embedding_progress_writes_no_carriage_returns_to_a_log(run: Path, folder: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    predictor, _ = embedding_predictor(run, batch_size=2)
+    embed_files(predictor, [folder / "red" / "0.png", folder / "blue" / "1.png", folder / "red" / "3.png"],
+                progress=True)
+    assert "\r" not in capsys.readouterr().err  # stderr here is no terminal, as under nohup or CI

@@ -79,3 +79,14 @@ def test_erf_agrees_with_math_erf_everywhere():
 def test_gelu_rejects_unknown_approximation():
     with pytest.raises(ValueError, match="approximate"):
         A.gelu(np.zeros(3), approximate="fast")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_backward_refuses_a_dy_of_another_shape_and_keeps_the_input_dtype(name):
+    """A (N, C, 1, 1) dy broadcast silently against an (N, C, H, W) input; sigmoid's and tanh's dx
+    took float64 from a float64 dy while the input was float32."""
+    _, backward, _, params = CASES[name]
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"dy must have the input's shape \(2, 3, 4, 4\), got \(2, 3, 1, 1\)"):
+        backward(np.ones((2, 3, 1, 1), np.float32), x, **params)
+    assert backward(np.ones(x.shape), x, **params).dtype == np.float32

@@ -162,3 +162,26 @@ def test_batch_split_into_chunks_including_a_partial_last_chunk_matches_torch(mo
     monkeypatch.setattr(conv_module, "_COLUMN_CHUNK_BYTES", 2 * per_sample_bytes)
     assert [c.stop - c.start for c in conv_module._Columns(x, geometry).chunks] == [2, 2, 1]
     _compare_with_torch(x, w, rng.standard_normal(6), stride, (1, 0), 1, groups, seed=8)
+
+
+@pytest.mark.parametrize(
+    ("stride", "dilation", "kernel", "padding"),
+    [
+        (2, 4, (3, 3), 1),  # gcd 2: the taps of one stride phase are dilation / gcd = 2 apart in dy
+        ((2, 3), (4, 6), (3, 2), (2, 1)),
+        ((4, 2), (6, 4), (4, 3), (3, 0)),
+        (3, 3, (3, 3), 0),  # dilation = stride: every tap lands in one phase, 1 apart in dy
+        ((3, 4), (2, 1), (5, 5), (2, 2)),  # kernel extent larger than the stride, odd sizes
+    ],
+    ids=["s2-d4", "s2x3-d4x6", "s4x2-d6x4", "s3-d3", "s3x4-d2x1"],
+)
+def test_input_gradient_when_stride_and_dilation_share_a_factor(stride, dilation, kernel, padding):
+    """The input gradient's stride phases space their taps dilation / gcd(dilation, stride) apart.
+
+    The random-geometry test draws dilations of at most 2, where that spacing is 1 or the
+    dilation itself; these cases have a spacing strictly between (e.g. stride 2, dilation 4: 2).
+    """
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 4, 23, 19))
+    w = rng.standard_normal((6, 2, *kernel))
+    _compare_with_torch(x, w, rng.standard_normal(6), stride, padding, dilation, 2, seed=12)

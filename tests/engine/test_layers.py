@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -164,3 +166,21 @@ def test_init_is_deterministic_per_rng_and_dtype_selectable() -> None:
 def test_layers_reject_empty_or_malformed_shapes(build, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build(np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"groups": 0}, "groups must be a positive int, got 0"),  # was a ZeroDivisionError
+        ({"groups": -1}, "groups must be a positive int, got -1"),  # was "fan_in 0"
+        ({"stride": 0}, "stride must be >= 1"),
+        ({"dilation": (1, 0)}, "dilation must be >= 1"),
+        ({"padding": -1}, "padding must be non-negative"),
+        ({"padding": "full"}, "padding must be an int, an"),
+        ({"stride": 2, "padding": "same"}, "padding='same' requires stride 1"),
+    ],
+)
+def test_conv2d_rejects_bad_geometry_when_built_naming_the_argument(options: dict, message: str) -> None:
+    """As torch's nn.Conv2d: the layer refuses an unusable setting at construction, not at its first forward."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        E.Conv2d(4, 4, 3, rng=np.random.default_rng(0), **options)

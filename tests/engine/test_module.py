@@ -105,3 +105,30 @@ def test_load_state_dict_rejects_mismatches(tmp_path: Path) -> None:
         model.load_state_dict({**state, "5.weight": np.zeros((3, 12))})
     with pytest.raises(ValueError, match="no state file"):
         model.load(tmp_path / "absent.npz")
+
+
+def test_load_names_the_file_for_every_kind_of_bad_state_file(tmp_path: Path) -> None:
+    """Text, a truncated .npz, a single .npy array, foreign keys and wrong shapes: a ValueError naming the path."""
+    model = engine_model()
+    good = tmp_path / "good.npz"
+    model.save(good)
+    (tmp_path / "text.npz").write_text("not an archive")
+    (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[:200])
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    np.savez(tmp_path / "foreign.npz", a=np.zeros(3))
+    np.savez(tmp_path / "shapes.npz", **{**model.state_dict(), "5.weight": np.zeros((3, 12), np.float32)})
+    for name in ("text.npz", "truncated.npz", "single.npy", "foreign.npz", "shapes.npz"):
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            model.load(tmp_path / name)
+
+
+def test_a_rejected_state_dict_changes_nothing() -> None:
+    """Shapes are all checked before any entry is copied: a bad last entry leaves the model as it was."""
+    model = engine_model(seed=1)
+    before = model.state_dict()
+    state = {name: np.full_like(value, 7) for name, value in before.items()}
+    state["5.bias"] = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match="'5.bias': shape"):
+        model.load_state_dict(state)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)

@@ -103,3 +103,21 @@ def test_global_avg_pool_matches_torch(dtype):
 def test_pool_rejects_padding_larger_than_half_the_kernel():
     with pytest.raises(ValueError, match="padding"):
         max_pool2d(np.zeros((1, 1, 4, 4)), 2, padding=2)
+
+
+@pytest.mark.parametrize(
+    ("window", "kernel", "stride", "padding"),
+    [
+        ([[np.nan, 1.0], [np.nan, 2.0]], 2, None, 0),  # torch takes the LAST NaN of a window
+        ([[1.0, np.nan], [3.0, np.nan]], 2, None, 0),
+        ([[-np.inf, -np.inf], [-np.inf, -np.inf]], 2, 1, 1),  # all -inf: the first cell inside, never the padding
+        ([[-np.inf, 2.0, -np.inf], [-np.inf, -np.inf, 1.0], [3.0, -np.inf, -np.inf]], 3, 2, 1),
+    ],
+    ids=["nan-first", "nan-last", "all-minus-inf-padded", "minus-inf-padded-3x3"],
+)
+def test_max_pool_gradient_routing_with_nan_and_minus_inf_matches_torch(window, kernel, stride, padding):
+    """The old arg-max over the padded window gave the first NaN and sent all -inf windows' gradient into the padding."""
+    x = np.array(window)[None, None]
+    y_t, dx_t, dy = _torch_pool(F.max_pool2d, x, kernel, stride, padding)
+    np.testing.assert_array_equal(max_pool2d(x, kernel, stride, padding), y_t.detach().numpy())
+    assert_matches_torch(max_pool2d_backward(dy, x, kernel, stride, padding), dx_t, name="dx")

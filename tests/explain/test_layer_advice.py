@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cnnkit.explain.layer_advice import advise_layer
+from cnnkit.models.factory import create_model
 from explain.reference_models import filled
 
 
@@ -37,6 +38,14 @@ def test_a_large_input_keeps_gradcam_at_the_last_stage_and_names_a_finer_one():
     assert (advice.default_layer, advice.default_map, advice.small_and_coarse) == ("layer4", (7, 7), False)
     assert (advice.finer_layer, advice.finer_map) == ("layer2", (28, 28))
     assert (advice.method, advice.layer) == ("gradcam", "layer4")
+
+
+@pytest.mark.parametrize(("name", "stage"), [("resnet50", "layer1"), ("mobilenet_v2", "features.3")])
+def test_the_finer_layer_is_a_stage_not_a_conv_inside_the_next_stage(name, stage):
+    # A bottleneck's first 1x1 conv (layer2.0.conv1/bn1) and an inverted residual's expansion still run
+    # at the finer size before the block's stride; the advice names the stage that ends there.
+    advice = advise_layer(create_model(name).eval(), torch.zeros(1, 3, 64, 64))
+    assert (advice.finer_layer, advice.finer_map) == (stage, (16, 16))
 
 
 def test_without_a_finer_layer_the_advice_says_so():

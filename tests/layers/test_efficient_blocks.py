@@ -190,3 +190,12 @@ def test_convnext_block_starts_near_identity() -> None:
     block = ConvNeXtBlock(8).eval()  # layer scale 1e-6 (Touvron et al. 2021)
     x = torch.randn(2, 8, 6, 6, generator=torch.Generator().manual_seed(10))
     torch.testing.assert_close(block(x), x, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("layer_scale", [1, 0])
+def test_convnext_layer_scale_given_as_an_int_is_a_float_parameter(layer_scale: int) -> None:
+    """`--model-opt layer_scale=1` reads as an int; torch.full made an int64 tensor and nn.Parameter
+    refused it ('Only Tensors of floating point ... can require gradients')."""
+    block = ConvNeXtBlock(4, layer_scale=layer_scale)
+    assert block.layer_scale.dtype == torch.get_default_dtype()
+    assert torch.equal(block.layer_scale, torch.full((4, 1, 1), float(layer_scale)))

@@ -235,3 +235,23 @@ def test_all_cnn_c_follows_table_2_of_springenberg_2015() -> None:
         logits = model(x)
         expected = torch.relu(model.classifier[0](features)).mean(dim=(2, 3))
     torch.testing.assert_close(logits, expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("googlenet", {"transform_input": True, "in_chans": 1}, "transform_input needs 3 input channels"),
+        ("inception_v3", {"transform_input": True, "in_chans": 4}, "transform_input needs 3 input channels"),
+        ("efficientnet_b0", {"stochastic_depth_prob": 1.05}, r"stochastic_depth_prob must be in \[0, 1\], got 1.05"),
+        ("efficientnet_v2_s", {"stochastic_depth_prob": 2.0}, r"stochastic_depth_prob must be in \[0, 1\], got 2.0"),
+        ("mobilenetv1_100", {"width_mult": 0.0}, "width_mult must be > 0, got 0.0"),
+        ("mobilenet_v2", {"width_mult": -1.0}, "width_mult must be > 0, got -1.0"),
+        ("mobilenet_v3_small", {"width_mult": 0}, "width_mult must be > 0, got 0"),
+    ],
+)
+def test_an_option_value_the_builder_refuses_is_a_cnnkit_error_naming_it(name: str, options: dict, message: str):
+    """They were bare ValueErrors (a traceback from `--model-opt`); efficientnet_b0 took 1.05 (its
+    blocks get at most 15/16 of it) and named the block's share (1.125) for 2.0, not the option;
+    a MobileNet built every layer at the 8-channel minimum for width_mult <= 0."""
+    with pytest.raises(CnnkitError, match=f"model '{name}': {message}"), torch.device("meta"):
+        cnnkit.create_model(name, **options)

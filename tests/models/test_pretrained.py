@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.models.adapt import adapt_input_conv
 from cnnkit.models.base import ClassifierModel, DefaultCfg
-from cnnkit.models.pretrained import read_state_dict
+from cnnkit.models.pretrained import load_pretrained, read_state_dict
 from cnnkit.models.factory import create_model
 from cnnkit.models.registry import register_model, unregister_model
 
@@ -211,3 +212,66 @@ def test_adapt_input_conv_follows_timm_rules():
     torch.testing.assert_close(adapt_input_conv(weight, 7), weight[:, [0, 1, 2, 0, 1, 2, 0]] * 3 / 7)
     with pytest.raises(ValueError, match="cannot adapt a 4-channel conv weight to 5 channels"):
         adapt_input_conv(torch.zeros(2, 4, 3, 3), 5)
+
+
+@pytest.fixture(scope="module")
+def googlenet_file_with_aux_heads(tmp_path_factory) -> tuple[Path, nn.Module]:
+    """A GoogLeNet weight file as torchvision publishes it: main net plus aux1/aux2 heads."""
+    source = trained_like(create_model("googlenet", aux_logits=True), seed=3)
+    return save(source.state_dict(), tmp_path_factory.mktemp("googlenet") / "googlenet.pth"), source
+
+
+def test_a_file_with_aux_heads_loads_into_the_model_without_them(googlenet_file_with_aux_heads, caplog):
+    """As torchvision does with its own file: the aux heads are dropped (they were 'unexpected keys')."""
+    path, source = googlenet_file_with_aux_heads
+    caplog.set_level(logging.INFO, logger="cnnkit")
+    model = create_model("googlenet", pretrained=path).eval()
+    assert not hasattr(model, "aux1")
+    with torch.no_grad():
+        torch.testing.assert_close(model(torch.ones(1, 3, 64, 64)), source(torch.ones(1, 3, 64, 64)))
+    messages = [r.getMessage() for r in caplog.records if r.name == "cnnkit"]
+    note = "auxiliary head '{}' dropped (10 entries; no aux_logits)"
+    assert messages == [f"{path}: {note.format(head)}" for head in ("aux1", "aux2")]
+
+
+def test_other_num_classes_resizes_the_aux_classifiers_too(googlenet_file_with_aux_heads):
+    """aux1.fc2/aux2.fc2 are re-initialised like fc (they were a shape-mismatch error); the rest loads."""
+    path, source = googlenet_file_with_aux_heads
+    model = create_model("googlenet", num_classes=5, aux_logits=True, pretrained=path)
+    fresh = ("fc.", "aux1.fc2.", "aux2.fc2.")
+    assert model.aux1.fc2.weight.shape == model.aux2.fc2.weight.shape == (5, 1024)
+    for key, value in source.state_dict().items():
+        if not key.startswith(fresh):
+            assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_a_file_without_batch_norm_counters_loads_as_torch_loads_it(tiny_name, source, tmp_path):
+    """torchvision's original weight files (saved before PyTorch 0.4.1) have no num_batches_tracked;
+    load_state_dict(strict=True) fills them, and so must create_model (it listed them as missing)."""
+    counters = [key for key in source.state_dict() if key.endswith("num_batches_tracked")]
+    assert counters, "TinyNet has BatchNorms"
+    state = {key: value for key, value in source.state_dict().items() if key not in counters}
+    create_model(tiny_name).load_state_dict(state, strict=True)  # what torch itself accepts
+    loaded = create_model(tiny_name, pretrained=save(state, tmp_path / "old.pth")).eval()
+    assert all(int(loaded.state_dict()[key]) == 0 for key in counters)
+    with torch.no_grad():
+        assert torch.equal(loaded(images()), source(images()))
+
+
+def test_torchvision_densenet_files_with_legacy_layer_names_load(tmp_path):
+    """torchvision's published DenseNet files (densenet121-a639ec97.pth) say 'denselayer1.norm.1.weight'
+    for 'denselayer1.norm1.weight' and hold no num_batches_tracked (torchvision renames on loading);
+    they were refused as missing/unexpected keys."""
+    from cnnkit.models.densenet import DENSENET_CFG, DenseNet, DenseNetConfig
+
+    source = trained_like(DenseNet(DenseNetConfig(4, (2, 2), 8), DENSENET_CFG, num_classes=3))
+    legacy = {
+        re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", key): value
+        for key, value in source.state_dict().items()
+        if not key.endswith("num_batches_tracked")
+    }
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
+    model = DenseNet(DenseNetConfig(4, (2, 2), 8), DENSENET_CFG, num_classes=3)
+    assert load_pretrained(model, save(legacy, tmp_path / "densenet.pth")) == []
+    with torch.no_grad():
+        assert torch.equal(model.eval()(torch.ones(1, 3, 32, 32)), source(torch.ones(1, 3, 32, 32)))

@@ -38,6 +38,12 @@ BUILD_KWARGS: dict[str, dict[str, int]] = {
 SMOKE_SIZE_LIMIT = 64  # small inputs keep the smoke test fast; models accept down to this
 SMOKE_SIZE: dict[str, int] = {"inception_v3": 80}  # its stem needs >= 75
 LOGITS_RELATIVE_TOLERANCE = 1e-8
+PREPROCESSING: dict[str, dict[str, Any]] = json.loads((REFERENCE_DIR / "preprocessing.json").read_text())
+# Where default_cfg departs from the weights' own preprocessing on purpose, and why.
+PREPROCESSING_EXCEPTIONS: dict[str, set[str]] = {
+    # Compound scaling gives the paper's 260 (zoo.json's input); torchvision evaluates its port at 288.
+    "efficientnet_b2": {"input_size"},
+}
 
 
 class Built(NamedTuple):
@@ -127,6 +133,16 @@ def test_state_dict_order_matches_reference(built: Built):
     assert ours == reference, f"{built.name}: order differs from entry {first}: {ours[window]} vs {reference[window]}"
 
 
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_aux_heads_state_dict_matches_reference(name: str):
+    """With aux_logits=True the layout is that of torchvision's published files (aux heads included)."""
+    require_registered(name)
+    reference = [(key, tuple(shape), dtype) for key, shape, dtype in load_reference(name)["state_dict_with_aux"]]
+    model = on_meta(name, aux_logits=True)
+    ours = [(key, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for key, v in model.state_dict().items()]
+    assert ours == reference
+
+
 @pytest.mark.parametrize("name", REFERENCE_NAMES)
 def test_logits_match_reference_after_name_keyed_fill(name: str):
     require_registered(name)
@@ -143,6 +159,25 @@ def test_logits_match_reference_after_name_keyed_fill(name: str):
     error = (logits - expected).abs().max().item()
     scale = expected.abs().max().item()
     assert error <= LOGITS_RELATIVE_TOLERANCE * scale, f"{name}: max |logit error| {error:.3e} vs scale {scale:.3e}"
+
+
+@pytest.mark.parametrize("name", REFERENCE_NAMES)
+def test_default_cfg_preprocessing_matches_the_weights(name: str):
+    """Input size, crop_pct, interpolation and mean/std are those of the torchvision/timm weights
+    (tools/make_reference_fixtures.py records them), so their eval preprocessing needs no guess."""
+    require_registered(name)
+    cfg = on_meta(name).default_cfg
+    reference = PREPROCESSING[name]
+    ours = {
+        "input_size": list(cfg.input_size),
+        "crop_pct": pytest.approx(cfg.crop_pct, rel=1e-9),
+        "interpolation": cfg.interpolation,
+        "mean": pytest.approx(list(cfg.mean), rel=1e-9),
+        "std": pytest.approx(list(cfg.std), rel=1e-9),
+    }
+    checked = set(ours) - PREPROCESSING_EXCEPTIONS.get(name, set())
+    wrong = {key: (ours[key], reference[key]) for key in sorted(checked) if ours[key] != reference[key]}
+    assert not wrong, f"{name}: default_cfg (ours, {reference['weights']}): {wrong}"
 
 
 def smoke_input(name: str, cfg: DefaultCfg) -> torch.Tensor:

@@ -42,3 +42,13 @@ def test_serving_an_onnx_model_honours_the_device(tmp_path: Path) -> None:
         pytest.skip("this onnxruntime has CUDA: the refusal below cannot happen here")
     with pytest.raises(CnnkitError, match="CUDAExecutionProvider"):
         load_predictor(str(path), device="cuda", batch_size=4)
+
+
+def test_an_onnx_model_is_served_on_the_threads_given(tmp_path: Path) -> None:
+    """`--threads` reaches ONNX Runtime's intra-op pool (it used one thread per core whatever --workers was)."""
+    from cnnkit.serve import ServeSettings, commands
+
+    path = export_onnx(tiny_model(), tmp_path / "tiny.onnx", class_names=CLASSES, model_name="compact_cnn")
+    app = commands.build_app(str(path), "cpu", ServeSettings(threads=1))
+    options = app.state.serve.predictor.backend.session.get_session_options()
+    assert options.intra_op_num_threads == 1 and app.state.serve.threads == 1

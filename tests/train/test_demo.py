@@ -58,6 +58,18 @@ def test_demo_rejects_bad_arguments(capsys: pytest.CaptureFixture) -> None:
     assert "--n-per-class must be >= 12" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("below", ["", "runs"], ids=["the file itself", "a folder under it"])
+def test_demo_refuses_an_out_that_is_a_file_before_training(below: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """It was a NotADirectoryError traceback from the trainer, after the data were made."""
+    taken = tmp_path / "notes.txt"
+    taken.write_text("keep me")
+    out = taken / below if below else taken
+    assert main(["demo", "--epochs", "1", "--n-per-class", "7", "--size", "16", "--out", str(out)]) == 2
+    assert f"--out {out}: a file stands where the run folders would go" in capsys.readouterr().err
+    assert taken.read_text() == "keep me"
+
+
 def test_macro_f1_and_recall_known_answer() -> None:
     # Class 0: TP 3, FP 1, FN 1 -> F1 3/4; class 1: TP 1, FP 1, FN 2 -> 2/5; class 2: TP 1, FP 1, FN 0
     # -> 2/3; class 3 never occurs nor is predicted -> left out (scikit-learn's macro average).

@@ -39,18 +39,21 @@ def test_cli_demo_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_demo_beats_90_percent_and_learns_every_class() -> None:
-    result = run_demo(DemoConfig(epochs=6, n_per_class=150, seed=0))
-    # Thresholds lowered from 0.9 / 0.7 when the maps became WM-811K-like (varying die grids, soft
-    # edges, varying density and background): this run measured 0.908, scratch recall 0.61 the lowest;
-    # the margin allows for BLAS rounding differences between machines.
-    assert result.test_accuracy > 0.85
+    """Issue 2's bar: the engine's small CNN beats 90% test accuracy on 32x32 maps.
+
+    Measured (seed 0): 0.941, scratch recall 0.77 the lowest, in about 10 s on one thread. At 150
+    maps per class this run measured 0.908 to 0.913, too close to 0.9 to hold the bar, which the
+    test had been lowered to 0.85 for; the default demo (300 per class) measured 0.973.
+    """
+    result = run_demo(DemoConfig(epochs=6, n_per_class=200, seed=0))
+    assert result.test_accuracy > 0.9
     recall = np.diag(result.confusion) / result.confusion.sum(axis=1)
-    assert np.all(recall >= 0.45), dict(zip(WAFER_CLASSES, np.round(recall, 2)))
-    assert result.confusion.sum() == 9 * 23  # 15% of 150 per class in the test split
+    assert np.all(recall >= 0.6), dict(zip(WAFER_CLASSES, np.round(recall, 2)))
+    assert result.confusion.sum() == 9 * 30  # 15% of 200 per class in the test split
     assert [record.epoch for record in result.history] == list(range(1, 7))
     splits = result.scores.splits
-    assert splits["test"].accuracy == result.test_accuracy and splits["train"].confusion.sum() == 9 * 105
-    assert splits["shifted"].confusion.sum() == 9 * 23 and 0 <= splits["shifted"].macro_f1 <= 1
+    assert splits["test"].accuracy == result.test_accuracy and splits["train"].confusion.sum() == 9 * 140
+    assert splits["shifted"].confusion.sum() == 9 * 30 and 0 <= splits["shifted"].macro_f1 <= 1
 
 
 def test_engine_and_torch_demos_use_the_same_splits() -> None:

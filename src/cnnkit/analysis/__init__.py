@@ -1,6 +1,6 @@
 """Model analysis: per-layer shapes, parameters, MACs, receptive field, memory, effective RF.
 
-- `summary.summary(model, input_size)` -> `ModelSummary` (rows per leaf call, totals), printed
+- `summary.summary(model, input_size)` -> `ModelSummary` (rows per leaf call, totals adding up), printed
   by `table.format_summary`; it runs on the meta device, so no zoo model takes more than seconds.
 - `receptive_field`: per-tensor receptive field and jump through any graph (merge = max).
 - `costing`: MACs with FlopCounterMode's convention (conv, linear, matmul), uncosted ops named.

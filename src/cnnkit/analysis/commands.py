@@ -123,7 +123,7 @@ def _run_conv(args: argparse.Namespace) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="zoo model name (see cnnkit.list_models())")
+    parser.add_argument("name", help="zoo model name (an unknown one lists them all)")
     parser.add_argument("--input", default=None, help="C,H,W input size (default: the model's own)")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the model's own)")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size for shapes and memory")
@@ -146,10 +146,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--in", dest="size", type=int, default=None, help="input height = width")
     parser.add_argument("--kernel", type=int, default=None, help="kernel size k")
-    parser.add_argument("--stride", type=int, default=1)
-    parser.add_argument("--padding", type=int, default=0)
-    parser.add_argument("--dilation", type=int, default=1)
-    parser.add_argument("--groups", type=int, default=1)
+    parser.add_argument("--stride", type=int, default=1, help="stride s (default 1)")
+    parser.add_argument("--padding", type=int, default=0, help="zero padding p on each side (default 0)")
+    parser.add_argument("--dilation", type=int, default=1, help="dilation d (default 1)")
+    parser.add_argument("--groups", type=int, default=1, help="groups (default 1; the input channels for a depthwise conv)")
     parser.add_argument("--in-ch", type=int, default=1, help="input channels")
     parser.add_argument("--out-ch", type=int, default=1, help="output channels")
     parser.add_argument(

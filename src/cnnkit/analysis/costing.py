@@ -53,6 +53,12 @@ FREE_OPS = frozenset(
         "split", "split_with_sizes", "unbind", "index", "index_select", "gather", "flip", "roll",
         "repeat", "detach", "lift_fresh", "arange", "linspace", "bernoulli", "bernoulli_",
         "rand", "randn", "uniform_", "normal_", "argmax", "argmin", "_local_scalar_dense",
+        # 3-D pooling (inflated video models) and the non-constant paddings, in every rank;
+        # nearest upsampling (_unsafe_index) and pixel (un)shuffles only move data.
+        "max_pool3d", "max_pool3d_with_indices", "avg_pool3d", "_adaptive_avg_pool3d", "adaptive_max_pool3d",
+        "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
+        "replication_pad1d", "replication_pad2d", "replication_pad3d",
+        "_unsafe_index", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
     }
 )
 
@@ -73,10 +79,10 @@ def is_free(func: Any) -> bool:
     if torch.Tag.pointwise in func.tags or func.is_view:
         return True
     name = func._overloadpacket.__name__
-    # An in-place variant (relu_) costs what its out-of-place op (relu) costs.
+    # An in-place variant (relu_, as_strided_) costs what its out-of-place op (relu, a view) costs.
     base = name[:-1] if name.endswith("_") and not name.endswith("__") else name
     functional = getattr(getattr(aten, base, None), "default", None)
-    if functional is not None and torch.Tag.pointwise in functional.tags:
+    if functional is not None and (torch.Tag.pointwise in functional.tags or functional.is_view):
         return True
     return base in FREE_OPS or base in ACTIVATIONS
 

@@ -112,14 +112,20 @@ def _avg_pool(info: SpatialInfo, args: tuple, kwargs: dict, out: Any) -> Spatial
     return _pool(info, args, kwargs, out, dilation=(1, 1))
 
 
+def _adaptive_window(size_in: int, size_out: int) -> int:
+    """The widest window of an adaptive pool from `size_in` to `size_out` cells: output i pools
+    cells floor(i * I / O) to ceil((i + 1) * I / O) - 1 (PyTorch's start/end index rule)."""
+    return max(-(-(i + 1) * size_in // size_out) - i * size_in // size_out for i in range(size_out))
+
+
 def _adaptive_pool(info: SpatialInfo, args: tuple, kwargs: dict, out: Any) -> SpatialInfo:
-    # An adaptive pool from size I to O uses windows of at most ceil(I / O) + 1 cells spaced
-    # floor(I / O) apart (exactly I / O when O divides I); O = 1 is a global pool.
+    # Windows of uneven width spaced about I / O apart (exactly I / O when O divides I); the
+    # receptive field takes the widest, the jump floor(I / O). O = 1 is a global pool.
     out = out[0] if isinstance(out, tuple) else out
     grid_out = _pair(out.shape[-2:])
     if grid_out == (1, 1):
         return info.globalised(axes=info.axes)
-    kernel = tuple(i // o if i % o == 0 else math.ceil(i / o) + 1 for i, o in zip(info.grid, grid_out))
+    kernel = tuple(_adaptive_window(i, o) for i, o in zip(info.grid, grid_out))
     stride = tuple(max(1, i // o) for i, o in zip(info.grid, grid_out))
     return info.windowed(kernel, stride, (1, 1), grid_out)  # type: ignore[arg-type]
 

@@ -32,7 +32,7 @@ def rf_growth(model_summary: ModelSummary) -> tuple[RFPoint, ...]:
     rows = [
         row
         for row in model_summary.rows
-        if row.rf is not None and row.jump is not None and any(kind in row.kind for kind in WINDOW_KINDS)
+        if row.leaf and row.rf is not None and row.jump is not None and any(kind in row.kind for kind in WINDOW_KINDS)
     ]
     return tuple(
         RFPoint(depth=index, name=row.name, kind=row.kind, rf=row.rf, jump=row.jump)  # type: ignore[arg-type]

@@ -24,13 +24,15 @@ META = torch.device("meta")
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One call of one leaf module, in execution order.
+    """One call of one leaf module, or of a module holding parameters of its own besides its
+    children (a BatchNorm with an activation child, ConvNeXt's layer scale), in call order.
 
-    `params` counts parameters first used by this call (a tied or re-used module shows 0 the
-    second time), `macs` its multiply-accumulates, `rf`/`jump` the receptive field and
+    `params` counts the module's own parameters first used by this call (a tied or re-used module
+    shows 0 the second time), so the rows add up to the model's total; `macs` its multiply-accumulates, `rf`/`jump` the receptive field and
     cumulative stride of its output in input pixels (the larger of the two axes; per axis in
     `rf_hw`/`jump_hw`; None when the output does not derive from the input), and
-    `activation_bytes` the size of its output tensor(s).
+    `activation_bytes` the size of its output tensor(s) (0 for a parent returning its last
+    child's output); `leaf` is False for a parent's row.
     """
 
     name: str
@@ -42,6 +44,7 @@ class LayerRow:
     jump_hw: tuple[int, int] | None
     activation_bytes: int
     uncosted: tuple[str, ...] = ()
+    leaf: bool = True
 
     @property
     def rf(self) -> int | None:
@@ -54,10 +57,10 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """Rows per leaf-module call plus totals for the whole model.
+    """Rows per leaf-module call (and parameter-holding parent call) plus totals for the whole model.
 
     `total_macs` counts conv, linear/matmul and attention ops only (FlopCounterMode's
-    convention), including `functional_macs` from ops called directly in non-leaf forwards;
+    convention), including `functional_macs` from ops called directly in other modules' forwards;
     `uncosted` names ops that carry arithmetic this convention cannot cost (e.g. aten._fft_r2c).
     """
 
@@ -78,7 +81,7 @@ class ModelSummary:
 
     @property
     def total_activation_bytes(self) -> int:
-        """Sum of every leaf call's output size: what a training forward keeps, roughly."""
+        """Sum of every row's output size: what a training forward keeps, roughly."""
         return sum(row.activation_bytes for row in self.rows)
 
 
@@ -105,22 +108,30 @@ def _tensors(value: object) -> list[torch.Tensor]:
 
 @dataclass
 class _Call:
-    """What one leaf call has cost so far (filled by the MAC counter while the call runs)."""
+    """What one recorded call has cost so far (filled by the MAC counter while the call runs);
+    `index` is its row, reserved when it starts so rows keep call order."""
 
+    index: int
     macs: int = 0
     uncosted: list[str] = field(default_factory=list)
 
 
 class _Recorder:
-    """Hooks on leaf modules that turn each call into a `LayerRow`."""
+    """Hooks on leaf modules (and inner modules with parameters of their own) that turn each call
+    into a `LayerRow`; ops such a parent runs between its children's calls cost to its row."""
 
     def __init__(self, model: nn.Module, rf_mode: ReceptiveFieldMode) -> None:
         self.rf_mode = rf_mode
         self.names = {module: name for name, module in model.named_modules(remove_duplicate=False)}
-        self.leaves = [m for m in dict.fromkeys(self.names) if not list(m.children())]
+        self.leaves = [
+            m
+            for m in dict.fromkeys(self.names)
+            if not list(m.children()) or (m is not model and next(m.parameters(recurse=False), None) is not None)
+        ]
         self.stack: list[_Call] = []
-        self.rows: list[LayerRow] = []
+        self.rows: list[LayerRow | None] = []
         self.seen_params: set[int] = set()
+        self.last_outputs: list[torch.Tensor] = []  # the latest row's, for a parent that returns them
         self.functional_macs = 0
         self.uncosted: list[str] = []
 
@@ -138,7 +149,7 @@ class _Recorder:
     def hooks(self) -> Iterator[None]:
         handles = []
         for leaf in self.leaves:
-            handles.append(leaf.register_forward_pre_hook(lambda module, args: self.stack.append(_Call())))
+            handles.append(leaf.register_forward_pre_hook(self._start))
             handles.append(leaf.register_forward_hook(self._record))
         try:
             yield
@@ -146,24 +157,31 @@ class _Recorder:
             for handle in handles:
                 handle.remove()
 
+    def _start(self, module: nn.Module, args: object) -> None:
+        self.stack.append(_Call(index=len(self.rows)))
+        self.rows.append(None)
+
     def _record(self, module: nn.Module, args: object, output: object) -> None:
         call = self.stack.pop()
-        new_params = [p for p in module.parameters() if id(p) not in self.seen_params]
+        new_params = [p for p in module.parameters(recurse=False) if id(p) not in self.seen_params]
         self.seen_params.update(id(p) for p in new_params)
         tensors = _tensors(output)
         info = self.rf_mode.info(tensors[0]) if tensors else None
-        self.rows.append(
-            LayerRow(
-                name=self.names[module],
-                kind=type(module).__name__,
-                output_shape=tuple(tensors[0].shape) if tensors else (),
-                params=sum(p.numel() for p in new_params),
-                macs=call.macs,
-                rf_hw=None if info is None else info.rf,
-                jump_hw=None if info is None else info.jump,
-                activation_bytes=sum(t.numel() * t.element_size() for t in tensors),
-                uncosted=tuple(dict.fromkeys(call.uncosted)),
-            )
+        # A parent returning its last child's output (BatchNormAct2d's act) holds no new activation.
+        parent = next(module.children(), None) is not None
+        fresh = [t for t in tensors if not (parent and any(t is child for child in self.last_outputs))]
+        self.last_outputs = tensors
+        self.rows[call.index] = LayerRow(
+            name=self.names[module],
+            kind=type(module).__name__,
+            output_shape=tuple(tensors[0].shape) if tensors else (),
+            params=sum(p.numel() for p in new_params),
+            macs=call.macs,
+            rf_hw=None if info is None else info.rf,
+            jump_hw=None if info is None else info.jump,
+            activation_bytes=sum(t.numel() * t.element_size() for t in fresh),
+            uncosted=tuple(dict.fromkeys(call.uncosted)),
+            leaf=not parent,
         )
 
 
@@ -182,7 +200,7 @@ def _analyse(model: nn.Module, image: torch.Tensor, device: torch.device) -> Mod
     params = list(model.parameters())
     return ModelSummary(
         input_shape=tuple(image.shape),
-        rows=tuple(recorder.rows),
+        rows=tuple(row for row in recorder.rows if row is not None),
         total_params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_macs=sum(row.macs for row in recorder.rows) + recorder.functional_macs,

@@ -79,7 +79,8 @@ def list_image_folder(root: str | os.PathLike[str], *, allow_empty: bool = False
             if not images and not allow_empty:
                 raise CnnkitError(
                     f"empty class folder: {class_dir} has no image files "
-                    f"(extensions {', '.join(sorted(IMAGE_EXTENSIONS))}); pass allow_empty=True to keep it"
+                    f"(extensions {', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder "
+                    f"(only `cnnkit data inspect --allow-empty`, or allow_empty=True in Python, accepts one)"
                 )
             pairs.extend((path, label_of[class_dir.name]) for path in images)
             listing.ignored.extend(ignored)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from cnnkit.errors import CnnkitError
 
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 DEFAULT_NAMES = ("train", "val", "test")
+HELD_OUT_NAMES = ("test", "val")  # what a trained model is measured on, by preference
 _FORMAT_VERSION = 1
 
 
@@ -37,6 +38,13 @@ class Split:
         """One subset of `dataset` per split; refuses a dataset that is not the one split."""
         _check_matches(self, dataset)
         return {name: dataset.subset(indices) for name, indices in self.indices.items()}
+
+
+def held_out_split(splits: Mapping[str, Sized]) -> str | None:
+    """The split a model's figures are measured on: "test", else "val" (data given as train/val),
+    the first with items; None when neither has any. Never "train": accuracy on the training data
+    would pass for a test figure."""
+    return next((name for name in HELD_OUT_NAMES if name in splits and len(splits[name]) > 0), None)
 
 
 def make_split(

@@ -19,6 +19,7 @@ from cnnkit.deploy.latency import eager_runner
 from cnnkit.deploy.onnx_export import write_onnx
 from cnnkit.deploy.quantize import Int8Quantizer
 from cnnkit.deploy.timing import Timing, time_side_by_side
+from cnnkit.device_info import torch_threads
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import load_run
 from cnnkit.inference.onnx_backend import OnnxBackend, onnx_metadata
@@ -152,21 +153,16 @@ def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequen
         raise CnnkitError(f"{target.label}: an .onnx file has no torch backend; use --backends onnx,int8")
     params, macs = _costs(target)
     generator = torch.Generator().manual_seed(seed)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)  # for the timing only: the caller's setting comes back after
-    try:
-        with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
-            paths = _onnx_paths(target, backends, Path(tmp), generator)
-            timings: dict[tuple[str, int], Timing] = {}
-            for size in batch_sizes:
-                batch = torch.randn((size, *target.cfg.input_size), generator=generator)
-                runs = {backend: torch_runner(target.model, batch) if backend == "torch"
-                        else onnx_runner(paths[backend], batch, threads=threads) for backend in backends}
-                for backend, timing in time_side_by_side(runs, batch=size, repeats=repeats,
-                                                         max_seconds=max_seconds).items():
-                    timings[(backend, size)] = timing
-    finally:
-        torch.set_num_threads(previous_threads)
+    with torch_threads(threads), tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
+        paths = _onnx_paths(target, backends, Path(tmp), generator)
+        timings: dict[tuple[str, int], Timing] = {}
+        for size in batch_sizes:
+            batch = torch.randn((size, *target.cfg.input_size), generator=generator)
+            runs = {backend: torch_runner(target.model, batch) if backend == "torch"
+                    else onnx_runner(paths[backend], batch, threads=threads) for backend in backends}
+            for backend, timing in time_side_by_side(runs, batch=size, repeats=repeats,
+                                                     max_seconds=max_seconds).items():
+                timings[(backend, size)] = timing
     return [BenchRow(target.label, backend, threads, params, macs, timings[(backend, size)])
             for backend in backends for size in batch_sizes]
 

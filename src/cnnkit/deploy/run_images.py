@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from cnnkit.data.pipeline import eval_pipeline
+from cnnkit.data.splits import held_out_split
 from cnnkit.deploy.from_run import SourceRun
 from cnnkit.errors import CnnkitError
 from cnnkit.train.evaluate import ordered_loader
@@ -34,11 +35,11 @@ class ImageBatches:
 def test_split(source: SourceRun) -> str:
     """The split accuracy is measured on: "test", else "val" (data given as train/val); never the
     training split, whose accuracy would pass for a test figure."""
-    for split in ("test", "val"):
-        if split in source.data.splits:
-            return split
-    raise CnnkitError(f"the data of {source.path} has no test or val split to measure accuracy on "
-                      f"(it has {sorted(source.data.splits)})")
+    split = held_out_split(source.data.splits)
+    if split is None:
+        raise CnnkitError(f"the data of {source.path} has no test or val split with images to measure accuracy "
+                          f"on (it has {sorted(source.data.splits)})")
+    return split
 
 
 def split_batches(source: SourceRun, split: str, *, limit: int | None = None, batch_size: int = 32,

@@ -114,13 +114,13 @@ def run_prune(args: argparse.Namespace) -> int:
     masks = global_magnitude_masks(source.model, 1.0 - sparsity)
     fit(source.model, source.bundle(config), config, source.info(), run_dir=out,
         callbacks=[MaskHold(masks)], quiet=args.quiet)
-    sparsity = sparsity_report(load_file(out / "best.safetensors"), list(masks))
-    summary = update_summary(out, sparsity=sparsity.layers, global_sparsity=sparsity.global_sparsity,
+    report = sparsity_report(load_file(out / "best.safetensors"), list(masks))
+    summary = update_summary(out, sparsity=report.layers, global_sparsity=report.global_sparsity,
                              pruned_from=str(source.path), channel_plan=source.summary.channel_plan,
                              pruning={"method": "global_magnitude", "target_sparsity": sparsity,
-                                      "prunable_weights": sparsity.prunable_weights, "source_test_top1": before})
+                                      "prunable_weights": report.prunable_weights, "source_test_top1": before})
     print(format_metrics(summary, out))
-    print(f"sparsity {100 * sparsity.global_sparsity:.2f}% of {sparsity.prunable_weights:,} conv/linear weights; "
+    print(f"sparsity {100 * report.global_sparsity:.2f}% of {report.prunable_weights:,} conv/linear weights; "
           f"test top-1 {100 * before:.2f}% before pruning")
     return 0
 
@@ -145,7 +145,9 @@ def _prune_channels(source: SourceRun, config: TrainConfig, fraction: float, out
                              structured={"before": before, "after": after})
     print(format_metrics(summary, out))
     for key in before:
-        print(f"{key:>22}: {before[key]:>14,.2f} -> {after[key]:>14,.2f}  ({after[key] / before[key]:.2f}x)")
+        digits = 0 if key in ("params", "macs") else 2  # counts, then milliseconds and images/s
+        print(f"{key:>22}: {before[key]:>14,.{digits}f} -> {after[key]:>14,.{digits}f}  "
+              f"({after[key] / before[key]:.2f}x)")
     return 0
 
 
@@ -186,7 +188,8 @@ def models_to_train(text: str, out: Path) -> list[str]:
         raise CnnkitError(f"--models: no model names in {text!r}")
     unknown = [name for name in names if name not in list_models()]
     if unknown:
-        raise CnnkitError(f"--models: unknown model {', '.join(map(repr, unknown))} (see `cnnkit.list_models()`)")
+        raise CnnkitError(f"--models: unknown model {', '.join(map(repr, unknown))}; the zoo's models: "
+                          f"{', '.join(list_models())}")
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise CnnkitError(f"--models: {', '.join(twice)} given more than once")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from cnnkit.data.folders import IMAGE_EXTENSIONS, is_image_folder, list_image_folder
+from cnnkit.data.splits import held_out_split
 from cnnkit.embeddings.fit import EmbeddingOptions, fit_embedding, holdout_split
 from cnnkit.embeddings.gallery import Gallery
 from cnnkit.embeddings.losses import LOSSES, check_loss_options, make_loss
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser("search", help="the gallery items most similar to query images")
     search.add_argument("gallery", help="a gallery folder from `cnnkit index`")
     search.add_argument("queries", nargs="+", help="query image files")
-    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--top-k", type=int, default=5, help="matches per query (default 5)")
     search.add_argument("--json", action="store_true", help="print JSON")
     search.set_defaults(func=run_search)
 
@@ -119,7 +120,7 @@ def run_embedding_train(args: argparse.Namespace) -> int:
     if held:
         evaluation, name = held, f"held-out classes {', '.join(data.class_names[len(train_classes):])}"
     else:
-        name = "test" if "test" in splits else "val" if "val" in splits else "train"
+        name = held_out_split(splits) or "train"
         evaluation = [splits[name]]
     summary = fit_embedding(MetricLearner(embedder, criterion), bundle, config, info, options,
                             evaluation_sets=evaluation, evaluation_name=name, run_dir=out, resume=args.resume,

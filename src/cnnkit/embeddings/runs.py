@@ -16,6 +16,7 @@ from cnnkit.embeddings.model import EmbeddingModel
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor, RunSummary, TorchBackend, read_summary
 from cnnkit.models.factory import create_model
+from cnnkit.train.progress import RateReporter
 
 _PREFIX = "embedder."  # best.safetensors holds the MetricLearner: embedder.* and criterion.*
 WEIGHTS_FILE = "best.safetensors"
@@ -66,19 +67,21 @@ def embedding_predictor(run_dir: str | Path, *, device: str | torch.device | Non
 def embed_files(predictor: Predictor, paths: Sequence[str | Path], *,
                 progress: bool = False) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
     """(embeddings (N, D) of the files that decoded, their paths, [(path, why)] of those skipped),
-    a batch at a time through `predictor`; `progress` prints a count to stderr."""
+    a batch at a time through `predictor`; `progress` shows a bar on a terminal, else a line on
+    stderr at least every 30 s (no carriage returns piling up in a log)."""
     files = [str(p) for p in paths]
     vectors, kept, skipped = [], [], []
-    for start in range(0, len(files), predictor.batch_size):
-        chunk = files[start:start + predictor.batch_size]
-        prepared = predictor.preprocess(chunk)
-        skipped += [(failure.source, failure.reason) for failure in prepared.failures]
-        if prepared.positions:
-            vectors.append(predictor.features(prepared.batch))
-            kept += [chunk[position] for position in prepared.positions]
-        if progress:
-            print(f"\rembedded {start + len(chunk)}/{len(files)}", end="", file=sys.stderr, flush=True)
-    if progress and files:
-        print(file=sys.stderr)
+    reporter = RateReporter(len(files), label="embedded", stream=sys.stderr, enabled=progress)
+    try:
+        for start in range(0, len(files), predictor.batch_size):
+            chunk = files[start:start + predictor.batch_size]
+            prepared = predictor.preprocess(chunk)
+            skipped += [(failure.source, failure.reason) for failure in prepared.failures]
+            if prepared.positions:
+                vectors.append(predictor.features(prepared.batch))
+                kept += [chunk[position] for position in prepared.positions]
+            reporter.update(start + len(chunk))
+    finally:
+        reporter.close()
     dim = predictor.model.embedding_dim
     return (torch.cat(vectors) if vectors else torch.zeros(0, dim)), kept, skipped

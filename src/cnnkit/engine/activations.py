@@ -15,6 +15,13 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_TANH_CUBIC = 0.044715  # Hendrycks & Gimpel (2016), tanh approximation of GELU
 
 
+def _upstream(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """dy in x's dtype; ValueError unless it has x's shape (broadcasting would hide a wrong dy)."""
+    if np.shape(dy) != x.shape:
+        raise ValueError(f"dy must have the input's shape {x.shape}, got {np.shape(dy)}")
+    return np.asarray(dy).astype(x.dtype, copy=False)
+
+
 def relu(x: np.ndarray) -> np.ndarray:
     """max(x, 0)."""
     return np.maximum(x, 0)
@@ -22,7 +29,7 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 def relu_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
     """dy where x > 0, else 0 (relu'(0) = 0, as torch)."""
-    return np.where(x > 0, dy, 0).astype(x.dtype, copy=False)
+    return np.where(x > 0, _upstream(dy, x), 0).astype(x.dtype, copy=False)
 
 
 def leaky_relu(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
@@ -32,6 +39,7 @@ def leaky_relu(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
 
 def leaky_relu_backward(dy: np.ndarray, x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
     """dy for x > 0, negative_slope * dy otherwise (the slope at 0 is negative_slope, as torch)."""
+    dy = _upstream(dy, x)
     return np.where(x > 0, dy, dy * x.dtype.type(negative_slope)).astype(x.dtype, copy=False)
 
 
@@ -42,7 +50,7 @@ def relu6(x: np.ndarray) -> np.ndarray:
 
 def relu6_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
     """dy where 0 < x < 6, else 0 (torch's hardtanh convention: zero at both kinks)."""
-    return np.where((x > 0) & (x < 6), dy, 0).astype(x.dtype, copy=False)
+    return np.where((x > 0) & (x < 6), _upstream(dy, x), 0).astype(x.dtype, copy=False)
 
 
 def _check_approximate(approximate: str) -> None:
@@ -66,6 +74,7 @@ def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
 def gelu_backward(dy: np.ndarray, x: np.ndarray, approximate: str = "none") -> np.ndarray:
     """dy * d/dx gelu(x): Phi(x) + x * phi(x) exactly, or the derivative of the tanh formula."""
     _check_approximate(approximate)
+    dy = _upstream(dy, x)
     x64 = x.astype(np.float64, copy=False)
     if approximate == "tanh":
         inner = _SQRT_2_OVER_PI * (x64 + _GELU_TANH_CUBIC * x64**3)
@@ -89,7 +98,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def sigmoid_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
     """dy * s * (1 - s) with s = sigmoid(x)."""
     s = sigmoid(x)
-    return dy * s * (1 - s)
+    return _upstream(dy, x) * s * (1 - s)
 
 
 def tanh(x: np.ndarray) -> np.ndarray:
@@ -100,4 +109,4 @@ def tanh(x: np.ndarray) -> np.ndarray:
 def tanh_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
     """dy * (1 - tanh(x)^2)."""
     t = np.tanh(x)
-    return dy * (1 - t * t)
+    return _upstream(dy, x) * (1 - t * t)

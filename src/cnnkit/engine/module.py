@@ -8,6 +8,7 @@ be copied to and from an equivalent torch model.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -153,11 +154,12 @@ class Module:
         unexpected = sorted(set(state) - set(targets))
         if missing or unexpected:
             raise ValueError(f"state dict mismatch: missing keys {missing}, unexpected keys {unexpected}")
+        sources = {name: np.asarray(state[name]) for name in targets}
+        for name, source in sources.items():  # every shape is checked before anything is copied
+            if source.shape != targets[name].shape:
+                raise ValueError(f"state dict entry {name!r}: shape {source.shape} != expected {targets[name].shape}")
         for name, target in targets.items():
-            source = np.asarray(state[name])
-            if source.shape != target.shape:
-                raise ValueError(f"state dict entry {name!r}: shape {source.shape} != expected {target.shape}")
-            target[...] = source
+            target[...] = sources[name]
 
     def save(self, path: str | Path) -> None:
         """Write the state dict to an uncompressed .npz file at exactly `path` (no suffix added)."""
@@ -170,8 +172,21 @@ class Module:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no state file at {path}")
-        with np.load(path) as archive:
-            self.load_state_dict({name: archive[name] for name in archive.files})
+        try:
+            archive = np.load(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # not .npz/.npy, or a pickle
+            raise ValueError(f"{path} is not an .npz state file written by Module.save: {error}") from error
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} holds a single array, not an .npz state file written by Module.save")
+        with archive:
+            try:
+                state = {name: archive[name] for name in archive.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+                raise ValueError(f"{path}: unreadable entry in the .npz state file: {error}") from error
+        try:
+            self.load_state_dict(state)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
 
 
 class ModuleList(Module):

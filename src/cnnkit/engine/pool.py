@@ -1,8 +1,7 @@
 """Max, average and global average pooling over (N, C, H, W) arrays, with torch's semantics.
 
-Windows are read through the same copy-free strided view as the convolution; backward passes
-scatter-add into the (padded) input with one strided slice per kernel offset, so overlapping
-windows accumulate their gradients.
+Windows are read as one strided slice of the padded input per kernel offset; backward passes
+scatter-add through the same slices, so overlapping windows accumulate their gradients.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from cnnkit.engine._utils import (
     padded_hw,
     pair,
     unpad_spatial,
-    window_view,
 )
 
 
@@ -84,14 +82,32 @@ def max_pool2d_backward(
     geo = _pool_geometry(x, kernel_size, stride, padding)
     dy = _check_dy(dy, x, geo.out_hw)
     xp = pad_spatial(x, geo.padding, fill=-np.inf)
-    windows = window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
-    n, c = x.shape[:2]
-    # (N, C, kH*kW, H_out, W_out): argmax over the flattened window returns its first maximum.
-    winner = windows.reshape(n, c, -1, *geo.out_hw).argmax(axis=2)
+    winner = _torch_arg_max(xp, geo)
     dxp = np.zeros(xp.shape, dtype=x.dtype)
     for k, rows, cols in _offsets(geo):
         dxp[:, :, rows, cols] += np.where(winner == k, dy, 0)
     return _unpadded_copy(dxp, geo, x.shape[2:])
+
+
+def _torch_arg_max(xp: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """(N, C, H_out, W_out) flat window index i*kW + j of each window's maximum, as torch picks it.
+
+    torch scans a window in row-major order from its first cell inside the input, taking a value
+    that is greater than the best so far or NaN: the first maximum wins, the last NaN wins, and a
+    window of -inf routes to its first cell inside the input, never to the padding.
+    """
+    (pad_h, _), (pad_w, _) = geo.padding
+    starts_h = np.arange(geo.out_hw[0]) * geo.stride[0]
+    starts_w = np.arange(geo.out_hw[1]) * geo.stride[1]
+    first_inside = np.maximum(0, pad_h - starts_h)[:, None] * geo.kernel[1] + np.maximum(0, pad_w - starts_w)
+    winner = np.broadcast_to(first_inside, (*xp.shape[:2], *geo.out_hw)).copy()
+    best = np.full(winner.shape, -np.inf, dtype=xp.dtype)
+    for k, rows, cols in _offsets(geo):
+        values = xp[:, :, rows, cols]
+        taken = (values > best) | np.isnan(values)
+        np.copyto(best, values, where=taken)
+        np.copyto(winner, k, where=taken)
+    return winner
 
 
 def avg_pool2d(

@@ -80,8 +80,12 @@ def advise_layer(model: nn.Module, example: torch.Tensor) -> LayerAdvice:
     if default not in maps:
         raise CnnkitError(f"the default layer {default!r} has no (N, C, h, w) output on a {height}x{width} input")
     coarse = min(maps[default])
+    # Stages only: at most one level below the default layer's own (`layer1`, `features.2`), so that the
+    # first convs of the next stage's first block, still at the finer size before its stride, are
+    # not taken for one (`layer2.0.bn1` of a bottleneck ResNet).
+    stage_depth = default.count(".") + 1
     finer = [layer.name for layer in layers if layer.calls == 1 and min(maps[layer.name]) > coarse
-             and not isinstance(modules[layer.name], _HEAD_POOLS)]
+             and layer.name.count(".") <= stage_depth and not isinstance(modules[layer.name], _HEAD_POOLS)]
     fine_enough = [name for name in finer if min(maps[name]) >= min(FINE_SIDE, height, width)]
     if not fine_enough and finer:  # no map reaches FINE_SIDE: the finest there is, the deepest of those
         finest = max(min(maps[name]) for name in finer)

@@ -176,7 +176,7 @@ def _model_facts(run: RunWithData) -> list[tuple[str, str]]:
     analysed = summary(run.model, tuple(run.model.default_cfg.input_size))
     return [("parameters", f"{analysed.total_params:,}"), ("trainable parameters", f"{analysed.trainable_params:,}"),
             ("MACs per image", f"{analysed.total_macs:,} ({analysed.total_macs / 1e6:.2f} M)"),
-            ("leaf layers", str(len(analysed.rows)))]
+            ("leaf layers", str(sum(row.leaf for row in analysed.rows)))]
 
 
 def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, per_class: int = 4,

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory (from cnnkit train)")
     parser.add_argument("data", help="the run's dataset path or `wafer`")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cnnkit.data.pipeline import Pipeline
+from cnnkit.data.splits import held_out_split
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor, RunSummary, read_summary, update_summary
 from cnnkit.train.config import load_config
@@ -23,7 +24,6 @@ from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.preprocessing import batch_stage
 
 
-EVALUATION_SPLITS = ("test", "val")  # what a run is analysed on, by preference
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,10 @@ class RunWithData:
     def class_names(self) -> list[str]:
         return list(self.summary.class_names)
 
-    def split_name(self, requested: str | None, *, default: Sequence[str] = EVALUATION_SPLITS) -> str:
-        """`requested`, else the first of `default` the data has with items (test, else val: never
-        the training data while held-out data exists), else its first split; an empty requested
-        split is refused."""
+    def split_name(self, requested: str | None) -> str:
+        """`requested`, else the held-out split (`held_out_split`: test, else val; never the training
+        data while held-out data exists), else the data's first split; an empty requested split is
+        refused."""
         splits = self.data.splits
         if requested is not None:
             if requested not in splits:
@@ -60,7 +60,7 @@ class RunWithData:
             if not self.has_items(requested):
                 raise CnnkitError(f"split {requested!r} of {self.data.source.location} has no items")
             return requested
-        return next((name for name in default if self.has_items(name)), next(iter(splits)))
+        return held_out_split(splits) or next(iter(splits))
 
     def has_items(self, split: str) -> bool:
         """Whether the data has `split` and it holds at least one item (a tiny dataset's cut can

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from cnnkit.data.commands import positive_int
+from cnnkit.data.splits import held_out_split
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.bulk import collect_files, errors_path, in_input_order, merge_outputs, predict_files
 from cnnkit.inference.evaluation import evaluate_backend
@@ -35,11 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("eval", help="evaluate a finished run (or an exported .onnx) on a dataset")
     evaluate.add_argument("run", help="run directory, or an .onnx exported by `cnnkit export`")
     evaluate.add_argument("data", help="dataset path or `wafer`")
-    evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else the whole set)")
+    evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else val, else the first)")
     evaluate.add_argument("--seed", type=int, default=None,
                           help="seed of a derived split when the run has no split.json, e.g. for an .onnx "
                                "(default: the run's; 0 for an .onnx)")
-    evaluate.add_argument("--batch-size", type=positive_int, default=64)
+    evaluate.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
     evaluate.add_argument("--device", default=None,
                           help="cpu, cuda, cuda:1 ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
@@ -48,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser("predict", help="top-k classes of images or whole folders with a finished run")
     predict.add_argument("run", help="run directory, or an .onnx exported by `cnnkit export`")
     predict.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
-    predict.add_argument("--top-k", type=positive_int, default=5)
+    predict.add_argument("--top-k", type=positive_int, default=5, help="classes per image (default 5)")
     predict.add_argument("--out", default=None,
                          help="write one row per image to this .csv or .jsonl (resumes: files already in it are "
                               "skipped); unreadable files go to OUT.errors.csv")
-    predict.add_argument("--batch-size", type=positive_int, default=32)
+    predict.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
     predict.add_argument("--workers", type=non_negative_int, default=1, help="decoding worker processes (default 1)")
     predict.add_argument("--device", default=None,
                          help="cpu, cuda, ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
@@ -85,7 +86,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if tuple(data.class_names) != predictor.class_names:
         raise CnnkitError(f"{args.data} has classes {data.class_names}, the run was trained on "
                           f"{list(predictor.class_names)}")
-    split = args.split or ("test" if "test" in data.splits else next(iter(data.splits)))
+    split = args.split or held_out_split(data.splits) or next(iter(data.splits))
     if split not in data.splits:
         raise CnnkitError(f"{args.data} has no split {split!r} (it has {sorted(data.splits)})")
     dataset = data.splits[split].with_decode_hint(predictor.pipeline.decode_hint)

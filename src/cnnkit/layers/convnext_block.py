@@ -52,7 +52,7 @@ class ConvNeXtBlock(nn.Module):
             nn.Linear(hidden, channels),
             Permute((0, 3, 1, 2)),
         )
-        self.layer_scale = nn.Parameter(torch.full((channels, 1, 1), layer_scale))
+        self.layer_scale = nn.Parameter(torch.full((channels, 1, 1), float(layer_scale)))
         self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,9 @@ class ClassifierModel(nn.Module):
     num_features: int
     drop_rate: float = 0.0  # functional dropout before a bare Linear head (torchvision's ResNet)
     conv_classifier: bool = False  # classes from a 1x1 conv (SqueezeNet, timm's ResNetV2): no HeadSpec
+    # Final Linear paths of optional auxiliary heads (GoogLeNet, Inception-v3 with aux_logits=True):
+    # a weight file's aux heads are dropped when the model has none, or re-sized like the classifier.
+    aux_classifiers: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:

@@ -57,10 +57,9 @@ CONVNEXT_LARGE: tuple[ConvNeXtStage, ...] = (
     ConvNeXtStage(channels=1536, num_layers=3),
 )
 
-# torchvision's evaluation transform for its ConvNeXt weights: resize 236, centre crop 224, bilinear.
-CONVNEXT_CFG = DefaultCfg(
-    first_conv="features.0.0", classifier="classifier.2", crop_pct=224 / 236, feature_layer="features"
-)
+# torchvision's evaluation transform for its ConvNeXt weights: centre crop 224 of a bilinear resize to
+# 236 (tiny), 230 (small) or 232 (base, large); each builder passes its crop_pct.
+CONVNEXT_CFG = DefaultCfg(first_conv="features.0.0", classifier="classifier.2", feature_layer="features")
 
 
 class ConvNeXt(ClassifierModel):
@@ -76,6 +75,7 @@ class ConvNeXt(ClassifierModel):
         *,
         stochastic_depth_prob: float = 0.1,
         layer_scale: float = 1e-6,
+        crop_pct: float = 224 / 236,
     ) -> None:
         super().__init__()
         if not stages:
@@ -116,7 +116,9 @@ class ConvNeXt(ClassifierModel):
         self.classifier = build_head(
             self.num_features, num_classes, HeadSpec(), prefix=(norm_layer(self.num_features), nn.Flatten(1))
         )
-        self.default_cfg = replace(CONVNEXT_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes)
+        self.default_cfg = replace(
+            CONVNEXT_CFG, input_size=(in_chans, 224, 224), num_classes=num_classes, crop_pct=crop_pct
+        )
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -147,7 +149,12 @@ def convnext_small(
 ) -> ConvNeXt:
     """ConvNeXt-S (50.2 M parameters)."""
     return ConvNeXt(
-        CONVNEXT_SMALL, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
+        CONVNEXT_SMALL,
+        num_classes,
+        in_chans,
+        stochastic_depth_prob=stochastic_depth_prob,
+        layer_scale=layer_scale,
+        crop_pct=224 / 230,
     )
 
 
@@ -157,7 +164,12 @@ def convnext_base(
 ) -> ConvNeXt:
     """ConvNeXt-B (88.6 M parameters)."""
     return ConvNeXt(
-        CONVNEXT_BASE, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
+        CONVNEXT_BASE,
+        num_classes,
+        in_chans,
+        stochastic_depth_prob=stochastic_depth_prob,
+        layer_scale=layer_scale,
+        crop_pct=224 / 232,
     )
 
 
@@ -167,5 +179,10 @@ def convnext_large(
 ) -> ConvNeXt:
     """ConvNeXt-L (197.8 M parameters)."""
     return ConvNeXt(
-        CONVNEXT_LARGE, num_classes, in_chans, stochastic_depth_prob=stochastic_depth_prob, layer_scale=layer_scale
+        CONVNEXT_LARGE,
+        num_classes,
+        in_chans,
+        stochastic_depth_prob=stochastic_depth_prob,
+        layer_scale=layer_scale,
+        crop_pct=224 / 232,
     )

@@ -104,6 +104,8 @@ class EfficientNet(ClassifierModel):
         stages: tuple[MBConvStage, ...] = EFFICIENTNET_B0_STAGES,
     ) -> None:
         super().__init__()
+        if not 0.0 <= stochastic_depth_prob <= 1.0:  # each block gets a fraction of it
+            raise ValueError(f"stochastic_depth_prob must be in [0, 1], got {stochastic_depth_prob}")
         if not stages:
             raise ValueError("EfficientNet needs at least one stage")
         norm_layer = partial(nn.BatchNorm2d, eps=scaling.norm_eps, momentum=scaling.norm_momentum)

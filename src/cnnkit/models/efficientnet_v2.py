@@ -61,6 +61,8 @@ class EfficientNetV2(ClassifierModel):
         resolution: int = 384,
     ) -> None:
         super().__init__()
+        if not 0.0 <= stochastic_depth_prob <= 1.0:  # each block gets a fraction of it
+            raise ValueError(f"stochastic_depth_prob must be in [0, 1], got {stochastic_depth_prob}")
         norm_layer = partial(nn.BatchNorm2d, eps=NORM_EPS)
         features: list[nn.Module] = [
             ConvNormAct(in_chans, stages[0].in_channels, 3, stride=2, norm_layer=norm_layer, activation_layer=nn.SiLU)

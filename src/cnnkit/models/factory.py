@@ -47,9 +47,7 @@ def create_model(
     head by a fresh one (`ClassifierModel.reset_classifier`), after any pretrained weights loaded.
     """
     if name not in _REGISTRY:
-        close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise CnnkitError(f"unknown model {name!r}{hint} (see `cnnkit.list_models()`)")
+        raise _unknown_model_error(name)
     builder = _REGISTRY[name]
     _check_overrides(name, builder, overrides)
     defaults = inspect.signature(builder).parameters
@@ -60,17 +58,30 @@ def create_model(
             raise CnnkitError(f"{argument} must be a positive int, got {value!r} (model {name!r})")
     if head is not None and not isinstance(head, HeadSpec):
         raise CnnkitError(f"head must be a cnnkit.models.heads.HeadSpec, got {type(head).__name__} (model {name!r})")
-    if pretrained is None:
-        model = builder(num_classes=num_classes, in_chans=in_chans, **overrides)
-    else:
-        from cnnkit.models.pretrained import build_with_weights
+    try:
+        if pretrained is None:
+            model = builder(num_classes=num_classes, in_chans=in_chans, **overrides)
+        else:
+            from cnnkit.models.pretrained import build_with_weights
 
-        model = build_with_weights(builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides)
+            model = build_with_weights(
+                builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides
+            )
+    except ValueError as error:  # a builder refusing an option's value (transform_input with 1 channel)
+        raise CnnkitError(f"model {name!r}: {error}") from error
     if head is not None:
         if not isinstance(model, ClassifierModel):
             raise CnnkitError(f"model {name!r} is not a ClassifierModel: it takes no head")
         model.reset_classifier(num_classes, head=head)
     return model
+
+
+def _unknown_model_error(name: str) -> CnnkitError:
+    """The error for a name the zoo lacks: similar names, then every name (a command-line user has
+    no `cnnkit.list_models()` at hand)."""
+    close = fnmatch.filter(_REGISTRY, f"*{name[:4]}*")[:5]
+    hint = f"; similar: {', '.join(close)}" if close else ""
+    return CnnkitError(f"unknown model {name!r}{hint}; the zoo's models: {', '.join(sorted(_REGISTRY))}")
 
 
 def _check_overrides(name: str, builder: ModelBuilder, overrides: dict[str, Any]) -> None:
@@ -91,7 +102,7 @@ def parse_model_options(name: str, pairs: list[str]) -> dict[str, Any]:
     import yaml
 
     if name not in _REGISTRY:
-        raise CnnkitError(f"unknown model {name!r} (see `cnnkit.list_models()`)")
+        raise _unknown_model_error(name)
     builder = _REGISTRY[name]
     parameters = inspect.signature(builder).parameters
     try:

@@ -74,6 +74,8 @@ class GoogLeNetAux(nn.Module):
 class GoogLeNet(ClassifierModel):
     """(N, in_chans, H, W) -> (N, num_classes); features (N, 1024, H/32, W/32)."""
 
+    aux_classifiers = ("aux1.fc2", "aux2.fc2")
+
     def __init__(
         self,
         num_classes: int = 1000,

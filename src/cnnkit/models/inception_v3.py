@@ -229,6 +229,8 @@ class InceptionV3(ClassifierModel):
     H, W >= 75; the auxiliary head needs >= 299 (its 5x5 conv reads a pooled 17x17 Mixed_6e).
     """
 
+    aux_classifiers = ("AuxLogits.fc",)
+
     def __init__(
         self,
         num_classes: int = 1000,
@@ -246,6 +248,7 @@ class InceptionV3(ClassifierModel):
             first_conv="Conv2d_1a_3x3.conv",
             classifier="fc",
             num_classes=num_classes,
+            crop_pct=299 / 342,  # torchvision's evaluation transform: resize 342, centre crop 299
             feature_layer=MIXED_TABLE[-1][0],
         )
         self.aux_logits = aux_logits

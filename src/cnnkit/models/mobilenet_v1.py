@@ -78,6 +78,8 @@ class MobileNetV1(ClassifierModel):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        if width_mult <= 0:  # make_divisible would quietly give every layer its 8-channel minimum
+            raise ValueError(f"width_mult must be > 0, got {width_mult}")
         if not stages:
             raise ValueError("MobileNetV1 needs at least one stage")
         channels = make_divisible(STEM_CHANNELS * width_mult)

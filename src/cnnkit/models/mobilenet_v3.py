@@ -105,6 +105,8 @@ class MobileNetV3(ClassifierModel):
         drop_rate: float = 0.2,
     ) -> None:
         super().__init__()
+        if width_mult <= 0:  # make_divisible would quietly give every layer its 8-channel minimum
+            raise ValueError(f"width_mult must be > 0, got {width_mult}")
         norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
         channels = make_divisible(arch.stem_channels * width_mult)
         features: list[nn.Module] = [

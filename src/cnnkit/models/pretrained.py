@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 WRAPPER_ENTRIES = ("state_dict", "model")  # where training checkpoints keep the weights
 DDP_PREFIX = "module."
 MAX_LISTED_KEYS = 5
+# torchvision's published DenseNet files name the dense layers' parts 'norm.1', 'conv.2', ... (from
+# before module names could not hold dots); torchvision renames them when it loads them
+# (torchvision.models.densenet._load_state_dict), and so does cnnkit.
+LEGACY_DENSE_LAYER_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def _listed(keys: list[str]) -> str:
@@ -91,9 +98,12 @@ def read_state_dict(path: str | Path) -> StateDict:
     return state
 
 
-def _replace_classifier_entries(model: nn.Module, state: StateDict, own: StateDict, source: str) -> str | None:
-    """Swap the file's classifier for the model's own fresh one when their shapes differ."""
-    classifier = model_cfg(model).classifier
+def _replace_classifier_entries(
+    model: nn.Module, state: StateDict, own: StateDict, source: str, classifier: str | None = None
+) -> str | None:
+    """Swap the file's classifier (default_cfg's, or `classifier`) for the model's own fresh one
+    when their shapes differ."""
+    classifier = classifier or model_cfg(model).classifier
     prefix = classifier + "."
     own_keys = [key for key in own if key.startswith(prefix)]
     if all(key in state and state[key].shape == own[key].shape for key in own_keys):
@@ -105,6 +115,23 @@ def _replace_classifier_entries(model: nn.Module, state: StateDict, own: StateDi
     state.update({key: own[key] for key in own_keys})
     classes = own[prefix + "weight"].shape[0]
     return f"{source}: classifier {classifier!r} re-initialised for {classes} classes (file has {file_classes})"
+
+
+def _fit_aux_heads(model: nn.Module, state: StateDict, own: StateDict, source: str) -> list[str | None]:
+    """The file's auxiliary heads (torchvision's GoogLeNet and Inception-v3 files hold them): dropped
+    when the model was built without them (as torchvision does), their classifiers re-sized otherwise."""
+    notes: list[str | None] = []
+    for classifier in getattr(model, "aux_classifiers", ()):
+        head = classifier.rsplit(".", 1)[0]
+        if any(key.startswith(head + ".") for key in own):
+            notes.append(_replace_classifier_entries(model, state, own, source, classifier))
+            continue
+        dropped = [key for key in state if key.startswith(head + ".")]
+        for key in dropped:
+            del state[key]
+        if dropped:
+            notes.append(f"{source}: auxiliary head {head!r} dropped ({len(dropped)} entries; no aux_logits)")
+    return notes
 
 
 def _adapt_first_conv(model: nn.Module, state: StateDict, own: StateDict, source: str) -> str | None:
@@ -120,6 +147,22 @@ def _adapt_first_conv(model: nn.Module, state: StateDict, own: StateDict, source
     return f"{source}: first conv {key!r} adapted from {file_chans} to {in_chans} input channels"
 
 
+def _rename_legacy_keys(state: StateDict) -> None:
+    """'features.denseblock1.denselayer1.norm.1.weight' -> '...denselayer1.norm1.weight', in place."""
+    for key in list(state):
+        match = LEGACY_DENSE_LAYER_KEY.match(key)
+        if match:
+            state[match.group(1) + match.group(2)] = state.pop(key)
+
+
+def _fill_batch_counters(state: StateDict, own: StateDict) -> None:
+    """BatchNorm's `num_batches_tracked`, absent from files saved before PyTorch 0.4.1 (torchvision's
+    original weights, e.g. resnet18-f37072fd.pth): the model's own, as load_state_dict fills them."""
+    for key, value in own.items():
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = value
+
+
 def fit_and_load(model: nn.Module, state: StateDict, *, source: str) -> list[str]:
     """Load `state` into `model` with strict=True after adapting its classifier and first conv.
 
@@ -127,8 +170,14 @@ def fit_and_load(model: nn.Module, state: StateDict, *, source: str) -> list[str
     Missing, unexpected or mis-shaped keys are a CnnkitError naming `source` and up to 5 keys.
     """
     state = dict(state)
+    _rename_legacy_keys(state)
     own = model.state_dict()
-    notes = [_replace_classifier_entries(model, state, own, source), _adapt_first_conv(model, state, own, source)]
+    notes = [
+        _replace_classifier_entries(model, state, own, source),
+        *_fit_aux_heads(model, state, own, source),
+        _adapt_first_conv(model, state, own, source),
+    ]
+    _fill_batch_counters(state, own)
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
     mismatched = [

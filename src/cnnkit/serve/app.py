@@ -97,7 +97,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
             explain_available=hasattr(p.backend, "model") and state.task == "classification",
             auth=s.api_key is not None,
             batching=BatchingInfo(max_batch_size=s.max_batch_size, max_delay_ms=s.max_delay_ms,
-                                  max_queue=s.max_queue, timeout_s=s.timeout_s),
+                                  max_queue=s.max_queue, timeout_s=s.timeout_s, threads=state.threads),
             limits=LimitsInfo(max_upload_bytes=s.max_upload_bytes, max_pixels=s.max_pixels,
                               max_files=s.max_files, formats=list(ACCEPTED_FORMATS)),
             pid=os.getpid())

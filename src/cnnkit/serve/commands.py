@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--timeout-s", type=_positive(float), default=30.0, help="longest wait for an answer (504)")
     serve.add_argument("--workers", type=_positive(int), default=1, help="server processes, one model each")
     serve.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    serve.add_argument("--threads", type=_positive(int), default=None,
+                       help="CPU threads of each worker's forward pass (default: the cores over --workers)")
     serve.add_argument("--api-key-file", default=None, help="file whose first line is the bearer key clients send")
     serve.add_argument("--no-auth", action="store_true", help="serve a non-loopback address without a key")
     serve.add_argument("--index", default=None, metavar="DIR",
@@ -60,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    import torch
+
     if args.api_key_file is not None and args.no_auth:
         raise CnnkitError("--api-key-file and --no-auth exclude each other")
     from cnnkit.serve.auth import read_api_key
@@ -68,18 +72,19 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(host=args.host, port=args.port, max_batch_size=args.max_batch_size,
                          max_delay_ms=args.max_delay_ms, max_upload_mb=args.max_upload_mb,
                          max_pixels=args.max_pixels, max_queue=args.max_queue, timeout_s=args.timeout_s,
-                         workers=args.workers, api_key=api_key, allow_no_auth=args.no_auth)
+                         workers=args.workers, api_key=api_key, allow_no_auth=args.no_auth,
+                         threads=args.threads or max(1, torch.get_num_threads() // args.workers))
 
 
-def load_predictor(source: str, *, device: str, batch_size: int) -> Predictor:
+def load_predictor(source: str, *, device: str, batch_size: int, threads: int | None = None) -> Predictor:
     """A run directory's Predictor (an embedding run's embedder too), or an exported .onnx file's
-    (ONNX Runtime on `device`)."""
+    (ONNX Runtime on `device`, with `threads` intra-op threads)."""
     from cnnkit.embeddings.runs import embedding_predictor
     from cnnkit.inference import Predictor, read_summary
 
     path = Path(source)
     if path.suffix.lower() == ".onnx":
-        return Predictor.from_onnx(path, batch_size=batch_size, device=device)
+        return Predictor.from_onnx(path, batch_size=batch_size, device=device, threads=threads)
     if not path.is_dir():
         raise CnnkitError(f"{path}: not a run directory or an .onnx file")
     if read_summary(path).task == "embedding":
@@ -105,7 +110,7 @@ def build_app(source: str, device: str, settings: ServeSettings, index: str | No
     """The app of `source` (module level, so uvicorn's worker processes can rebuild it)."""
     from cnnkit.serve.app import create_app
 
-    predictor = load_predictor(source, device=device, batch_size=settings.max_batch_size)
+    predictor = load_predictor(source, device=device, batch_size=settings.max_batch_size, threads=settings.threads)
     return create_app(predictor, settings, gallery=load_gallery(index, source))
 
 

@@ -69,6 +69,7 @@ class BatchingInfo(BaseModel):
     max_delay_ms: float
     max_queue: int
     timeout_s: float
+    threads: int  # torch intra-op threads of the inference thread
 
 
 class LimitsInfo(BaseModel):

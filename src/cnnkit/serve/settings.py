@@ -30,14 +30,15 @@ class ServeSettings:
     api_key: str | None = field(default=None, repr=False)  # a secret: kept out of logs and tracebacks
     allow_no_auth: bool = False
     decode_threads: int = 2
+    threads: int | None = None  # torch intra-op threads of the inference thread; None: the count at start
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "timeout_s", "max_delay_ms"):  # nan slips past every comparison
             if not math.isfinite(getattr(self, name)):
                 raise CnnkitError(f"serve: {name} must be a finite number, got {getattr(self, name)}")
         for name in ("max_batch_size", "max_queue", "workers", "max_files", "default_top_k", "max_pixels",
-                     "decode_threads"):
-            if getattr(self, name) < 1:
+                     "decode_threads", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CnnkitError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_upload_mb", "timeout_s"):
             if not getattr(self, name) > 0:

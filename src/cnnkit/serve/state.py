@@ -40,6 +40,7 @@ class ServeState:
             raise CnnkitError(f"serve: the gallery holds {gallery.index.dim}-d vectors, the model embeds "
                               f"{self.embedding_dim}-d ones (index it with this run)")
         self.gallery = gallery
+        self.threads = settings.threads or torch.get_num_threads()
         self.metrics = ServeMetrics()
         self.ready = False
         self.decode_pool: ThreadPoolExecutor | None = None
@@ -47,8 +48,13 @@ class ServeState:
         self.batcher: DynamicBatcher | None = None
 
     async def start(self) -> None:
-        self.decode_pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="cnnkit-decode")
-        self.inference_pool = ThreadPoolExecutor(1, thread_name_prefix="cnnkit-infer")
+        # The forward runs on `threads`; decoding on one thread per image, so that it forms no OpenMP
+        # team of its own (each thread running torch on several threads does, and once the teams
+        # outnumber the cores libgomp stops spinning between parallel regions: benchmarks/RESULTS.md).
+        self.decode_pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="cnnkit-decode",
+                                              initializer=torch.set_num_threads, initargs=(1,))
+        self.inference_pool = ThreadPoolExecutor(1, thread_name_prefix="cnnkit-infer",
+                                                 initializer=torch.set_num_threads, initargs=(self.threads,))
         self.batcher = DynamicBatcher(self.forward, executor=self.inference_pool,
                                       max_batch_size=self.settings.max_batch_size,
                                       max_delay_ms=self.settings.max_delay_ms, max_queue=self.settings.max_queue,

@@ -24,6 +24,7 @@ from cnnkit.data.dataset import ArrayImageDataset
 from cnnkit.data.pipeline import Pipeline
 from cnnkit.data.sources import DataSource
 from cnnkit.data.wafer import IMBALANCES, MIN_SIZE, WAFER_CLASSES, WaferMaps
+from cnnkit.device_info import torch_threads
 from cnnkit.errors import CnnkitError
 from cnnkit.train import model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
@@ -120,12 +121,15 @@ def _run_command(args: argparse.Namespace) -> int:
     threads = DEMO_THREADS if args.threads is None else args.threads
     if threads < 1:
         raise CnnkitError(f"--threads must be >= 1, got {threads}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    if args.out is not None and not _can_hold_folders(Path(args.out)):
+        raise CnnkitError(f"--out {args.out}: a file stands where the run folders would go; choose a folder")
+    with torch_threads(threads):
         return _run_torch_command(config, args.out)
-    finally:
-        torch.set_num_threads(previous)
+
+
+def _can_hold_folders(path: Path) -> bool:
+    """Whether folders can be made at `path`: no existing file at it or at any of its parents."""
+    return not any(part.exists() and not part.is_dir() for part in (path, *path.parents))
 
 
 def _run_torch_command(config: DemoConfig, out: str | None) -> int:
