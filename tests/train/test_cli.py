@@ -101,16 +101,18 @@ def test_a_value_torch_would_refuse_is_named_before_the_run_is_written(tiny_fold
 
 
 def test_a_setting_the_chosen_optimizer_or_schedule_ignores_is_refused(tiny_folder: Path, tmp_path: Path,
+                                                                       trained_run: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:
     """--momentum with AdamW, --step-gamma with cosine: taken and ignored."""
     base = ["train", str(tiny_folder), "--epochs", "1", "--batch-size", "8", "--img-size", "16", "--quiet"]
     assert main([*base, "--momentum", "0.5", "--out", str(tmp_path / "a")]) == 2
     assert "momentum (only for optimizer sgd) given but the run uses optimizer adamw" in capsys.readouterr().err
-    config = tmp_path / "run.yaml"
-    config.write_text("optimizer: sgd\nstep_gamma: 0.5\n")
-    assert main([*base, "--config", str(config), "--out", str(tmp_path / "b")]) == 2
+    assert main([*base, "--optimizer", "sgd", "--step-gamma", "0.5", "--out", str(tmp_path / "b")]) == 2
     assert "step_gamma (only for schedule step) given" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # a run's own config.yaml (every field, momentum included) still serves as --config of another
+    assert main([*base, "--config", str(trained_run / "config.yaml"), "--epochs", "1", "--out",
+                 str(tmp_path / "c")]) == 0
 
 
 def test_an_out_that_is_a_file_and_a_config_that_is_a_folder_are_named(tiny_folder: Path, tmp_path: Path,

@@ -11,7 +11,7 @@ from cnnkit.data.augment_config import AUGMENTS, PRESETS
 from cnnkit.data.commands import positive_int
 from cnnkit.errors import CnnkitError
 from cnnkit.train import data_prep, model_setup, preprocessing
-from cnnkit.train.config import TrainConfig, read_yaml_mapping
+from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.finetune import Phase, finetune, parse_phases
 from cnnkit.train.fit import RunInfo, check_resume_config, fit
@@ -84,10 +84,8 @@ def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path
         raise CnnkitError(f"phases ({given}) are for `cnnkit finetune`; this command trains in one phase")
     if args.func is run_finetune:
         finetune_phases(run)  # a bad --phases is named before the data is read
-        in_yaml = args.config is not None and "epochs" in read_yaml_mapping(args.config)
-        if in_yaml or flags_given(args, ["epochs"]):
-            raise CnnkitError("finetune: the epochs come from --phases (e.g. head:5,all:10); --epochs (YAML "
-                              "epochs) does not apply")
+        if flags_given(args, ["epochs"]):
+            raise CnnkitError("finetune: the epochs come from --phases (e.g. head:5,all:10); --epochs does not apply")
     out, context, data = start_run(args.data, config, run, resume=args.resume, default_out=f"runs/{run.model}")
     return config, run, data, out, context
 

@@ -131,11 +131,12 @@ def resolve(args: argparse.Namespace, *, default_model: str) -> tuple[TrainConfi
     run["model_options"] = parse_model_options(run["model"], pairs)
     config = config_from_dict(values, source=source)
     config.check_trainable()
-    _refuse_unused(config, set(values))
+    _refuse_unused(config, {k for k in config_keys if getattr(args, k, None) is not None})
     return config, RunOptions(**run)
 
 
-# Settings that only one optimizer or schedule reads: given for another, they would do nothing.
+# Settings that only one optimizer or schedule reads: given as flags for another, they would do
+# nothing (in YAML they may stand in a whole saved config.yaml, every field there).
 _ONLY_FOR = {"momentum": ("optimizer", "sgd"), "nesterov": ("optimizer", "sgd"),
              "step_size_epochs": ("schedule", "step"), "step_gamma": ("schedule", "step")}
 
