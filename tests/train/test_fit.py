@@ -120,7 +120,8 @@ def test_lr_find_suggests_a_learning_rate_inside_the_sweep_and_leaves_the_model(
     model = toy_model()
     before = [p.clone() for p in model.parameters()]
     result = lr_find(model, toy_data(), CONFIG, num_steps=60, start_lr=1e-5, end_lr=10)
-    assert 1e-5 <= result.suggestion <= 10
+    # any LR of the sweep passed; the toy task trains at 0.01-0.1 (measured suggestion 0.073)
+    assert 1e-3 <= result.suggestion <= 1 and min(result.losses) < 0.6 * result.losses[0]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert result.lrs == sorted(result.lrs)
 
