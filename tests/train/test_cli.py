@@ -57,11 +57,28 @@ def test_yaml_config_sets_flags_and_refuses_unknown_keys(tiny_folder: Path, tmp_
                  "--quiet"]) == 0
     config = (tmp_path / "r" / "config.yaml").read_text()
     assert "seed: 5" in config and "batch_size: 8" in config
+    # the run options of a YAML file are type-checked as the training ones are (tracebacks, or a
+    # truthy string taken as true)
+    for line, message in [("img_size: big", "img_size must be int, got 'big'"), ("phases: 5", "phases must be str"),
+                          ("drop_outliers: maybe", "drop_outliers must be bool"),
+                          ("model_options: [a, b]", "model_options must be a mapping")]:
+        bad.write_text(line + "\n")
+        assert main(["finetune", str(tiny_folder), "--config", str(bad), "--out", str(tmp_path / "f")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+    assert main(["train", str(tiny_folder), "--img-size", "0", "--out", str(tmp_path / "f")]) == 2
+    assert "img_size must be >= 1 pixel, got 0" in capsys.readouterr().err  # a ValueError after the data scan
 
 
 def test_train_refuses_to_overwrite_a_run(trained_run: Path, tiny_folder: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["train", str(tiny_folder), "--out", str(trained_run), "--quiet"]) == 2
     assert "--resume" in capsys.readouterr().err
+    # --resume without the run's flags: it resumed with the defaults and overwrote config.yaml
+    assert main(["train", str(tiny_folder), "--out", str(trained_run), "--resume", "--lr", "0.003", "--quiet"]) == 2
+    assert "was trained with batch_size 8 (now 64);" in capsys.readouterr().err
+    same = ["--epochs", "2", "--batch-size", "8", "--lr", "0.003", "--resume", "--quiet"]
+    assert main(["train", str(tiny_folder), "--out", str(trained_run), *same, "--img-size", "24"]) == 2
+    assert "it is a run of default_cfg" in capsys.readouterr().err  # resumed at 24 px a run trained at 16
 
 
 def test_train_refuses_a_dataset_of_one_class(tiny_folder: Path, tmp_path: Path,
@@ -73,6 +90,55 @@ def test_train_refuses_a_dataset_of_one_class(tiny_folder: Path, tmp_path: Path,
     assert main(["train", str(single), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "one class only (red): a classifier needs at least two" in capsys.readouterr().err
     assert not (tmp_path / "run" / "split.json").exists(), "refused before the run directory is written to"
+
+
+def test_a_value_torch_would_refuse_is_named_before_the_run_is_written(tiny_folder: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sgd"
+    assert main(["train", str(tiny_folder), "--optimizer", "sgd", "--momentum", "0", "--out", str(out)]) == 2
+    assert "nesterov needs momentum > 0" in capsys.readouterr().err  # was torch's ValueError after the data scan
+    assert not out.exists()
+
+
+def test_a_setting_the_chosen_optimizer_or_schedule_ignores_is_refused(tiny_folder: Path, tmp_path: Path,
+                                                                       trained_run: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """--momentum with AdamW, --step-gamma with cosine: taken and ignored."""
+    base = ["train", str(tiny_folder), "--epochs", "1", "--batch-size", "8", "--img-size", "16", "--quiet"]
+    assert main([*base, "--momentum", "0.5", "--out", str(tmp_path / "a")]) == 2
+    assert "momentum (only for optimizer sgd) given but the run uses optimizer adamw" in capsys.readouterr().err
+    assert main([*base, "--optimizer", "sgd", "--step-gamma", "0.5", "--out", str(tmp_path / "b")]) == 2
+    assert "step_gamma (only for schedule step) given" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # a run's own config.yaml (every field, momentum included) still serves as --config of another
+    assert main([*base, "--config", str(trained_run / "config.yaml"), "--epochs", "1", "--out",
+                 str(tmp_path / "c")]) == 0
+
+
+def test_an_out_that_is_a_file_and_a_config_that_is_a_folder_are_named(tiny_folder: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """Both were tracebacks (FileExistsError, IsADirectoryError)."""
+    (tmp_path / "notes.txt").write_text("not a run")
+    assert main(["train", str(tiny_folder), "--out", str(tmp_path / "notes.txt"), "--quiet"]) == 2
+    assert "notes.txt is a file, not a run directory" in capsys.readouterr().err
+    assert main(["train", str(tiny_folder), "--config", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert f"cannot read config file {tmp_path}" in capsys.readouterr().err
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00binary")
+    assert main(["train", str(tiny_folder), "--config", str(tmp_path / "binary.yaml"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_a_device_this_machine_lacks_is_named_before_the_run_is_written(tiny_folder: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    devices = ["gpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:  # were a RuntimeError / AssertionError traceback, the second after the data scan
+        out = tmp_path / device
+        assert main(["train", str(tiny_folder), "--device", device, "--out", str(out), "--quiet"]) == 2
+        assert f"--device {device!r} is not usable here" in capsys.readouterr().err
+        assert not out.exists()
 
 
 def test_finetune_from_pretrained_weights_in_phases(tiny_folder: Path, tmp_path: Path,
@@ -105,6 +171,18 @@ def test_lr_find_plots_and_suggests(tiny_folder: Path, tmp_path: Path, capsys: p
     assert main(["lr-find", str(tiny_folder), "--img-size", "16", "--batch-size", "8", "--plot", str(plot)]) == 0
     assert "suggested learning rate:" in capsys.readouterr().out
     assert plot.stat().st_size > 1000
+    # its own error named --start-lr, which did not exist; --resume and --out were taken and ignored
+    sweep = ["lr-find", str(tiny_folder), "--img-size", "16", "--batch-size", "8", "--plot", str(plot)]
+    assert main([*sweep, "--start-lr", "1e-3", "--end-lr", "1e-2", "--num-steps", "6"]) == 0
+    suggested = float(capsys.readouterr().out.split("suggested learning rate: ")[1].split()[0])
+    assert 1e-3 <= suggested <= 1e-2
+    assert main([*sweep, "--out", str(tmp_path / "run")]) == 2
+    assert "--resume and --out are for training runs" in capsys.readouterr().err
+    # a --plot matplotlib cannot write was a traceback after the whole sweep; a new folder is made
+    assert main([*sweep[:-1], str(tmp_path / "lr.xyz"), "--num-steps", "4"]) == 2
+    assert "lr.xyz: the name must end in an image format matplotlib writes" in capsys.readouterr().err
+    assert main([*sweep[:-1], str(tmp_path / "new" / "lr.svg"), "--num-steps", "4"]) == 0
+    assert (tmp_path / "new" / "lr.svg").exists()
 
 
 def test_same_seed_gives_bit_identical_runs(tiny_folder: Path, tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ NUMBER = r"([\d.]+)"
 
 
 def test_demo_trains_both_models_and_prints_them_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["demo", "--epochs", "6", "--n-per-class", "40", "--size", "24", "--out", str(tmp_path)])
+    # --compare-mlp, the issue's command line, was an unrecognised argument once the comparison became the default
+    code = main(["demo", "--epochs", "6", "--n-per-class", "40", "--size", "24", "--compare-mlp",
+                 "--out", str(tmp_path)])
     assert code == 0
     output = capsys.readouterr().out
     assert "loc and scratch defects in the left half in training, in the right half in the shifted test" in output
@@ -80,3 +82,12 @@ def test_macro_f1_and_recall_known_answer() -> None:
     np.testing.assert_array_equal(scores.confusion, [[1, 0, 1], [1, 1, 0], [0, 0, 1]])
     assert scores.accuracy == pytest.approx(3 / 5)
     assert scores.macro_f1 == pytest.approx((1 / 2 + 2 / 3 + 2 / 3) / 3)
+
+
+def test_torch_demo_options_need_the_torch_engine(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--threads and --out were taken and ignored by the NumPy-engine demo."""
+    assert main(["demo", "--engine", "numpy", "--compare-mlp"]) == 2
+    assert "--compare-mlp need --engine torch" in capsys.readouterr().err
+    assert main(["demo", "--engine", "numpy", "--epochs", "1", "--n-per-class", "12", "--size", "24",
+                 "--threads", "2", "--out", str(tmp_path / "runs")]) == 2
+    assert "--threads, --out need --engine torch" in capsys.readouterr().err

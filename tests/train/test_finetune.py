@@ -95,20 +95,25 @@ class StopInPhaseTwo(Callback):
             raise KeyboardInterrupt
 
 
+def _every_phase_with(monkeypatch: pytest.MonkeyPatch, callback: Callback) -> None:
+    """finetune's phases run with `callback` added (one that interrupts the run)."""
+    import cnnkit.train.fit as fit_module
+
+    original_fit = fit_module.fit
+
+    def fit_with_callback(*args, callbacks=(), **kwargs):
+        return original_fit(*args, callbacks=[*callbacks, callback], **kwargs)
+
+    monkeypatch.setattr("cnnkit.train.finetune.fit", fit_with_callback)
+
+
 def test_resume_across_phases_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     phases = (Phase("head", 2), Phase("all", 2, lr_scale=0.5, layer_decay=0.7))
     data = DataBundle(train=toy_data(), val=toy_data(32, seed=1))
     full = finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "full", quiet=True)
     assert [p["trainable"] for p in full.phases] == ["head", "all"]
 
-    import cnnkit.train.fit as fit_module
-
-    original_fit = fit_module.fit
-
-    def crashing_fit(*args, callbacks=(), **kwargs):
-        return original_fit(*args, callbacks=[*callbacks, StopInPhaseTwo()], **kwargs)
-
-    monkeypatch.setattr("cnnkit.train.finetune.fit", crashing_fit)
+    _every_phase_with(monkeypatch, StopInPhaseTwo())
     with pytest.raises(KeyboardInterrupt):
         finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "cut", quiet=True)
     monkeypatch.undo()
@@ -122,6 +127,34 @@ def test_resume_across_phases_is_bit_identical(tmp_path: Path, monkeypatch: pyte
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["class_names"] == ["left", "right"] and len(summary["phases"]) == 2
     assert (tmp_path / "cut" / "best.safetensors").exists()
+
+
+class StopBeforePhaseTwo(Callback):
+    def before_fit(self, trainer: Trainer) -> None:
+        if trainer.run_dir.name.startswith("phase2"):
+            raise KeyboardInterrupt
+
+
+def test_resume_between_phases_with_a_test_split_is_bit_identical(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a test split, fit tested the best epoch by loading its weights into the model itself: the
+    next phase then started from phase 1's best weights, a resume from its last ones."""
+    phases = (Phase("head", 3), Phase("all", 1, lr_scale=0.5))
+    data = DataBundle(train=toy_data(), val=toy_data(32, seed=1), test=toy_data(32, seed=2))
+    config = CONFIG  # val_top1 peaks at phase 1's second epoch: its best epoch is not its last
+    full = finetune(toy_model(), data, config, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "full",
+                    quiet=True)
+    assert json.loads((tmp_path / "full" / "phase1-head" / "summary.json").read_text())["best_epoch"] != 2
+    _every_phase_with(monkeypatch, StopBeforePhaseTwo())
+    with pytest.raises(KeyboardInterrupt):
+        finetune(toy_model(), data, config, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "cut", quiet=True)
+    monkeypatch.undo()
+    resumed = finetune(toy_model(), data, config, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "cut",
+                       resume=True, quiet=True)
+    a = load_checkpoint(tmp_path / "full" / "phase2-all" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "phase2-all" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.test == full.test
 
 
 class StopInPhase(Callback):
@@ -153,14 +186,7 @@ def test_three_phases_with_module_names_resume_bit_identical_and_name_the_phase(
     assert format_phases(full.phases, full.epochs_run) == (
         "phases: 1/3 head 1 epochs @ 0.05, 2/3 0+1 2 epochs @ 0.02, 3/3 all 1 epochs @ 0.01; total 4 epochs")
 
-    import cnnkit.train.fit as fit_module
-
-    original_fit = fit_module.fit
-
-    def crashing_fit(*args, callbacks=(), **kwargs):
-        return original_fit(*args, callbacks=[*callbacks, StopInPhase("phase2-0+1", 9)], **kwargs)
-
-    monkeypatch.setattr("cnnkit.train.finetune.fit", crashing_fit)
+    _every_phase_with(monkeypatch, StopInPhase("phase2-0+1", 9))
     with pytest.raises(KeyboardInterrupt):
         finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path / "cut", quiet=True)
     monkeypatch.undo()

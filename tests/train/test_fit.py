@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from cnnkit.errors import CnnkitError
@@ -16,6 +17,7 @@ from cnnkit.models.base import DefaultCfg
 from cnnkit.train.fit import DataBundle, RunInfo, fit
 from cnnkit.train.lr_find import lr_find, suggest_lr
 from cnnkit.train.metrics import ClassificationMeter
+from cnnkit.train.trainer import Trainer
 
 from train.toy_job import toy_data, toy_model
 
@@ -50,6 +52,53 @@ def test_fit_refuses_to_overwrite_or_resume_nothing(tmp_path: Path) -> None:
         fit(toy_model(), data, CONFIG, INFO, run_dir=tmp_path, quiet=True)
 
 
+def test_resume_with_other_settings_is_refused_naming_them(tmp_path: Path) -> None:
+    """A resume continues the run as configured: another lr or optimizer would silently make it
+    another run (and overwrite its config.yaml); settings that change nothing computed may differ,
+    and epochs (training on for longer)."""
+    data = DataBundle(train=toy_data())
+    fit(toy_model(), data, CONFIG.replace(epochs=1), INFO, run_dir=tmp_path, quiet=True)
+    saved = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(CnnkitError, match=r"--resume: .* was trained with lr 0.05 \(now 0.1\), optimizer 'sgd' "
+                                          r"\(now 'adamw'\); pass the run's own settings"):
+        fit(toy_model(), data, CONFIG.replace(lr=0.1, optimizer="adamw"), INFO, run_dir=tmp_path, resume=True,
+            quiet=True)
+    assert (tmp_path / "config.yaml").read_text() == saved
+    stale = tmp_path / ".last.pt.k1ll3d.tmp"  # what a SIGKILL in the middle of a checkpoint write leaves
+    stale.write_bytes(b"half a checkpoint")
+    summary = fit(toy_model(), data, CONFIG.replace(epochs=2, checkpoint_every_steps=2), INFO, run_dir=tmp_path,
+                  resume=True, quiet=True)
+    assert summary.epochs_run == 2
+    assert not stale.exists(), "a resume removes the temporary files of interrupted writes"
+
+
+def test_resume_of_another_model_setup_is_refused_naming_it(tmp_path: Path) -> None:
+    """The checkpoint keeps what the run is of (fit's RunInfo): a resume at another input size or
+    with other builder options trained on silently (the weights fit either way)."""
+    import dataclasses
+
+    data = DataBundle(train=toy_data())
+    fit(toy_model(), data, CONFIG.replace(epochs=1), INFO, run_dir=tmp_path, quiet=True)
+    other = dataclasses.replace(INFO, default_cfg=dataclasses.replace(INFO.default_cfg, input_size=(1, 16, 16)),
+                                model_options={"drop_rate": 0.3})
+    with pytest.raises(CnnkitError, match=r"cannot resume from .*last.pt: it is a run of default_cfg .*'input_size': "
+                                          r"\[1, 8, 8\].*\(now .*\[1, 16, 16\].*\), model_options \{\} "
+                                          r"\(now \{'drop_rate': 0.3\}\)"):
+        fit(toy_model(), data, CONFIG.replace(epochs=2), other, run_dir=tmp_path, resume=True, quiet=True)
+    assert fit(toy_model(), data, CONFIG.replace(epochs=2), INFO, run_dir=tmp_path, resume=True,
+               quiet=True).epochs_run == 2
+
+
+def test_a_finished_run_resumed_writes_the_same_summary(tmp_path: Path) -> None:
+    """A kill after the last checkpoint but before summary.json: the resume wrote final = {}."""
+    data = DataBundle(train=toy_data(), val=toy_data(32, seed=1), test=toy_data(32, seed=2))
+    whole = fit(toy_model(), data, CONFIG.replace(epochs=2), INFO, run_dir=tmp_path, quiet=True)
+    (tmp_path / "summary.json").unlink()
+    again = fit(toy_model(), data, CONFIG.replace(epochs=2), INFO, run_dir=tmp_path, resume=True, quiet=True)
+    assert again.final == whole.final and again.test == whole.test and again.best_epoch == whole.best_epoch
+    assert again.final["val_top1"] > 0
+
+
 def test_dataset_smaller_than_a_batch_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match="smaller than one batch"):
         fit(toy_model(), DataBundle(train=toy_data(8)), CONFIG, INFO, run_dir=tmp_path, quiet=True)
@@ -71,7 +120,8 @@ def test_lr_find_suggests_a_learning_rate_inside_the_sweep_and_leaves_the_model(
     model = toy_model()
     before = [p.clone() for p in model.parameters()]
     result = lr_find(model, toy_data(), CONFIG, num_steps=60, start_lr=1e-5, end_lr=10)
-    assert 1e-5 <= result.suggestion <= 10
+    # any LR of the sweep passed; the toy task trains at 0.01-0.1 (measured suggestion 0.073)
+    assert 1e-3 <= result.suggestion <= 1 and min(result.losses) < 0.6 * result.losses[0]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert result.lrs == sorted(result.lrs)
 
@@ -105,6 +155,30 @@ def test_yaml_config_reads_exponent_floats_and_names_bad_values(tmp_path: Path) 
         with pytest.raises(CnnkitError, match=message):
             load_config(path)
 
+
+@pytest.mark.parametrize("changes, message", [
+    ({"optimizer": "sgd", "momentum": 0.0}, "nesterov needs momentum > 0"),  # torch: ValueError at the optimizer
+    ({"momentum": -0.5}, r"momentum must be in \[0.0, 1.0\)"),
+    ({"label_smoothing": 1.5}, "label_smoothing must be in"),  # torch: RuntimeError at the first step
+    ({"ema_decay": 1.0}, r"ema_decay must be in \(0, 1\)"),  # was a ValueError
+    ({"weight_decay": -0.1}, "weight_decay must be in"),  # was accepted: weights pushed away from zero
+    ({"grad_clip_norm": 0.0}, "grad_clip_norm must be > 0"),  # was accepted: every gradient clipped to zero
+    ({"schedule": "step", "step_size_epochs": 0}, "step_size_epochs must be >= 1"),  # ZeroDivisionError
+    ({"lr": float("nan")}, "lr must be a finite number > 0"),
+    ({"schedule": "onecycle", "warmup_epochs": 2.0}, "warmup_epochs .* does not apply to the onecycle"),
+    # the default mode is max: best.safetensors was the epoch of the highest validation loss
+    ({"monitor": "val_loss"}, "monitor val_loss with monitor_mode max would keep its worst epoch"),
+    ({"monitor": "val_top1", "monitor_mode": "min"}, "set monitor_mode max"),
+])
+def test_values_torch_would_refuse_or_ignore_are_errors_naming_the_key(tmp_path: Path, changes: dict,
+                                                                       message: str) -> None:
+    if "lr" not in changes:  # a saved run's config.yaml still reads: only training refuses them
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({**CONFIG.to_dict(), **changes}))
+        load_config(tmp_path / "config.yaml")
+    with pytest.raises(CnnkitError, match=message):
+        Trainer(toy_model(), toy_data(), CONFIG.replace(**changes), num_classes=2, run_dir=tmp_path)
+
+
 def test_compiled_training_saves_plain_weights(tmp_path: Path) -> None:
     """`compile: true` trains through torch.compile; checkpoints keep the model's own names."""
     summary = fit(toy_model(), DataBundle(train=toy_data(), val=toy_data(32, seed=1)),
@@ -134,6 +208,19 @@ def test_a_callback_stops_the_loop_and_early_stopping_is_one() -> None:
         trainer = Trainer(toy_model(), toy_data(), CONFIG, num_classes=2, run_dir=scratch, callbacks=[stopper])
         trainer.fit()
         assert trainer.state.step == 3 and trainer.state.epoch == 0, "stopped mid-epoch, epoch not counted"
+    class StopBeforeEpoch(Callback):
+        def before_epoch(self, trainer) -> None:
+            trainer.should_stop = trainer.state.epoch == 1
+
+    with tempfile.TemporaryDirectory() as scratch:  # a stop at the start of an epoch takes no step of it
+        trainer = Trainer(toy_model(), toy_data(), CONFIG, num_classes=2, run_dir=scratch,
+                          callbacks=[StopBeforeEpoch()])
+        trainer.fit()
+        assert trainer.state.step == trainer.steps_per_epoch, "it took one more step, in no checkpoint"
+    with tempfile.TemporaryDirectory() as scratch:  # through fit, with a test split: no best epoch to test
+        data = DataBundle(train=toy_data(), val=toy_data(32, seed=1), test=toy_data(32, seed=2))
+        summary = fit(toy_model(), data, CONFIG, INFO, run_dir=scratch, quiet=True, callbacks=[StopAfter(3)])
+        assert summary.epochs_run == 0 and summary.best_epoch is None and summary.test is None
     with tempfile.TemporaryDirectory() as scratch:
         patient = CONFIG.replace(epochs=12, lr=2.0, early_stopping_patience=2)  # a noisy loss
         trainer = Trainer(toy_model(), toy_data(), patient, num_classes=2, run_dir=scratch)
@@ -146,3 +233,15 @@ def test_a_callback_stops_the_loop_and_early_stopping_is_one() -> None:
                 expected = epoch + 1
                 break
         assert len(losses) == expected < 12, "stopped exactly when 2 epochs in a row did not improve"
+
+
+def test_a_monitor_that_is_no_metric_is_named_not_replaced_by_train_loss(tmp_path: Path) -> None:
+    """`monitor: val_acc` (a typo of val_top1) silently picked best.safetensors and early stopping by
+    train_loss; train_loss stands in only when there are no validation metrics."""
+    data = DataBundle(train=toy_data(), val=toy_data(32, seed=1))
+    with pytest.raises(CnnkitError, match=r"monitor 'val_acc' is not a metric of this run; its metrics: "
+                                          r"train_loss, train_top1, lr, val_loss, val_top1"):
+        fit(toy_model(), data, CONFIG.replace(epochs=1, monitor="val_acc"), INFO, run_dir=tmp_path / "a", quiet=True)
+    summary = fit(toy_model(), DataBundle(train=toy_data()), CONFIG.replace(epochs=1), INFO, run_dir=tmp_path / "b",
+                  quiet=True)
+    assert summary.monitor == "train_loss"

@@ -13,8 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cnnkit.data.loader import device_stage
+from cnnkit.data.mix import CutMix, MixUp
 from cnnkit.train import checkpoint as ckpt
-from cnnkit.train.callbacks import Callback
+from cnnkit.train.callbacks import Callback, CsvLogger
 from cnnkit.train.trainer import TrainingDiverged
 
 from train.toy_job import make_trainer, toy_data
@@ -44,11 +46,14 @@ class StopAfter(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("balanced", [False, True], ids=["shuffled", "balanced_10_90"])
-def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path, balanced: bool) -> None:
-    options = {}
-    if balanced:  # class-balanced draws with replacement and a class-weighted loss, on a 10/90 split
+@pytest.mark.parametrize("setting", ["shuffled", "balanced_10_90", "mixed_bf16_adamw"])
+def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path, setting: str) -> None:
+    options: dict = {}
+    if setting == "balanced_10_90":  # class-balanced draws with replacement and a class-weighted loss
         options = {"train_data": toy_data(class0_every=10), "balanced_sampling": True, "class_weighted_loss": True}
+    if setting == "mixed_bf16_adamw":  # MixUp or CutMix per batch, label smoothing, clipping, bf16, AdamW
+        options = {"batch_transform": device_stage(None, [MixUp(2, alpha=0.4), CutMix(2, alpha=1.0)]),
+                   "label_smoothing": 0.1, "grad_clip_norm": 1.0, "precision": "bf16", "optimizer": "adamw"}
     make_trainer(str(tmp_path / "full"), epochs=3, **options).fit()
     interrupted = make_trainer(str(tmp_path / "cut"), epochs=3, **options)
     interrupted.callbacks.append(StopAfter(steps=8))  # 6 steps per epoch: mid second epoch
@@ -103,6 +108,46 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path: Path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], "temporary file left behind"
 
 
+def test_interrupted_config_write_keeps_previous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.yaml is rewritten by every resume and checked by the next: it is written atomically too."""
+    from cnnkit.train.config import TrainConfig, load_config, save_config
+
+    path = tmp_path / "config.yaml"
+    save_config(TrainConfig(epochs=3), path)
+
+    def fail(_descriptor: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_config(TrainConfig(epochs=5), path)
+    monkeypatch.undo()
+    assert load_config(path).epochs == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"], "temporary file left behind"
+
+
+def test_interrupted_metrics_csv_rewrite_keeps_the_earlier_rows(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics.csv is rewritten whole after each epoch: a kill then lost every earlier row."""
+    trainer = make_trainer(str(tmp_path), epochs=2, checkpoint_every_steps=None)
+    trainer.callbacks.append(CsvLogger(tmp_path / "metrics.csv"))
+
+    def fail(_descriptor: int) -> None:
+        raise OSError("disk full")
+
+    class FailSecondWrite(Callback):
+        def after_epoch(self, t) -> None:
+            if t.state.epoch == 1:
+                monkeypatch.setattr(os, "fsync", fail)
+
+    trainer.callbacks.insert(0, FailSecondWrite())
+    with pytest.raises(OSError, match="disk full"):
+        trainer.fit()
+    monkeypatch.undo()
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("0,"), rows
+
+
 class PoisonAfter(Callback):
     """Makes the model output NaN from optimizer step `step` on."""
 
@@ -124,6 +169,34 @@ def test_nan_loss_stops_with_step_and_lr_and_keeps_last_good_checkpoint(tmp_path
     saved = ckpt.load_checkpoint(tmp_path / "last.pt")
     assert saved["trainer"]["epoch"] == 1 and saved["trainer"]["step"] == 6
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+class OverflowGradientAt(Callback):
+    """A finite loss whose gradient overflows at optimizer step `step`: the step leaves Inf/NaN weights."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.hook = step, None
+
+    def before_batch(self, trainer) -> None:
+        if trainer.state.step == self.step:
+            self.hook = trainer.model[-1].weight.register_hook(lambda grad: grad * float("inf"))
+
+    def after_batch(self, trainer) -> None:
+        if self.hook is not None:
+            self.hook.remove()
+            self.hook = None
+
+
+def test_non_finite_weights_from_a_finite_loss_never_replace_the_last_good_checkpoint(tmp_path: Path) -> None:
+    """They were checkpointed (last.pt held Inf/NaN weights) before the next step's NaN loss stopped the run."""
+    trainer = make_trainer(str(tmp_path), epochs=3)  # a checkpoint after every step
+    trainer.callbacks.append(OverflowGradientAt(step=8))
+    with pytest.raises(TrainingDiverged, match=r"weights are not finite after step 9 \(epoch 2\), learning rate"):
+        trainer.fit()
+    saved = ckpt.load_checkpoint(tmp_path / "last.pt")
+    assert saved["trainer"]["step"] == 8
+    assert all(torch.isfinite(v).all() for v in [*saved["model"].values(), *saved["ema"].values()]
+               if v.is_floating_point())
 
 
 def test_nan_policy_skip_skips_the_batch(tmp_path: Path) -> None:

@@ -76,3 +76,41 @@ def test_phases_belong_to_finetune(photos: Path, tmp_path: Path, capsys: pytest.
     assert main(["train", str(photos), "--config", str(RECIPE), "--out", str(tmp_path / "r")]) == 2
     assert "are for `cnnkit finetune`" in capsys.readouterr().err
     assert not (tmp_path / "r").exists(), "refused before anything is written"
+
+
+def test_unfrozen_lr_scale_and_layer_decay_are_used_or_refused(photos: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """Every unfrozen phase of the recipe has its @LR: --layer-decay was taken and ignored. They can
+    also come from YAML like every other flag (they were unknown keys), and are range-checked."""
+    out = tmp_path / "r"
+    assert main(["finetune", str(photos), "--config", str(RECIPE), "--model", "resnet18", "--img-size", "16",
+                 "--phases", "head:1@1e-3,all:1@1e-4", "--batch-size", "8", "--layer-decay", "0.5",
+                 "--out", str(out), "--quiet"]) == 2
+    assert "layer_decay apply to phases without @LR" in capsys.readouterr().err
+    assert not out.exists(), "refused before anything is written"
+    config = tmp_path / "decay.yaml"
+    config.write_text("phases: head:1,all:1\nlayer_decay: 0.5\nunfrozen_lr_scale: 0.2\n")
+    assert main(["train", str(photos), "--config", str(config), "--out", str(out)]) == 2
+    assert "layer_decay 0.5" in capsys.readouterr().err
+    from cnnkit.train.commands import finetune_phases
+    from cnnkit.train.finetune import Phase
+    from cnnkit.train.options import RunOptions
+
+    assert finetune_phases(RunOptions("resnet18", phases="head:1,all:1", layer_decay=0.5, unfrozen_lr_scale=0.2)) \
+        == (Phase("head", 1), Phase("all", 1, lr_scale=0.2, layer_decay=0.5))
+    config.write_text("layer_decay: 0\n")
+    assert main(["finetune", str(photos), "--config", str(config), "--out", str(out)]) == 2
+    assert "layer_decay must be a number in (0, 1.0], got 0" in capsys.readouterr().err
+
+
+def test_finetune_and_lr_find_refuse_settings_they_would_ignore(photos: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """finetune's epochs are its phases'; lr-find sweeps the LR: --epochs and --lr were taken and ignored."""
+    out = tmp_path / "r"
+    assert main(["finetune", str(photos), "--config", str(RECIPE), "--model", "resnet18", "--img-size", "16",
+                 "--phases", "head:1@1e-3", "--batch-size", "8", "--epochs", "20", "--out", str(out), "--quiet"]) == 2
+    assert "the epochs come from --phases" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["lr-find", str(photos), "--img-size", "16", "--batch-size", "8", "--num-steps", "4", "--lr", "0.1",
+                 "--epochs", "3", "--plot", str(tmp_path / "lr.png")]) == 2
+    assert "lr-find: --lr, --epochs do not apply: it sweeps the LR itself" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """A tiny deterministic training job, run in a subprocess by the kill-and-resume tests.
 
-usage: python toy_job.py RUN_DIR [--resume] [--epochs N] [--pause SECONDS]
-       torchrun --nproc_per_node 2 toy_job.py RUN_DIR --distributed
+usage: python toy_job.py RUN_DIR [--resume] [--epochs N] [--pause SECONDS] [--stop-at-step S]
+       torchrun --nproc_per_node 2 toy_job.py RUN_DIR --distributed [--skip-nan-of-rank-1-at-step S]
 """
 
 from __future__ import annotations
@@ -52,15 +52,50 @@ class Pause(Callback):
         time.sleep(self.seconds)
 
 
+class StopAtStep(Callback):
+    """Ends the run after optimizer step `step`, that step not checkpointed (as a kill right after it)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def after_batch(self, trainer: Trainer) -> None:
+        trainer.should_stop = trainer.state.step >= self.step
+
+
+class NanOnRank(Callback):
+    """The loss of rank `rank` is NaN at optimizer step `step` (its forward output times NaN, once)."""
+
+    def __init__(self, rank: int, step: int) -> None:
+        self.rank, self.step = rank, step
+
+    def before_batch(self, trainer: Trainer) -> None:
+        if trainer.dist.rank == self.rank and trainer.state.step == self.step:
+            trainer.forward_model = _NanOnce(trainer.forward_model)
+
+
+class _NanOnce(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.done = inner, False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        if not self.done:
+            self.done = True
+            return out * float("nan")
+        return out
+
+
 def make_trainer(run_dir: str, epochs: int, pause: float = 0.0, distributed: DistributedContext | None = None,
-                 *, train_data: TensorDataset | None = None, **config_changes) -> Trainer:
+                 *, train_data: TensorDataset | None = None, batch_transform=None, **config_changes) -> Trainer:
     """The toy run; `config_changes` replace TrainConfig fields (e.g. balanced_sampling=True)."""
     config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, optimizer="sgd", weight_decay=1e-4,
                          warmup_epochs=1, seed=3, checkpoint_every_steps=1, ema_decay=0.9).replace(**config_changes)
     callbacks = [Pause(pause)] if pause else []
     data = toy_data() if train_data is None else train_data
     return Trainer(toy_model(), data, config, num_classes=2, run_dir=run_dir, val_data=toy_data(32, seed=1),
-                   sample_transform=noisy_flip, callbacks=callbacks, distributed=distributed)
+                   sample_transform=noisy_flip, batch_transform=batch_transform, callbacks=callbacks,
+                   distributed=distributed)
 
 
 if __name__ == "__main__":
@@ -70,10 +105,19 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--pause", type=float, default=0.0)
     parser.add_argument("--distributed", action="store_true", help="join the torchrun process group")
+    parser.add_argument("--stop-at-step", type=int, default=None)
+    parser.add_argument("--skip-nan-of-rank-1-at-step", type=int, default=None,
+                        help="nan_policy skip, and rank 1's loss NaN at this step")
     args = parser.parse_args()
     torch.set_num_threads(1)
     context = init_from_torchrun("cpu") if args.distributed else None
-    trainer = make_trainer(args.run_dir, args.epochs, args.pause, context)
+    nan_step = args.skip_nan_of_rank_1_at_step
+    trainer = make_trainer(args.run_dir, args.epochs, args.pause, context,
+                           **({} if nan_step is None else {"nan_policy": "skip"}))
+    if args.stop_at_step is not None:
+        trainer.callbacks.append(StopAtStep(args.stop_at_step))
+    if nan_step is not None:
+        trainer.callbacks.append(NanOnRank(1, nan_step))
     trainer.fit(resume_from=f"{args.run_dir}/last.pt" if args.resume else None)
     if context is not None:
         shutdown(context)

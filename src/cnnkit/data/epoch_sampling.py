@@ -41,20 +41,23 @@ def dataset_targets(dataset: Dataset) -> list[int]:
 class EpochSampler(Sampler[tuple[int, int, int]]):
     """Yields (epoch, index, occurrence) keys: a seeded permutation per epoch (or the identity
     order, or with `item_weights` a seeded draw of `size` indices with replacement), this rank's
-    share of it (DistributedSampler's padding rule), minus `skip` already-done samples.
+    share of it (DistributedSampler's padding rule; with `pad=False`, as for evaluation, every
+    item exactly once in shares that may differ by one, unless there are fewer items than ranks:
+    then padded, so that every rank has a batch), minus `skip` already-done samples.
     `occurrence` counts earlier appearances of `index` in the epoch (0 in a permutation), so that
     an item drawn twice is augmented twice, not copied."""
 
     def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
                  item_weights: torch.Tensor | None = None,
-                 custom_order: Callable[[torch.Generator], list[int]] | None = None) -> None:
+                 custom_order: Callable[[torch.Generator], list[int]] | None = None, pad: bool = True) -> None:
         if item_weights is not None and len(item_weights) != size:
             raise ValueError(f"item_weights has {len(item_weights)} entries for a dataset of {size}")
         self.size, self.seed, self.shuffle, self.item_weights = size, seed, shuffle, item_weights
         self.custom_order = custom_order  # e.g. P x K blocks for metric learning (cnnkit.embeddings)
         self.rank, self.world_size = rank, world_size
         self.epoch, self.skip = 0, 0
-        self.per_rank = -(-size // world_size)
+        self.pad = pad or size < world_size
+        self.per_rank = -(-size // world_size) if self.pad else len(range(rank, size, world_size))
 
     def set_epoch(self, epoch: int, *, skip: int = 0) -> None:
         """Next iteration yields epoch `epoch`'s order without its first `skip` samples (this rank's)."""
@@ -74,7 +77,7 @@ class EpochSampler(Sampler[tuple[int, int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         order = self.epoch_order()
         # DistributedSampler's padding: repeat the order as often as needed (more ranks than items too).
-        total = self.per_rank * self.world_size
+        total = self.per_rank * self.world_size if self.pad else len(order)
         padded = (order * -(-total // max(1, self.size)))[:total]
         seen: dict[int, int] = {}
         keys = []

@@ -167,8 +167,9 @@ def make_loader(
         batch_transform = device_stage(None if pipeline is None else pipeline.batch, [] if mix is None else [mix])
     size = len(dataset)  # type: ignore[arg-type]
     weights = balanced_item_weights(dataset_targets(dataset)) if balanced else None
+    # Evaluation is not padded: under DDP every item counts once in the metrics the ranks sum.
     sampler = EpochSampler(size, seed=seed, shuffle=train, rank=rank, world_size=world_size, item_weights=weights,
-                           custom_order=epoch_order if train else None)
+                           custom_order=epoch_order if train else None, pad=train)
     if train and sampler.per_rank < batch_size:
         raise CnnkitError(
             f"the training set of {size} samples ({sampler.per_rank} per process) is smaller than one batch "

@@ -9,6 +9,7 @@ current step) and the optimizer's learning rate in `before_batch` (the LR finder
 from __future__ import annotations
 
 import csv
+import io
 import sys
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from cnnkit.train.checkpoint import atomic_write
 from cnnkit.train.progress import LINE_INTERVAL_S, format_eta
 
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_batch", "after_epoch", "after_fit")
@@ -88,13 +90,15 @@ class CsvLogger(Callback):
         self._write(rows)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite the file atomically: a kill while it is rewritten keeps the earlier epochs' rows."""
         fields: list[str] = []
         for row in rows:
             fields += [k for k in row if k not in fields]
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path, lambda f: f.write(text.getvalue().encode()))
 
 
 class TensorBoardLogger(Callback):

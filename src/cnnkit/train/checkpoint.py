@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -42,6 +43,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         os.close(directory)
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files `atomic_write` left in `folder` when killed mid-write (a SIGKILL
+    cannot clean up: each would keep a checkpoint's size of disk); returns them."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Atomically save a training state (a dict of state dicts, tensors and plain values)."""
     atomic_write(path, lambda f: torch.save(state, f))
@@ -56,6 +66,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
         raise CnnkitError(f"cannot load checkpoint {path}: {error}") from None
+
+
+def check_same_run(saved: str | None, current: str | None, path: str | Path) -> None:
+    """A checkpoint's run record (JSON of what the run is of: model, input size and normalisation,
+    builder options, head) against the resuming run's: another is a CnnkitError naming the fields
+    (an --img-size or --model-opt left out of a resume changed the run silently)."""
+    if saved is None or current is None or saved == current:
+        return
+    before, now = json.loads(saved), json.loads(current)
+    changed = [f"{key} {before.get(key)!r} (now {now.get(key)!r})" for key in sorted(set(before) | set(now))
+               if before.get(key) != now.get(key)]
+    raise CnnkitError(f"cannot resume from {path}: it is a run of {', '.join(changed)}; pass the run's own "
+                      f"options (--model, --img-size, --model-opt, --head...) to continue it")
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:

@@ -8,18 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data.augment_config import AUGMENTS, PRESETS
+from cnnkit.data.commands import positive_int
 from cnnkit.errors import CnnkitError
 from cnnkit.train import data_prep, model_setup, preprocessing
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
-from cnnkit.train.finetune import finetune, parse_phases
-from cnnkit.train.fit import RunInfo, fit
-from cnnkit.train.lr_find import lr_find, plot_lr_find
-from cnnkit.train.options import RunOptions, add_train_config_flags, resolve
+from cnnkit.train.finetune import Phase, finetune, parse_phases
+from cnnkit.train.fit import RunInfo, check_resume_config, fit
+from cnnkit.train.lr_find import check_plot_path, lr_find, plot_lr_find
+from cnnkit.train.options import RunOptions, add_train_config_flags, flags_given, resolve
 from cnnkit.train.report import format_metrics
 
 
 DEFAULT_PHASES = "head:5,all:10"
+UNFROZEN_LR_SCALE, LAYER_DECAY = 0.1, 0.7
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,13 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            f"phases run at --unfrozen-lr-scale x lr with --layer-decay)")
     tune.add_argument("--phase-schedule", choices=("per_phase", "across"), default=None,
                       help="the LR schedule runs within each phase (default) or once across all phases")
-    tune.add_argument("--unfrozen-lr-scale", type=float, default=0.1, help="LR multiplier once unfrozen")
-    tune.add_argument("--layer-decay", type=float, default=0.7, help="layer-wise LR decay once unfrozen")
+    tune.add_argument("--unfrozen-lr-scale", type=float, default=None,
+                      help=f"LR multiplier once unfrozen, for phases without @LR (default {UNFROZEN_LR_SCALE})")
+    tune.add_argument("--layer-decay", type=float, default=None,
+                      help=f"layer-wise LR decay once unfrozen, for phases without @LR (default {LAYER_DECAY})")
     tune.set_defaults(func=run_finetune)
 
     finder = subparsers.add_parser("lr-find", help="LR range test: plot loss vs learning rate, suggest one")
     _run_arguments(finder, default_model="compact_cnn")
     finder.add_argument("--plot", default="lr_find.png", help="where to write the plot")
+    finder.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate of the sweep")
+    finder.add_argument("--end-lr", type=float, default=10.0, help="last learning rate of the sweep")
+    finder.add_argument("--num-steps", type=positive_int, default=100, help="optimizer steps of the sweep")
     finder.set_defaults(func=run_lr_find)
 
 
@@ -72,9 +79,13 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
 
 def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path, DistributedContext]:
     config, run = resolve(args, default_model=args.default_model)
-    if (run.phases or run.phase_schedule) is not None and args.func is not run_finetune:
-        raise CnnkitError(f"phases ({run.phases or run.phase_schedule!r}) are for `cnnkit finetune`; "
-                          f"this command trains in one phase")
+    if run.finetune_only and args.func is not run_finetune:
+        given = ", ".join(f"{name} {value!r}" for name, value in run.finetune_only.items())
+        raise CnnkitError(f"phases ({given}) are for `cnnkit finetune`; this command trains in one phase")
+    if args.func is run_finetune:
+        finetune_phases(run)  # a bad --phases is named before the data is read
+        if flags_given(args, ["epochs"]):
+            raise CnnkitError("finetune: the epochs come from --phases (e.g. head:5,all:10); --epochs does not apply")
     out, context, data = start_run(args.data, config, run, resume=args.resume, default_out=f"runs/{run.model}")
     return config, run, data, out, context
 
@@ -84,8 +95,12 @@ def start_run(data_path: str, config: TrainConfig, run: RunOptions, *, resume: b
     """The run directory (refusing to overwrite a run unless resuming), the torchrun context, and
     the data with its split (saved by rank 0; reused from split.json on resume)."""
     out = Path(run.out or default_out)
+    if out.exists() and not out.is_dir():
+        raise CnnkitError(f"--out {out} is a file, not a run directory")
     if not resume and (out / "last.pt").exists():
         raise CnnkitError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    if resume:
+        check_resume_config(config, out)  # before the data is scanned
     context = init_from_torchrun(config.device)
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -126,8 +141,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         print("finetune: no --pretrained weights given; the backbone starts from random initialisation",
               file=sys.stderr)
     model, bundle = _model_and_bundle(config, run, data)
-    phases = parse_phases(run.phases or DEFAULT_PHASES, unfrozen_lr_scale=args.unfrozen_lr_scale,
-                          layer_decay=args.layer_decay)
+    phases = finetune_phases(run)
     info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = finetune(model, bundle, config, info, phases,
                        classifier_path=model.default_cfg.classifier, run_dir=out, resume=args.resume,
@@ -138,12 +152,36 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def finetune_phases(run: RunOptions) -> tuple[Phase, ...]:
+    """The phases of `cnnkit finetune`; unfrozen_lr_scale or layer_decay given where no phase uses
+    them (every unfrozen phase has its @LR) is an error, not ignored."""
+    phases = parse_phases(
+        run.phases or DEFAULT_PHASES,
+        unfrozen_lr_scale=run.unfrozen_lr_scale if run.unfrozen_lr_scale is not None else UNFROZEN_LR_SCALE,
+        layer_decay=run.layer_decay if run.layer_decay is not None else LAYER_DECAY)
+    unused = [name for name in ("unfrozen_lr_scale", "layer_decay") if name in run.finetune_only]
+    if unused and not any(phase.layer_decay is not None for phase in phases):
+        raise CnnkitError(f"{' and '.join(unused)} apply to phases without @LR that unfreeze more than the head; "
+                          f"every such phase of {run.phases!r} sets its own LR")
+    return phases
+
+
 def run_lr_find(args: argparse.Namespace) -> int:
+    if args.resume or args.out is not None:
+        raise CnnkitError("lr-find: --resume and --out are for training runs; lr-find writes only its plot (--plot)")
+    swept = flags_given(args, ("lr", "epochs", "schedule", "warmup_epochs", "step_size_epochs", "step_gamma",
+                               "early_stopping_patience", "ema_decay", "checkpoint_every_steps", "monitor",
+                               "monitor_mode"))
+    if swept:
+        raise CnnkitError(f"lr-find: {', '.join(swept)} do not apply: it sweeps the LR itself from --start-lr to "
+                          f"--end-lr over --num-steps steps")
     config, run = resolve(args, default_model=args.default_model)
+    check_plot_path(args.plot)
     data = data_prep.prepare_data(args.data, seed=config.seed, drop_format_outliers=run.drop_outliers)
     model, bundle = _model_and_bundle(config, run, data)
     result = lr_find(model, bundle.train, config, num_classes=len(data.class_names),
-                     sample_transform=bundle.train_transform, batch_transform=bundle.batch_transform)
+                     sample_transform=bundle.train_transform, batch_transform=bundle.batch_transform,
+                     start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps)
     plot_lr_find(result, args.plot)
     print(f"suggested learning rate: {result.suggestion:.3g} (plot: {args.plot})")
     return 0

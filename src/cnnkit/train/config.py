@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -12,6 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from cnnkit.errors import CnnkitError
+from cnnkit.train.checkpoint import atomic_write
 
 OptimizerName = Literal["sgd", "adam", "adamw"]  # adam: L2 weight decay in the gradient; adamw: decoupled
 ScheduleName = Literal["cosine", "step", "onecycle", "constant"]
@@ -61,8 +63,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise CnnkitError(f"config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise CnnkitError(f"config: lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise CnnkitError(f"config: lr must be a finite number > 0, got {self.lr}")
         for name in ("early_stopping_patience", "checkpoint_every_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CnnkitError(f"config: {name} must be >= 1 (or unset), got {getattr(self, name)}")
@@ -79,6 +81,33 @@ class TrainConfig:
             if getattr(self, name) not in allowed.__args__:
                 raise CnnkitError(f"config: {name} must be one of {allowed.__args__}, got {getattr(self, name)!r}")
 
+    def check_trainable(self) -> None:
+        """Values torch would refuse mid-run, take without effect, or that contradict each other,
+        refused by name. Called by the Trainer and the CLI before a run starts, not on reading a
+        finished run's config.yaml (so that runs saved before these checks still load)."""
+        for name, low, high in (("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0),
+                                ("label_smoothing", 0.0, 1.0)):
+            if not low <= getattr(self, name) < high:
+                raise CnnkitError(f"config: {name} must be in [{low}, {high}), got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise CnnkitError(f"config: ema_decay must be in (0, 1) (or unset), got {self.ema_decay}")
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise CnnkitError(f"config: grad_clip_norm must be > 0 (or unset), got {self.grad_clip_norm}")
+        if self.step_size_epochs < 1 or not self.step_gamma > 0:
+            raise CnnkitError(f"config: step_size_epochs must be >= 1 and step_gamma > 0, got "
+                              f"{self.step_size_epochs} and {self.step_gamma}")
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise CnnkitError("config: nesterov needs momentum > 0 (momentum 0 is plain SGD: set nesterov false, "
+                              "--no-nesterov)")
+        wrong_way = {"max": "loss", "min": "top"}[self.monitor_mode]  # lower loss / higher accuracy is better
+        if wrong_way in self.monitor.rsplit("_", 1)[-1]:
+            raise CnnkitError(f"config: monitor {self.monitor} with monitor_mode {self.monitor_mode} would keep its "
+                              f"worst epoch as best.safetensors: set monitor_mode "
+                              f"{'min' if self.monitor_mode == 'max' else 'max'}")
+        if self.schedule == "onecycle" and self.warmup_epochs:
+            raise CnnkitError(f"config: warmup_epochs ({self.warmup_epochs}) does not apply to the onecycle schedule, "
+                              "whose warm-up is its first 30% of steps: leave it at 0")
+
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
@@ -93,10 +122,10 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
     if unknown:
         raise CnnkitError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
     hints = typing.get_type_hints(TrainConfig)
-    return TrainConfig(**{key: _typed(key, value, hints[key], source) for key, value in values.items()})
+    return TrainConfig(**{key: typed_value(key, value, hints[key], source) for key, value in values.items()})
 
 
-def _typed(key: str, value: Any, hint: Any, source: str) -> Any:
+def typed_value(key: str, value: Any, hint: Any, source: str) -> Any:
     """`value` checked against the field's type; a YAML string such as 1e-3 (YAML 1.1 reads a
     float without a dot as a string) becomes the float it spells."""
     allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
@@ -123,6 +152,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         values = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise CnnkitError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:  # a folder, an unreadable or binary file
+        raise CnnkitError(f"cannot read config file {path}: {error}") from None
     except yaml.YAMLError as error:
         raise CnnkitError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(values, dict):
@@ -136,4 +167,7 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write config.yaml atomically: a resume checks its settings against it (a kill while a resume
+    rewrote it left a cut file that refused every later resume)."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    atomic_write(path, lambda f: f.write(text.encode()))

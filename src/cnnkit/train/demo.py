@@ -110,13 +110,20 @@ def _run_command(args: argparse.Namespace) -> int:
     config = DemoConfig(epochs=args.epochs, seed=args.seed, size=args.size, n_per_class=args.n_per_class,
                         imbalance=args.imbalance)
     if args.engine == "numpy":
+        torch_only = [flag for flag, given in (("--compare-mlp", args.compare_mlp),
+                                               ("--threads", args.threads is not None),
+                                               ("--out", args.out is not None)) if given]
+        if torch_only:
+            raise CnnkitError(f"{', '.join(torch_only)} need --engine torch (the NumPy-engine demo trains its CNN "
+                              "alone, writes no run directory and uses NumPy's threads: OMP_NUM_THREADS)")
         return run_engine_demo_command(config)
     config.check()
-    if args.threads < 1:
-        raise CnnkitError(f"--threads must be >= 1, got {args.threads}")
+    threads = DEMO_THREADS if args.threads is None else args.threads
+    if threads < 1:
+        raise CnnkitError(f"--threads must be >= 1, got {threads}")
     if args.out is not None and not _can_hold_folders(Path(args.out)):
         raise CnnkitError(f"--out {args.out}: a file stands where the run folders would go; choose a folder")
-    with torch_threads(args.threads):
+    with torch_threads(threads):
         return _run_torch_command(config, args.out)
 
 
@@ -151,8 +158,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engine", choices=("torch", "numpy"), default="torch",
                         help="torch: compact CNN and MLP with cnnkit's trainer (default); "
                              "numpy: the from-scratch engine's CNN")
-    parser.add_argument("--threads", type=int, default=DEMO_THREADS,
+    parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default 1: the demo's small batches gain little from "
                              "more, and threads thrash on a shared machine)")
+    parser.add_argument("--compare-mlp", action="store_true",
+                        help="train the MLP beside the CNN (the issue's flag: the torch demo always does)")
     parser.add_argument("--out", default=None, help="keep the run directories here (default: a temporary folder)")
     parser.set_defaults(func=_run_command)

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from cnnkit.errors import CnnkitError
+
 
 @dataclass
 class DistributedContext:
@@ -40,14 +42,42 @@ class DistributedContext:
         dist.all_reduce(work, op=dist.ReduceOp.SUM)
         return work.cpu()
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` is true on any rank (every rank gets the same answer)."""
+        if not self.enabled:
+            return flag
+        return bool(self.all_reduce_sum(torch.tensor([float(flag)]))[0] > 0)
+
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm statistics) on every rank: each rank's forward updates them
+        from its own batch, so without this the ranks evaluate different models."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
 
 
+def checked_device(requested: str) -> torch.device:
+    """`requested` ("cpu", "cuda", "cuda:1", ...) as a device this machine has; otherwise a
+    CnnkitError naming it (torch's own errors come at the first tensor moved there)."""
+    try:
+        device = torch.device(requested)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as error:
+        available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        raise CnnkitError(f"--device {requested!r} is not usable here ({error}); this machine has: "
+                          f"{', '.join(available)}") from None
+    return device
+
+
 def init_from_torchrun(device: str | None = None) -> DistributedContext:
     """Join the process group that `torchrun` describes in RANK/WORLD_SIZE/LOCAL_RANK (the launcher's
     contract, not a cnnkit switch); a plain `python` start gives the single-process context."""
+    if device:
+        checked_device(device)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistributedContext(device=torch.device(device) if device else _default_device(0))
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

@@ -9,7 +9,8 @@ from torch import nn
 
 
 class ModelEma:
-    """ema = decay * ema + (1 - decay) * weights after each optimizer step; buffers are copied."""
+    """ema = decay * ema + (1 - decay) * weights after each optimizer step, float buffers (BN
+    statistics) averaged alike and integer ones copied (timm's ModelEmaV2)."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:

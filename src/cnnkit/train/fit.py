@@ -12,6 +12,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +31,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
 from cnnkit.models.heads import HeadSpec
 from cnnkit.train.callbacks import Callback, CsvLogger, PhaseLabel, ProgressBar, TensorBoardLogger
-from cnnkit.train.config import TrainConfig, save_config
+from cnnkit.train.checkpoint import remove_stale_temporaries
+from cnnkit.train.config import TrainConfig, load_config, save_config
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.optim import ScheduleSpan
 from cnnkit.train.run_summary import RunSummary, write_summary
@@ -66,6 +70,30 @@ class DataBundle:
     eval_batch_transform: BatchTransform | None = None
 
 
+# Settings a resume may set anew: those that do not change what a run computes, and `epochs`
+# (training a run on for longer; said on the 'cnnkit' logger, as the schedule then spans more).
+_RESUME_MAY_CHANGE = ("num_workers", "device", "checkpoint_every_steps", "epochs")
+
+
+def check_resume_config(config: TrainConfig, run_dir: Path) -> None:
+    """A resume continues the run as it was configured (RUN/config.yaml): another value of any
+    setting but `_RESUME_MAY_CHANGE` is an error naming it (the run would silently not be the
+    one it continues, and its config.yaml would be overwritten)."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return
+    saved = load_config(path)
+    if saved.epochs != config.epochs:
+        logging.getLogger("cnnkit").info("resume: %d epochs in all, not the run's %d (its LR schedule spans "
+                                         "the new number from here on)", config.epochs, saved.epochs)
+    changed = [f"{name} {getattr(saved, name)!r} (now {getattr(config, name)!r})"
+               for name in saved.to_dict() if name not in _RESUME_MAY_CHANGE
+               and getattr(saved, name) != getattr(config, name)]
+    if changed:
+        raise CnnkitError(f"--resume: {run_dir} was trained with {', '.join(changed)}; pass the run's own "
+                          f"settings (see {path}) to continue it, or train a new run with --out")
+
+
 def fit(
     model: nn.Module,
     data: DataBundle,
@@ -95,6 +123,10 @@ def fit(
         raise CnnkitError(f"--resume: no checkpoint to resume from at {last}")
     if not resume and last.exists():
         raise CnnkitError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    if resume:
+        check_resume_config(config, run_dir)
+        if dist.is_main:
+            remove_stale_temporaries(run_dir)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
@@ -108,17 +140,21 @@ def fit(
         sample_transform=data.train_transform, eval_transform=data.eval_transform,
         batch_transform=data.batch_transform, eval_batch_transform=data.eval_batch_transform,
         param_groups=param_groups, callbacks=all_callbacks, distributed=dist, schedule_span=schedule_span,
+        run_record=json.dumps(dataclasses.asdict(info), sort_keys=True, default=str),
     )
     start = time.perf_counter()
     final = trainer.fit(resume_from=last if resume else None)
     dist.barrier()
     test: dict[str, Any] = {}
-    if data.test is not None:
-        best = run_dir / "best.safetensors"
-        trainer.eval_model.load_state_dict(load_file(best))
+    if data.test is not None and trainer.state.best_epoch is not None:  # None: stopped within the first epoch
+        # The best epoch's weights are tested, then the trained ones put back: `model` leaves fit as
+        # trained (a next fine-tuning phase starts from them, as it does when resumed from last.pt).
+        trained = {k: v.detach().clone() for k, v in trainer.eval_model.state_dict().items()}
+        trainer.eval_model.load_state_dict(load_file(run_dir / "best.safetensors"))
         test = {"test": trainer.evaluate_dataset(data.test, data.eval_transform, prefix="test_"),
                 "test_per_class": trainer.last_eval_meter.per_class_accuracy(),
                 "test_confusion": trainer.last_eval_meter.confusion.tolist()}
+        trainer.eval_model.load_state_dict(trained)
     summary = RunSummary(
         model_name=info.model_name, class_names=tuple(info.class_names), default_cfg=info.default_cfg,
         model_options=dict(info.model_options), head=None if info.head is None else info.head.to_dict(),

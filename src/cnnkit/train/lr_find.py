@@ -106,6 +106,23 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> float:
     return float(lrs[1 + int(slopes.argmin())])
 
 
+def check_plot_path(path: str | Path) -> Path:
+    """`path` for `plot_lr_find`, its folder made: an unknown image format or a folder that cannot be
+    made is a CnnkitError naming it before the sweep, not a traceback after it."""
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise CnnkitError(f"--plot {path}: the name must end in an image format matplotlib writes: "
+                          f"{', '.join('.' + f for f in sorted(formats))}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CnnkitError(f"--plot {path}: cannot make its folder ({error})") from None
+    return path
+
+
 def plot_lr_find(result: LrFindResult, path: str | Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 

@@ -69,15 +69,16 @@ def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch:
 
     cosine: linear warm-up then half-cosine to 0 (Loshchilov & Hutter 2017); step: x gamma every
     `step_size_epochs`; onecycle: Smith & Topin 2019 with 30% warm-up from lr/25 and cosine
-    annealing to lr/1e4, as torch's OneCycleLR.
+    annealing to lr/25/1e4, step for step the LRs of torch's OneCycleLR (its phase ends at
+    steps 0.3 T - 1 and T - 1; the momentum is not cycled).
     """
     warmup = int(config.warmup_epochs * steps_per_epoch)
     if config.schedule == "onecycle":
-        peak = max(1, int(0.3 * total_steps))
+        peak, last = float(0.3 * total_steps) - 1, total_steps - 1
         start, end = 1 / 25, 1 / 25 / 1e4
-        if step < peak:
+        if step <= peak:
             return _cosine(start, 1.0, step / peak)
-        return _cosine(1.0, end, (step - peak) / max(1, total_steps - peak))
+        return _cosine(1.0, end, (step - peak) / (last - peak))
     if step < warmup:
         return (step + 1) / warmup
     if config.schedule == "cosine":

@@ -15,7 +15,7 @@ from cnnkit.data.augment_config import AugmentStep, parse_augment
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import parse_model_options
 from cnnkit.models.heads import HeadSpec
-from cnnkit.train.config import TrainConfig, config_from_dict, read_yaml_mapping
+from cnnkit.train.config import TrainConfig, config_from_dict, read_yaml_mapping, typed_value
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,17 @@ class RunOptions:
     head_dropout: float | None = None
     phases: str | None = None  # `cnnkit finetune` only: "head:5@1e-3,layer3+layer4:10@1e-4,all:5@1e-5"
     phase_schedule: str | None = None  # `cnnkit finetune` only: "per_phase" (default) or "across"
+    # `cnnkit finetune` only, for its phases without @LR: LR multiplier and layer-wise decay once unfrozen
+    unfrozen_lr_scale: float | None = None
+    layer_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.augment is not None:
             steps = parse_augment(self.augment, source="augment")  # unknown names fail here
             if not isinstance(self.augment, str):
                 object.__setattr__(self, "augment", steps)
+        if self.img_size is not None and self.img_size < 1:
+            raise CnnkitError(f"img_size must be >= 1 pixel, got {self.img_size}")
         if self.head_dropout is not None:
             try:
                 object.__setattr__(self, "head_dropout", float(self.head_dropout))
@@ -50,6 +55,16 @@ class RunOptions:
         self.head_spec()  # a malformed head is an error now, not after the data is read
         if self.phase_schedule not in (None, "per_phase", "across"):
             raise CnnkitError(f"phase_schedule must be per_phase or across, got {self.phase_schedule!r}")
+        for name, high in (("unfrozen_lr_scale", float("inf")), ("layer_decay", 1.0)):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value <= high):
+                raise CnnkitError(f"{name} must be a number in (0, {high}], got {value!r}")
+
+    @property
+    def finetune_only(self) -> dict[str, Any]:
+        """The `cnnkit finetune` settings given (phases and how unfrozen phases train)."""
+        names = ("phases", "phase_schedule", "unfrozen_lr_scale", "layer_decay")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def head_spec(self) -> HeadSpec | None:
         """The HeadSpec replacing the model's head; `head_dropout` alone means a Linear head with
@@ -86,6 +101,11 @@ def _flag_type(annotation: Any) -> tuple[type, tuple | None]:
     return annotation, None
 
 
+def flags_given(args: argparse.Namespace, names: typing.Iterable[str]) -> list[str]:
+    """Those of the TrainConfig fields `names` given on the command line, as `--flag-name`."""
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name, None) is not None]
+
+
 def resolve(args: argparse.Namespace, *, default_model: str) -> tuple[TrainConfig, RunOptions]:
     """(TrainConfig, RunOptions) from flags, the optional YAML file, and defaults; unknown YAML
     keys are an error naming the file; `--model-opt key=value` is checked against the builder."""
@@ -98,11 +118,32 @@ def resolve(args: argparse.Namespace, *, default_model: str) -> tuple[TrainConfi
                           f"known: {', '.join(sorted(set(RUN_KEYS) | config_keys))}")
     values = {k: v for k, v in from_file.items() if k in config_keys}
     values.update({k: getattr(args, k) for k in config_keys if getattr(args, k, None) is not None})
-    run: dict[str, Any] = {"model": default_model, **{k: v for k, v in from_file.items() if k in RUN_KEYS}}
+    hints = typing.get_type_hints(RunOptions)
+    run: dict[str, Any] = {"model": default_model}
+    for key, value in from_file.items():  # augment and model_options are checked below and by RunOptions
+        if key in RUN_KEYS:
+            run[key] = value if key in ("augment", "model_options") else typed_value(key, value, hints[key], source)
     run.update({k: getattr(args, k) for k in RUN_KEYS if getattr(args, k, None) is not None})
-    given = dict(run.get("model_options") or {})
+    given = run.get("model_options") or {}
     if not isinstance(given, dict):
         raise CnnkitError(f"--config {args.config}: model_options must be a mapping, got {given!r}")
     pairs = [f"{k}={v}" for k, v in given.items()] + list(getattr(args, "model_opt", None) or [])
     run["model_options"] = parse_model_options(run["model"], pairs)
-    return config_from_dict(values, source=source), RunOptions(**run)
+    config = config_from_dict(values, source=source)
+    config.check_trainable()
+    _refuse_unused(config, {k for k in config_keys if getattr(args, k, None) is not None})
+    return config, RunOptions(**run)
+
+
+# Settings that only one optimizer or schedule reads: given as flags for another, they would do
+# nothing (in YAML they may stand in a whole saved config.yaml, every field there).
+_ONLY_FOR = {"momentum": ("optimizer", "sgd"), "nesterov": ("optimizer", "sgd"),
+             "step_size_epochs": ("schedule", "step"), "step_gamma": ("schedule", "step")}
+
+
+def _refuse_unused(config: TrainConfig, given: set[str]) -> None:
+    unused = [f"{name} (only for {key} {value})" for name, (key, value) in _ONLY_FOR.items()
+              if name in given and getattr(config, key) != value]
+    if unused:
+        raise CnnkitError(f"{', '.join(unused)} given but the run uses optimizer {config.optimizer} and schedule "
+                          f"{config.schedule}: it would be ignored")

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torch.utils.deterministic
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -27,7 +26,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import EVENTS, Callback, EarlyStopping
 from cnnkit.train.config import TrainConfig
-from cnnkit.train.distributed import DistributedContext
+from cnnkit.train.determinism import deterministic_algorithms
+from cnnkit.train.distributed import DistributedContext, checked_device
 from cnnkit.train.ema import ModelEma
 from cnnkit.train.evaluate import evaluate_model
 from cnnkit.train.metrics import ClassificationMeter
@@ -57,7 +57,7 @@ class TrainState:
 def pick_device(requested: str | None = None) -> torch.device:
     """CUDA when available, else CPU; `requested` overrides ("cpu", "cuda:1", ...)."""
     if requested:
-        return torch.device(requested)
+        return checked_device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -86,9 +86,12 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         distributed: DistributedContext | None = None,
         schedule_span: ScheduleSpan | None = None,
+        run_record: str | None = None,
     ) -> None:
+        config.check_trainable()
         self.config, self.num_classes = config, num_classes
         self.schedule_span = schedule_span  # None: the LR schedule spans this run's epochs
+        self.run_record = run_record  # JSON of what the run is of (fit's RunInfo): kept in last.pt
         self.run_dir = Path(run_dir)
         self.dist = distributed or DistributedContext()
         self.device = pick_device(config.device) if not self.dist.enabled else self.dist.device
@@ -146,7 +149,7 @@ class Trainer:
         """Train for `config.epochs`, validating after each; returns the last epoch's metrics."""
         if resume_from is not None:
             self.load_state(resume_from)
-        with _deterministic(self.config.deterministic):
+        with deterministic_algorithms(self.config.deterministic):
             if resume_from is None:
                 torch.manual_seed(self.config.seed)
             self._emit("before_fit")
@@ -164,6 +167,8 @@ class Trainer:
         self._resumed_meter = None
         self._set_train_mode()
         self._emit("before_epoch")
+        if self.should_stop:  # before the epoch's first step
+            return False
         span = self.schedule_span or ScheduleSpan(0, self.config.epochs)
         total_steps, offset = span.total_epochs * self.steps_per_epoch, span.epochs_before * self.steps_per_epoch
         for images, targets, soft_targets in self.train_loader.labelled_batches():
@@ -192,8 +197,10 @@ class Trainer:
         # before backward is queued, lets an accelerator run backward + step while the host
         # fetches the next batch, instead of draining its queue for a later float(loss).
         loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            self._on_non_finite(loss_value)
+        # Under DDP every rank stops or skips together (a rank skipping its backward alone left
+        # the others waiting in the gradient all-reduce).
+        if self.dist.any_rank(not math.isfinite(loss_value)):
+            self._on_non_finite(loss_value if not math.isfinite(loss_value) else "non-finite on another rank")
             return
         self.meter.update(logits, targets, loss_value)
         self.optimizer.zero_grad(set_to_none=True)
@@ -217,7 +224,7 @@ class Trainer:
         return F.cross_entropy(logits.float(), targets, weight=self.class_weight,
                                label_smoothing=self.config.label_smoothing)
 
-    def _on_non_finite(self, loss: float) -> None:
+    def _on_non_finite(self, loss: float | str) -> None:
         where = (f"step {self.state.step} (epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch + 1}), "
                  f"learning rate {self.current_lr:.3g}")
         if self.config.nan_policy == "skip":
@@ -236,6 +243,9 @@ class Trainer:
         if self.state.skipped_batches:
             metrics["skipped_batches"] = float(self.state.skipped_batches)
         if self.val_loader is not None:
+            # Every rank evaluates (its share) with what rank 0 checkpoints (an EMA of each rank's
+            # own BN statistics otherwise differs, and a resumed rank gets rank 0's).
+            self.dist.broadcast_buffers(self.eval_model)
             metrics.update(self.evaluate(self.val_loader, prefix="val_"))
         self.epoch_metrics = metrics
         self.state.history.append({"epoch": float(self.state.epoch), **metrics})
@@ -243,12 +253,18 @@ class Trainer:
         self._emit("after_epoch")
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
+        self._check_finite_weights()
         if improved and self.dist.is_main:
             ckpt.save_weights(self.eval_model, self.run_dir / "best.safetensors")
         self.save_state()
 
     def _track_best(self, metrics: dict[str, float]) -> bool:
-        monitor = self.config.monitor if self.config.monitor in metrics else "train_loss"
+        """Whether this epoch is the best so far by config.monitor; train_loss (lower is better)
+        stands in for a val_ metric only when there are no validation metrics at all."""
+        wanted = self.config.monitor
+        if wanted not in metrics and not (wanted.startswith("val_") and not any(k.startswith("val_") for k in metrics)):
+            raise CnnkitError(f"monitor {wanted!r} is not a metric of this run; its metrics: {', '.join(metrics)}")
+        monitor = wanted if wanted in metrics else "train_loss"
         mode = self.config.monitor_mode if monitor == self.config.monitor else "min"
         value = metrics[monitor]
         self.state.monitor = monitor
@@ -303,8 +319,26 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     _resumed_meter: ClassificationMeter | None = None
 
+    def _check_finite_weights(self) -> None:
+        """A finite loss with an overflowing gradient leaves Inf/NaN weights: stop before they
+        overwrite the last good checkpoint (or best.safetensors). One host sync per checkpoint."""
+        tensors = [p.detach() for p in self.model.parameters()]
+        if self.ema is not None:
+            tensors += list(self.ema.module.parameters())
+        if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+            raise TrainingDiverged(
+                f"the weights are not finite after step {self.state.step} (epoch {self.state.epoch + 1}), learning "
+                f"rate {self.current_lr:.3g}: a gradient overflowed; stopped. The last good checkpoint in "
+                f"{self.run_dir} is intact (lower the learning rate or add gradient clipping)")
+
     def save_state(self) -> None:
         """Atomically write `last.pt`: model, optimizer, scaler, EMA, progress and RNG states."""
+        self._check_finite_weights()
+        # Mid-epoch: the training meter of all ranks so far (a collective: every rank saves at the
+        # same steps); rank 0 resumes with the sum, the others from zero.
+        meter = self.meter.merge_counts() if self.state.batch_in_epoch else None
+        if meter is not None and self.dist.enabled:
+            meter = self.dist.all_reduce_sum(meter)
         if not self.dist.is_main:
             return
         state: dict[str, Any] = {
@@ -312,9 +346,10 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "trainer": asdict(self.state),
-            "meter": self.meter.merge_counts() if self.state.batch_in_epoch else None,
+            "meter": meter,
             "rng": ckpt.capture_rng_state(),
             "requires_grad": [name for name, p in self.model.named_parameters() if p.requires_grad],
+            "run": self.run_record,
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
@@ -324,6 +359,7 @@ class Trainer:
         """Restore everything `save_state` wrote; a checkpoint of another model or run setup is a
         CnnkitError naming the file."""
         state = ckpt.load_checkpoint(path)
+        ckpt.check_same_run(state.get("run"), self.run_record, path)
         try:
             trainable = set(state["requires_grad"])
             for name, param in self.model.named_parameters():
@@ -334,29 +370,11 @@ class Trainer:
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"])
             self.state = TrainState(**state["trainer"])
+            # the last finished epoch's metrics: what fit returns when nothing is left to train
+            self.epoch_metrics = {k: v for k, v in (self.state.history or [{}])[-1].items() if k != "epoch"}
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CnnkitError(f"cannot resume from {path}: it does not fit this model and config ({error})") from None
-        if state["meter"] is not None:
+        if state["meter"] is not None and self.dist.is_main:
             self._resumed_meter = self.new_meter()
             self._resumed_meter.load_counts(state["meter"])
         ckpt.restore_rng_state(state["rng"])
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    """torch's deterministic-algorithms switch is process-global: set it for the run only.
-
-    Without its NaN-filling of every new uninitialised tensor: that fill only guards ops that read
-    memory they never wrote, costs a memory pass per activation (2-3% of mnist_cnn's CPU
-    step), and PyTorch's docs (torch.utils.deterministic) say a valid program stays deterministic
-    without it.
-    """
-    previous = torch.are_deterministic_algorithms_enabled()
-    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=True)
-        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
