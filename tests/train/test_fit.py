@@ -99,6 +99,23 @@ def test_a_finished_run_resumed_writes_the_same_summary(tmp_path: Path) -> None:
     assert again.final["val_top1"] > 0
 
 
+def test_resume_with_other_augmentation_is_refused_naming_it(tmp_path: Path) -> None:
+    """The run record holds the training augmentation's steps: a resume without the run's --augment
+    (or its YAML `augment:` list) trained on with other augmentation, silently."""
+    from cnnkit.data.augment_config import parse_augment
+    from cnnkit.train.checkpoint import check_same_run
+
+    flips = DataBundle(train=toy_data(), augment=parse_augment([{"hflip": 0.5}]))
+    fit(toy_model(), flips, CONFIG.replace(epochs=1), INFO, run_dir=tmp_path, quiet=True)
+    other = DataBundle(train=toy_data(), augment=parse_augment([{"vflip": 0.5}]))
+    with pytest.raises(CnnkitError, match=r"it is a run of augment \[\{'name': 'hflip'.*\(now \[\{'name': 'vflip'"):
+        fit(toy_model(), other, CONFIG.replace(epochs=2), INFO, run_dir=tmp_path, resume=True, quiet=True)
+    assert fit(toy_model(), flips, CONFIG.replace(epochs=2), INFO, run_dir=tmp_path, resume=True,
+               quiet=True).epochs_run == 2
+    # a checkpoint written before the record held the augmentation resumes as before
+    check_same_run(json.dumps({"model_name": "toy"}), json.dumps({"model_name": "toy", "augment": []}), "last.pt")
+
+
 def test_dataset_smaller_than_a_batch_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match="smaller than one batch"):
         fit(toy_model(), DataBundle(train=toy_data(8)), CONFIG, INFO, run_dir=tmp_path, quiet=True)

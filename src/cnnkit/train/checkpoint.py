@@ -75,10 +75,12 @@ def check_same_run(saved: str | None, current: str | None, path: str | Path) -> 
     if saved is None or current is None or saved == current:
         return
     before, now = json.loads(saved), json.loads(current)
-    changed = [f"{key} {before.get(key)!r} (now {now.get(key)!r})" for key in sorted(set(before) | set(now))
-               if before.get(key) != now.get(key)]
-    raise CnnkitError(f"cannot resume from {path}: it is a run of {', '.join(changed)}; pass the run's own "
-                      f"options (--model, --img-size, --model-opt, --head...) to continue it")
+    # A field an older checkpoint does not record (its augmentation) cannot be checked: not a change.
+    changed = [f"{key} {before[key]!r} (now {now[key]!r})" for key in sorted(set(before) & set(now))
+               if before[key] != now[key]]
+    if changed:
+        raise CnnkitError(f"cannot resume from {path}: it is a run of {', '.join(changed)}; pass the run's own "
+                          f"options (--model, --img-size, --model-opt, --head, --augment...) to continue it")
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:

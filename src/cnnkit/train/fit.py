@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
+from cnnkit.data.augment_config import AugmentStep
 from cnnkit.data.epoch_sampling import SampleTransform
 from cnnkit.data.loader import BatchTransform
 from cnnkit.errors import CnnkitError
@@ -68,6 +69,7 @@ class DataBundle:
     eval_transform: SampleTransform | None = None
     batch_transform: BatchTransform | None = None
     eval_batch_transform: BatchTransform | None = None
+    augment: tuple[AugmentStep, ...] = ()  # the steps train_transform runs (kept in the run record)
 
 
 # Settings a resume may set anew: those that do not change what a run computes, and `epochs`
@@ -140,7 +142,8 @@ def fit(
         sample_transform=data.train_transform, eval_transform=data.eval_transform,
         batch_transform=data.batch_transform, eval_batch_transform=data.eval_batch_transform,
         param_groups=param_groups, callbacks=all_callbacks, distributed=dist, schedule_span=schedule_span,
-        run_record=json.dumps(dataclasses.asdict(info), sort_keys=True, default=str),
+        run_record=json.dumps({**dataclasses.asdict(info), "augment": [dataclasses.asdict(step) for step in data.augment]},
+                              sort_keys=True, default=str),
     )
     start = time.perf_counter()
     final = trainer.fit(resume_from=last if resume else None)

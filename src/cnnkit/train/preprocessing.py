@@ -30,10 +30,14 @@ def resolve_augment(cfg: DefaultCfg, augment: Augment | None) -> tuple[tuple[Aug
     return steps, cfg
 
 
+def augment_steps(augment: Augment) -> tuple[AugmentStep, ...]:
+    """The steps of a preset's name, or the configured steps themselves."""
+    return parse_augment(augment, source="augment") if isinstance(augment, str) else tuple(augment)
+
+
 def pipelines(cfg: DefaultCfg, augment: Augment) -> tuple[Pipeline, Pipeline]:
     """(train, eval) pipelines for the steps (or a preset's name) and cfg of `resolve_augment`."""
-    steps = parse_augment(augment, source="augment") if isinstance(augment, str) else tuple(augment)
-    return augment_pipeline(cfg, steps), eval_pipeline(cfg)
+    return augment_pipeline(cfg, augment_steps(augment)), eval_pipeline(cfg)
 
 
 def batch_stage(pipeline: Pipeline, config: TrainConfig | None, num_classes: int) -> BatchTransform:
@@ -48,7 +52,8 @@ def batch_stage(pipeline: Pipeline, config: TrainConfig | None, num_classes: int
 
 
 def data_bundle(data: PreparedData, cfg: DefaultCfg, config: TrainConfig, augment: Augment) -> DataBundle:
-    train, evaluation = pipelines(cfg, augment)
+    steps = augment_steps(augment)
+    train, evaluation = pipelines(cfg, steps)
     classes = len(data.class_names)
     # The decode hint follows the model's preprocessing (timm's order: model, data config, dataset):
     # JPEGs decode at the smallest DCT scale each pipeline needs, as `Predictor` decodes them.
@@ -60,4 +65,5 @@ def data_bundle(data: PreparedData, cfg: DefaultCfg, config: TrainConfig, augmen
         train_transform=train.sample, eval_transform=evaluation.sample,
         batch_transform=batch_stage(train, config, classes),
         eval_batch_transform=batch_stage(evaluation, None, classes),
+        augment=steps,
     )
