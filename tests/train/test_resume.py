@@ -46,7 +46,16 @@ class StopAfter(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("setting", ["shuffled", "balanced_10_90", "mixed_bf16_adamw"])
+def _assert_same_optimizer_state(a: dict, b: dict) -> None:
+    """Param groups (LR, momentum / betas) equal, and every state tensor (momentum buffers, Adam moments) bit-identical."""
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for index in a["state"]:
+        _assert_bit_identical(a["state"][index], b["state"][index])
+
+
+@pytest.mark.parametrize("setting", ["shuffled", "balanced_10_90", "mixed_bf16_adamw", "onecycle_sgd",
+                                     "onecycle_adamw"])
 def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path, setting: str) -> None:
     options: dict = {}
     if setting == "balanced_10_90":  # class-balanced draws with replacement and a class-weighted loss
@@ -54,6 +63,8 @@ def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path, setting: s
     if setting == "mixed_bf16_adamw":  # MixUp or CutMix per batch, label smoothing, clipping, bf16, AdamW
         options = {"batch_transform": device_stage(None, [MixUp(2, alpha=0.4), CutMix(2, alpha=1.0)]),
                    "label_smoothing": 0.1, "grad_clip_norm": 1.0, "precision": "bf16", "optimizer": "adamw"}
+    if setting.startswith("onecycle"):  # momentum / beta1 cycled per step, a kill mid-cycle
+        options = {"schedule": "onecycle", "warmup_epochs": 0, "optimizer": setting.split("_")[1]}
     make_trainer(str(tmp_path / "full"), epochs=3, **options).fit()
     interrupted = make_trainer(str(tmp_path / "cut"), epochs=3, **options)
     interrupted.callbacks.append(StopAfter(steps=8))  # 6 steps per epoch: mid second epoch
@@ -65,6 +76,7 @@ def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path, setting: s
     cut_ckpt = ckpt.load_checkpoint(tmp_path / "cut" / "last.pt")
     _assert_bit_identical(full_ckpt["ema"], cut_ckpt["ema"])
     assert full_ckpt["trainer"]["history"] == cut_ckpt["trainer"]["history"]
+    _assert_same_optimizer_state(full_ckpt["optimizer"], cut_ckpt["optimizer"])
 
 
 def _run_job(run_dir: Path, *extra: str) -> subprocess.Popen:

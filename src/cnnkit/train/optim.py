@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,13 @@ import torch
 from torch import nn
 
 from cnnkit.train.config import TrainConfig
+
+log = logging.getLogger("cnnkit")
+
+# torch.optim.lr_scheduler.OneCycleLR's defaults: momentum (or Adam's beta1) goes 0.95 -> 0.85 while
+# the LR warms up, then back to 0.95 while it anneals (Smith 2018, "A disciplined approach...", 1cycle).
+ONECYCLE_MOMENTUM = (0.95, 0.85, 0.95)
+ONECYCLE_LR = (1 / 25, 1.0, 1 / 25 / 1e4)  # of the base LR: div_factor 25, final_div_factor 1e4
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
@@ -48,6 +56,9 @@ def build_optimizer(groups: Iterable[dict], config: TrainConfig) -> torch.optim.
     gradient) or AdamW (Loshchilov & Hutter 2019; decay decoupled from the adaptive step); each
     group's `weight_decay` comes from `parameter_groups`."""
     groups = list(groups)
+    if config.schedule == "onecycle" and config.optimizer == "sgd" and config.momentum == 0:
+        log.info("onecycle: SGD without momentum (momentum 0), so the momentum is not cycled (torch's "
+                 "OneCycleLR would switch it on, cycling 0.95-0.85-0.95; give --momentum 0.9 for that)")
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "adam":
@@ -70,15 +81,11 @@ def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch:
     cosine: linear warm-up then half-cosine to 0 (Loshchilov & Hutter 2017); step: x gamma every
     `step_size_epochs`; onecycle: Smith & Topin 2019 with 30% warm-up from lr/25 and cosine
     annealing to lr/25/1e4, step for step the LRs of torch's OneCycleLR (its phase ends at
-    steps 0.3 T - 1 and T - 1; the momentum is not cycled).
+    steps 0.3 T - 1 and T - 1; `onecycle_momentum` gives the momentum that goes with it).
     """
     warmup = int(config.warmup_epochs * steps_per_epoch)
     if config.schedule == "onecycle":
-        peak, last = float(0.3 * total_steps) - 1, total_steps - 1
-        start, end = 1 / 25, 1 / 25 / 1e4
-        if step <= peak:
-            return _cosine(start, 1.0, step / peak)
-        return _cosine(1.0, end, (step - peak) / (last - peak))
+        return _onecycle(ONECYCLE_LR, step, total_steps)
     if step < warmup:
         return (step + 1) / warmup
     if config.schedule == "cosine":
@@ -89,6 +96,24 @@ def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch:
     return 1.0
 
 
+def onecycle_momentum(config: TrainConfig, step: int, total_steps: int) -> float | None:
+    """SGD momentum / Adam(W) beta1 at optimizer step `step` under onecycle, as torch's OneCycleLR
+    (cycle_momentum=True, its defaults) sets it; None when nothing is cycled: other schedules, and
+    SGD with momentum 0, kept plain SGD as asked (torch would switch momentum on)."""
+    if config.schedule != "onecycle" or (config.optimizer == "sgd" and config.momentum == 0):
+        return None
+    return _onecycle(ONECYCLE_MOMENTUM, step, total_steps)
+
+
+def _onecycle(values: tuple[float, float, float], step: int, total_steps: int) -> float:
+    """Cosine from values[0] to values[1] over steps 0..0.3 T - 1, then to values[2] at step T - 1."""
+    peak, last = float(0.3 * total_steps) - 1, total_steps - 1
+    start, middle, end = values
+    if step <= peak:
+        return _cosine(start, middle, step / peak)
+    return _cosine(middle, end, (step - peak) / (last - peak))
+
+
 def _cosine(start: float, end: float, progress: float) -> float:
     return end + (start - end) * (1 + math.cos(math.pi * min(1.0, progress))) / 2
 
@@ -96,6 +121,15 @@ def _cosine(start: float, end: float, progress: float) -> float:
 def set_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = base_lr * factor * group.get("lr_scale", 1.0)
+
+
+def set_momentum(optimizer: torch.optim.Optimizer, momentum: float) -> None:
+    """Sets SGD's momentum, or Adam(W)'s beta1 (keeping beta2), in every parameter group."""
+    for group in optimizer.param_groups:
+        if "betas" in group:
+            group["betas"] = (momentum, *group["betas"][1:])
+        else:
+            group["momentum"] = momentum
 
 
 def layerwise_lr_scale(model: nn.Module, decay: float, stage_prefixes: Sequence[str]) -> dict[str, float]:

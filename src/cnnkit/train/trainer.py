@@ -31,7 +31,8 @@ from cnnkit.train.distributed import DistributedContext, checked_device
 from cnnkit.train.ema import ModelEma
 from cnnkit.train.evaluate import evaluate_model
 from cnnkit.train.metrics import ClassificationMeter
-from cnnkit.train.optim import ScheduleSpan, build_optimizer, lr_factor, parameter_groups, set_learning_rate
+from cnnkit.train.optim import (ScheduleSpan, build_optimizer, lr_factor, onecycle_momentum, parameter_groups,
+                                set_learning_rate, set_momentum)
 from cnnkit.train.precision import resolve_precision
 
 
@@ -175,6 +176,8 @@ class Trainer:
             factor = lr_factor(self.config, offset + self.state.step, total_steps, self.steps_per_epoch)
             self.current_lr = self.config.lr * factor
             set_learning_rate(self.optimizer, self.config.lr, self.current_lr / self.config.lr)
+            if (momentum := onecycle_momentum(self.config, offset + self.state.step, total_steps)) is not None:
+                set_momentum(self.optimizer, momentum)
             self._emit("before_batch")
             self._train_step(images, targets, soft_targets)
             self.state.batch_in_epoch += 1
