@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from cnnkit.errors import CnnkitError
 from cnnkit.train.callbacks import Callback
@@ -219,3 +220,28 @@ def test_cosine_runs_within_each_phase_or_across_all(tmp_path: Path, schedule: s
         expected = (0.05 * cosine(5, 12), 0.01 * cosine(11, 12))
     got = (_last_lr(tmp_path / "phase1-head"), _last_lr(tmp_path / "phase2-all"))
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_copy_of_the_best_weights_killed_midway_keeps_the_old_file_whole(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    phases = (Phase("head", 1),)
+    data = DataBundle(train=toy_data(), val=toy_data(32, seed=1))
+    finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path, quiet=True)
+    best = tmp_path / "best.safetensors"
+    before = best.read_bytes()
+    (tmp_path / ".best.safetensors.left-by-a-kill.tmp").write_bytes(before[:10])
+
+    def copy_half_then_die(source, destination, length=0) -> None:
+        destination.write(source.read(len(before) // 2))
+        raise KeyboardInterrupt  # a kill in the middle of the copy
+
+    monkeypatch.setattr("shutil.copyfileobj", copy_half_then_die)
+    # shutil.copyfile (the old copy) takes a sendfile / copy_file_range fast path unless these are off.
+    monkeypatch.setattr("shutil._USE_CP_SENDFILE", False, raising=False)
+    monkeypatch.setattr("shutil._USE_CP_COPY_FILE_RANGE", False, raising=False)
+    with pytest.raises(KeyboardInterrupt):  # the finished phase is skipped: straight to the copy
+        finetune(toy_model(), data, CONFIG, INFO, phases, classifier_path=HEAD, run_dir=tmp_path, resume=True,
+                 quiet=True)
+    assert best.read_bytes() == before
+    assert load_file(best).keys() == toy_model().state_dict().keys()
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file left behind, nor one of an earlier kill"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,13 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def atomic_copy(source: str | Path, destination: str | Path) -> None:
+    """Copy `source` over `destination` through `atomic_write`: a kill mid-copy leaves the old
+    destination whole (a plain copy truncates it first) and at most a temporary file behind."""
+    with open(source, "rb") as source_file:
+        atomic_write(destination, lambda f: shutil.copyfileobj(source_file, f))
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -4,7 +4,6 @@ layer-wise learning-rate decay (Howard & Ruder 2018, ULMFiT's gradual unfreezing
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.adapt import module_at
 from cnnkit.models.heads import head_path_of
 from cnnkit.train.callbacks import PhaseLabel
-from cnnkit.train.checkpoint import load_checkpoint
+from cnnkit.train.checkpoint import atomic_copy, load_checkpoint, remove_stale_temporaries
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.fit import DataBundle, RunInfo, fit
@@ -173,6 +172,7 @@ def finetune(
     )
     if dist.is_main:
         last_dir = run_dir / f"phase{len(phases)}-{phases[-1].trainable}"
-        shutil.copyfile(last_dir / "best.safetensors", run_dir / "best.safetensors")
+        remove_stale_temporaries(run_dir)  # of a copy killed midway by an earlier run
+        atomic_copy(last_dir / "best.safetensors", run_dir / "best.safetensors")
         write_summary(run_dir, summary)
     return summary
