@@ -103,13 +103,16 @@ def test_a_value_torch_would_refuse_is_named_before_the_run_is_written(tiny_fold
 def test_a_setting_the_chosen_optimizer_or_schedule_ignores_is_refused(tiny_folder: Path, tmp_path: Path,
                                                                        trained_run: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:
-    """--momentum with AdamW, --step-gamma with cosine: taken and ignored."""
+    """--momentum with AdamW or onecycle (which cycles it), --step-gamma with cosine: taken and ignored."""
     base = ["train", str(tiny_folder), "--epochs", "1", "--batch-size", "8", "--img-size", "16", "--quiet"]
     assert main([*base, "--momentum", "0.5", "--out", str(tmp_path / "a")]) == 2
     assert "momentum (only for optimizer sgd) given but the run uses optimizer adamw" in capsys.readouterr().err
     assert main([*base, "--optimizer", "sgd", "--step-gamma", "0.5", "--out", str(tmp_path / "b")]) == 2
     assert "step_gamma (only for schedule step) given" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main([*base, "--optimizer", "sgd", "--schedule", "onecycle", "--momentum", "0.9", "--out",
+                 str(tmp_path / "d")]) == 2
+    assert "momentum (onecycle cycles it 0.95-0.85-0.95; only --momentum 0" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
     # a run's own config.yaml (every field, momentum included) still serves as --config of another
     assert main([*base, "--config", str(trained_run / "config.yaml"), "--epochs", "1", "--out",
                  str(tmp_path / "c")]) == 0

@@ -245,3 +245,27 @@ def test_a_copy_of_the_best_weights_killed_midway_keeps_the_old_file_whole(tmp_p
     assert best.read_bytes() == before
     assert load_file(best).keys() == toy_model().state_dict().keys()
     assert not list(tmp_path.glob(".*.tmp")), "no temporary file left behind, nor one of an earlier kill"
+
+
+class RecordMomentum(Callback):
+    def __init__(self) -> None:
+        self.momenta: list[float] = []
+
+    def before_batch(self, trainer: Trainer) -> None:
+        self.momenta.append(trainer.optimizer.param_groups[0]["momentum"])
+
+
+def test_onecycle_across_phases_cycles_momentum_over_the_whole_run(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = RecordMomentum()
+    _every_phase_with(monkeypatch, recorder)
+    finetune(toy_model(), DataBundle(train=toy_data()), CONFIG.replace(schedule="onecycle"), INFO,
+             parse_phases("head:1,all:1"), classifier_path=HEAD, run_dir=tmp_path, quiet=True, schedule="across")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=12)  # 2 phases x 6 steps
+    expected = []
+    for _ in range(12):
+        expected.append(optimizer.param_groups[0]["momentum"])
+        optimizer.step()
+        scheduler.step()
+    assert recorder.momenta == pytest.approx(expected, rel=1e-12)

@@ -47,7 +47,7 @@ class StopAfter(Callback):
 
 
 def _assert_same_optimizer_state(a: dict, b: dict) -> None:
-    """Param groups (LR, momentum / betas) equal, and every state tensor (momentum buffers, Adam moments) bit-identical."""
+    """Param groups (LR, momentum / betas) equal; every state tensor (momentum buffers, Adam moments) bit-identical."""
     assert a["param_groups"] == b["param_groups"]
     assert a["state"].keys() == b["state"].keys()
     for index in a["state"]:

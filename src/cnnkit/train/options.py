@@ -144,6 +144,8 @@ _ONLY_FOR = {"momentum": ("optimizer", "sgd"), "nesterov": ("optimizer", "sgd"),
 def _refuse_unused(config: TrainConfig, given: set[str]) -> None:
     unused = [f"{name} (only for {key} {value})" for name, (key, value) in _ONLY_FOR.items()
               if name in given and getattr(config, key) != value]
+    if "momentum" in given and config.optimizer == "sgd" and config.schedule == "onecycle" and config.momentum != 0:
+        unused.append("momentum (onecycle cycles it 0.95-0.85-0.95; only --momentum 0, plain SGD, is taken)")
     if unused:
         raise CnnkitError(f"{', '.join(unused)} given but the run uses optimizer {config.optimizer} and schedule "
                           f"{config.schedule}: it would be ignored")
