@@ -50,7 +50,8 @@ class DeviceInfo:
 def _cpuinfo() -> tuple[str, set[str]]:
     model, flags = platform.processor() or platform.machine(), set()
     try:
-        text = open("/proc/cpuinfo", encoding="utf-8").read()
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            text = cpuinfo.read()
     except OSError:
         return model, flags
     for line in text.splitlines():
