@@ -266,7 +266,11 @@ UPSAMPLING_STACKS = {
     ),
     "6->4 uneven then 2x2": lambda: nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(4), nn.Conv2d(2, 2, 2)),
     "1->7 then flatten + linear": lambda: nn.Sequential(
-        nn.Conv2d(3, 2, 5, stride=2), nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(2 * 7 * 7, 1), nn.Unflatten(1, (1, 1, 1))
+        nn.Conv2d(3, 2, 5, stride=2),
+        nn.AdaptiveAvgPool2d(7),
+        nn.Flatten(),
+        nn.Linear(2 * 7 * 7, 1),
+        nn.Unflatten(1, (1, 1, 1)),
     ),
     "2->7 then global pool": lambda: nn.Sequential(
         nn.Conv2d(3, 2, 3, stride=4), nn.AdaptiveAvgPool2d(7), nn.Conv2d(2, 2, 3), nn.AdaptiveAvgPool2d(1)
@@ -292,7 +296,8 @@ def random_upsampling_stack(seed: int) -> tuple[nn.Sequential, int]:
     random kernel, stride, dilation and padding; and the input size that gives I."""
     rng = random.Random(seed)
     kernel, stride, cells = rng.randint(1, 3), rng.randint(1, 3), rng.randint(2, 6)
-    layers: list[nn.Module] = [nn.Conv2d(3, 2, kernel, stride), nn.AdaptiveAvgPool2d(grid := rng.randint(cells + 1, 2 * cells + 2))]
+    grid = rng.randint(cells + 1, 2 * cells + 2)
+    layers: list[nn.Module] = [nn.Conv2d(3, 2, kernel, stride), nn.AdaptiveAvgPool2d(grid)]
     if rng.random() < 0.3:
         layers.append(nn.AdaptiveMaxPool2d(grid := rng.randint(grid + 1, 2 * grid)))
     for _ in range(rng.randint(1, 2)):

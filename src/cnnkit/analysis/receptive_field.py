@@ -73,7 +73,8 @@ class SpatialInfo:
     def _with_cells(self, cells: list[Cells | None], jump: list[Jump], grid: Pair, axes: Pair | None) -> SpatialInfo:
         # Exact axes take their rf from their cells; evenly spaced ones were computed by the caller.
         rf = tuple(self.rf[a] if cells[a] is None else widest(cells[a]) for a in range(2))  # type: ignore[arg-type]
-        return replace(self, rf=rf, jump=tuple(jump), grid=grid, axes=axes, cells=tuple(cells))  # type: ignore[arg-type]
+        exact = tuple(cells)
+        return replace(self, rf=rf, jump=tuple(jump), grid=grid, axes=axes, cells=exact)  # type: ignore[arg-type]
 
     def windowed(self, kernel: Pair, stride: Pair, dilation: Pair, grid: Pair, padding: Pair = (0, 0)) -> SpatialInfo:
         """After a sliding window (conv or pool) with this kernel, stride, dilation and padding."""
@@ -114,7 +115,7 @@ class SpatialInfo:
 
     def regridded(self, grid: Pair) -> SpatialInfo:
         """The same windows on a padded, cropped or resized map of `grid` cells."""
-        cells = [None if self.cells[a] is None else resized(self.cells[a], grid[a]) for a in range(2)]  # type: ignore[arg-type]
+        cells = [None if c is None else resized(c, size) for c, size in zip(self.cells, grid)]
         return self._with_cells(cells, list(self.jump), grid, self.axes)
 
 
