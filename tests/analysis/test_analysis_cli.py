@@ -127,3 +127,17 @@ def test_rf_lists_growth_and_draws_it(tmp_path: Path, capsys: pytest.CaptureFixt
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["rf", "vgg16"]) == 0
     assert "features.30 (MaxPool2d)" in capsys.readouterr().out
+
+
+def test_a_fractional_jump_prints_as_a_fraction_and_is_a_number_in_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # At 32 px VGG-16's pool5 is 1x1 and AdaptiveAvgPool2d(7) repeats it: jump 32 / 7, RF still 212.
+    assert cli.main(["rf", "vgg16", "--input", "3,32,32", "--json", "--plot", str(tmp_path / "rf.png")]) == 0
+    avgpool = json.loads(capsys.readouterr().out)["layers"][-1]
+    assert (avgpool["kind"], avgpool["rf"], avgpool["jump"]) == ("AdaptiveAvgPool2d", 212, 32 / 7)
+    assert cli.main(["summary", "vgg16", "--input", "3,32,32", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert (rows["avgpool"]["jump_hw"], rows["classifier.6"]["rf"]) == ([32 / 7, 32 / 7], 212)
+    assert cli.main(["rf", "vgg16", "--input", "3,32,32"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[-2:] == ["212", "32/7"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from fractions import Fraction
+
 import pytest
 import torch
 from torch import nn
@@ -225,3 +228,117 @@ class ChannelShuffle(nn.Module):
 def test_channel_shuffle_keeps_the_spatial_axes() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), ChannelShuffle(), nn.Conv2d(4, 4, 3, padding=1))
     assert [row.rf for row in summary(model, (3, 16, 16)).rows] == [3, 3, 5]
+
+
+def widest_gradient_support(model: nn.Module, size: int) -> int:
+    """The receptive field measured: the widest input span (height) that reaches any one output unit."""
+    with torch.no_grad():
+        grid = model(torch.zeros(1, 3, size, size)).shape[-2:]
+    return max(gradient_support(model, size, (u, v))[0] for u in range(grid[0]) for v in range(grid[1]))
+
+
+class ResidualPair(nn.Module):
+    """out = 1x1 conv(x) + two padded 3x3 convs(x): a merge after an enlarging pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shallow = nn.Conv2d(2, 2, 1)
+        self.deep = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shallow(x) + self.deep(x)
+
+
+UPSAMPLING_STACKS = {
+    # Valid convs before the pool, so the measured support is not clipped by the image border.
+    "2->7 then 3x3": lambda: nn.Sequential(nn.Conv2d(3, 2, 3, stride=4), nn.AdaptiveAvgPool2d(7), nn.Conv2d(2, 2, 3)),
+    "3->7 then 2x2 s2": lambda: nn.Sequential(
+        nn.Conv2d(3, 2, 3, stride=3), nn.AdaptiveMaxPool2d(7), nn.Conv2d(2, 2, 2, stride=2)
+    ),
+    "2->5 then dilated 3x3": lambda: nn.Sequential(
+        nn.Conv2d(3, 2, 2, stride=5), nn.AdaptiveAvgPool2d(5), nn.Conv2d(2, 2, 3, dilation=2)
+    ),
+    "3->8 then padded residual": lambda: nn.Sequential(
+        nn.Conv2d(3, 2, 3, stride=3), nn.AdaptiveAvgPool2d(8), ResidualPair()
+    ),
+    "2->3->7 then max pool": lambda: nn.Sequential(
+        nn.Conv2d(3, 2, 3, stride=4), nn.AdaptiveAvgPool2d(3), nn.AdaptiveAvgPool2d(7), nn.MaxPool2d(3, 2)
+    ),
+    "6->4 uneven then 2x2": lambda: nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(4), nn.Conv2d(2, 2, 2)),
+    "1->7 then flatten + linear": lambda: nn.Sequential(
+        nn.Conv2d(3, 2, 5, stride=2),
+        nn.AdaptiveAvgPool2d(7),
+        nn.Flatten(),
+        nn.Linear(2 * 7 * 7, 1),
+        nn.Unflatten(1, (1, 1, 1)),
+    ),
+    "2->7 then global pool": lambda: nn.Sequential(
+        nn.Conv2d(3, 2, 3, stride=4), nn.AdaptiveAvgPool2d(7), nn.Conv2d(2, 2, 3), nn.AdaptiveAvgPool2d(1)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UPSAMPLING_STACKS))
+def test_rf_after_an_enlarging_adaptive_pool_equals_the_gradient_measured_one(name: str) -> None:
+    """O > I repeats input cells (jump I / O < 1): later windows of k cells span about k * I / O
+    cells of the pool's input, not k (the rule r += (k - 1) j with j >= 1 overstated them)."""
+    torch.manual_seed(0)
+    model = UPSAMPLING_STACKS[name]()
+    with torch.no_grad():
+        size = {"1->7 then flatten + linear": 5, "6->4 uneven then 2x2": 8}.get(name, 0)
+        size = size or next(s for s in range(4, 40) if model[0](torch.zeros(1, 3, s, s)).shape[-1] == int(name[0]))
+    result = summary(model, (3, size, size))
+    assert result.output_rf_hw[0] == widest_gradient_support(model, size)
+
+
+def random_upsampling_stack(seed: int) -> tuple[nn.Sequential, int]:
+    """A valid conv to I cells, adaptive pools to O > I (once or twice), then 1-2 windows with
+    random kernel, stride, dilation and padding; and the input size that gives I."""
+    rng = random.Random(seed)
+    kernel, stride, cells = rng.randint(1, 3), rng.randint(1, 3), rng.randint(2, 6)
+    grid = rng.randint(cells + 1, 2 * cells + 2)
+    layers: list[nn.Module] = [nn.Conv2d(3, 2, kernel, stride), nn.AdaptiveAvgPool2d(grid)]
+    if rng.random() < 0.3:
+        layers.append(nn.AdaptiveMaxPool2d(grid := rng.randint(grid + 1, 2 * grid)))
+    for _ in range(rng.randint(1, 2)):
+        k, s, d = rng.randint(1, 3), rng.randint(1, 2), rng.randint(1, 2)
+        p = rng.randint(0, k // 2)
+        if (grid + 2 * p - d * (k - 1) - 1) // s + 1 >= 1:
+            layers.append(nn.Conv2d(2, 2, k, s, p, d))
+            grid = (grid + 2 * p - d * (k - 1) - 1) // s + 1
+    return nn.Sequential(*layers), (cells - 1) * stride + kernel
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_stacks_with_enlarging_pools_match_the_gradient_measured_rf(seed: int) -> None:
+    torch.manual_seed(seed)
+    model, size = random_upsampling_stack(seed)
+    assert summary(model, (3, size, size)).output_rf_hw[0] == widest_gradient_support(model, size), model
+
+
+def test_vgg16_at_32_px_keeps_pool5s_212_through_the_enlarging_pool() -> None:
+    # pool5 is 1x1 at 32 px; AdaptiveAvgPool2d(7) repeats that one cell 49 times (jump 32 / 7),
+    # so the classifier sees the same 212 pixels (it used to say 212 + 6 * 32 = 404).
+    with torch.device("meta"):
+        model = cnnkit.create_model("vgg16")
+    rows = {row.name: row for row in summary(model, (3, 32, 32)).rows}
+    assert (rows["features.30"].rf, rows["features.30"].jump) == (212, 32)
+    assert (rows["avgpool"].rf, rows["avgpool"].jump) == (212, Fraction(32, 7))
+    assert rows["classifier.6"].rf == 212
+
+
+def test_vgg16_at_64_px_sees_its_two_pool5_cells() -> None:
+    # pool5 is 2x2: output cell 3 of 2 -> 7 averages both cells (212 + 32 = 244), jump 64 / 7.
+    with torch.device("meta"):
+        model = cnnkit.create_model("vgg16")
+    rows = {row.name: row for row in summary(model, (3, 64, 64)).rows}
+    assert (rows["avgpool"].rf, rows["avgpool"].jump) == (244, Fraction(64, 7))
+    assert rows["classifier.6"].rf == 244
+
+
+def test_alexnet_at_64_px_keeps_its_1x1_map_rf() -> None:
+    with torch.device("meta"):
+        model = cnnkit.create_model("alexnet")
+    rows = {row.name: row for row in summary(model, (3, 64, 64)).rows}
+    assert rows["features.12"].rf == rows["avgpool"].rf == rows["classifier.6"].rf == 195
+    assert rows["avgpool"].jump == Fraction(32, 6)

@@ -93,8 +93,23 @@ def save(state: dict[str, Any], path: Path) -> Path:
         ("w.pth", lambda s: s),
         ("w.pt", lambda s: {"model": s, "epoch": 3}),
         ("w.bin", lambda s: {"state_dict": {f"module.{k}": v for k, v in s.items()}}),
+        # torch.compile's OptimizedModule names every key '_orig_mod.<key>' (checked against
+        # torch.compile(model).state_dict() in test_compiled_models_prefix_every_key_with_orig_mod).
+        ("compiled.safetensors", lambda s: {f"_orig_mod.{k}": v for k, v in s.items()}),
+        ("compiled.pt", lambda s: {f"_orig_mod.{k}": v for k, v in s.items()}),
+        ("ddp-compiled.pt", lambda s: {"model": {f"module._orig_mod.{k}": v for k, v in s.items()}}),
+        ("compiled-ddp.safetensors", lambda s: {f"_orig_mod.module.{k}": v for k, v in s.items()}),
     ],
-    ids=["safetensors", "pth-raw", "pt-model-entry", "bin-ddp-state-dict-entry"],
+    ids=[
+        "safetensors",
+        "pth-raw",
+        "pt-model-entry",
+        "bin-ddp-state-dict-entry",
+        "compiled-safetensors",
+        "compiled-pt",
+        "ddp-of-compiled-pt",
+        "compiled-ddp-safetensors",
+    ],
 )
 def test_saved_weights_load_strictly_and_give_identical_logits(tiny_name, source, tmp_path, filename, wrap):
     path = save(wrap(source.state_dict()), tmp_path / filename)
@@ -103,6 +118,17 @@ def test_saved_weights_load_strictly_and_give_identical_logits(tiny_name, source
         assert torch.equal(loaded.state_dict()[key], value), key
     with torch.no_grad():
         assert torch.equal(loaded(images()), source(images()))
+
+
+def test_compiled_models_prefix_every_key_with_orig_mod(tiny_name, source):
+    # Wrapping only: the state dict of torch.compile's OptimizedModule needs no compilation.
+    compiled = torch.compile(source)
+    assert list(compiled.state_dict()) == [f"_orig_mod.{key}" for key in source.state_dict()]
+
+
+def test_only_a_prefix_shared_by_every_key_is_stripped(tmp_path):
+    state = {"_orig_mod.weight": torch.ones(1), "bias": torch.zeros(1)}
+    assert sorted(read_state_dict(save(state, tmp_path / "mixed.pt"))) == ["_orig_mod.weight", "bias"]
 
 
 def test_other_num_classes_reinitialises_only_the_classifier(tiny_name, source, tmp_path, caplog):

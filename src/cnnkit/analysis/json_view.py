@@ -11,6 +11,7 @@ from typing import Any
 
 from cnnkit.analysis.conv_calculator import ConvReport
 from cnnkit.analysis.layer_stack import StackRow
+from cnnkit.analysis.receptive_field import Jump
 from cnnkit.analysis.rf_growth import RFPoint
 from cnnkit.analysis.summary import ModelSummary
 
@@ -34,7 +35,8 @@ def summary_json(model_summary: ModelSummary) -> dict[str, Any]:
     fields = asdict(model_summary)
     rows = fields.pop("rows")
     for entry, row in zip(rows, model_summary.rows):
-        entry.update(rf=row.rf, jump=row.jump)
+        jump_hw = None if row.jump_hw is None else [jump_number(j) for j in row.jump_hw]
+        entry.update(rf=row.rf, jump=None if row.jump is None else jump_number(row.jump), jump_hw=jump_hw)
     return {
         **fields,
         "flops": model_summary.flops,
@@ -45,4 +47,9 @@ def summary_json(model_summary: ModelSummary) -> dict[str, Any]:
 
 def rf_growth_json(points: tuple[RFPoint, ...]) -> list[dict[str, Any]]:
     """One entry per conv/pool call: depth, name, kind, RF and jump."""
-    return [asdict(point) for point in points]
+    return [{**asdict(point), "jump": jump_number(point.jump)} for point in points]
+
+
+def jump_number(jump: Jump) -> int | float:
+    """A jump for JSON: whole ones as ints, a fractional one (after an enlarging adaptive pool) as a float."""
+    return jump if isinstance(jump, int) else (int(jump) if jump.denominator == 1 else float(jump))

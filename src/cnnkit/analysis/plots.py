@@ -44,7 +44,8 @@ def plot_rf_growth(points: tuple[RFPoint, ...], title: str = "", ax: Axes | None
     else:
         figure = ax.figure
     ax.plot([p.depth for p in points], [p.rf for p in points], marker=".", label="receptive field")
-    ax.plot([p.depth for p in points], [p.jump for p in points], linestyle="--", label="jump (cumulative stride)")
+    jumps = [float(p.jump) for p in points]  # a Fraction after an enlarging adaptive pool
+    ax.plot([p.depth for p in points], jumps, linestyle="--", label="jump (cumulative stride)")
     ax.set_yscale("log")
     ax.set_xlabel("depth (conv and pooling layers, in execution order)")
     ax.set_ylabel("input pixels")

@@ -5,7 +5,10 @@ per axis (height, width), measured in input pixels. Windowed ops follow
 r_l = r_{l-1} + (k_l - 1) * d_l * j_{l-1} and j_l = j_{l-1} * s_l (Araujo et al. 2019,
 "Computing Receptive Fields of Convolutional Neural Networks"); a merge (add, mul, cat, ...)
 takes the max over its inputs. The propagation runs as a torch function mode, so residual,
-concatenating and squeeze-excitation graphs need no special cases.
+concatenating and squeeze-excitation graphs need no special cases. After an adaptive pool whose
+windows are uneven or repeat cells (O > I, VGG's 7x7 pool on a 1x1 map) cells are no longer evenly
+spaced and the formula overstates r: such axes carry each cell's exact pixel interval instead
+(`exact_windows`), and a jump below one cell becomes a Fraction.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -20,7 +24,19 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
+from cnnkit.analysis.exact_windows import (
+    Cells,
+    adaptive_cells,
+    broadcast,
+    resized,
+    uniform_cells,
+    union,
+    widest,
+    window_cells,
+)
+
 Pair = tuple[int, int]
+Jump = int | Fraction  # input pixels between neighbouring cells: a Fraction after an enlarging adaptive pool
 
 
 @dataclass(frozen=True)
@@ -28,24 +44,66 @@ class SpatialInfo:
     """Receptive field `rf` and jump of a tensor per spatial axis (h, w), in input pixels.
 
     `grid` is the (h, w) size of the feature map these figures describe, and `axes` the tensor
-    dimensions that hold it (None once a reshape has merged them, e.g. after flatten).
+    dimensions that hold it (None once a reshape has merged them, e.g. after flatten). `offset` is
+    the first input pixel seen by cell 0. `cells` is None on an axis whose cells are evenly spaced
+    (the formula holds); after an adaptive pool with uneven or repeated windows it holds each cell's
+    exact pixel interval (`exact_windows`), and `jump` is then the mean spacing I / O (a Fraction
+    when below or between whole pixels).
     """
 
     rf: Pair
-    jump: Pair
+    jump: tuple[Jump, Jump]
     grid: Pair
     axes: Pair | None
+    offset: Pair = (0, 0)
+    cells: tuple[Cells | None, Cells | None] = (None, None)
 
     @classmethod
     def of_input(cls, image: torch.Tensor) -> SpatialInfo:
         """The input image (N, C, H, W): every pixel sees itself, neighbours are 1 pixel apart."""
         return cls(rf=(1, 1), jump=(1, 1), grid=_pair(image.shape[-2:]), axes=(image.dim() - 2, image.dim() - 1))
 
-    def windowed(self, kernel: Pair, stride: Pair, dilation: Pair, grid: Pair) -> SpatialInfo:
-        """After a sliding window (conv or pool) with this kernel, stride and dilation."""
-        rf = tuple(r + (k - 1) * d * j for r, k, d, j in zip(self.rf, kernel, dilation, self.jump))
-        jump = tuple(j * s for j, s in zip(self.jump, stride))
-        return SpatialInfo(rf=rf, jump=jump, grid=grid, axes=self.axes)  # type: ignore[arg-type]
+    def axis_cells(self, axis: int) -> Cells:
+        """The pixel interval of every cell along `axis` (0: h, 1: w), evenly spaced ones included."""
+        cells = self.cells[axis]
+        if cells is not None:
+            return cells
+        return uniform_cells(self.rf[axis], int(self.jump[axis]), self.offset[axis], self.grid[axis])
+
+    def _with_cells(self, cells: list[Cells | None], jump: list[Jump], grid: Pair, axes: Pair | None) -> SpatialInfo:
+        # Exact axes take their rf from their cells; evenly spaced ones were computed by the caller.
+        rf = tuple(self.rf[a] if cells[a] is None else widest(cells[a]) for a in range(2))  # type: ignore[arg-type]
+        exact = tuple(cells)
+        return replace(self, rf=rf, jump=tuple(jump), grid=grid, axes=axes, cells=exact)  # type: ignore[arg-type]
+
+    def windowed(self, kernel: Pair, stride: Pair, dilation: Pair, grid: Pair, padding: Pair = (0, 0)) -> SpatialInfo:
+        """After a sliding window (conv or pool) with this kernel, stride, dilation and padding."""
+        rf, jump, offset, cells = [], [], [], []
+        for a in range(2):
+            rf.append(self.rf[a] + (kernel[a] - 1) * dilation[a] * self.jump[a])
+            jump.append(_exact(self.jump[a] * stride[a]))
+            exact = self.cells[a]
+            offset.append(self.offset[a] - padding[a] * int(self.jump[a]) if exact is None else self.offset[a])
+            cells.append(
+                None if exact is None else window_cells(exact, kernel[a], stride[a], dilation[a], padding[a], grid[a])
+            )
+        info = replace(self, rf=tuple(rf), offset=tuple(offset))  # type: ignore[arg-type]
+        return info._with_cells(cells, jump, grid, self.axes)
+
+    def adaptive(self, grid: Pair) -> SpatialInfo:
+        """After an adaptive pool to `grid`: output i pools floor(i * I / O) ... ceil((i + 1) * I / O) - 1.
+
+        O dividing I is a pool of kernel = stride = I / O; otherwise (uneven windows, or O > I where
+        windows repeat one cell) the cells get exact intervals and the jump is the Fraction I / O.
+        """
+        if grid == (1, 1):
+            return self.globalised(axes=self.axes)
+        even = [self.grid[a] % grid[a] == 0 and self.cells[a] is None for a in range(2)]
+        step = tuple(self.grid[a] // grid[a] if even[a] else 1 for a in range(2))
+        info = self.windowed(step, step, (1, 1), grid)  # type: ignore[arg-type]
+        cells = [None if even[a] else adaptive_cells(self.axis_cells(a), grid[a]) for a in range(2)]
+        jump = [info.jump[a] if even[a] else _exact(self.jump[a] * Fraction(self.grid[a], grid[a])) for a in range(2)]
+        return info._with_cells(cells, jump, grid, self.axes)
 
     def globalised(self, *, axes: Pair | None) -> SpatialInfo:
         """After an op that mixes the whole feature map (global pool, flatten + linear, spatial mean).
@@ -53,9 +111,17 @@ class SpatialInfo:
         It acts as one window of kernel = stride = grid, so r grows by (grid - 1) * j and every
         output unit sees the whole input.
         """
-        rf = tuple(r + (g - 1) * j for r, g, j in zip(self.rf, self.grid, self.jump))
-        jump = tuple(j * g for j, g in zip(self.jump, self.grid))
-        return SpatialInfo(rf=rf, jump=jump, grid=(1, 1), axes=axes)  # type: ignore[arg-type]
+        return replace(self.windowed(self.grid, self.grid, (1, 1), (1, 1)), axes=axes)
+
+    def regridded(self, grid: Pair) -> SpatialInfo:
+        """The same windows on a padded, cropped or resized map of `grid` cells."""
+        cells = [None if c is None else resized(c, size) for c, size in zip(self.cells, grid)]
+        return self._with_cells(cells, list(self.jump), grid, self.axes)
+
+
+def _exact(value: Fraction | int) -> Jump:
+    """A whole jump as an int, a fractional one as a Fraction."""
+    return int(value) if Fraction(value).denominator == 1 else Fraction(value)
 
 
 def merged(infos: Sequence[SpatialInfo]) -> SpatialInfo:
@@ -63,9 +129,18 @@ def merged(infos: Sequence[SpatialInfo]) -> SpatialInfo:
 
     Grid, jump and axes come from the input with the largest spatial grid: a broadcast 1x1
     input (a squeeze-excitation scale) widens the receptive field but does not change the grid.
+    On an axis with exact cells, each cell sees the union of what its inputs' cells see.
     """
     main = max(infos, key=lambda info: (info.axes is not None, info.grid[0] * info.grid[1]))
-    return replace(main, rf=tuple(max(info.rf[a] for info in infos) for a in range(2)))  # type: ignore[arg-type]
+    info = replace(main, rf=tuple(max(info.rf[a] for info in infos) for a in range(2)))  # type: ignore[arg-type]
+    cells: list[Cells | None] = []
+    for a in range(2):
+        if all(other.cells[a] is None for other in infos):
+            cells.append(None)
+            continue
+        parts = [broadcast(other.axis_cells(a), main.grid[a]) for other in infos]
+        cells.append(tuple(union(part[u] for part in parts if u < len(part)) for u in range(main.grid[a])))
+    return info._with_cells(cells, list(main.jump), main.grid, main.axes)
 
 
 def _pair(value: Any) -> Pair:
@@ -83,11 +158,15 @@ def _argument(args: tuple, kwargs: dict, index: int, name: str, default: Any) ->
 
 def _conv(info: SpatialInfo, args: tuple, kwargs: dict, out: torch.Tensor) -> SpatialInfo:
     # torch.conv2d(input, weight, bias, stride, padding, dilation, groups): padding moves the
-    # window but does not widen it, so it does not enter the formula.
+    # window but does not widen it, so it does not enter the formula (only the offsets).
     weight = _argument(args, kwargs, 1, "weight", None)
+    kernel = _pair(weight.shape[-2:])
     stride = _pair(_argument(args, kwargs, 3, "stride", 1))
     dilation = _pair(_argument(args, kwargs, 5, "dilation", 1))
-    return info.windowed(_pair(weight.shape[-2:]), stride, dilation, _pair(out.shape[-2:]))
+    padding = _argument(args, kwargs, 4, "padding", 0)
+    if isinstance(padding, str):  # 'valid', or 'same' (PyTorch puts the odd cell after)
+        padding = (0, 0) if padding == "valid" else tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+    return info.windowed(kernel, stride, dilation, _pair(out.shape[-2:]), _pair(padding))
 
 
 def _pool(info: SpatialInfo, args: tuple, kwargs: dict, out: Any, *, dilation: Pair) -> SpatialInfo:
@@ -96,7 +175,8 @@ def _pool(info: SpatialInfo, args: tuple, kwargs: dict, out: Any, *, dilation: P
     kernel = _pair(_argument(args, kwargs, 1, "kernel_size", 1))
     stride_arg = _argument(args, kwargs, 2, "stride", None)
     stride = kernel if stride_arg is None or len(_as_list(stride_arg)) == 0 else _pair(stride_arg)
-    return info.windowed(kernel, stride, dilation, _pair(out.shape[-2:]))
+    padding = _pair(_argument(args, kwargs, 3, "padding", 0))
+    return info.windowed(kernel, stride, dilation, _pair(out.shape[-2:]), padding)
 
 
 def _as_list(value: Any) -> list:
@@ -112,22 +192,9 @@ def _avg_pool(info: SpatialInfo, args: tuple, kwargs: dict, out: Any) -> Spatial
     return _pool(info, args, kwargs, out, dilation=(1, 1))
 
 
-def _adaptive_window(size_in: int, size_out: int) -> int:
-    """The widest window of an adaptive pool from `size_in` to `size_out` cells: output i pools
-    cells floor(i * I / O) to ceil((i + 1) * I / O) - 1 (PyTorch's start/end index rule)."""
-    return max(-(-(i + 1) * size_in // size_out) - i * size_in // size_out for i in range(size_out))
-
-
 def _adaptive_pool(info: SpatialInfo, args: tuple, kwargs: dict, out: Any) -> SpatialInfo:
-    # Windows of uneven width spaced about I / O apart (exactly I / O when O divides I); the
-    # receptive field takes the widest, the jump floor(I / O). O = 1 is a global pool.
     out = out[0] if isinstance(out, tuple) else out
-    grid_out = _pair(out.shape[-2:])
-    if grid_out == (1, 1):
-        return info.globalised(axes=info.axes)
-    kernel = tuple(_adaptive_window(i, o) for i, o in zip(info.grid, grid_out))
-    stride = tuple(max(1, i // o) for i, o in zip(info.grid, grid_out))
-    return info.windowed(kernel, stride, (1, 1), grid_out)  # type: ignore[arg-type]
+    return info.adaptive(_pair(out.shape[-2:]))
 
 
 # Windowed ops, keyed by the function name a torch function mode sees (torch.conv2d,
@@ -221,7 +288,7 @@ def propagate(
         if spatial == (1, 1):
             return info.globalised(axes=source.axes)
         # Padding, cropping and resizing move the grid but not the window: keep r and j.
-        return replace(info, grid=_pair(spatial))
+        return info.regridded(_pair(spatial))
     if result.numel() == source_tensor.numel():
         return replace(info, axes=None)
     return info.globalised(axes=None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cnnkit.analysis.receptive_field import Jump
 from cnnkit.analysis.summary import ModelSummary
 
 # Leaf kinds whose window widens the receptive field (conv and pooling layers of torch and timm).
@@ -24,7 +25,7 @@ class RFPoint:
     name: str
     kind: str
     rf: int
-    jump: int
+    jump: Jump
 
 
 def rf_growth(model_summary: ModelSummary) -> tuple[RFPoint, ...]:
@@ -44,5 +45,5 @@ def format_rf_growth(points: tuple[RFPoint, ...]) -> str:
     """One line per windowed layer: depth, name (kind), receptive field and jump."""
     width = max((len(f"{p.name} ({p.kind})") for p in points), default=5)
     lines = [f"{'depth':>5}  {'layer':<{width}}  {'RF':>5}  {'jump':>5}"]
-    lines += [f"{p.depth:>5}  {f'{p.name} ({p.kind})':<{width}}  {p.rf:>5}  {p.jump:>5}" for p in points]
+    lines += [f"{p.depth:>5}  {f'{p.name} ({p.kind})':<{width}}  {p.rf:>5}  {str(p.jump):>5}" for p in points]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnnkit.analysis.costing import MacCounterMode
-from cnnkit.analysis.receptive_field import ReceptiveFieldMode, SpatialInfo
+from cnnkit.analysis.receptive_field import Jump, ReceptiveFieldMode, SpatialInfo
 from cnnkit.errors import CnnkitError
 
 META = torch.device("meta")
@@ -41,7 +41,7 @@ class LayerRow:
     params: int
     macs: int
     rf_hw: tuple[int, int] | None
-    jump_hw: tuple[int, int] | None
+    jump_hw: tuple[Jump, Jump] | None
     activation_bytes: int
     uncosted: tuple[str, ...] = ()
     leaf: bool = True
@@ -51,7 +51,7 @@ class LayerRow:
         return None if self.rf_hw is None else max(self.rf_hw)
 
     @property
-    def jump(self) -> int | None:
+    def jump(self) -> Jump | None:
         return None if self.jump_hw is None else max(self.jump_hw)
 
 

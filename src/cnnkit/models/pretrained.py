@@ -28,7 +28,9 @@ StateDict = dict[str, torch.Tensor]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 WRAPPER_ENTRIES = ("state_dict", "model")  # where training checkpoints keep the weights
-DDP_PREFIX = "module."
+# Prefixes a wrapper adds to every key of its model's state dict: DDP's 'module.' and torch.compile's
+# '_orig_mod.' (in either order when both wrap one model).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 MAX_LISTED_KEYS = 5
 # torchvision's published DenseNet files name the dense layers' parts 'norm.1', 'conv.2', ... (from
 # before module names could not hold dots); torchvision renames them when it loads them
@@ -77,7 +79,8 @@ def _unwrap(obj: Any, path: Path) -> StateDict:
 def read_state_dict(path: str | Path) -> StateDict:
     """The state dict stored in a local `.safetensors` or `.pth/.pt/.bin` file, on the CPU.
 
-    A DDP checkpoint's 'module.' prefix is stripped. Errors are CnnkitError naming the file.
+    The prefixes DDP ('module.') and torch.compile ('_orig_mod.') put on every key are stripped.
+    Errors are CnnkitError naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -93,8 +96,16 @@ def read_state_dict(path: str | Path) -> StateDict:
     else:
         supported = ", ".join((".safetensors", *TORCH_SUFFIXES))
         raise CnnkitError(f"{path}: unsupported weight file type {suffix!r} (use {supported})")
-    if state and all(key.startswith(DDP_PREFIX) for key in state):
-        state = {key[len(DDP_PREFIX):]: value for key, value in state.items()}
+    return _strip_wrapper_prefixes(state)
+
+
+def _strip_wrapper_prefixes(state: StateDict) -> StateDict:
+    """`state` without the wrapper prefixes that every one of its keys starts with."""
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(key.startswith(p) for key in state)), None)
+        if prefix is None:
+            break
+        state = {key[len(prefix):]: value for key, value in state.items()}
     return state
 
 
