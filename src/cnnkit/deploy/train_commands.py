@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--rewind", default="init", help="--iterative: init or epoch:K (default init)")
     prune.add_argument("--no-control", action="store_true", help="--iterative: skip the random-reinit control")
     prune.add_argument("--quiet", action="store_true", help="no progress output")
-    add_train_config_flags(prune)
+    add_train_config_flags(prune, title="training (each flag not given keeps RUN's config.yaml value)",
+                           show_defaults=False)
     prune.set_defaults(func=run_prune)
 
     distill = subparsers.add_parser("distill", help="train a student from a finished teacher run (Hinton et al. 2015)")
@@ -61,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--alpha", type=float, default=0.9, help="weight of the soft term (default 0.9)")
     distill.add_argument("--out", required=True, help="run directory of the student")
     distill.add_argument("--quiet", action="store_true", help="no progress output")
-    add_train_config_flags(distill)
+    add_train_config_flags(distill, title="training (each flag not given keeps TEACHER's config.yaml value)",
+                           show_defaults=False)
     distill.set_defaults(func=run_distill)
 
     compare = subparsers.add_parser("compare", help="backbones side by side: accuracy, cost, speed, Pareto front")
@@ -77,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--calibration-size", type=positive_int, default=256,
                          help="int8: training images that calibrate (default 256)")
     compare.add_argument("--quiet", action="store_true", help="no progress output")
-    add_train_config_flags(compare)
+    add_train_config_flags(compare, title="training, with --models (one recipe for every model; with --runs only "
+                                          "--device applies)")
     compare.set_defaults(func=run_compare)
 
 

@@ -16,7 +16,7 @@ from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shu
 from cnnkit.train.finetune import Phase, finetune, parse_phases
 from cnnkit.train.fit import RunInfo, check_resume_config, fit
 from cnnkit.train.lr_find import check_plot_path, lr_find, plot_lr_find
-from cnnkit.train.options import RunOptions, add_train_config_flags, flags_given, resolve
+from cnnkit.train.options import CONFIG_TITLE, RunOptions, add_train_config_flags, flags_given, resolve
 from cnnkit.train.report import format_metrics
 
 
@@ -73,7 +73,7 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
     parser.add_argument("--config", default=None, help="YAML file of any of these options")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-    add_train_config_flags(parser)
+    add_train_config_flags(parser, title=CONFIG_TITLE)
     parser.set_defaults(default_model=default_model)
 
 

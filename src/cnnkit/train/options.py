@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cnnkit.data.augment_config import AugmentStep, parse_augment
@@ -77,20 +77,69 @@ class RunOptions:
 RUN_KEYS = tuple(f.name for f in fields(RunOptions))
 
 
-def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One `--flag-name` per TrainConfig field, defaulting to None (= not given)."""
+CONFIG_TITLE = "training (each also settable in --config YAML)"
+
+# What each TrainConfig field does, and its default in words where the value alone says too little
+# (None: the default is the field's own value, "on"/"off" for a switch).
+_HELP: dict[str, tuple[str, str | None]] = {
+    "epochs": ("passes over the training set", None),
+    "batch_size": ("images per optimizer step (per process under torchrun)", None),
+    "lr": ("base learning rate, which --schedule scales step by step", None),
+    "optimizer": ("adamw: decoupled weight decay; adam: decay added to the gradient (L2); sgd: see --momentum",
+                  None),
+    "momentum": ("SGD momentum, sgd only; 0 is plain SGD", None),
+    "nesterov": ("Nesterov momentum, sgd only", None),
+    "weight_decay": ("weight decay of conv/linear weights (biases and norm layers get none)", None),
+    "schedule": ("LR over the steps: cosine to 0, step (x --step-gamma every --step-size-epochs), "
+                 "onecycle (torch's OneCycleLR), constant", None),
+    "warmup_epochs": ("epochs (fractions too) of linear LR warm-up to --lr; not with onecycle", "0: none"),
+    "step_size_epochs": ("--schedule step: epochs between LR drops", None),
+    "step_gamma": ("--schedule step: LR multiplier at each drop", None),
+    "label_smoothing": ("share of each target spread evenly over all classes, in [0, 1)", "0: hard labels"),
+    "class_weighted_loss": ("weight the cross-entropy of class k by N / (K n_k) of the training labels", None),
+    "balanced_sampling": ("draw each epoch with replacement, inversely to class frequency", None),
+    "mixup_alpha": ("MixUp: blend pairs of images and their labels, weight ~ Beta(a, a)", "0: off"),
+    "cutmix_alpha": ("CutMix: paste a box of another image, labels by area ~ Beta(a, a); with MixUp each batch "
+                     "picks one", "0: off"),
+    "grad_clip_norm": ("clip the global L2 norm of the gradients to this", "no clipping"),
+    "ema_decay": ("keep an exponential moving average of the weights (e.g. 0.999), evaluated and saved as "
+                  "best", "none"),
+    "early_stopping_patience": ("stop after N epochs without improvement of --monitor", "never"),
+    "monitor": ("metric that picks the best epoch (best.safetensors): val_top1, val_top5, val_loss, train_loss",
+                "val_top1; train_loss without a val split"),
+    "monitor_mode": ("max: higher --monitor is better (accuracy); min: lower is (loss)", None),
+    "precision": ("fp32, or bf16/fp16 mixed precision; auto: bf16 where native, fp16 on other GPUs, else fp32",
+                  None),
+    "channels_last": ("channels-last (NHWC) memory layout, faster on CPU", None),
+    "compile": ("torch.compile the model", None),
+    "device": ("cpu, cuda, cuda:1, ...", "CUDA when available, else CPU"),
+    "seed": ("seed of the data split, shuffling, augmentation and weight init", None),
+    "deterministic": ("torch's deterministic algorithms (a warning where an op has none)", None),
+    "num_workers": ("data-loading worker processes; 0 loads in the main process", None),
+    "nan_policy": ("on a NaN/inf loss: stop (last checkpoint intact) or skip that batch", None),
+    "checkpoint_every_steps": ("also save last.pt every N optimizer steps within an epoch, for --resume",
+                               "at epoch ends only"),
+}
+
+
+def add_train_config_flags(parser: argparse.ArgumentParser, *, title: str, show_defaults: bool = True) -> None:
+    """One `--flag-name` per TrainConfig field, defaulting to None (= not given), in a group named
+    `title` (CONFIG_TITLE where the command has --config). `show_defaults=False` where an unset
+    flag keeps another run's value rather than TrainConfig's default (title says whose)."""
     hints = typing.get_type_hints(TrainConfig)
-    group = parser.add_argument_group("training (each also settable in --config YAML)")
+    group = parser.add_argument_group(title)
     for option in fields(TrainConfig):
         flag = "--" + option.name.replace("_", "-")
         kind, choices = _flag_type(hints[option.name])
-        default = option.default if option.default is not MISSING else None
+        what, default = _HELP[option.name]
+        if default is None:
+            default = ("on" if option.default else "off") if kind is bool else f"{option.default}"
+        text = f"{what} (default: {default})" if show_defaults else what
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default {default})")
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             group.add_argument(flag, type=kind, choices=choices, default=None, metavar=None if choices else "X",
-                               help=f"(default {default})")
+                               help=text)
 
 
 def _flag_type(annotation: Any) -> tuple[type, tuple | None]:
