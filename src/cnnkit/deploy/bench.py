@@ -58,9 +58,10 @@ def torch_runner(model: nn.Module, batch: torch.Tensor) -> Callable[[], object]:
     return eager_runner(model.eval().to(memory_format=torch.channels_last), batch, "cpu")
 
 
-def onnx_runner(path: Path, batch: torch.Tensor, *, threads: int | None) -> Callable[[], object]:
-    """One ONNX Runtime (CPU) run of the .onnx at `path` on `batch` (N, C, H, W), session built once."""
-    backend = OnnxBackend(path, threads=threads)
+def onnx_runner(path: Path | OnnxBackend, batch: torch.Tensor, *, threads: int | None) -> Callable[[], object]:
+    """One ONNX Runtime (CPU) run of the .onnx at `path` on `batch` (N, C, H, W), session built once
+    (or the open session `path`, `threads` then unused)."""
+    backend = path if isinstance(path, OnnxBackend) else OnnxBackend(path, threads=threads)
     return lambda: backend.logits(batch)
 
 
