@@ -68,9 +68,10 @@ def measure_backends(source: SourceRun, backends: Sequence[str], workdir: Path, 
     threads = torch.get_num_threads()
     sessions = {backend: OnnxBackend(files[backend], threads=threads) for backend in onnx_backends}
     top1 = {"torch": torch_top1}
-    for backend, session in sessions.items():  # sessions only exist with an ONNX backend: `test` is decoded
-        predicted = logits_of(session, test.batches).argmax(axis=1)
-        top1[backend] = float(np.mean(predicted == test.labels))
+    if sessions:  # there is an ONNX backend, so `test` is decoded
+        batches = test.rebatched(32).batches  # ONNX top-1 in batches of 32 as `split_batches` makes them
+        for backend, session in sessions.items():
+            top1[backend] = float(np.mean(logits_of(session, batches).argmax(axis=1) == test.labels))
     model = source.model.eval().to(device=device, memory_format=torch.channels_last)
 
     def runs_for(batch: torch.Tensor) -> dict:
