@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from colour_folders import make_tiny_folder
+from colour_folders import make_tiny_folder, write_colour_folders
 from tiny_runs import train_tiny_run
 
 from cnnkit.cli import main
@@ -20,6 +20,7 @@ from cnnkit.deploy.compare import macro_f1, pareto_front
 from cnnkit.deploy.from_run import open_run
 from cnnkit.deploy.run_images import split_batches
 from cnnkit.errors import CnnkitError
+from cnnkit.inference import Predictor
 
 
 def test_pareto_front_on_hand_made_points() -> None:
@@ -107,6 +108,19 @@ def test_compare_decodes_each_test_image_once(tmp_path: Path, monkeypatch, capsy
     for seed in (0, 3):
         alone = split_batches(source, "test", limit=5, seed=seed).first(5)
         assert torch.equal(split_batches(source, "test", seed=seed).drawn(5, seed), alone)
+
+
+def test_test_images_are_decoded_as_at_evaluation(tmp_path: Path) -> None:
+    """JPEGs larger than the input are decoded with the evaluation pipeline's size hint (JPEG DCT scaling),
+    as `cnnkit eval` and `Predictor` decode them: compare's and export's accuracies are theirs."""
+    data = write_colour_folders(tmp_path / "data", (("blue", 2), ("red", 0)), images=12, size=(64, 64),
+                                noise_below=80, channel_from=170, suffix=".jpg")
+    run = train_tiny_run(data, tmp_path / "run", epochs=1)
+    source = open_run(run, str(data))
+    test = source.data.splits["test"]
+    files = [test.base.files[i] for i in test.indices]
+    expected = Predictor.from_run(run, device="cpu").preprocess(files).batch
+    assert torch.equal(torch.from_numpy(np.concatenate(split_batches(source, "test").batches)), expected)
 
 
 def test_compare_refuses_an_unknown_backend(tmp_path: Path, capsys) -> None:

@@ -60,9 +60,10 @@ def test_metrics(source: SourceRun, *, device: torch.device, batch_size: int = 6
             (batch.contiguous(memory_format=torch.channels_last), labels) for batch, labels in images.labelled()]
     else:
         evaluation = eval_pipeline(source.model.default_cfg)
-        loader = ordered_loader(source.data.splits[test_split(source)], evaluation.sample, batch_size=batch_size,
-                                seed=source.config.seed, device=device,
-                                batch_transform=batch_stage(evaluation, None, classes), channels_last=True)
+        dataset = source.data.splits[test_split(source)].with_decode_hint(evaluation.decode_hint)
+        loader = ordered_loader(dataset, evaluation.sample, batch_size=batch_size, seed=source.config.seed,
+                                device=device, batch_transform=batch_stage(evaluation, None, classes),
+                                channels_last=True)
     meter = evaluate_model(source.model.to(device), loader, num_classes=classes, device=device)
     return meter.compute()["top1"], macro_f1(meter.confusion)
 

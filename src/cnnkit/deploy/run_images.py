@@ -73,11 +73,11 @@ def split_batches(source: SourceRun, split: str, *, limit: int | None = None, ba
     random (from `seed`) instead of taking all."""
     if split not in source.data.splits:
         raise CnnkitError(f"the data of {source.path} has no {split!r} split (it has {sorted(source.data.splits)})")
-    dataset: Dataset = source.data.splits[split]
+    evaluation = eval_pipeline(source.model.default_cfg)
+    dataset: Dataset = source.data.splits[split].with_decode_hint(evaluation.decode_hint)  # as `cnnkit eval` decodes
     chosen = drawn_indices(len(dataset), limit, seed)
     if chosen is not None:
         dataset = Subset(dataset, chosen)
-    evaluation = eval_pipeline(source.model.default_cfg)
     loader = ordered_loader(dataset, evaluation.sample, batch_size=batch_size, seed=seed,
                             batch_transform=batch_stage(evaluation, None, len(source.data.class_names)))
     batches, labels = [], []
