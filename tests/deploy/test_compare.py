@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from colour_folders import make_tiny_folder
+from colour_folders import make_tiny_folder, write_colour_folders
+from tiny_runs import train_tiny_run
 
 from cnnkit.cli import main
+from cnnkit.data.folders import FolderDataset
 from cnnkit.deploy.bench import parse_backends
 from cnnkit.deploy.compare import macro_f1, pareto_front
+from cnnkit.deploy.from_run import open_run
+from cnnkit.deploy.run_images import split_batches
 from cnnkit.errors import CnnkitError
+from cnnkit.inference import Predictor
 
 
 def test_pareto_front_on_hand_made_points() -> None:
@@ -77,6 +83,44 @@ def test_compare_trains_measures_and_stars_the_front(tmp_path: Path, capsys) -> 
     with (tmp_path / "again" / "compare.csv").open() as handle:
         header = next(csv.reader(handle))
     assert "images_per_s_b32_onnx" in header and not any(column.endswith("_int8") for column in header)
+
+
+def test_compare_decodes_each_test_image_once(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Torch's top-1, the export check's real images and every ONNX backend's top-1 share one pass over
+    the test split (it was streamed three times)."""
+    data = make_tiny_folder(tmp_path / "data")
+    run = train_tiny_run(data, tmp_path / "run", epochs=1)
+    test = open_run(run, str(data)).data.splits["test"]
+    tested = [str(test.base.files[i]) for i in test.indices]
+    decoded: Counter[str] = Counter()
+    load = FolderDataset.load
+
+    def counting_load(self: FolderDataset, index: int) -> tuple[torch.Tensor, int]:
+        decoded[str(self.files[index])] += 1
+        return load(self, index)
+
+    monkeypatch.setattr(FolderDataset, "load", counting_load)
+    assert main(["compare", str(data), "--runs", str(run), "--out", str(tmp_path / "cmp"),
+                 "--backends", "torch,onnx"]) == 0, capsys.readouterr().err
+    assert tested and [decoded[path] for path in tested] == [1] * len(tested)
+    # the export check's 7 real images are the ones drawn from the split on its own before
+    source = open_run(run, str(data))
+    for seed in (0, 3):
+        alone = split_batches(source, "test", limit=5, seed=seed).first(5)
+        assert torch.equal(split_batches(source, "test", seed=seed).drawn(5, seed), alone)
+
+
+def test_test_images_are_decoded_as_at_evaluation(tmp_path: Path) -> None:
+    """JPEGs larger than the input are decoded with the evaluation pipeline's size hint (JPEG DCT scaling),
+    as `cnnkit eval` and `Predictor` decode them: compare's and export's accuracies are theirs."""
+    data = write_colour_folders(tmp_path / "data", (("blue", 2), ("red", 0)), images=12, size=(64, 64),
+                                noise_below=80, channel_from=170, suffix=".jpg")
+    run = train_tiny_run(data, tmp_path / "run", epochs=1)
+    source = open_run(run, str(data))
+    test = source.data.splits["test"]
+    files = [test.base.files[i] for i in test.indices]
+    expected = Predictor.from_run(run, device="cpu").preprocess(files).batch
+    assert torch.equal(torch.from_numpy(np.concatenate(split_batches(source, "test").batches)), expected)
 
 
 def test_compare_refuses_an_unknown_backend(tmp_path: Path, capsys) -> None:

@@ -136,9 +136,18 @@ def test_export_refuses_int8_of_a_fixed_batch_model_before_exporting(tiny: tuple
 
 
 def test_bench_writes_percentiles_threads_params_and_macs(exported: tuple[Path, str], tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture) -> None:
+                                                          capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     out, _ = exported
     table = tmp_path / "bench.csv"
+    opened: list[str] = []
+    open_session = OnnxBackend.__init__
+
+    def counting_init(self: OnnxBackend, path: str | Path, **options: object) -> None:
+        opened.append(Path(path).name)
+        open_session(self, path, **options)
+
+    monkeypatch.setattr(OnnxBackend, "__init__", counting_init)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -149,6 +158,8 @@ def test_bench_writes_percentiles_threads_params_and_macs(exported: tuple[Path, 
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert code == 0 and "isa:" in printed and "p99 ms" in printed
+    # one session per .onnx and backend for both batch sizes (the zoo model's exports, then the file's)
+    assert opened == ["fp32.onnx", "int8.onnx", out.name, "int8.onnx"], opened
     rows = list(csv.DictReader(table.open()))
     cells = [(r["target"], r["backend"], r["batch"]) for r in rows]
     assert cells == [("compact_cnn", b, s) for b in ("torch", "onnx", "int8") for s in ("1", "4")] + [

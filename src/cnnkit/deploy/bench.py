@@ -58,9 +58,10 @@ def torch_runner(model: nn.Module, batch: torch.Tensor) -> Callable[[], object]:
     return eager_runner(model.eval().to(memory_format=torch.channels_last), batch, "cpu")
 
 
-def onnx_runner(path: Path, batch: torch.Tensor, *, threads: int | None) -> Callable[[], object]:
-    """One ONNX Runtime (CPU) run of the .onnx at `path` on `batch` (N, C, H, W), session built once."""
-    backend = OnnxBackend(path, threads=threads)
+def onnx_runner(path: Path | OnnxBackend, batch: torch.Tensor, *, threads: int | None) -> Callable[[], object]:
+    """One ONNX Runtime (CPU) run of the .onnx at `path` on `batch` (N, C, H, W), session built once
+    (or the open session `path`, `threads` then unused)."""
+    backend = path if isinstance(path, OnnxBackend) else OnnxBackend(path, threads=threads)
     return lambda: backend.logits(batch)
 
 
@@ -146,8 +147,9 @@ def _costs(target: Target) -> tuple[int | None, int | None]:
 def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequence[int], threads: int,
                  repeats: int = 20, max_seconds: float | None = 10.0, seed: int = 0) -> list[BenchRow]:
     """Rows per (backend, batch size); per batch size the backends are timed side by side (one
-    call of each per round). int8 is calibrated on random inputs: its speed is representative,
-    its accuracy is not (use `cnnkit export --int8` for that)."""
+    call of each per round), each .onnx through one ONNX Runtime session for all batch sizes. int8
+    is calibrated on random inputs: its speed is representative, its accuracy is not (use
+    `cnnkit export --int8` for that)."""
     parse_backends(",".join(backends))
     if target.model is None and "torch" in backends:
         raise CnnkitError(f"{target.label}: an .onnx file has no torch backend; use --backends onnx,int8")
@@ -155,11 +157,12 @@ def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequen
     generator = torch.Generator().manual_seed(seed)
     with torch_threads(threads), tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
         paths = _onnx_paths(target, backends, Path(tmp), generator)
+        sessions = {backend: OnnxBackend(paths[backend], threads=threads) for backend in backends if backend in paths}
         timings: dict[tuple[str, int], Timing] = {}
         for size in batch_sizes:
             batch = torch.randn((size, *target.cfg.input_size), generator=generator)
             runs = {backend: torch_runner(target.model, batch) if backend == "torch"
-                    else onnx_runner(paths[backend], batch, threads=threads) for backend in backends}
+                    else onnx_runner(sessions[backend], batch, threads=threads) for backend in backends}
             for backend, timing in time_side_by_side(runs, batch=size, repeats=repeats,
                                                      max_seconds=max_seconds).items():
                 timings[(backend, size)] = timing

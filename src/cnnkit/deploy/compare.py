@@ -4,7 +4,7 @@ the accuracy-latency Pareto front (a model is on it when no other is both more a
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from cnnkit.analysis.summary import summary as analyse
 from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.deploy.compare_backends import BackendFigures, measure_backends
 from cnnkit.deploy.from_run import SourceRun
-from cnnkit.deploy.run_images import test_split
+from cnnkit.deploy.run_images import ImageBatches, split_batches, test_split
 from cnnkit.train.evaluate import evaluate_model, ordered_loader
 from cnnkit.train.preprocessing import batch_stage
 
@@ -50,25 +50,34 @@ def pareto_front(accuracy: Sequence[float], latency: Sequence[float]) -> list[bo
 
 
 @torch.no_grad()
-def test_metrics(source: SourceRun, *, device: torch.device, batch_size: int = 64) -> tuple[float, float]:
-    """(top-1, macro-F1) of the run's model on its test split (`test_split`: val when it has none)."""
-    evaluation = eval_pipeline(source.model.default_cfg)
+def test_metrics(source: SourceRun, *, device: torch.device, batch_size: int = 64,
+                 images: ImageBatches | None = None) -> tuple[float, float]:
+    """(top-1, macro-F1) of the run's model on its test split (`test_split`: val when it has none):
+    on `images` when that split is already decoded (`split_batches`), else streamed from disk."""
     classes = len(source.data.class_names)
-    loader = ordered_loader(source.data.splits[test_split(source)], evaluation.sample, batch_size=batch_size,
-                            seed=source.config.seed, device=device,
-                            batch_transform=batch_stage(evaluation, None, classes), channels_last=True)
+    if images is not None:
+        loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = [
+            (batch.contiguous(memory_format=torch.channels_last), labels) for batch, labels in images.labelled()]
+    else:
+        evaluation = eval_pipeline(source.model.default_cfg)
+        dataset = source.data.splits[test_split(source)].with_decode_hint(evaluation.decode_hint)
+        loader = ordered_loader(dataset, evaluation.sample, batch_size=batch_size, seed=source.config.seed,
+                                device=device, batch_transform=batch_stage(evaluation, None, classes),
+                                channels_last=True)
     meter = evaluate_model(source.model.to(device), loader, num_classes=classes, device=device)
     return meter.compute()["top1"], macro_f1(meter.confusion)
 
 
 def compare_row(source: SourceRun, *, device: torch.device, backends: Sequence[str], workdir: Path,
                 calibration_size: int = 256, latency_budget_s: float = 3.0) -> CompareRow:
-    """Measure one finished run: accuracy on `device`, then every backend (exports under `workdir`)."""
-    model = source.model
-    top1, f1 = test_metrics(source, device=device)
+    """Measure one finished run: accuracy on `device`, then every backend (exports under `workdir`).
+    With an ONNX backend the test split is decoded once, and torch and every backend measured on it."""
+    model, seed = source.model, source.config.seed
+    test = split_batches(source, test_split(source), batch_size=64, seed=seed) if set(backends) - {"torch"} else None
+    top1, f1 = test_metrics(source, device=device, images=test)
     costs = analyse(model, tuple(model.default_cfg.input_size))
-    figures = measure_backends(source, backends, workdir, torch_top1=top1, device=device,
-                               calibration_size=calibration_size, seed=source.config.seed, budget_s=latency_budget_s)
+    figures = measure_backends(source, backends, workdir, test=test, torch_top1=top1, device=device,
+                               calibration_size=calibration_size, seed=seed, budget_s=latency_budget_s)
     return CompareRow(model=source.summary.model_name, run_dir=str(source.path),
                       params=sum(p.numel() for p in model.parameters()), macs=costs.total_macs,
                       test_top1=top1, macro_f1=f1, backends=figures)

@@ -17,7 +17,8 @@ from cnnkit.deploy.from_run import SourceRun
 from cnnkit.deploy.int8_budget import logits_of
 from cnnkit.deploy.latency import Latency, eager_runner, side_by_side_latency
 from cnnkit.deploy.quantize import Int8Quantizer
-from cnnkit.deploy.run_images import split_batches, test_split
+from cnnkit.deploy.run_images import ImageBatches, split_batches, test_split
+from cnnkit.inference.onnx_backend import OnnxBackend
 
 
 @dataclass(frozen=True)
@@ -30,15 +31,17 @@ class BackendFigures:
 
 
 def export_backends(source: SourceRun, backends: Sequence[str], workdir: Path, *, calibration_size: int,
-                    seed: int) -> dict[str, Path]:
+                    seed: int, test: ImageBatches | None = None) -> dict[str, Path]:
     """The file each backend runs from: the run's weights (torch), `workdir`/model.onnx checked
     against PyTorch on random and test images (onnx), and model.int8.onnx, static QDQ int8 of all
     Conv/Gemm layers calibrated (minmax) on `calibration_size` training images (int8; no accuracy
-    budget here: `cnnkit export --int8 --max-drop` keeps sensitive layers in float)."""
+    budget here: `cnnkit export --int8 --max-drop` keeps sensitive layers in float). The 7 test
+    images are drawn from `test` when the split is already decoded."""
     files = {"torch": source.path / "best.safetensors"}
     if {"onnx", "int8"} & set(backends):
         workdir.mkdir(parents=True, exist_ok=True)
-        real = split_batches(source, test_split(source), limit=7, seed=seed).first(7)
+        real = (test.drawn(7, seed) if test is not None
+                else split_batches(source, test_split(source), limit=7, seed=seed).first(7))
         files["onnx"] = workdir / "model.onnx"
         export_checked(source.model, source.summary, files["onnx"], opset=None, dynamic_batch=True, real=real)
     if "int8" in backends:
@@ -52,23 +55,27 @@ def export_backends(source: SourceRun, backends: Sequence[str], workdir: Path, *
 
 
 def measure_backends(source: SourceRun, backends: Sequence[str], workdir: Path, *, torch_top1: float,
-                     device: torch.device, calibration_size: int = 256, seed: int = 0,
-                     budget_s: float = 3.0) -> dict[str, BackendFigures]:
+                     device: torch.device, calibration_size: int = 256, seed: int = 0, budget_s: float = 3.0,
+                     test: ImageBatches | None = None) -> dict[str, BackendFigures]:
     """Figures per backend; torch runs on `device`, ONNX Runtime on the CPU with torch's thread
-    count. The ONNX backends' top-1 is measured on the same test images (`torch_top1` is torch's)."""
-    files = export_backends(source, backends, workdir, calibration_size=calibration_size, seed=seed)
-    threads = torch.get_num_threads()
-    top1 = {"torch": torch_top1}
+    count, one session per .onnx for its top-1 and its latencies. The ONNX backends' top-1 is
+    measured on the same test images (`torch_top1` is torch's; `test`: that split decoded, read
+    here when None)."""
     onnx_backends = [b for b in backends if b != "torch"]
-    if onnx_backends:
+    if onnx_backends and test is None:
         test = split_batches(source, test_split(source), seed=seed)
-        for backend in onnx_backends:
-            predicted = logits_of(files[backend], test.batches, threads=threads).argmax(axis=1)
-            top1[backend] = float(np.mean(predicted == test.labels))
+    files = export_backends(source, backends, workdir, calibration_size=calibration_size, seed=seed, test=test)
+    threads = torch.get_num_threads()
+    sessions = {backend: OnnxBackend(files[backend], threads=threads) for backend in onnx_backends}
+    top1 = {"torch": torch_top1}
+    if sessions:  # there is an ONNX backend, so `test` is decoded
+        batches = test.rebatched(32).batches  # ONNX top-1 in batches of 32 as `split_batches` makes them
+        for backend, session in sessions.items():
+            top1[backend] = float(np.mean(logits_of(session, batches).argmax(axis=1) == test.labels))
     model = source.model.eval().to(device=device, memory_format=torch.channels_last)
 
     def runs_for(batch: torch.Tensor) -> dict:
-        return {b: eager_runner(model, batch, device) if b == "torch" else onnx_runner(files[b], batch, threads=threads)
+        return {b: eager_runner(model, batch, device) if b == "torch" else onnx_runner(sessions[b], batch, threads=None)
                 for b in backends}
 
     latency = side_by_side_latency(runs_for, tuple(model.default_cfg.input_size), budget_s=budget_s, threads=threads)

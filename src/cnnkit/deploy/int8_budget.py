@@ -38,9 +38,10 @@ class Int8Result:
         return 100.0 * (self.fp32_top1 - self.int8_top1)
 
 
-def logits_of(path: Path, batches: Sequence[np.ndarray], *, threads: int | None = None) -> np.ndarray:
-    """ONNX Runtime logits (N, K) of the .onnx at `path` over all `batches` (N_i, C, H, W), in order."""
-    backend = OnnxBackend(path, threads=threads)
+def logits_of(path: Path | OnnxBackend, batches: Sequence[np.ndarray], *, threads: int | None = None) -> np.ndarray:
+    """ONNX Runtime logits (N, K) of the .onnx at `path` (or of an open session, `threads` then
+    unused) over all `batches` (N_i, C, H, W), in order."""
+    backend = path if isinstance(path, OnnxBackend) else OnnxBackend(path, threads=threads)
     return np.concatenate([backend.logits(torch.from_numpy(b)).numpy() for b in batches])
 
 

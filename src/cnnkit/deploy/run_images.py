@@ -31,6 +31,24 @@ class ImageBatches:
     def first(self, n: int) -> torch.Tensor:
         return torch.from_numpy(np.concatenate(self.batches)[:n])
 
+    def drawn(self, limit: int, seed: int) -> torch.Tensor:
+        """The images `split_batches(..., limit=limit, seed=seed)` draws from the same split, without
+        decoding them again."""
+        images = np.concatenate(self.batches)
+        chosen = drawn_indices(len(images), limit, seed)
+        return torch.from_numpy(images if chosen is None else images[chosen])
+
+    def rebatched(self, batch_size: int) -> ImageBatches:
+        """The same images and labels in batches of `batch_size` (the last one shorter)."""
+        images = np.concatenate(self.batches)
+        return ImageBatches(tuple(images[i:i + batch_size] for i in range(0, len(images), batch_size)), self.labels)
+
+    def labelled(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(images (N, C, H, W), labels (N,)) per batch, as an evaluation loader yields them."""
+        ends = np.cumsum([len(b) for b in self.batches])
+        return [(torch.from_numpy(b), torch.from_numpy(self.labels[end - len(b):end]))
+                for b, end in zip(self.batches, ends)]
+
 
 def test_split(source: SourceRun) -> str:
     """The split accuracy is measured on: "test", else "val" (data given as train/val); never the
@@ -42,17 +60,24 @@ def test_split(source: SourceRun) -> str:
     return split
 
 
+def drawn_indices(count: int, limit: int | None, seed: int) -> list[int] | None:
+    """Sorted indices of `limit` of `count` images drawn at random from `seed`; None: take all."""
+    if limit is None or limit >= count:
+        return None
+    return sorted(int(i) for i in np.random.default_rng(seed).permutation(count)[:limit])
+
+
 def split_batches(source: SourceRun, split: str, *, limit: int | None = None, batch_size: int = 32,
                   seed: int = 0) -> ImageBatches:
     """`split` of the run's data through its eval pipeline; `limit` draws that many images at
     random (from `seed`) instead of taking all."""
     if split not in source.data.splits:
         raise CnnkitError(f"the data of {source.path} has no {split!r} split (it has {sorted(source.data.splits)})")
-    dataset: Dataset = source.data.splits[split]
-    if limit is not None and limit < len(dataset):
-        order = np.random.default_rng(seed).permutation(len(dataset))[:limit]
-        dataset = Subset(dataset, sorted(int(i) for i in order))
     evaluation = eval_pipeline(source.model.default_cfg)
+    dataset: Dataset = source.data.splits[split].with_decode_hint(evaluation.decode_hint)  # as `cnnkit eval` decodes
+    chosen = drawn_indices(len(dataset), limit, seed)
+    if chosen is not None:
+        dataset = Subset(dataset, chosen)
     loader = ordered_loader(dataset, evaluation.sample, batch_size=batch_size, seed=seed,
                             batch_transform=batch_stage(evaluation, None, len(source.data.class_names)))
     batches, labels = [], []

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from cnnkit.data.epoch_sampling import SampleTransform
 from cnnkit.data.loader import BatchTransform, DeviceLoader, make_loader
@@ -28,14 +28,15 @@ def ordered_loader(dataset: Dataset, transform: SampleTransform | None, *, batch
 @torch.no_grad()
 def evaluate_model(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
     num_classes: int,
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> ClassificationMeter:
     """Loss, top-k and confusion of `model` in eval mode over `loader` (mode restored after);
-    the loader delivers model-ready batches (`ordered_loader` applies the batch stage)."""
+    the loader (any iterable of (images, labels)) delivers model-ready batches (`ordered_loader`
+    applies the batch stage)."""
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes)
