@@ -67,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_train_flags(train: argparse.ArgumentParser) -> None:
     group = train.add_argument_group("embedding (--task embedding; flags only, not in --config YAML)")
     group.add_argument("--task", choices=("classification", "embedding"), default="classification",
-                       help="classification (default), or embedding: a metric-learning run for retrieval and verification")
+                       help="classification (default), or embedding: a metric-learning run for retrieval "
+                            "and verification")
     group.add_argument("--loss", choices=LOSSES, default=None, help="metric-learning loss (default arcface)")
     group.add_argument("--embedding-dim", type=int, default=None, help="embedding size (default 128)")
     group.add_argument("--holdout-classes", type=int, default=None,
