@@ -52,4 +52,4 @@ def rf_growth_json(points: tuple[RFPoint, ...]) -> list[dict[str, Any]]:
 
 def jump_number(jump: Jump) -> int | float:
     """A jump for JSON: whole ones as ints, a fractional one (after an enlarging adaptive pool) as a float."""
-    return jump if isinstance(jump, int) else (int(jump) if jump.denominator == 1 else float(jump))
+    return jump if isinstance(jump, int) else float(jump)  # the tracker makes whole jumps ints

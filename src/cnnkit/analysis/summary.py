@@ -28,8 +28,9 @@ class LayerRow:
     children (a BatchNorm with an activation child, ConvNeXt's layer scale), in call order.
 
     `params` counts the module's own parameters first used by this call (a tied or re-used module
-    shows 0 the second time), so the rows add up to the model's total; `macs` its multiply-accumulates, `rf`/`jump` the receptive field and
-    cumulative stride of its output in input pixels (the larger of the two axes; per axis in
+    shows 0 the second time), so the rows add up to the model's total; `macs` its
+    multiply-accumulates, `rf`/`jump` the receptive field and cumulative stride of its output in
+    input pixels (the larger of the two axes; per axis in
     `rf_hw`/`jump_hw`; None when the output does not derive from the input), and
     `activation_bytes` the size of its output tensor(s) (0 for a parent returning its last
     child's output); `leaf` is False for a parent's row.
@@ -198,12 +199,13 @@ def _analyse(model: nn.Module, image: torch.Tensor, device: torch.device) -> Mod
     outputs = _tensors(output)
     output_info: SpatialInfo | None = rf_mode.info(outputs[0]) if outputs else None
     params = list(model.parameters())
+    rows = tuple(row for row in recorder.rows if row is not None)  # every reserved row is filled once its call returns
     return ModelSummary(
         input_shape=tuple(image.shape),
-        rows=tuple(row for row in recorder.rows if row is not None),
+        rows=rows,
         total_params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        total_macs=sum(row.macs for row in recorder.rows) + recorder.functional_macs,
+        total_macs=sum(row.macs for row in rows) + recorder.functional_macs,
         functional_macs=recorder.functional_macs,
         output_rf_hw=None if output_info is None else output_info.rf,
         uncosted=tuple(recorder.uncosted),

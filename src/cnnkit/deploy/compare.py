@@ -56,8 +56,8 @@ def test_metrics(source: SourceRun, *, device: torch.device, batch_size: int = 6
     on `images` when that split is already decoded (`split_batches`), else streamed from disk."""
     classes = len(source.data.class_names)
     if images is not None:
-        loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = [
-            (batch.contiguous(memory_format=torch.channels_last), labels) for batch, labels in images.labelled()]
+        loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = (
+            (batch.contiguous(memory_format=torch.channels_last), labels) for batch, labels in images.labelled())
     else:
         evaluation = eval_pipeline(source.model.default_cfg)
         dataset = source.data.splits[test_split(source)].with_decode_hint(evaluation.decode_hint)
@@ -73,7 +73,7 @@ def compare_row(source: SourceRun, *, device: torch.device, backends: Sequence[s
     """Measure one finished run: accuracy on `device`, then every backend (exports under `workdir`).
     With an ONNX backend the test split is decoded once, and torch and every backend measured on it."""
     model, seed = source.model, source.config.seed
-    test = split_batches(source, test_split(source), batch_size=64, seed=seed) if set(backends) - {"torch"} else None
+    test = split_batches(source, test_split(source), seed=seed) if set(backends) - {"torch"} else None
     top1, f1 = test_metrics(source, device=device, images=test)
     costs = analyse(model, tuple(model.default_cfg.input_size))
     figures = measure_backends(source, backends, workdir, test=test, torch_top1=top1, device=device,

@@ -31,17 +31,16 @@ class BackendFigures:
 
 
 def export_backends(source: SourceRun, backends: Sequence[str], workdir: Path, *, calibration_size: int,
-                    seed: int, test: ImageBatches | None = None) -> dict[str, Path]:
+                    seed: int, test: ImageBatches | None) -> dict[str, Path]:
     """The file each backend runs from: the run's weights (torch), `workdir`/model.onnx checked
     against PyTorch on random and test images (onnx), and model.int8.onnx, static QDQ int8 of all
     Conv/Gemm layers calibrated (minmax) on `calibration_size` training images (int8; no accuracy
     budget here: `cnnkit export --int8 --max-drop` keeps sensitive layers in float). The 7 test
-    images are drawn from `test` when the split is already decoded."""
+    images are drawn from `test`, the decoded test split (needed, and given, for onnx and int8)."""
     files = {"torch": source.path / "best.safetensors"}
     if {"onnx", "int8"} & set(backends):
         workdir.mkdir(parents=True, exist_ok=True)
-        real = (test.drawn(7, seed) if test is not None
-                else split_batches(source, test_split(source), limit=7, seed=seed).first(7))
+        real = test.drawn(7, seed)
         files["onnx"] = workdir / "model.onnx"
         export_checked(source.model, source.summary, files["onnx"], opset=None, dynamic_batch=True, real=real)
     if "int8" in backends:
@@ -69,9 +68,8 @@ def measure_backends(source: SourceRun, backends: Sequence[str], workdir: Path, 
     sessions = {backend: OnnxBackend(files[backend], threads=threads) for backend in onnx_backends}
     top1 = {"torch": torch_top1}
     if sessions:  # there is an ONNX backend, so `test` is decoded
-        batches = test.rebatched(32).batches  # ONNX top-1 in batches of 32 as `split_batches` makes them
         for backend, session in sessions.items():
-            top1[backend] = float(np.mean(logits_of(session, batches).argmax(axis=1) == test.labels))
+            top1[backend] = float(np.mean(logits_of(session, test.batches).argmax(axis=1) == test.labels))
     model = source.model.eval().to(device=device, memory_format=torch.channels_last)
 
     def runs_for(batch: torch.Tensor) -> dict:

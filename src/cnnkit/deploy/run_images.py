@@ -38,11 +38,6 @@ class ImageBatches:
         chosen = drawn_indices(len(images), limit, seed)
         return torch.from_numpy(images if chosen is None else images[chosen])
 
-    def rebatched(self, batch_size: int) -> ImageBatches:
-        """The same images and labels in batches of `batch_size` (the last one shorter)."""
-        images = np.concatenate(self.batches)
-        return ImageBatches(tuple(images[i:i + batch_size] for i in range(0, len(images), batch_size)), self.labels)
-
     def labelled(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(images (N, C, H, W), labels (N,)) per batch, as an evaluation loader yields them."""
         ends = np.cumsum([len(b) for b in self.batches])

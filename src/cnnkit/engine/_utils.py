@@ -128,6 +128,22 @@ class ConvGeometry:
         return slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
 
 
+def check_groups(groups: int) -> int:
+    """`groups` as a positive int (a bool is not one), else a ValueError naming it."""
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    return int(groups)
+
+
+def conv_settings(
+    kernel: tuple[int, int], stride: IntPair, padding: Padding, dilation: IntPair
+) -> tuple[tuple[int, int], tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]:
+    """(stride, dilation, padding sides) of a conv with `kernel`, each checked and naming itself."""
+    stride_hw = check_positive(pair(stride, name="stride"), name="stride")
+    dilation_hw = check_positive(pair(dilation, name="dilation"), name="dilation")
+    return stride_hw, dilation_hw, resolve_padding(padding, kernel, stride_hw, dilation_hw)
+
+
 def conv_geometry(
     x_shape: tuple[int, ...],
     w_shape: tuple[int, ...],
@@ -139,8 +155,7 @@ def conv_geometry(
     """Validate the shapes of a conv call and resolve its stride/padding/dilation/output size."""
     if len(w_shape) != 4:
         raise ValueError(f"w must be 4-D (C_out, C_in/groups, kH, kW), got shape {w_shape}")
-    if not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    groups = check_groups(groups)
     _, c_in, h, w = x_shape
     c_out, c_per_group, kh, kw = w_shape
     if c_in % groups or c_out % groups:
@@ -148,9 +163,7 @@ def conv_geometry(
     if c_per_group * groups != c_in:
         raise ValueError(f"w has {c_per_group} input channels per group; x has C_in={c_in}, groups={groups}")
     kernel = check_positive((kh, kw), name="kernel size")
-    stride_hw = check_positive(pair(stride, name="stride"), name="stride")
-    dilation_hw = check_positive(pair(dilation, name="dilation"), name="dilation")
-    sides = resolve_padding(padding, kernel, stride_hw, dilation_hw)
+    stride_hw, dilation_hw, sides = conv_settings(kernel, stride, padding, dilation)
     out_hw = (
         output_size(h, kh, stride_hw[0], sum(sides[0]), dilation_hw[0]),
         output_size(w, kw, stride_hw[1], sum(sides[1]), dilation_hw[1]),

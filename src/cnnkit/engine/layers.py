@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnkit.engine import conv, dropout, linear, norm
-from cnnkit.engine._utils import IntPair, Padding, check_positive, pair, resolve_padding
+from cnnkit.engine._utils import IntPair, Padding, check_groups, check_positive, conv_settings, pair
 from cnnkit.engine.init import default_bias, default_weight
 from cnnkit.engine.module import Module, Parameter, check_float_dtype
 
@@ -41,19 +41,13 @@ class Conv2d(Module):
         dtype: np.dtype | type = np.float32,
     ) -> None:
         super().__init__()
-        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        check_groups(groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
         self.dtype = check_float_dtype(dtype)
         kernel_h, kernel_w = check_positive(pair(kernel_size, name="kernel_size"), name="kernel_size")
         # Stride, dilation and padding are checked here, naming the argument, not at the first forward.
-        resolve_padding(
-            padding,
-            (kernel_h, kernel_w),
-            check_positive(pair(stride, name="stride"), name="stride"),
-            check_positive(pair(dilation, name="dilation"), name="dilation"),
-        )
+        conv_settings((kernel_h, kernel_w), stride, padding, dilation)
         shape = (out_channels, in_channels // groups, kernel_h, kernel_w)
         self.weight = Parameter(default_weight(shape, rng=rng, dtype=self.dtype))
         self.bias = Parameter(default_bias(shape, rng=rng, dtype=self.dtype)) if bias else None

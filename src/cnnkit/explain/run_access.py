@@ -24,8 +24,6 @@ from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.preprocessing import batch_stage
 
 
-
-
 @dataclass(frozen=True)
 class RunWithData:
     """A run's `predictor` (its model in eval mode and preprocessing), its typed summary, and the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import os
 from dataclasses import dataclass, field
 
@@ -42,11 +44,18 @@ class DistributedContext:
         dist.all_reduce(work, op=dist.ReduceOp.SUM)
         return work.cpu()
 
-    def any_rank(self, flag: bool) -> bool:
-        """Whether `flag` is true on any rank (every rank gets the same answer)."""
+    def value_and_any_non_finite(self, value: torch.Tensor) -> tuple[float, bool]:
+        """A one-element tensor's value, and whether it is non-finite on any rank (every rank gets
+        the same answer); one host sync either way: under DDP the flag is all-reduced on the
+        tensor's device and read together with the value."""
+        value = value.detach().float().reshape(1)
         if not self.enabled:
-            return flag
-        return bool(self.all_reduce_sum(torch.tensor([float(flag)]))[0] > 0)
+            number = float(value)
+            return number, not math.isfinite(number)
+        flag = (~value.isfinite()).float()
+        dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+        number, ranks = torch.cat([value, flag]).tolist()
+        return number, ranks > 0
 
     def broadcast_buffers(self, module: nn.Module) -> None:
         """Rank 0's buffers (BatchNorm statistics) on every rank: each rank's forward updates them

@@ -77,23 +77,21 @@ class DataBundle:
 _RESUME_MAY_CHANGE = ("num_workers", "device", "checkpoint_every_steps", "epochs")
 
 
-def check_resume_config(config: TrainConfig, run_dir: Path) -> None:
-    """A resume continues the run as it was configured (RUN/config.yaml): another value of any
-    setting but `_RESUME_MAY_CHANGE` is an error naming it (the run would silently not be the
-    one it continues, and its config.yaml would be overwritten)."""
+def check_resume_config(config: TrainConfig, run_dir: Path) -> TrainConfig | None:
+    """A resume continues the run as it was configured (RUN/config.yaml, returned; None when there
+    is none): another value of any setting but `_RESUME_MAY_CHANGE` is an error naming it (the run
+    would silently not be the one it continues, and its config.yaml would be overwritten)."""
     path = run_dir / "config.yaml"
     if not path.exists():
-        return
+        return None
     saved = load_config(path)
-    if saved.epochs != config.epochs:
-        logging.getLogger("cnnkit").info("resume: %d epochs in all, not the run's %d (its LR schedule spans "
-                                         "the new number from here on)", config.epochs, saved.epochs)
     changed = [f"{name} {getattr(saved, name)!r} (now {getattr(config, name)!r})"
                for name in saved.to_dict() if name not in _RESUME_MAY_CHANGE
                and getattr(saved, name) != getattr(config, name)]
     if changed:
         raise CnnkitError(f"--resume: {run_dir} was trained with {', '.join(changed)}; pass the run's own "
                           f"settings (see {path}) to continue it, or train a new run with --out")
+    return saved
 
 
 def fit(
@@ -126,7 +124,10 @@ def fit(
     if not resume and last.exists():
         raise CnnkitError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
     if resume:
-        check_resume_config(config, run_dir)
+        saved = check_resume_config(config, run_dir)
+        if saved is not None and saved.epochs != config.epochs:
+            logging.getLogger("cnnkit").info("resume: %d epochs in all, not the run's %d (its LR schedule spans "
+                                             "the new number from here on)", config.epochs, saved.epochs)
         if dist.is_main:
             remove_stale_temporaries(run_dir)
     if dist.is_main:

@@ -56,7 +56,7 @@ def build_optimizer(groups: Iterable[dict], config: TrainConfig) -> torch.optim.
     gradient) or AdamW (Loshchilov & Hutter 2019; decay decoupled from the adaptive step); each
     group's `weight_decay` comes from `parameter_groups`."""
     groups = list(groups)
-    if config.schedule == "onecycle" and config.optimizer == "sgd" and config.momentum == 0:
+    if config.schedule == "onecycle" and not cycles_momentum(config):
         log.info("onecycle: SGD without momentum (momentum 0), so the momentum is not cycled (torch's "
                  "OneCycleLR would switch it on, cycling 0.95-0.85-0.95; give --momentum 0.9 for that)")
     if config.optimizer == "sgd":
@@ -96,11 +96,16 @@ def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch:
     return 1.0
 
 
+def cycles_momentum(config: TrainConfig) -> bool:
+    """Whether the schedule cycles SGD momentum / Adam(W) beta1: onecycle does, but for SGD with
+    momentum 0, kept plain SGD as asked (torch's OneCycleLR would switch momentum on)."""
+    return config.schedule == "onecycle" and not (config.optimizer == "sgd" and config.momentum == 0)
+
+
 def onecycle_momentum(config: TrainConfig, step: int, total_steps: int) -> float | None:
     """SGD momentum / Adam(W) beta1 at optimizer step `step` under onecycle, as torch's OneCycleLR
-    (cycle_momentum=True, its defaults) sets it; None when nothing is cycled: other schedules, and
-    SGD with momentum 0, kept plain SGD as asked (torch would switch momentum on)."""
-    if config.schedule != "onecycle" or (config.optimizer == "sgd" and config.momentum == 0):
+    (cycle_momentum=True, its defaults) sets it; None when nothing is cycled (`cycles_momentum`)."""
+    if not cycles_momentum(config):
         return None
     return _onecycle(ONECYCLE_MOMENTUM, step, total_steps)
 

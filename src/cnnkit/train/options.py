@@ -16,6 +16,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import parse_model_options
 from cnnkit.models.heads import HeadSpec
 from cnnkit.train.config import TrainConfig, config_from_dict, read_yaml_mapping, typed_value
+from cnnkit.train.optim import cycles_momentum
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ _ONLY_FOR = {"momentum": ("optimizer", "sgd"), "nesterov": ("optimizer", "sgd"),
 def _refuse_unused(config: TrainConfig, given: set[str]) -> None:
     unused = [f"{name} (only for {key} {value})" for name, (key, value) in _ONLY_FOR.items()
               if name in given and getattr(config, key) != value]
-    if "momentum" in given and config.optimizer == "sgd" and config.schedule == "onecycle" and config.momentum != 0:
+    if "momentum" in given and config.optimizer == "sgd" and cycles_momentum(config):
         unused.append("momentum (onecycle cycles it 0.95-0.85-0.95; only --momentum 0, plain SGD, is taken)")
     if unused:
         raise CnnkitError(f"{', '.join(unused)} given but the run uses optimizer {config.optimizer} and schedule "

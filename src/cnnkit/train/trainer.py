@@ -199,10 +199,10 @@ class Trainer:
         # before the optimizer step anyway, and reading it (and the logits, for the meter) here,
         # before backward is queued, lets an accelerator run backward + step while the host
         # fetches the next batch, instead of draining its queue for a later float(loss).
-        loss_value = float(loss.detach())
         # Under DDP every rank stops or skips together (a rank skipping its backward alone left
         # the others waiting in the gradient all-reduce).
-        if self.dist.any_rank(not math.isfinite(loss_value)):
+        loss_value, non_finite = self.dist.value_and_any_non_finite(loss)
+        if non_finite:
             self._on_non_finite(loss_value if not math.isfinite(loss_value) else "non-finite on another rank")
             return
         self.meter.update(logits, targets, loss_value)
@@ -256,10 +256,10 @@ class Trainer:
         self._emit("after_epoch")
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
-        self._check_finite_weights()
+        self._check_finite_weights()  # before best.safetensors and last.pt
         if improved and self.dist.is_main:
             ckpt.save_weights(self.eval_model, self.run_dir / "best.safetensors")
-        self.save_state()
+        self._write_state()
 
     def _track_best(self, metrics: dict[str, float]) -> bool:
         """Whether this epoch is the best so far by config.monitor; train_loss (lower is better)
@@ -335,8 +335,12 @@ class Trainer:
                 f"{self.run_dir} is intact (lower the learning rate or add gradient clipping)")
 
     def save_state(self) -> None:
-        """Atomically write `last.pt`: model, optimizer, scaler, EMA, progress and RNG states."""
+        """Atomically write `last.pt`: model, optimizer, scaler, EMA, progress and RNG states; never
+        weights made non-finite (`_check_finite_weights`)."""
         self._check_finite_weights()
+        self._write_state()
+
+    def _write_state(self) -> None:
         # Mid-epoch: the training meter of all ranks so far (a collective: every rank saves at the
         # same steps); rank 0 resumes with the sum, the others from zero.
         meter = self.meter.merge_counts() if self.state.batch_in_epoch else None
