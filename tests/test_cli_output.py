@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -21,3 +23,14 @@ def test_output_piped_into_a_reader_that_leaves_ends_without_a_traceback() -> No
     process.stderr.close()
     assert process.wait(timeout=60) == 1
     assert stderr == "", stderr
+
+
+def test_an_unknown_argument_is_refused_with_the_command_s_own_usage(capsys) -> None:
+    from cnnkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["summary", "resnet18", "stray.jpg", "--num-classes", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: cnnkit summary "), err  # argparse's default showed `cnnkit [-h] COMMAND ...`
+    assert err.rstrip().endswith("cnnkit summary: error: unrecognized arguments: stray.jpg"), err

@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The sub-parser of `command` (`cnnkit COMMAND ...`)."""
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[command]
+
+
 def _note_handler() -> logging.Handler:
     """Library notes (e.g. "classifier re-initialised for 5 classes") go to the 'cnnkit' logger at
     INFO; a command shows them on its stderr."""
@@ -52,7 +58,9 @@ def _note_handler() -> logging.Handler:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # refused by the command's own parser, so the message shows that command's usage
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     logger, handler = logging.getLogger("cnnkit"), _note_handler()
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

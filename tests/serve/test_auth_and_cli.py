@@ -94,7 +94,9 @@ def test_cli_refuses_open_non_loopback_and_warns_with_no_auth(random_run: Path, 
 
 def test_cli_names_a_missing_model_and_a_bad_onnx_file(tmp_path: Path, capsys) -> None:
     assert main(["serve", str(tmp_path / "absent")]) == 2
-    assert "absent: not a run directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "absent: not a run directory" in err
+    assert "http://" not in err  # no "serving on ..." banner for a server that never starts
     assert main(["serve", str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx" in capsys.readouterr().err
     model = tmp_path / "model.onnx"

@@ -122,14 +122,14 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"cnnkit serve: WARNING: serving {settings.host} without authentication (--no-auth): "
               "anyone who reaches this address can use the model", file=sys.stderr)
     factory = functools.partial(build_app, args.model, args.device, settings, args.index)
+    app = factory()  # a bad model or index is refused here, with a clear message, before the banner or a fork
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"cnnkit serve: {args.model} on http://{host}:{settings.port}/ (API reference at /docs, "
           f"{settings.workers} worker{'s' if settings.workers > 1 else ''}; Ctrl+C stops)", file=sys.stderr)
     if settings.workers == 1:
-        app = factory()  # load errors surface here, as a clear message
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
         return 0
-    factory()  # a bad model or index is refused here, with a clear message, before forking
+    del app  # each worker process builds its own
     config = uvicorn.Config(factory, factory=True, host=settings.host, port=settings.port,
                             workers=settings.workers, log_level="warning", access_log=False)
     from uvicorn.supervisors import Multiprocess
