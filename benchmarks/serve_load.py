@@ -38,7 +38,9 @@ from safetensors.torch import save_file
 
 import cnnkit
 from cnnkit.device_info import device_info
+from cnnkit.errors import CnnkitError
 from cnnkit.inference import Predictor
+from cnnkit.train.distributed import checked_device
 from cnnkit.train.run_summary import RunSummary, write_summary
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +224,10 @@ def main() -> None:
     parser.add_argument("--forward-repeats", type=int, default=5, help="rounds of the model-alone batch 1 vs 16")
     parser.add_argument("--device", default="cpu", help="where the servers and the bare predictor run (cpu, cuda)")
     args = parser.parse_args()
+    try:
+        checked_device(args.device)  # before a model is saved or a server started
+    except CnnkitError as error:
+        parser.error(str(error))
     print(f"# {device_info().describe()}")
     threads = torch.get_num_threads()  # what each server's inference thread uses (its default)
     print(f"# load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "

@@ -92,11 +92,14 @@ def test_cli_refuses_open_non_loopback_and_warns_with_no_auth(random_run: Path, 
     assert served["app"].state.serve.settings.api_key == KEY
 
 
-def test_cli_names_a_missing_model_and_a_bad_onnx_file(tmp_path: Path, capsys) -> None:
+def test_cli_names_a_missing_model_a_missing_device_and_a_bad_onnx_file(random_run: Path, tmp_path: Path,
+                                                                         capsys) -> None:
     assert main(["serve", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err
     assert "absent: not a run directory" in err
     assert "http://" not in err  # no "serving on ..." banner for a server that never starts
+    assert main(["serve", str(random_run), "--device", "cuda:7"]) == 2  # torch's AssertionError escaped before
+    assert "--device 'cuda:7' is not usable here" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx" in capsys.readouterr().err
     model = tmp_path / "model.onnx"

@@ -81,15 +81,17 @@ def load_predictor(source: str, *, device: str, batch_size: int, threads: int | 
     (ONNX Runtime on `device`, with `threads` intra-op threads)."""
     from cnnkit.embeddings.runs import embedding_predictor
     from cnnkit.inference import Predictor, read_summary
+    from cnnkit.train.distributed import checked_device
 
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         return Predictor.from_onnx(path, batch_size=batch_size, device=device, threads=threads)
     if not path.is_dir():
         raise CnnkitError(f"{path}: not a run directory or an .onnx file")
+    torch_device = checked_device(device)  # a device the machine lacks is named here, not by torch's traceback
     if read_summary(path).task == "embedding":
-        return embedding_predictor(path, device=device, batch_size=batch_size)[0]
-    return Predictor.from_run(path, device=device, batch_size=batch_size)
+        return embedding_predictor(path, device=torch_device, batch_size=batch_size)[0]
+    return Predictor.from_run(path, device=torch_device, batch_size=batch_size)
 
 
 def load_gallery(index: str | None, source: str) -> Gallery | None:
