@@ -32,7 +32,7 @@ def test_eval_and_predict_use_the_run(trained_run: Path, tiny_folder: Path, caps
     images = [str(tiny_folder / "red" / "0.png"), str(tiny_folder / "blue" / "1.png")]
     assert main(["predict", str(trained_run), *images, "--json", "--top-k", "2"]) == 0
     predictions = json.loads(capsys.readouterr().out)
-    assert [p["image"] for p in predictions] == images
+    assert [p["path"] for p in predictions] == images
     assert sum(t["probability"] for t in predictions[0]["top"]) == pytest.approx(1.0, abs=1e-5)
 
 
