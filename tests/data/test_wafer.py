@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from cnnkit.data.wafer import MIN_DIES, WAFER_CLASSES, WaferMaps, make_wafer_maps, wafer_splits
+from cnnkit.data.wafer import MIN_DIES, WAFER_CLASSES, WaferMaps, class_counts, make_wafer_maps, wafer_splits
+from cnnkit.errors import CnnkitError
 
 
 @pytest.fixture(scope="module")
@@ -159,16 +162,34 @@ def test_any_size_from_16(size: int) -> None:
 
 
 def test_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="size must be >= 16"):
+    with pytest.raises(CnnkitError, match="size must be >= 16"):
         make_wafer_maps(2, 15, rng=np.random.default_rng(0))
-    with pytest.raises(ValueError, match="per_class must be >= 1"):
+    with pytest.raises(CnnkitError, match="per_class must be >= 1"):
         make_wafer_maps(0, rng=np.random.default_rng(0))
-    with pytest.raises(ValueError, match="placement must be"):
+    with pytest.raises(CnnkitError, match="placement must be"):
         make_wafer_maps(1, rng=np.random.default_rng(0), placement="top")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="die_range"):
+    with pytest.raises(CnnkitError, match="die_range"):
         make_wafer_maps(1, rng=np.random.default_rng(0), die_range=(10, 20))
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(CnnkitError, match="too small"):
         wafer_splits(3, seed=0)
+
+
+@pytest.mark.parametrize("call, named", [
+    (lambda rng: make_wafer_maps(10.0, 16, rng=rng), "per_class must be an int, got 10.0 (float)"),
+    (lambda rng: make_wafer_maps(2.5, 16, rng=rng), "per_class must be an int, got 2.5"),
+    (lambda rng: make_wafer_maps(True, 16, rng=rng), "per_class must be an int, got True (bool)"),
+    (lambda rng: make_wafer_maps([1] * 8 + [1.5], 16, rng=rng), "per_class[8] must be an int, got 1.5"),
+    (lambda rng: make_wafer_maps(1, 16.0, rng=rng), "size must be an int, got 16.0"),
+    (lambda rng: make_wafer_maps(1, 16, rng=None), "rng must be a numpy.random.Generator"),
+    (lambda rng: wafer_splits(10.0, 16, seed=0), "n_per_class must be an int, got 10.0"),
+    (lambda rng: wafer_splits(10, 16, seed=1.5), "seed must be an int, got 1.5"),
+    (lambda rng: class_counts(90.0), "total must be an int, got 90.0"),
+])
+def test_a_count_that_is_not_an_int_is_an_error_naming_the_argument(call, named: str) -> None:
+    """Was a bare TypeError from NumPy (10.0), or silently truncated counts (1.5) and float counts."""
+    with pytest.raises(CnnkitError, match=re.escape(named)):
+        call(np.random.default_rng(0))
+    assert len(make_wafer_maps(np.int64(1), 16, rng=np.random.default_rng(0))) == 9, "NumPy integers are ints"
 
 
 def test_splits_are_stratified_disjoint_and_deterministic() -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from cnnkit.data.wafer import (MIN_PER_CLASS, PLACEABLE_CLASSES, WAFER_CLASSES, WM811K_COUNTS, WaferMaps, class_counts,
                                make_wafer_maps, wafer_splits)
+from cnnkit.errors import CnnkitError
 
 # Wu et al. 2015, Table 1: the labelled WM-811K maps per class (written out here, not read from the module).
 PUBLISHED = {"none": 147431, "edge-ring": 9680, "edge-loc": 5189, "center": 4294, "loc": 3593,
@@ -49,11 +50,11 @@ def test_wm811k_imbalance_in_the_maps_and_splits() -> None:
 
 
 def test_bad_counts_are_refused() -> None:
-    with pytest.raises(ValueError, match="imbalance must be one of"):
+    with pytest.raises(CnnkitError, match="imbalance must be one of"):
         class_counts(900, "zipf")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="total must be >= 100"):
+    with pytest.raises(CnnkitError, match="total must be >= 100"):
         class_counts(50, "wm811k")
-    with pytest.raises(ValueError, match="9 counts"):
+    with pytest.raises(CnnkitError, match="9 counts"):
         make_wafer_maps([1, 2], rng=np.random.default_rng(0))
 
 

@@ -245,8 +245,8 @@ def test_predict_with_the_onnx_file_equals_the_runs(exported: tuple[Path, str], 
     onnx_rows = _cli_json(["predict", str(out), *images, "--top-k", "2", "--json"], capsys)
     assert len(onnx_rows) == len(torch_rows) == 25, "red/0.png and the 24 blue ones (blue/3.png once)"
     for got, want in zip(onnx_rows, torch_rows):
-        assert got["image"] == want["image"]
-        assert [c["class"] for c in got["top"]] == [c["class"] for c in want["top"]]
+        assert got["path"] == want["path"]
+        assert [c["label"] for c in got["top"]] == [c["label"] for c in want["top"]]
         for g, w in zip(got["top"], want["top"]):
             assert g["probability"] == pytest.approx(w["probability"], abs=1e-5)
 
@@ -273,7 +273,7 @@ def test_onnx_eval_and_predict_honour_device(exported: tuple[Path, str], tiny: t
     cpu = _cli_json(["eval", str(out), str(data), "--device", "cpu", "--json"], capsys)
     assert cpu["confusion"] == _cli_json(["eval", str(out), str(data), "--json"], capsys)["confusion"]
     image = str(data / "red" / "0.png")
-    assert _cli_json(["predict", str(out), image, "--device", "cpu", "--json"], capsys)[0]["image"] == image
+    assert _cli_json(["predict", str(out), image, "--device", "cpu", "--json"], capsys)[0]["path"] == image
     commands = (["eval", str(out), str(data)], ["predict", str(out), image])
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         for command in commands:

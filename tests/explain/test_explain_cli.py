@@ -60,21 +60,34 @@ def test_explain_writes_overlays_and_raw_maps_and_reports_the_prediction(run_dir
             "--out", str(out), "--json", "--raw"]
     assert main(argv) == 0
     records = json.loads(capsys.readouterr().out)
-    assert [r["image"] for r in records] == list(map(str, images))
+    assert [r["path"] for r in records] == list(map(str, images))
     model = model_of(run_dir)
     for record, path in zip(records, images):
         x = plain_input(path, model)
         with torch.no_grad():
             probabilities = model(x).softmax(dim=1)[0]
-        assert record["predicted"] == CLASSES[int(probabilities.argmax())]
+        assert record["label"] == CLASSES[int(probabilities.argmax())]
         assert record["probability"] == pytest.approx(float(probabilities.max()), abs=1e-6)
-        assert (record["method"], record["layer"], record["explained_class"]) == ("layercam", "features.2",
-                                                                                  record["predicted"])
+        assert (record["method"], record["layer"], record["explained"]["label"]) == ("layercam", "features.2",
+                                                                                     record["label"])
         raw = np.load(record["raw"])
         expected = cam(model, x, method="layercam", target_layer="features.2", normalize=False)[0]
         np.testing.assert_allclose(raw, expected.numpy(), atol=1e-5)
         picture = Image.open(record["overlay"])
         assert picture.mode == "RGB" and picture.size[0] >= 32
+
+
+def test_explain_json_keys_the_prediction_as_predict_json_does(run_dir, images, tmp_path, capsys):
+    """One vocabulary (path, label, probability): explain's record holds predict's top-1 row, and
+    the explained class in the same shape as predict's `top` entries."""
+    assert main(["predict", str(run_dir), *map(str, images), "--top-k", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert main(["explain", str(run_dir), *map(str, images), "--class", "donut", "--out", str(tmp_path), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    for record, row in zip(records, rows, strict=True):
+        assert {key: record[key] for key in ("path", "label", "probability")} == {
+            key: row[key] for key in ("path", "label", "probability")}
+        assert record["explained"] == next(entry for entry in row["top"] if entry["label"] == "donut")
 
 
 def test_explain_a_named_class_and_print_a_line_per_image(run_dir, images, tmp_path, capsys):
@@ -102,9 +115,9 @@ def test_explain_walks_a_folder_and_names_a_missing_path(run_dir, images, tmp_pa
     out = tmp_path / "folder-out"
     assert main(["explain", str(run_dir), str(images[0].parent), "--out", str(out), "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert [r["image"] for r in records] == list(map(str, images)), "every image of the folder, in order"
-    assert sorted(p.name for p in out.iterdir()) == ["wafer0_gradcam_" + records[0]["explained_class"] + ".png",
-                                                     "wafer1_gradcam_" + records[1]["explained_class"] + ".png"]
+    assert [r["path"] for r in records] == list(map(str, images)), "every image of the folder, in order"
+    assert sorted(p.name for p in out.iterdir()) == ["wafer0_gradcam_" + records[0]["explained"]["label"] + ".png",
+                                                     "wafer1_gradcam_" + records[1]["explained"]["label"] + ".png"]
     missing = tmp_path / "nowhere"
     assert main(["explain", str(run_dir), str(images[0]), str(missing), "--out", str(out)]) == 2
     assert f"no such file or folder: {missing}" in capsys.readouterr().err
@@ -141,7 +154,7 @@ def test_mc_dropout_reports_uncertainty_or_says_the_model_has_no_dropout(run_dir
     predictor = Predictor.from_run(dropout_run)
     batch = predictor.preprocess([str(images[0])]).batch
     expected = mc_dropout(predictor.model, batch, samples=5, generator=torch.Generator().manual_seed(0))
-    predicted = CLASSES.index(record["predicted"])
+    predicted = CLASSES.index(record["label"])
     assert record["mc_dropout"]["mean_probability"] == pytest.approx(float(expected.mean[0, predicted]), abs=1e-6)
     assert record["mc_dropout"]["mutual_information"] == pytest.approx(float(expected.mutual_information[0]), abs=1e-6)
     assert main(["explain", str(run_dir), *map(str, images), "--out", str(tmp_path / "p"), "--mc-dropout", "5"]) == 2

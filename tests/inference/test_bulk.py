@@ -66,6 +66,23 @@ def test_a_killed_run_resumes_to_the_uninterrupted_output(trained_run: Path, tin
     assert [json.loads(line)["path"] for line in lines] == collect_files([tiny_folder])
 
 
+def test_json_csv_and_jsonl_outputs_share_one_vocabulary(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """`--json` prints the rows a .jsonl --out holds; the CSV names its columns the same."""
+    images = [str(tiny_folder / "red" / "0.png"), str(tiny_folder / "blue" / "1.png")]
+    arguments = ["predict", str(trained_run), *images, "--top-k", "2", "--workers", "0", "--quiet"]
+    jsonl, table = tmp_path / "p.jsonl", tmp_path / "p.csv"
+    assert main([*arguments, "--out", str(jsonl)]) == 0 and main([*arguments, "--out", str(table)]) == 0
+    capsys.readouterr()
+    assert main([*arguments, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == [json.loads(line) for line in jsonl.read_text().splitlines()]
+    for record, row in zip(printed, _rows(table), strict=True):
+        assert {key: str(record[key]) for key in ("path", "label")} == {key: row[key] for key in ("path", "label")}
+        assert record["probability"] == float(row["probability"])
+        assert ";".join(f"{c['label']}:{c['probability']:.6f}" for c in record["top"]) == row["top_k"]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 def test_two_processes_write_what_one_process_writes(trained_run: Path, tiny_folder: Path, tmp_path: Path) -> None:
     single, sharded = tmp_path / "single.csv", tmp_path / "sharded.csv"

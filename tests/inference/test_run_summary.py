@@ -80,6 +80,7 @@ def test_every_field_round_trips_through_summary_json(tmp_path: Path) -> None:
     """Each field set away from its default is read back equal (types included)."""
     from cnnkit.models.base import DefaultCfg
     from cnnkit.models.channel_plan import ChannelConsumer, ChannelGroup, NarrowedGroup
+    from cnnkit.models.heads import HeadSpec
 
     values = dict(
         model_name="resnet18", class_names=("cat", "dog"), model_options={"drop_rate": 0.1},
@@ -91,7 +92,8 @@ def test_every_field_round_trips_through_summary_json(tmp_path: Path) -> None:
         test_confusion=[[7, 3], [1, 9]], phases=[{"name": "head", "epochs": 1}], temperature=1.5,
         exports={"onnx": "m.onnx"}, embedding_dim=64, verification_threshold=0.4, retrieval={"recall_at_1": 0.6},
         verification={"auc": 0.9}, sparsity={"fc.weight": 0.5}, teacher="runs/big", embedding_loss="arcface",
-        holdout_classes=["dog"], evaluated_on="test", verification_pairs={"pairs": 10}, head={"kind": "mlp"},
+        holdout_classes=["dog"], evaluated_on="test", verification_pairs={"pairs": 10},
+        head=HeadSpec(hidden=(32, 16), dropout=0.25, activation="gelu"),
         export_checks={"onnx": 1e-6}, int8={"top1_int8": 0.79}, global_sparsity=0.5, pruned_from="runs/a",
         pruning={"method": "global"}, structured={"before": {"params": 10.0}, "after": {"params": 5.0}},
         channel_plan=(NarrowedGroup(ChannelGroup("conv1", "bn1", (ChannelConsumer("layer1.0.conv1", 1),)), 8),),
@@ -106,6 +108,26 @@ def test_every_field_round_trips_through_summary_json(tmp_path: Path) -> None:
     again = read_summary(tmp_path)
     assert again == summary
     assert all(type(getattr(again, f.name)) is type(getattr(summary, f.name)) for f in dataclasses.fields(RunSummary))
+
+
+def test_a_head_reads_back_typed_from_the_json_earlier_runs_wrote(tmp_path: Path) -> None:
+    """`head` is a HeadSpec in memory and the same JSON object on disk as before it was typed."""
+    from cnnkit.models.heads import HeadSpec
+
+    record = json.loads((FIXTURES / "summary_v1.json").read_text())
+    written_before = {"hidden": [256], "dropout": 0.4, "activation": "relu"}  # as fit wrote it untyped
+    (tmp_path / "summary.json").write_text(json.dumps({**record, "head": written_before}))
+    summary = read_summary(tmp_path)
+    assert summary.head == HeadSpec(hidden=(256,), dropout=0.4, activation="relu")
+    write_summary(tmp_path, summary)
+    assert json.loads((tmp_path / "summary.json").read_text())["head"] == written_before
+    assert read_summary(tmp_path) == summary
+    for bad, message in (([256], "head must be an object"), ({"hidden": [256], "dropout": "high"},
+                                                              "head: dropout must be in \\[0, 1\\), got 'high'"),
+                         ({"width": 3}, "head: unknown fields \\['width'\\]")):
+        (tmp_path / "summary.json").write_text(json.dumps({**record, "head": bad}))
+        with pytest.raises(CnnkitError, match=r"summary.json: " + message):
+            read_summary(tmp_path)
 
 
 def test_broken_run_directories_are_errors_naming_the_file(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_eval_and_predict_use_the_run(trained_run: Path, tiny_folder: Path, caps
     images = [str(tiny_folder / "red" / "0.png"), str(tiny_folder / "blue" / "1.png")]
     assert main(["predict", str(trained_run), *images, "--json", "--top-k", "2"]) == 0
     predictions = json.loads(capsys.readouterr().out)
-    assert [p["image"] for p in predictions] == images
+    assert [p["path"] for p in predictions] == images
     assert sum(t["probability"] for t in predictions[0]["top"]) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -144,13 +144,16 @@ def test_a_device_this_machine_lacks_is_named_before_the_run_is_written(tiny_fol
         assert not out.exists()
 
 
-def test_finetune_from_pretrained_weights_in_phases(tiny_folder: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_finetune_from_pretrained_weights_in_phases(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     from safetensors.torch import save_file
 
     import cnnkit
+    from cnnkit.train import commands
 
+    parsed, parse = [], commands.parse_phases  # --phases is parsed once (before the data is read)
+    monkeypatch.setattr(commands, "parse_phases", lambda *a, **k: parsed.append(a) or parse(*a, **k))
     source = cnnkit.create_model("resnet18", num_classes=7)  # "pretrained" on another task
     save_file(source.state_dict(), tmp_path / "weights.safetensors")
     out = tmp_path / "ft"
@@ -167,6 +170,7 @@ def test_finetune_from_pretrained_weights_in_phases(tiny_folder: Path, tmp_path:
     assert torch.equal(head_phase["model"]["layer1.0.conv1.weight"], backbone_before), "frozen in phase 1"
     summary = json.loads((out / "summary.json").read_text())
     assert [p["trainable"] for p in summary["phases"]] == ["head", "all"]
+    assert parsed == [("head:1,all:1",)]
 
 
 def test_lr_find_plots_and_suggests(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -36,7 +36,7 @@ def test_trained_mlp_head_comes_back_with_equal_logits(tmp_path: Path) -> None:
     info = RunInfo.for_model("compact_cnn", model, ["a", "b", "c"], head=spec)
     config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, optimizer="adam", channels_last=False)
     summary = fit(model, DataBundle(train=_images()), config, info, run_dir=tmp_path / "run", quiet=True)
-    assert summary.head == {"hidden": [16], "dropout": 0.4, "activation": "relu"}
+    assert summary.head == spec
     assert read_summary(tmp_path / "run").head == summary.head
     loaded, _ = load_run(tmp_path / "run")
     loaded_head = loaded.get_submodule(loaded.head_path)

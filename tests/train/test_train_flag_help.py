@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import types
+import typing
 from dataclasses import fields
 
 import pytest
+from help_text import help_entries
 
 from cnnkit.cli import build_parser
 from cnnkit.train.config import TrainConfig
@@ -69,3 +72,21 @@ def test_commands_that_inherit_a_runs_config_claim_no_default(command: str) -> N
     group = _training_group(_commands()[command])
     assert "config.yaml" in (group.title or "")
     assert not [a.dest for a in group._group_actions if "(default" in (a.help or "")]
+
+
+def _expected_metavar(annotation: object) -> str:
+    """What `--help` should show for a TrainConfig field: its choices, or a word for its type."""
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    (kind,) = [a for a in typing.get_args(annotation) if a is not type(None)] if optional else [annotation]
+    if typing.get_origin(kind) is typing.Literal:
+        return "{" + ",".join(typing.get_args(kind)) + "}"
+    return {bool: "", int: "N", float: "FLOAT", str: "NAME"}[kind]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_training_flag_shows_a_metavar_of_its_type(command: str) -> None:
+    """argparse's own rendering: `--lr FLOAT`, `--epochs N`, `--schedule {cosine,...}`, a bare switch."""
+    shown = help_entries(_commands()[command].format_help())
+    hints = typing.get_type_hints(TrainConfig)
+    wanted = {flag: _expected_metavar(hints[flag[2:].replace("-", "_")]) for flag in FLAGS}
+    assert {flag: shown[flag][0] for flag in FLAGS} == wanted

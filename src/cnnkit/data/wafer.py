@@ -14,6 +14,7 @@ pattern disappears between sampled dies). Deterministic from the rng; NumPy only
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from cnnkit.data.wafer_patterns import PATTERNS, Grid, Placement, make_grid
+from cnnkit.errors import CnnkitError
 
 WAFER_CLASSES: tuple[str, ...] = (
     "none",
@@ -86,19 +88,28 @@ class WaferMaps:
                          self.die_grids[indices], self.class_names)
 
 
+def _whole(value: object, name: str) -> int:
+    """`value` if it is an integer (a float such as 10.0, a bool or a string is a CnnkitError naming
+    `name`, not a TypeError from deep inside NumPy or a silently truncated count)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise CnnkitError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
 def class_counts(total: int, imbalance: Imbalance = "balanced", *,
                  min_per_class: int = MIN_PER_CLASS) -> tuple[int, ...]:
     """Maps per class (in `WAFER_CLASSES` order) summing to `total`: equal ("balanced", the
     remainder to the first classes) or in WM-811K's proportions with at least `min_per_class`."""
     classes = len(WAFER_CLASSES)
+    total, min_per_class = _whole(total, "total"), _whole(min_per_class, "min_per_class")
     if imbalance == "balanced":
         if total < classes:
-            raise ValueError(f"total must be >= {classes} for balanced classes, got {total}")
+            raise CnnkitError(f"total must be >= {classes} for balanced classes, got {total}")
         return tuple(total // classes + (index < total % classes) for index in range(classes))
     if imbalance != "wm811k":
-        raise ValueError(f"imbalance must be one of {IMBALANCES}, got {imbalance!r}")
+        raise CnnkitError(f"imbalance must be one of {IMBALANCES}, got {imbalance!r}")
     if total < classes * min_per_class + min_per_class:
-        raise ValueError(f"total must be >= {(classes + 1) * min_per_class} for imbalance='wm811k', got {total}")
+        raise CnnkitError(f"total must be >= {(classes + 1) * min_per_class} for imbalance='wm811k', got {total}")
     frequency = np.array([WM811K_COUNTS[name] for name in WAFER_CLASSES], np.float64)
     counts = np.maximum(min_per_class, np.floor(total * frequency / frequency.sum())).astype(int)
     counts[WAFER_CLASSES.index("none")] += total - counts.sum()  # the majority class absorbs rounding
@@ -156,16 +167,21 @@ def make_wafer_maps(per_class: int | Sequence[int], size: int = 32, *, rng: np.r
     `per_class[k]` of class k (see `class_counts`), size x size pixels. `placement` confines loc and
     scratch defects to one half of the wafer; `die_range` bounds the die grid's side (default
     15 to 2 * size dies, so a die is at least half a pixel)."""
-    counts = [per_class] * len(WAFER_CLASSES) if isinstance(per_class, int | np.integer) else list(per_class)
+    if isinstance(per_class, Sequence) and not isinstance(per_class, str):
+        counts = [_whole(count, f"per_class[{k}]") for k, count in enumerate(per_class)]
+    else:
+        counts = [_whole(per_class, "per_class")] * len(WAFER_CLASSES)
     if len(counts) != len(WAFER_CLASSES) or min(counts) < 0 or sum(counts) < 1:
-        raise ValueError(f"per_class must be >= 1 or {len(WAFER_CLASSES)} counts >= 0, got {per_class}")
-    if size < MIN_SIZE:
-        raise ValueError(f"wafer map size must be >= {MIN_SIZE}, got {size}")
+        raise CnnkitError(f"per_class must be >= 1 or {len(WAFER_CLASSES)} counts >= 0, got {per_class}")
+    if _whole(size, "size") < MIN_SIZE:
+        raise CnnkitError(f"wafer map size must be >= {MIN_SIZE}, got {size}")
     if placement not in ("anywhere", "left", "right"):
-        raise ValueError(f"placement must be 'anywhere', 'left' or 'right', got {placement!r}")
+        raise CnnkitError(f"placement must be 'anywhere', 'left' or 'right', got {placement!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise CnnkitError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {rng!r}")
     die_range = die_range or (MIN_DIES, max(MIN_DIES, 2 * size))
     if not MIN_DIES <= die_range[0] <= die_range[1]:
-        raise ValueError(f"die_range must satisfy {MIN_DIES} <= low <= high, got {die_range}")
+        raise CnnkitError(f"die_range must satisfy {MIN_DIES} <= low <= high, got {die_range}")
     labels = np.repeat(np.arange(len(WAFER_CLASSES), dtype=np.int64), counts)
     maps = np.empty((len(labels), size, size), np.uint8)
     masks = np.empty((len(labels), size, size), bool)
@@ -182,13 +198,13 @@ def wafer_splits(n_per_class: int = 200, size: int = 32, *, seed: int, imbalance
     9 * n_per_class maps over the classes (`class_counts`). With `shift_control`, loc and scratch
     defects sit only in the wafer's left half in train/val/test, and a fourth split "shifted"
     (test's class counts) has them only in the right half: positions never seen in training."""
-    rng = np.random.default_rng(seed)
-    counts = class_counts(len(WAFER_CLASSES) * n_per_class, imbalance)
+    rng = np.random.default_rng(_whole(seed, "seed"))
+    counts = class_counts(len(WAFER_CLASSES) * _whole(n_per_class, "n_per_class"), imbalance)
     n_train = [round(SPLIT_FRACTIONS["train"] * n) for n in counts]
     n_val = [round(SPLIT_FRACTIONS["val"] * n) for n in counts]
     n_test = [n - a - b for n, a, b in zip(counts, n_train, n_val)]
     if min(*n_train, *n_val, *n_test) < 1:
-        raise ValueError(f"n_per_class={n_per_class} is too small for a train/val/test split of every class")
+        raise CnnkitError(f"n_per_class={n_per_class} is too small for a train/val/test split of every class")
     maps = make_wafer_maps(counts, size, rng=rng, placement="left" if shift_control else "anywhere")
     # maps are already shuffled, so each class's first indices form a random sample of it.
     by_class = [np.flatnonzero(maps.labels == label) for label in range(len(WAFER_CLASSES))]

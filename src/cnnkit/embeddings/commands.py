@@ -30,7 +30,7 @@ from cnnkit.train import model_setup, preprocessing
 from cnnkit.train.commands import start_run
 from cnnkit.train.distributed import shutdown
 from cnnkit.train.fit import RunInfo
-from cnnkit.train.options import resolve
+from cnnkit.train.options import FLAG_METAVARS, resolve
 from cnnkit.train.report import format_metrics
 
 
@@ -65,19 +65,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_train_flags(train: argparse.ArgumentParser) -> None:
+    defaults = EmbeddingOptions()  # None: the loss's own (published) default
     group = train.add_argument_group("embedding (--task embedding; flags only, not in --config YAML)")
     group.add_argument("--task", choices=("classification", "embedding"), default="classification",
-                       help="classification (default), or embedding: a metric-learning run for retrieval "
-                            "and verification")
-    group.add_argument("--loss", choices=LOSSES, default=None, help="metric-learning loss (default arcface)")
-    group.add_argument("--embedding-dim", type=int, default=None, help="embedding size (default 128)")
-    group.add_argument("--holdout-classes", type=int, default=None,
-                       help="keep the last K classes out of training and evaluate retrieval on them")
-    group.add_argument("--margin", type=float, default=None, help="loss margin (default: the loss's published one)")
-    group.add_argument("--scale", type=float, default=None, help="ArcFace/CosFace scale s; 1/temperature for normsoftmax")
+                       help="classification, or embedding: a metric-learning run for retrieval and verification "
+                            "(default: classification)")
+    group.add_argument("--loss", choices=LOSSES, default=None,
+                       help="metric-learning loss: arcface or cosface (class proxies with an angular or cosine "
+                            "margin), normsoftmax (proxies, no margin), triplet (distances within a batch) "
+                            f"(default: {defaults.loss})")
+    group.add_argument("--embedding-dim", type=int, default=None, metavar=FLAG_METAVARS[int],
+                       help=f"size of the L2-normalised embedding the model outputs "
+                            f"(default: {defaults.embedding_dim})")
+    group.add_argument("--holdout-classes", type=int, default=None, metavar=FLAG_METAVARS[int],
+                       help="keep the last N classes out of training and evaluate retrieval on them "
+                            f"(default: {defaults.holdout_classes}: evaluate on the test split, else val)")
+    group.add_argument("--margin", type=float, default=None, metavar=FLAG_METAVARS[float],
+                       help="loss margin: an angle (radians) for arcface, on the cosine for cosface, on the "
+                            "distance for triplet (default: the loss's published one)")
+    group.add_argument("--scale", type=float, default=None, metavar=FLAG_METAVARS[float],
+                       help="arcface/cosface logit scale s; 1/temperature for normsoftmax "
+                            "(default: the loss's published one)")
     group.add_argument("--mining", choices=("batch_hard", "semihard"), default=None,
-                       help="triplet mining (default batch_hard)")
-    group.add_argument("--pk", default=None, help="P x K batches, e.g. 8x4 (batch size must be P*K)")
+                       help="which triplets of a batch the triplet loss trains on (default: batch_hard)")
+    group.add_argument("--pk", default=None, metavar="PxK",
+                       help="batches of P classes x K images each, e.g. 8x4 (--batch-size must be P*K) "
+                            "(default: plain shuffled batches)")
     classify = train.get_default("func")
     train.set_defaults(func=lambda args: run_embedding_train(args) if args.task == "embedding" else classify(args))
 

@@ -22,8 +22,9 @@ from cnnkit.explain.layers import resolve_target_layer
 from cnnkit.explain.overlay import overlay
 from cnnkit.explain.uncertainty import dropout_layers, mc_dropout
 from cnnkit.explain.visuals import enlarge
-from cnnkit.inference import Predictor
+from cnnkit.inference import ClassScore, Predictor
 from cnnkit.inference.bulk import collect_files
+from cnnkit.inference.records import class_record
 
 
 def load_run_for_explain(run_dir: str) -> Predictor:
@@ -66,11 +67,10 @@ def _explain_one(predictor: Predictor, path: str, args: argparse.Namespace, targ
     stem = _file_stem(f"{Path(path).stem}_{args.method}_{predictor.class_names[explained]}", taken)
     picture = out / f"{stem}.png"
     Image.fromarray(enlarge(overlay(view, shown))).save(picture)
-    record: dict[str, Any] = {
-        "image": path, "predicted": predictor.class_names[predicted], "probability": round(float(probabilities[predicted]), 6),
-        "explained_class": predictor.class_names[explained], "explained_probability": round(float(probabilities[explained]), 6),
-        "method": args.method, "layer": layer, "overlay": str(picture),
-    }
+    scores = {i: ClassScore(predictor.class_names[i], i, float(probabilities[i])) for i in (predicted, explained)}
+    record: dict[str, Any] = {"path": path, **class_record(scores[predicted]),
+                              "explained": class_record(scores[explained]),
+                              "method": args.method, "layer": layer, "overlay": str(picture)}
     if args.raw:  # the signed map before ReLU and min-max, from the same pass
         signed = finish_map(raw, size, normalize=False).cpu()[0]
         np.save(out / f"{stem}.npy", signed.numpy().astype(np.float32))
@@ -116,8 +116,8 @@ def run_explain(args: argparse.Namespace) -> int:
             mc = r.get("mc_dropout")
             uncertainty = (f" | MC dropout ({mc['samples']}): {100 * mc['mean_probability']:.1f}% +- "
                            f"{100 * mc['std']:.1f}, mutual information {mc['mutual_information']:.3f}") if mc else ""
-            print(f"{r['image']}: {r['predicted']} {100 * r['probability']:.1f}% | {r['method']} of "
-                  f"{r['explained_class']} at {r['layer']} -> {r['overlay']}{uncertainty}")
+            print(f"{r['path']}: {r['label']} {100 * r['probability']:.1f}% | {r['method']} of "
+                  f"{r['explained']['label']} at {r['layer']} -> {r['overlay']}{uncertainty}")
     return 1 if failures else 0
 
 
@@ -132,7 +132,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer", default=None, help="target module, e.g. layer4 or features.2 "
                         "(default: the model's last spatial feature layer; small images: try an earlier one)")
     parser.add_argument("--out", default="explanations", help="folder for the PNGs (default ./explanations)")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON: per image its path, predicted label and probability, the explained "
+                             "label and probability, method, layer, overlay")
     parser.add_argument("--raw", action="store_true", help="also save the raw signed map (H, W) as .npy")
     parser.add_argument("--mc-dropout", type=int, default=0, metavar="N",
                         help="also report MC-dropout uncertainty over N samples (the model needs nn.Dropout)")

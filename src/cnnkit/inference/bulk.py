@@ -25,6 +25,7 @@ from cnnkit.data.folders import IMAGE_EXTENSIONS
 from cnnkit.data.loader import device_stage, make_loader
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.predictor import Failure, Prediction, Predictor, Prepared
+from cnnkit.inference.records import prediction_record
 
 CSV_FIELDS = ("path", "label", "probability", "top_k")
 
@@ -82,11 +83,10 @@ class _FileSamples(Dataset):
 
 
 def format_row(prediction: Prediction, *, jsonl: bool) -> str:
-    """One output line: CSV (path, label, probability, top_k as "label:p;...") or a JSON object."""
+    """One output line: CSV (path, label, probability, top_k as "label:p;...") or the JSON
+    `prediction_record`."""
     if jsonl:
-        top = [{"label": c.label, "probability": float(f"{c.probability:.6f}")} for c in prediction.top]
-        return json.dumps({"path": prediction.source, "label": prediction.label,
-                           "probability": float(f"{prediction.probability:.6f}"), "top": top}) + "\n"
+        return json.dumps(prediction_record(prediction)) + "\n"
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow((
         prediction.source, prediction.label, f"{prediction.probability:.6f}",

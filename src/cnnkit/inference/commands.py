@@ -15,6 +15,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.inference.bulk import collect_files, errors_path, in_input_order, merge_outputs, predict_files
 from cnnkit.inference.evaluation import evaluate_backend
 from cnnkit.inference.predictor import Failure, Predictor
+from cnnkit.inference.records import prediction_record
 from cnnkit.train import data_prep, preprocessing
 from cnnkit.train.config import load_config
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--workers", type=non_negative_int, default=1, help="decoding worker processes (default 1)")
     predict.add_argument("--device", default=None,
                          help="cpu, cuda, ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
-    predict.add_argument("--json", action="store_true", help="print JSON (without --out)")
+    predict.add_argument("--json", action="store_true",
+                         help="print JSON (without --out): a list of the rows a .jsonl --out holds")
     predict.add_argument("--quiet", action="store_true", help="no progress output")
     predict.set_defaults(func=run_predict)
 
@@ -119,8 +121,7 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"predict: skipped {failed.source}: {failed.error}", file=sys.stderr)
     shown = [p for p in predictions if p.ok]
     if args.json:
-        print(json.dumps([{"image": p.source, "top": [
-            {"class": c.label, "probability": round(c.probability, 6)} for c in p.top]} for p in shown], indent=2))
+        print(json.dumps([prediction_record(p) for p in shown], indent=2))
     else:
         for p in shown:
             print(f"{p.source}: " + ", ".join(f"{c.label} {100 * c.probability:.1f}%" for c in p.top))

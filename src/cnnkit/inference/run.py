@@ -12,7 +12,6 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.models.channel_plan import apply_channel_plan
 from cnnkit.models.factory import create_model
-from cnnkit.models.heads import HeadSpec
 from cnnkit.train.run_summary import RunSummary, read_summary
 
 WEIGHTS_FILE = "best.safetensors"
@@ -30,9 +29,8 @@ def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise CnnkitError(f"{run_dir} has no {WEIGHTS_FILE}: the run finished no epoch")
-    head = None if summary.head is None else HeadSpec.from_dict(summary.head, source=f"{run_dir}/summary.json: head")
     model = create_model(summary.model_name, num_classes=summary.num_classes,
-                         in_chans=summary.default_cfg.input_size[0], head=head, **summary.model_options)
+                         in_chans=summary.default_cfg.input_size[0], head=summary.head, **summary.model_options)
     if summary.channel_plan:  # a channel-pruned run (cnnkit prune --structured channels)
         apply_channel_plan(model, summary.channel_plan)
     try:

@@ -52,9 +52,10 @@ class HeadSpec:
             not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in self.hidden
         ):
             raise CnnkitError(f"head: hidden widths must be a tuple of positive ints, got {self.hidden!r}")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+        if self.dropout is not None and (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                                         or not 0.0 <= self.dropout < 1.0):
             raise CnnkitError(f"head: dropout must be in [0, 1), got {self.dropout!r}")
-        if self.activation not in _ACTIVATIONS:
+        if not isinstance(self.activation, str) or self.activation not in _ACTIVATIONS:
             raise CnnkitError(f"head: activation must be one of {get_args(HeadActivation)}, got {self.activation!r}")
 
     @classmethod

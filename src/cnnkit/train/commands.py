@@ -77,17 +77,13 @@ def _run_arguments(parser: argparse.ArgumentParser, *, default_model: str) -> No
     parser.set_defaults(default_model=default_model)
 
 
-def _start(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions, Any, Path, DistributedContext]:
+def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions]:
+    """The run's settings; the finetune-only ones are refused by the commands that train in one phase."""
     config, run = resolve(args, default_model=args.default_model)
     if run.finetune_only and args.func is not run_finetune:
         given = ", ".join(f"{name} {value!r}" for name, value in run.finetune_only.items())
         raise CnnkitError(f"phases ({given}) are for `cnnkit finetune`; this command trains in one phase")
-    if args.func is run_finetune:
-        finetune_phases(run)  # a bad --phases is named before the data is read
-        if flags_given(args, ["epochs"]):
-            raise CnnkitError("finetune: the epochs come from --phases (e.g. head:5,all:10); --epochs does not apply")
-    out, context, data = start_run(args.data, config, run, resume=args.resume, default_out=f"runs/{run.model}")
-    return config, run, data, out, context
+    return config, run
 
 
 def start_run(data_path: str, config: TrainConfig, run: RunOptions, *, resume: bool,
@@ -124,7 +120,8 @@ def _model_and_bundle(config: TrainConfig, run: RunOptions, data: Any):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    config, run, data, out, context = _start(args)
+    config, run = _resolve(args)
+    out, context, data = start_run(args.data, config, run, resume=args.resume, default_out=f"runs/{run.model}")
     model, bundle = _model_and_bundle(config, run, data)
     info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = fit(model, bundle, config, info, run_dir=out,
@@ -136,12 +133,15 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    config, run, data, out, context = _start(args)
+    config, run = _resolve(args)
+    phases = finetune_phases(run)  # a bad --phases is named before the data is read
+    if flags_given(args, ["epochs"]):
+        raise CnnkitError("finetune: the epochs come from --phases (e.g. head:5,all:10); --epochs does not apply")
+    out, context, data = start_run(args.data, config, run, resume=args.resume, default_out=f"runs/{run.model}")
     if run.pretrained is None:
         print("finetune: no --pretrained weights given; the backbone starts from random initialisation",
               file=sys.stderr)
     model, bundle = _model_and_bundle(config, run, data)
-    phases = finetune_phases(run)
     info = RunInfo.for_model(run.model, model, data.class_names, run.model_options, head=run.head_spec())
     summary = finetune(model, bundle, config, info, phases,
                        classifier_path=model.default_cfg.classifier, run_dir=out, resume=args.resume,

@@ -161,7 +161,7 @@ def fit(
         trainer.eval_model.load_state_dict(trained)
     summary = RunSummary(
         model_name=info.model_name, class_names=tuple(info.class_names), default_cfg=info.default_cfg,
-        model_options=dict(info.model_options), head=None if info.head is None else info.head.to_dict(),
+        model_options=dict(info.model_options), head=info.head,
         epochs_run=trainer.state.epoch,
         best_epoch=trainer.state.best_epoch, best_metric=trainer.state.best_metric,
         monitor=trainer.state.monitor, final=final, train_seconds=time.perf_counter() - start, **test,

@@ -80,6 +80,9 @@ RUN_KEYS = tuple(f.name for f in fields(RunOptions))
 
 CONFIG_TITLE = "training (each also settable in --config YAML)"
 
+# The metavar `--help` shows for a flag of each value type (a flag with choices shows them instead).
+FLAG_METAVARS: dict[type, str] = {int: "N", float: "FLOAT", str: "NAME"}
+
 # What each TrainConfig field does, and its default in words where the value alone says too little
 # (None: the default is the field's own value, "on"/"off" for a switch).
 _HELP: dict[str, tuple[str, str | None]] = {
@@ -139,8 +142,8 @@ def add_train_config_flags(parser: argparse.ArgumentParser, *, title: str, show_
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            group.add_argument(flag, type=kind, choices=choices, default=None, metavar=None if choices else "X",
-                               help=text)
+            group.add_argument(flag, type=kind, choices=choices, default=None,
+                               metavar=None if choices else FLAG_METAVARS[kind], help=text)
 
 
 def _flag_type(annotation: Any) -> tuple[type, tuple | None]:

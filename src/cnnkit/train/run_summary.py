@@ -16,6 +16,7 @@ from typing import Any, Literal
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import DefaultCfg
 from cnnkit.models.channel_plan import NarrowedGroup
+from cnnkit.models.heads import HeadSpec
 from cnnkit.train.checkpoint import atomic_write
 
 SCHEMA_VERSION = 2
@@ -64,7 +65,7 @@ class RunSummary:
     holdout_classes: list[str] = field(default_factory=list)
     evaluated_on: str | None = None
     verification_pairs: dict[str, Any] | None = None
-    head: dict[str, Any] | None = None  # HeadSpec.to_dict() of a `--head` run; None: the model's own head
+    head: HeadSpec | None = None  # the head of a `--head` run (JSON: HeadSpec.to_dict()); None: the model's own
     export_checks: dict[str, float] = field(default_factory=dict)  # format -> max |ORT - torch| at export
     int8: dict[str, Any] | None = None  # `cnnkit export --int8`: top-1 fp32/int8, agreement, kept_float, cpu
     global_sparsity: float | None = None  # zeros over all prunable weights (`cnnkit prune`)
@@ -81,6 +82,8 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
         record["class_names"] = list(self.class_names)
+        if self.head is not None:
+            record["head"] = self.head.to_dict()
         if self.channel_plan is not None:
             record["channel_plan"] = [step.to_dict() for step in self.channel_plan]
         return record
@@ -139,6 +142,13 @@ def summary_from_dict(record: dict[str, Any], *, path: Path) -> RunSummary:
     if record.get("channel_plan") is not None:
         try:
             record["channel_plan"] = tuple(NarrowedGroup.from_dict(step) for step in record["channel_plan"])
+        except CnnkitError as error:
+            raise CnnkitError(f"{path}: {error}") from None
+    if record.get("head") is not None:
+        if not isinstance(record["head"], dict):
+            raise CnnkitError(f"{path}: head must be an object (hidden, dropout, activation), got {record['head']!r}")
+        try:
+            record["head"] = HeadSpec.from_dict(record["head"], source="head")
         except CnnkitError as error:
             raise CnnkitError(f"{path}: {error}") from None
     return RunSummary(schema_version=SCHEMA_VERSION, **record)
