@@ -153,6 +153,29 @@ def test_pruning_a_channel_pruned_run_keeps_its_narrow_shapes(tiny, tmp_path: Pa
         assert model.features[0][0].out_channels == 16, f"{out.name}: the slim architecture"
 
 
+def test_runs_pruned_from_a_head_run_keep_its_head_and_load(tiny, tmp_path: Path, capsys) -> None:
+    """A `--head mlp:8` run pruned (magnitude, lottery ticket with its reinit control, channels) gives runs
+    whose summary keeps the head, so `load_run` rebuilds them (the head was dropped: missing classifier keys)."""
+    data, _ = tiny
+    run = tmp_path / "head_run"
+    assert main(["train", str(data), "--model", "compact_cnn", "--epochs", "1", "--batch-size", "8", "--img-size", "16",
+                 "--head", "mlp:8", "--out", str(run), "--quiet"]) == 0
+    head = read_summary(run).head
+    assert head is not None and head.hidden == (8,)
+    sparse, lottery, slim = tmp_path / "sparse", tmp_path / "lt", tmp_path / "slim"
+    common = ["--epochs", "1", "--quiet"]
+    assert main(["prune", str(run), str(data), "--sparsity", "0.5", "--out", str(sparse), *common]) == 0
+    assert main(["prune", str(run), str(data), "--iterative", "--rounds", "1", "--out", str(lottery), *common]) == 0
+    assert main(["prune", str(run), str(data), "--structured", "channels", "--sparsity", "0.25", "--out", str(slim),
+                 *common]) == 0
+    for out in (sparse, lottery / "round1", slim):
+        assert read_summary(out).head == head, out.name
+        model, _ = load_run(out)
+        head_module = model.get_submodule(model.default_cfg.classifier)
+        assert head_module.in_features == 8, f"{out.name}: the final Linear of the MLP head"
+    capsys.readouterr()
+
+
 def test_bad_prune_arguments_are_named(tiny, tmp_path: Path, capsys) -> None:
     data, run = tiny
     assert main(["prune", str(run), str(data), "--iterative", "--rewind", "epoch:x", "--out", str(tmp_path / "a")]) == 2

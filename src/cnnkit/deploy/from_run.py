@@ -31,19 +31,22 @@ class SourceRun:
     data: PreparedData
 
     def info(self, model: nn.Module | None = None, model_name: str | None = None) -> RunInfo:
-        """RunInfo of a run derived from this one (same classes; `model`'s default_cfg if given)."""
+        """RunInfo of a run derived from this one (same classes; `model`'s default_cfg if given). A
+        run of this architecture (no `model_name`) keeps its model options and `--head`; another
+        architecture (a distilled student) has its own."""
         cfg = model.default_cfg if model is not None else self.summary.default_cfg
-        name = model_name or self.summary.model_name
-        options = self.summary.model_options if model_name is None else {}
-        return RunInfo(model_name=name, class_names=list(self.summary.class_names), default_cfg=cfg,
-                       model_options=dict(options))
+        same = model_name is None
+        return RunInfo(model_name=model_name or self.summary.model_name, class_names=list(self.summary.class_names),
+                       default_cfg=cfg, model_options=dict(self.summary.model_options if same else {}),
+                       head=self.summary.head if same else None)
 
     def fresh_model(self, seed: int) -> nn.Module:
         """This run's architecture, newly initialised from `seed` (the run's own seed gives back
         its initial weights: `build_model` draws them from it), with the run's default_cfg."""
         cfg = self.model.default_cfg
         model = build_model(self.summary.model_name, num_classes=self.summary.num_classes,
-                            in_chans=cfg.input_size[0], seed=seed, overrides=self.summary.model_options or None)
+                            in_chans=cfg.input_size[0], seed=seed, overrides=self.summary.model_options or None,
+                            head=self.summary.head)
         if self.summary.channel_plan:
             apply_channel_plan(model, self.summary.channel_plan)
         model.default_cfg = cfg
