@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.factory import create_model
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.checkpoint import load_checkpoint
 from cnnkit.train.config import TrainConfig
@@ -269,3 +270,10 @@ def test_onecycle_across_phases_cycles_momentum_over_the_whole_run(tmp_path: Pat
         optimizer.step()
         scheduler.step()
     assert recorder.momenta == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_zero_class_model_is_refused_naming_the_remedy(tmp_path: Path) -> None:
+    """A timm-style feature extractor (num_classes=0) has no class scores to train."""
+    model = create_model("mnist_cnn", num_classes=0, in_chans=1)
+    with pytest.raises(CnnkitError, match=r"training needs class scores.*num_classes=0.*reset_classifier\(k\)"):
+        Trainer(model, toy_data(), CONFIG, num_classes=2, run_dir=tmp_path)

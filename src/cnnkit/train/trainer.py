@@ -23,6 +23,7 @@ from cnnkit.data.epoch_sampling import SampleTransform, dataset_targets
 from cnnkit.data.loader import BatchTransform, DeviceLoader, make_loader
 from cnnkit.data.sampling import class_weights
 from cnnkit.errors import CnnkitError
+from cnnkit.models.base import require_classifier
 from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import EVENTS, Callback, EarlyStopping
 from cnnkit.train.config import TrainConfig
@@ -90,6 +91,7 @@ class Trainer:
         run_record: str | None = None,
     ) -> None:
         config.check_trainable()
+        require_classifier(model, "training")
         self.config, self.num_classes = config, num_classes
         self.schedule_span = schedule_span  # None: the LR schedule spans this run's epochs
         self.run_record = run_record  # JSON of what the run is of (fit's RunInfo): kept in last.pt
