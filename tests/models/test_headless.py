@@ -61,7 +61,8 @@ def small_input(model: ClassifierModel, name: str, **factory) -> torch.Tensor:
 def test_zero_classes_drop_exactly_the_classifier_in_every_zoo_model(name: str):
     """create_model(num_classes=0) and reset_classifier(0) agree: num_classes 0 everywhere, a
     parameter-free Identity at default_cfg.classifier, the zoo count minus the classifier's
-    parameters, forward giving the (N, D) pre-logits; reset_classifier(k) brings k classes back."""
+    parameters, forward giving the (N, D) pre-logits, D = num_features unless the head has hidden
+    layers; reset_classifier(k) brings k classes back."""
     with torch.device("meta"):
         full = create_model(name, num_classes=10)
         headless = create_model(name, num_classes=0)
@@ -71,9 +72,13 @@ def test_zero_classes_drop_exactly_the_classifier_in_every_zoo_model(name: str):
     assert isinstance(removed, nn.Identity) and isinstance(removed, NoClassifier)
     assert headless.num_classes == headless.default_cfg.num_classes == 0
     assert parameter_count(headless) == expected
+    # The width is num_features, or where the head has hidden layers (VGG, MobileNetV3) its last
+    # hidden width, timm's head_hidden_size.
+    hidden = [m for m in headless.get_submodule(headless.head_path).modules() if isinstance(m, nn.Linear)]
+    width = hidden[-1].out_features if hidden else headless.num_features
     x = small_input(headless, name, device="meta")
     pre_logits = headless.eval().forward_head(headless.forward_features(x), pre_logits=True)
-    assert headless(x).shape == pre_logits.shape == (2, removed.in_features)
+    assert headless(x).shape == pre_logits.shape == (2, width) and removed.in_features == width
     full.reset_classifier(0)
     assert full.num_classes == 0 and parameter_count(full) == expected
     full.reset_classifier(7)
