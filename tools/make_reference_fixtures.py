@@ -9,7 +9,10 @@ tests/models/reference/published.json, so the tests check them in a checkout wit
 It also writes tests/models/reference/preprocessing.json: each model's evaluation preprocessing
 (input size, crop_pct, interpolation, mean/std) as its weights define it: torchvision's
 IMAGENET1K_V1 weights' transforms (the original recipe the zoo's default_cfg follows), timm's
-pretrained_cfg of the tag named in TIMM_WEIGHTS (else the default tag).
+pretrained_cfg of the tag named in TIMM_WEIGHTS (else the default tag). And it writes
+tests/models/reference/headless.json: for the timm models of HEADLESS_TIMM built with
+`num_classes=0` (timm's feature extractor), the parameter count and the width of `forward`'s output
+(`--headless-only` writes just that file).
 
 Runs ONLY in the scratch venv where torchvision and timm are installed (never in the project venv;
 it does not import cnnkit):
@@ -51,6 +54,21 @@ AUX_KWARGS: dict[str, dict[str, Any]] = {"googlenet": {"aux_logits": True}, "inc
 INPUT_SIZE: dict[str, int] = {"inception_v3": 80}
 DEFAULT_INPUT_SIZE = 64
 PUBLISHED = "published.json"
+HEADLESS = "headless.json"
+# cnnkit name -> timm name of the models whose `num_classes=0` build is recorded (equal parameter
+# counts with their 1000-class heads; each family's head layout: bare fc, 1x1-conv fc, MLP, norm).
+HEADLESS_TIMM: dict[str, str] = {
+    "resnet18": "resnet18",
+    "resnet50d": "resnet50d",
+    "resnetv2_50": "resnetv2_50",
+    "legacy_xception": "legacy_xception",
+    "mobilenet_v3_large": "mobilenetv3_large_100",
+    "efficientnet_b0": "efficientnet_b0",
+    "densenet121": "densenet121",
+    "convnext_tiny": "convnext_tiny",
+    "vgg16": "vgg16",
+    "inception_v3": "inception_v3",
+}
 PREPROCESSING = "preprocessing.json"
 # The timm weights whose preprocessing the zoo's default_cfg follows, where not timm's default tag.
 TIMM_WEIGHTS: dict[str, str] = {"seresnet50": "seresnet50.ra2_in1k", "resnet50d": "resnet50d.ra2_in1k"}
@@ -156,6 +174,23 @@ def write_preprocessing(reference: dict[str, str], path: Path) -> None:
     path.write_text("{\n" + ",\n".join(rows) + "\n}\n")
 
 
+def write_headless(path: Path) -> None:
+    """timm's `num_classes=0` models of HEADLESS_TIMM: parameter count and output width, shapes
+    only (built on the meta device), one line each."""
+    import timm
+
+    rows = []
+    for name, timm_name in sorted(HEADLESS_TIMM.items()):
+        size = INPUT_SIZE.get(name, DEFAULT_INPUT_SIZE)
+        with torch.device("meta"):
+            model = timm.create_model(timm_name, pretrained=False, num_classes=0).eval()
+            width = model(torch.empty(2, 3, size, size)).shape[1]
+        record = {"timm": timm_name, "params": sum(p.numel() for p in model.parameters()), "output_width": width}
+        rows.append(f"  {json.dumps(name)}: {json.dumps(record, sort_keys=True)}")
+    about = f"timm {timm.__version__}, num_classes=0; written by tools/make_reference_fixtures.py --headless-only"
+    path.write_text("{\n" + f'  "_about": {json.dumps(about)},\n' + ",\n".join(rows) + "\n}\n")
+
+
 def versions() -> dict[str, str]:
     """Versions of the libraries the fixtures come from."""
     import timm
@@ -170,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=FIXTURE_DIR)
     parser.add_argument("--models", nargs="*", default=None, help="subset of zoo.json names (default: all)")
     parser.add_argument("--missing", action="store_true", help="only models without a fixture file yet")
+    parser.add_argument("--headless-only", action="store_true", help=f"write only {HEADLESS} (timm, num_classes=0)")
     args = parser.parse_args(argv)
+    write_headless(args.out / HEADLESS)
+    if args.headless_only:
+        return 0
 
     fill = load_fill_module()
     zoo = json.loads(args.zoo.read_text())["models"]

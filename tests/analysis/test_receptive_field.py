@@ -11,6 +11,7 @@ from torch import nn
 
 import cnnkit
 from cnnkit.analysis.summary import summary
+from cnnkit.engine import output_size
 
 
 def conv_stack(strides: list[int], dilations: list[int] | None = None, *, kernel: int = 3) -> nn.Sequential:
@@ -197,6 +198,18 @@ def test_adaptive_pool_rf_is_its_widest_window(size_in: int, size_out: int) -> N
     widest = max(gradient_support(model, size_in + 2, (unit, unit))[0] for unit in range(size_out))
     rf = summary(model, (3, size_in + 2, size_in + 2)).rows[1].rf
     assert rf == widest
+
+
+@pytest.mark.parametrize("size", [5, 6, 7])
+def test_a_ceil_mode_pool_keeps_its_partial_window_in_the_grid(size: int) -> None:
+    """AvgPool2d(3, 2, 1, ceil_mode=True) after a valid 3x3 conv: the analysed grid is the engine's
+    ceil-mode output size (6 cells -> 4, where floor mode gives 3) and the receptive field is the
+    widest window measured through the gradient."""
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AvgPool2d(3, 2, 1, ceil_mode=True))
+    row = summary(model, (3, size + 2, size + 2)).rows[1]
+    cells = output_size(size, 3, 2, 2, ceil_mode=True)
+    assert row.output_shape[-2:] == (cells, cells) and (size != 6 or cells == 4)
+    assert row.rf == max(gradient_support(model, size + 2, (unit, unit))[0] for unit in range(cells))
 
 
 class InPlaceResidual(nn.Module):

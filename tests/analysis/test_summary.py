@@ -237,3 +237,17 @@ def test_padding_pooling_and_data_movement_of_any_rank_cost_nothing_and_are_not_
     assert summary(one_d, (3, 8)).uncosted == ()
     bilinear = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2, mode="bilinear"))
     assert summary(bilinear, (3, 8, 8)).uncosted == ("aten.upsample_bilinear2d",)
+
+
+def test_a_zero_class_model_is_summarised_without_its_classifier() -> None:
+    """timm's num_classes=0: the full model's rows, `fc` now an Identity passing (1, 512) through, and
+    totals less the final Linear's."""
+    from cnnkit.models.factory import create_model
+
+    full = summary(create_model("resnet18", num_classes=10), (3, 32, 32))
+    headless = summary(create_model("resnet18", num_classes=0), (3, 32, 32))
+    assert [row.name for row in headless.rows] == [row.name for row in full.rows]
+    fc = headless.rows[-1]
+    assert (fc.name, fc.kind, fc.output_shape, fc.params, fc.macs) == ("fc", "NoClassifier", (1, 512), 0, 0)
+    assert headless.total_params == full.total_params - (512 * 10 + 10)
+    assert headless.total_macs == full.total_macs - 512 * 10

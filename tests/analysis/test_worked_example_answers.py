@@ -1,4 +1,6 @@
-"""Every row of the worked-examples table, as a known-answer test through cnnkit's own API.
+"""Every row of the worked-examples table computed by cnnkit's analysis and models, as a
+known-answer test through cnnkit's own API (the "convolution and pooling by hand" rows are the
+engine's: tests/engine/test_worked_examples.py).
 
 The answers are copied from ../shared/reference/worked-examples.md ("Worked examples of the CNN
 teaching literature, with their correct answers"), section by section, so these tests run (and can
@@ -9,24 +11,17 @@ comment beside the row says what was printed. docs/worked-examples.md walks thro
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
+from worked_examples import assert_answers_in_reference
 
 import cnnkit
 from cnnkit.analysis.conv_calculator import ConvSpec, conv_report
 from cnnkit.analysis.layer_stack import WindowLayer, parse_stack, stack_receptive_fields
 from cnnkit.analysis.summary import ModelSummary, summary
-from cnnkit.engine.conv import conv2d
-from cnnkit.engine.pool import avg_pool2d, max_pool2d
-
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "worked-examples.md"
 
 
 def _meta_model(name: str, **options: object) -> nn.Module:
@@ -42,54 +37,6 @@ def _zoo_summary(name: str, size: int = 224) -> ModelSummary:
 
 def _params(module: nn.Module, input_size: tuple[int, ...]) -> int:
     return summary(module, input_size).total_params
-
-
-def _image(rows: list[list[float]]) -> np.ndarray:
-    return np.array(rows, dtype=np.float64)[None, None]
-
-
-# --- Convolution and pooling by hand (engine) -------------------------------------------------
-
-VERTICAL_EDGE = [[1, 0, -1]] * 3
-SOBEL_X = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
-
-
-@dataclass(frozen=True)
-class HandConv:
-    """An image, a kernel and the map correct arithmetic gives (stride 1, no padding)."""
-
-    name: str
-    image: list[list[float]]
-    kernel: list[list[float]]
-    answer: list[list[float]]
-
-
-HAND_CONVS = (
-    # Printed elsewhere: [[-2,-2],[2,0]] and [[-2,0],[2,0]]. Y[1,1]'s window [[1,2,3],[0,1,2],[1,0,1]]
-    # has left column 1+0+1 = 2 and right column 3+2+1 = 6: 2 - 6 = -4.
-    HandConv("4x4 by vertical-edge kernel", [[1, 2, 3, 0], [0, 1, 2, 3], [3, 0, 1, 2], [2, 1, 0, 1]],
-             VERTICAL_EDGE, [[-2, -2], [2, -4]]),
-    # Each window's right column exceeds its left by 2 in every row: (1 + 2 + 1) * 2 = 8.
-    HandConv("5x5 ramp 1..25 by Sobel-x", np.arange(1, 26).reshape(5, 5).tolist(), SOBEL_X, [[8] * 3] * 3),
-    # Printed elsewhere: "only column 1". Windows over columns 1-3 and 2-4 both straddle the step.
-    HandConv("6x6 step edge by Sobel-x", [[0, 0, 0, 1, 1, 1]] * 6, SOBEL_X, [[0, 4, 4, 0]] * 4),
-    HandConv("4x4 checkerboard by identity diagonal",
-             [[1 - (i + j) % 2 for j in range(4)] for i in range(4)], [[1, 0], [0, 1]],
-             [[2, 0, 2], [0, 2, 0], [2, 0, 2]]),
-)
-
-
-@pytest.mark.parametrize("case", HAND_CONVS, ids=lambda case: case.name)
-def test_hand_convolution(case: HandConv) -> None:
-    y = conv2d(_image(case.image), _image(case.kernel))
-    np.testing.assert_array_equal(y[0, 0], case.answer)
-
-
-def test_hand_pooling() -> None:
-    # Printed elsewhere: average [[2.0, 2.5], [2.5, 2.0]]; the top-left mean is (1+3+2+1)/4 = 1.75.
-    x = _image([[1, 3, 2, 4], [2, 1, 1, 2], [4, 2, 3, 1], [1, 3, 2, 1]])
-    np.testing.assert_array_equal(max_pool2d(x, 2)[0, 0], [[3, 4], [4, 3]])
-    np.testing.assert_array_equal(avg_pool2d(x, 2)[0, 0], [[1.75, 2.25], [2.5, 1.75]])
 
 
 # --- Output sizes: floor((W - K + 2P) / S) + 1 -------------------------------------------------
@@ -446,7 +393,6 @@ def test_squeeze_excitation_costs_parameters_not_macs() -> None:
 # --- The copy above against the reference file ----------------------------------------------------
 
 ANSWERS_IN_REFERENCE = (
-    "[[-2,-2],[2,-4]]", "[[1.75,2.25],[2.5,1.75]]", "[0,4,4,0]", "[[2,0,2],[0,2,0],[2,0,2]]",
     "224 / 112 / 112 / 56", "28 / 12", "44 (20 pixels lost)", "512 features", "9,408 without bias, 9,472 with",
     "16,448 / 32,832", "150,529,000 / 154,140,672", "102,764,544", "100,353,000 vs 2,049,000",
     "120,846,286,848", "76,018", "157,578", "160,074", "526,086", "27,161,264", "8,768: 8.4x",
@@ -458,8 +404,4 @@ ANSWERS_IN_REFERENCE = (
 
 
 def test_copied_answers_match_the_reference() -> None:
-    if not REFERENCE.is_file():
-        pytest.skip(f"{REFERENCE} not found: the answers copied into this module are tested on their own")
-    text = re.sub(r"[ \t]+", " ", REFERENCE.read_text())
-    missing = [answer for answer in ANSWERS_IN_REFERENCE if answer not in text]
-    assert not missing, f"answers copied here no longer appear in {REFERENCE.name}: {missing}"
+    assert_answers_in_reference(ANSWERS_IN_REFERENCE)

@@ -130,3 +130,10 @@ def test_files_without_cnnkit_metadata_or_bad_sizes_are_refused(tmp_path: Path) 
         write_onnx(model, tmp_path / "x.onnx", opset=99)
     with pytest.raises(CnnkitError, match="no such ONNX file"):
         OnnxBackend(tmp_path / "missing.onnx")
+
+
+def test_a_zero_class_model_is_refused_before_any_export(tmp_path: Path) -> None:
+    model = create_model("lenet5", num_classes=0).eval()
+    with pytest.raises(CnnkitError, match=r"an ONNX export \(its file carries class names\) needs class scores"):
+        write_onnx(model, tmp_path / "x.onnx")
+    assert not any(tmp_path.iterdir())

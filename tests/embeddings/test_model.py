@@ -44,3 +44,15 @@ def test_small_model_gives_unit_vectors_and_learns(loss: str) -> None:
 def test_bad_embedding_dim_is_named() -> None:
     with pytest.raises(CnnkitError, match="--embedding-dim"):
         EmbeddingModel(create_model("mnist_cnn"), 0)
+
+
+def test_a_zero_class_backbone_embeds_its_pre_logits() -> None:
+    """A timm-style feature extractor (num_classes=0) is a backbone as any other."""
+    torch.manual_seed(0)
+    backbone = create_model("mnist_cnn", num_classes=0).eval()
+    images = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        pre_logits = backbone(images)
+        model = EmbeddingModel(backbone, 8).eval()
+        expected = torch.nn.functional.normalize(model.projection(pre_logits), dim=1)
+        torch.testing.assert_close(model(images), expected)

@@ -87,6 +87,9 @@ def test_batch_norm_rejects_wrong_input() -> None:
         (E.Tanh(), nn.Tanh()),
         (E.MaxPool2d(3, 2, 1), nn.MaxPool2d(3, 2, 1)),
         (E.AvgPool2d(2), nn.AvgPool2d(2)),
+        (E.MaxPool2d(3, 2, 1, ceil_mode=True), nn.MaxPool2d(3, 2, 1, ceil_mode=True)),  # 6 -> 4, not 3
+        (E.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+         nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)),
         (E.GlobalAvgPool2d(), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())),
         (E.Flatten(), nn.Flatten()),
     ],

@@ -132,3 +132,29 @@ def test_a_rejected_state_dict_changes_nothing() -> None:
         model.load_state_dict(state)
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def _every_layer() -> list[E.Module]:
+    """One instance of every engine layer class that has a backward (all of `cnnkit.engine` but
+    Module and ModuleList, the containers included)."""
+    rng = np.random.default_rng(0)
+    return [
+        E.Conv2d(1, 2, 3, rng=rng), E.Linear(4, 2, rng=rng), E.BatchNorm2d(2), E.BatchNorm1d(2),
+        E.Dropout(0.5, rng=rng), E.Flatten(), E.ReLU(), E.LeakyReLU(), E.ReLU6(), E.GELU(), E.Sigmoid(),
+        E.Tanh(), E.MaxPool2d(2), E.AvgPool2d(2), E.GlobalAvgPool2d(), E.Identity(),
+        E.Residual(E.Identity()), E.Concat([E.Identity()]), E.Sequential(E.Identity()),
+    ]  # fmt: skip
+
+
+def test_every_layer_class_is_covered_by_the_backward_order_check() -> None:
+    exported = {getattr(E, name) for name in E.__all__}
+    layers = {cls for cls in exported if isinstance(cls, type) and issubclass(cls, E.Module)}
+    assert layers - {E.Module, E.ModuleList, E.Activation} == {type(layer) for layer in _every_layer()}
+
+
+@pytest.mark.parametrize("layer", _every_layer(), ids=lambda layer: type(layer).__name__)
+def test_backward_before_forward_names_the_layer(layer: E.Module) -> None:
+    """Was an AttributeError or a reshape error deep inside the op (or, for Identity, no error)."""
+    name = type(layer).__name__
+    with pytest.raises(RuntimeError, match=rf"^{name}\.backward called before forward: run forward\(x\) first"):
+        layer.backward(np.zeros((2, 2, 2, 2), np.float32))

@@ -1,6 +1,9 @@
-"""Max / average / global-average pooling against torch, including max-pool gradient routing with ties."""
+"""Max / average / global-average pooling against torch, including max-pool gradient routing with ties
+and ceil mode (torch's output-size rule and clipped average divisors)."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -41,9 +44,9 @@ def _fits(shape, kernel, padding):
     return all(size + 2 * p >= k for size, k, p in zip(shape[2:], kernel, padding))
 
 
-def _torch_pool(fn, x, kernel, stride, padding, dy_seed=1):
+def _torch_pool(fn, x, kernel, stride, padding, dy_seed=1, **options):
     x_t = torch.tensor(x, requires_grad=True)
-    y_t = fn(x_t, kernel, stride, padding)
+    y_t = fn(x_t, kernel, stride, padding, **options)
     dy = np.random.default_rng(dy_seed).standard_normal(tuple(y_t.shape)).astype(x.dtype)
     y_t.backward(torch.tensor(dy))
     return y_t, x_t.grad, dy
@@ -121,3 +124,49 @@ def test_max_pool_gradient_routing_with_nan_and_minus_inf_matches_torch(window, 
     y_t, dx_t, dy = _torch_pool(F.max_pool2d, x, kernel, stride, padding)
     np.testing.assert_array_equal(max_pool2d(x, kernel, stride, padding), y_t.detach().numpy())
     assert_matches_torch(max_pool2d_backward(dy, x, kernel, stride, padding), dx_t, name="dx")
+
+
+# Kernel, stride and padding (at most half the kernel, as torch allows) by input sizes 1..9:
+# ceil mode adds a last partial window in many of these, and in some the added window would start
+# in the right padding, which torch's rule drops again (e.g. size 5, kernel 2, stride 2, padding 1).
+CEIL_GRID = [
+    (kernel, stride, padding, size)
+    for kernel, stride, padding, size in itertools.product((1, 2, 3, 4), (1, 2, 3), (0, 1, 2), range(1, 10))
+    if padding <= kernel // 2 and size + 2 * padding >= kernel
+]
+
+
+def test_the_ceil_grid_exercises_the_extra_window_and_the_edge_rule():
+    """Torch's output sizes over CEIL_GRID: some gain a window over floor mode, and some lose the
+    window that rounding up alone (without the rule) would give."""
+    gained = dropped = 0
+    for kernel, stride, padding, size in CEIL_GRID:
+        ceil = F.max_pool2d(torch.zeros(1, 1, size, size), kernel, stride, padding, ceil_mode=True).shape[-1]
+        floor = (size + 2 * padding - kernel) // stride + 1
+        rounded_up = -(-(size + 2 * padding - kernel) // stride) + 1
+        gained += ceil > floor
+        dropped += ceil < rounded_up
+    assert gained >= 20 and dropped >= 5, (gained, dropped)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, size", CEIL_GRID)
+def test_ceil_mode_max_and_avg_pool_match_torch(kernel, stride, padding, size):
+    """Forward and backward with ceil_mode=True against torch, the average with and without the
+    padding in its divisor (torch clips a ceil-mode window at the end of the padded input)."""
+    x = _input((2, 2, size, size + 1), False, np.float64, seed=size)
+    cases = [(F.max_pool2d, max_pool2d, max_pool2d_backward, {})] + [
+        (F.avg_pool2d, avg_pool2d, avg_pool2d_backward, {"count_include_pad": include}) for include in (True, False)
+    ]
+    for theirs, forward, backward, options in cases:
+        y_t, dx_t, dy = _torch_pool(theirs, x, kernel, stride, padding, ceil_mode=True, **options)
+        name = f"{theirs.__name__}{options}"
+        assert_matches_torch(forward(x, kernel, stride, padding, ceil_mode=True, **options), y_t, name=f"{name} y")
+        dx = backward(dy, x, kernel, stride, padding, ceil_mode=True, **options)
+        assert_matches_torch(dx, dx_t, name=f"{name} dx")
+
+
+def test_avg_pool_without_padding_in_the_divisor_matches_torch_in_floor_mode():
+    x = _input((1, 2, 7, 6), False, np.float32)
+    y_t, dx_t, dy = _torch_pool(F.avg_pool2d, x, 3, 2, 1, count_include_pad=False)
+    assert_matches_torch(avg_pool2d(x, 3, 2, 1, count_include_pad=False), y_t, name="y")
+    assert_matches_torch(avg_pool2d_backward(dy, x, 3, 2, 1, count_include_pad=False), dx_t, name="dx")

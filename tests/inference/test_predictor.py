@@ -202,3 +202,9 @@ def test_arrays_with_alpha_are_composited_as_their_files_are(tmp_path: Path) -> 
         Image.fromarray(pixels, mode).save(tmp_path / f"{mode}.png")
         from_file = predictor.load(tmp_path / f"{mode}.png")
         assert torch.equal(predictor.load(np.asarray(Image.open(tmp_path / f"{mode}.png"))), from_file), mode
+
+
+def test_a_zero_class_model_is_refused_as_a_predictor() -> None:
+    model = cnnkit.create_model("compact_cnn", num_classes=0, in_chans=1)
+    with pytest.raises(CnnkitError, match=r"a Predictor needs class scores.*num_classes=0"):
+        Predictor.from_model(model, ["a", "b"])

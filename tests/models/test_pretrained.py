@@ -227,8 +227,21 @@ def test_reset_classifier_replaces_head_reproducibly(tiny_name, source):
     for key, value in source.state_dict().items():
         if not key.startswith("head.fc."):
             assert torch.equal(value, before[key]), key
-    with pytest.raises(CnnkitError, match="num_classes must be a positive int, got 0"):
-        source.reset_classifier(0)
+    with pytest.raises(CnnkitError, match="num_classes must be an int >= 0, got -1"):
+        source.reset_classifier(-1)
+
+
+def test_zero_classes_from_a_weight_file_keep_its_backbone(tiny_name, source, tmp_path):
+    """timm's `create_model(name, pretrained=True, num_classes=0)`: the file's backbone, no classifier."""
+    path = save(source.state_dict(), tmp_path / "w.safetensors")
+    model = create_model(tiny_name, num_classes=0, pretrained=path).eval()
+    expected = {k: v for k, v in source.state_dict().items() if not k.startswith("head.fc.")}
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in expected.items())
+    with torch.no_grad():
+        torch.testing.assert_close(model(images()), source.forward_head(source.forward_features(images()), True))
+    notes = load_pretrained(create_model(tiny_name, num_classes=0), path)
+    assert notes == [f"{path}: classifier 'head.fc' dropped: the model has num_classes=0 (file has 10)"]
 
 
 def test_adapt_input_conv_follows_timm_rules():

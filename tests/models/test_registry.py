@@ -70,10 +70,13 @@ def test_create_model_passes_classes_channels_and_overrides(probe):
     assert isinstance(model, nn.Linear) and (model.in_features, model.out_features) == (2, 5)
 
 
-@pytest.mark.parametrize("bad", [{"num_classes": 0}, {"num_classes": -3}, {"in_chans": 0}, {"num_classes": 2.5}])
-def test_create_model_refuses_non_positive_sizes_naming_the_argument(probe, bad):
+@pytest.mark.parametrize(
+    "bad, least", [({"num_classes": -3}, 0), ({"in_chans": 0}, 1), ({"num_classes": 2.5}, 0), ({"in_chans": -1}, 1)]
+)
+def test_create_model_refuses_bad_sizes_naming_the_argument(probe, bad, least):
+    """num_classes may be 0 (timm's feature extractor, see test_headless.py); in_chans may not."""
     (argument,) = bad
-    with pytest.raises(CnnkitError, match=f"{argument} must be a positive int"):
+    with pytest.raises(CnnkitError, match=f"{argument} must be an int >= {least}"):
         create_model(probe, **bad)
     assert CALLS == []  # refused before the builder ran
 

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.factory import create_model
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.checkpoint import load_checkpoint
 from cnnkit.train.config import TrainConfig
@@ -79,6 +80,43 @@ def test_head_phase_trains_only_the_head_and_keeps_frozen_bn_statistics(tmp_path
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"6.weight", "6.bias"}, changed
+
+
+def affine_free_model() -> torch.nn.Sequential:
+    """BatchNorms without parameters: after the stem conv at the top level (1), and opening two
+    pre-activation blocks (2.0, 3.0); the head is 7."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4, affine=False),
+        nn.Sequential(nn.BatchNorm2d(4, affine=False), nn.Conv2d(4, 4, 3, padding=1)),
+        nn.Sequential(nn.BatchNorm2d(4, affine=False), nn.Conv2d(4, 4, 3, padding=1)),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 2),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("trainable, moving", [("head", set()), ("3", {"3.0"})])
+def test_frozen_batch_norms_without_parameters_keep_their_statistics(tmp_path: Path, trainable: str,
+                                                                     moving: set[str]) -> None:
+    """affine=False BatchNorms have no parameters to freeze: those of the frozen part (the stem's,
+    a frozen block's) stay in eval mode with fixed statistics, as affine ones do; the one opening a
+    trained block (3.0) still learns its statistics though the module before it is frozen."""
+    model = affine_free_model()
+    norms = {"1", "2.0", "3.0"}
+    before = {name: model.get_submodule(name).running_mean.clone() for name in norms}
+    set_trainable(model, "7", trainable)
+    trainer = Trainer(model, toy_data(), CONFIG, num_classes=2, run_dir=tmp_path)
+    modes: set[tuple[str, bool]] = set()
+
+    class RecordModes(Callback):
+        def before_batch(self, t: Trainer) -> None:
+            modes.update((name, t.model.get_submodule(name).training) for name in norms)
+
+    trainer.callbacks.append(RecordModes())
+    trainer.fit()
+    assert modes == {(name, name in moving) for name in norms}
+    changed = {name for name in norms if not torch.equal(before[name], model.get_submodule(name).running_mean)}
+    assert changed == moving
 
 
 def test_layerwise_lr_decay_scales_earlier_stages_down() -> None:
@@ -269,3 +307,10 @@ def test_onecycle_across_phases_cycles_momentum_over_the_whole_run(tmp_path: Pat
         optimizer.step()
         scheduler.step()
     assert recorder.momenta == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_zero_class_model_is_refused_naming_the_remedy(tmp_path: Path) -> None:
+    """A timm-style feature extractor (num_classes=0) has no class scores to train."""
+    model = create_model("mnist_cnn", num_classes=0, in_chans=1)
+    with pytest.raises(CnnkitError, match=r"training needs class scores.*num_classes=0.*reset_classifier\(k\)"):
+        Trainer(model, toy_data(), CONFIG, num_classes=2, run_dir=tmp_path)

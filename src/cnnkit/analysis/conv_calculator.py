@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cnnkit.engine import output_size
 from cnnkit.errors import CnnkitError
 
 
@@ -63,7 +64,7 @@ def conv_report(spec: ConvSpec) -> ConvReport:
     (in_channels weights per tap) followed by a 1x1 pointwise conv, both without bias.
     """
     _validate(spec)
-    out = (spec.size + 2 * spec.padding - spec.dilation * (spec.kernel - 1) - 1) // spec.stride + 1
+    out = output_size(spec.size, spec.kernel, spec.stride, 2 * spec.padding, spec.dilation)
     weights = spec.out_channels * (spec.in_channels // spec.groups) * spec.kernel**2
     depthwise = spec.in_channels * spec.kernel**2
     pointwise = spec.in_channels * spec.out_channels

@@ -20,7 +20,7 @@ from torch import nn
 import cnnkit
 from cnnkit.deploy.onnx_check import OnnxCheck, verify_onnx
 from cnnkit.errors import CnnkitError
-from cnnkit.models.base import DefaultCfg
+from cnnkit.models.base import DefaultCfg, require_classifier
 
 log = logging.getLogger("cnnkit")
 
@@ -96,6 +96,7 @@ def write_onnx(model: nn.Module, path: str | Path, *, input_size: Sequence[int] 
     express (adaptive pools of non-dividing sizes, or any op it refuses), with a note.
     """
     path = Path(path)
+    require_classifier(model, "an ONNX export (its file carries class names)")
     cfg = _cfg_of(model, input_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training

@@ -14,12 +14,14 @@ from torch import nn
 from cnnkit.embeddings.losses import ProxyLoss
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import ClassifierModel
+from cnnkit.models.heads import NoClassifier
 
 
 def _pre_logits_width(backbone: nn.Module) -> int:
-    """Width of the pre-logits vector: the classifier's input features, else a trial forward."""
+    """Width of the pre-logits vector: the classifier's input features (also kept by a 0-class
+    model's NoClassifier), else a trial forward."""
     classifier = backbone.get_submodule(backbone.default_cfg.classifier)
-    if isinstance(classifier, nn.Linear):
+    if isinstance(classifier, (nn.Linear, NoClassifier)):
         return classifier.in_features
     channels, height, width = backbone.default_cfg.input_size
     with torch.no_grad():

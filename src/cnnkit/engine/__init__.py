@@ -6,6 +6,7 @@ On top of it, modules with parameters and gradients (`Module`, `Conv2d`, `Sequen
 Imports nothing else of cnnkit and no torch.
 """
 
+from cnnkit.engine._utils import output_size
 from cnnkit.engine.activation_layers import GELU, Activation, LeakyReLU, ReLU, ReLU6, Sigmoid, Tanh
 from cnnkit.engine.blocks import Concat, Identity, Residual
 from cnnkit.engine.layers import BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear
@@ -41,4 +42,5 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "output_size",
 ]

@@ -57,9 +57,18 @@ def check_positive(value: tuple[int, int], *, name: str) -> tuple[int, int]:
     return value
 
 
-def output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int) -> int:
-    """Spatial output length of a strided, dilated window sweep (floor mode, as torch)."""
-    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+def output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1, *, ceil_mode: bool = False) -> int:
+    """Spatial output length of a strided, dilated window sweep, torch's rule (pooling_output_shape).
+
+    Floor mode counts the windows that fit the padded input; `ceil_mode` (pooling) also counts a
+    last partial window, provided that it starts inside the input or the left padding
+    (pad_total // 2: pooling pads both sides alike).
+    """
+    span = size + pad_total - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = (span + stride - 1) // stride + 1
+    return out - 1 if (out - 1) * stride >= size + pad_total // 2 else out
 
 
 def pad_spatial(x: np.ndarray, padding: SidePadding, *, fill: float = 0.0) -> np.ndarray:

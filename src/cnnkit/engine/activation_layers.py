@@ -23,14 +23,13 @@ class Activation(Module):
     def __init__(self, **options: Any) -> None:
         super().__init__()
         self.options = options
-        self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
+        self.save_for_backward(x)
         return type(self).forward_op(x, **self.options)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return type(self).backward_op(dy, self._x, **self.options)
+        return type(self).backward_op(dy, *self.saved(), **self.options)
 
 
 class ReLU(Activation):

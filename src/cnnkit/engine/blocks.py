@@ -17,9 +17,11 @@ class Identity(Module):
     """y = x; the identity branch of a residual or dense connection."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self.save_for_backward()
         return x
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        self.saved()
         return dy
 
 
@@ -32,6 +34,7 @@ class Residual(Module):
         self.shortcut = shortcut
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self.save_for_backward()
         residual = self.body(x)
         skip = x if self.shortcut is None else self.shortcut(x)
         if residual.shape != skip.shape:
@@ -39,6 +42,7 @@ class Residual(Module):
         return residual + skip
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        self.saved()
         dx_skip = dy if self.shortcut is None else self.shortcut.backward(dy)
         return self.body.backward(dy) + dx_skip
 
@@ -51,15 +55,15 @@ class Concat(Module):
         self.branches = ModuleList(branches)
         if len(self.branches) == 0:
             raise ValueError("Concat needs at least one branch")
-        self._split_points: list[int] = []
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         outputs = [branch(x) for branch in self.branches]
-        self._split_points = list(np.cumsum([out.shape[1] for out in outputs])[:-1])
+        self.save_for_backward(list(np.cumsum([out.shape[1] for out in outputs])[:-1]))
         return np.concatenate(outputs, axis=1)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        pieces = np.split(dy, self._split_points, axis=1)
+        (split_points,) = self.saved()
+        pieces = np.split(dy, split_points, axis=1)
         dx = None
         for branch, piece in zip(self.branches, pieces):
             branch_dx = branch.backward(np.ascontiguousarray(piece))

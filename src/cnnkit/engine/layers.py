@@ -52,19 +52,18 @@ class Conv2d(Module):
         self.weight = Parameter(default_weight(shape, rng=rng, dtype=self.dtype))
         self.bias = Parameter(default_bias(shape, rng=rng, dtype=self.dtype)) if bias else None
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self._x: np.ndarray | None = None
 
     def _geometry(self) -> dict:
         return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(self, x, (4,), self.dtype)
-        self._x = x
+        self.save_for_backward(x)
         bias = self.bias.value if self.bias is not None else None
         return conv.conv2d(x, self.weight.value, bias, **self._geometry())
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        dx, dw, db = conv.conv2d_backward(dy, self._x, self.weight.value, **self._geometry())
+        dx, dw, db = conv.conv2d_backward(dy, *self.saved(), self.weight.value, **self._geometry())
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -88,15 +87,14 @@ class Linear(Module):
         shape = (out_features, in_features)
         self.weight = Parameter(default_weight(shape, rng=rng, dtype=self.dtype))
         self.bias = Parameter(default_bias(shape, rng=rng, dtype=self.dtype)) if bias else None
-        self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(self, x, (2,), self.dtype)
-        self._x = x
+        self.save_for_backward(x)
         return linear.linear(x, self.weight.value, self.bias.value if self.bias is not None else None)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        dx, dw, db = linear.linear_backward(dy, self._x, self.weight.value)
+        dx, dw, db = linear.linear_backward(dy, *self.saved(), self.weight.value)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -119,11 +117,10 @@ class _BatchNorm(Module):
         self.register_buffer("running_mean", np.zeros(num_features, dtype=self.dtype))
         self.register_buffer("running_var", np.ones(num_features, dtype=self.dtype))
         self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
-        self._cache: object = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(self, x, self.input_ndims, self.dtype)
-        y, self._cache = norm.batch_norm(
+        y, cache = norm.batch_norm(
             x,
             self.weight.value,
             self.bias.value,
@@ -133,12 +130,13 @@ class _BatchNorm(Module):
             momentum=self.momentum,
             eps=self.eps,
         )
+        self.save_for_backward(cache)
         if self.training:
             self.num_batches_tracked += 1
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        dx, dgamma, dbeta = norm.batch_norm_backward(dy, self._cache)
+        dx, dgamma, dbeta = norm.batch_norm_backward(dy, *self.saved())
         self.weight.grad += dgamma
         self.bias.grad += dbeta
         return dx
@@ -164,26 +162,23 @@ class Dropout(Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability p must be in [0, 1), got {p}")
         self.p, self.rng = p, rng
-        self._mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        y, self._mask = dropout.dropout(x, self.p, training=self.training, rng=self.rng)
+        y, mask = dropout.dropout(x, self.p, training=self.training, rng=self.rng)
+        self.save_for_backward(mask)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dropout.dropout_backward(dy, self._mask)
+        return dropout.dropout_backward(dy, *self.saved())
 
 
 class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._shape: tuple[int, ...] = ()
-
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._shape = x.shape
+        self.save_for_backward(x.shape)
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy.reshape(self._shape)
+        (shape,) = self.saved()
+        return dy.reshape(shape)

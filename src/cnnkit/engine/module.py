@@ -1,7 +1,8 @@
 """Parameters and the module base class: forward caches what backward needs, backward returns dx.
 
-Each module's `backward(dy)` uses the inputs cached by its most recent `forward(x)`, so a module
-instance appears once per graph (reuse it twice and the first cache is overwritten). Names of
+Each module's `backward(dy)` uses what its most recent `forward(x)` kept (`save_for_backward`,
+read back by `saved`, which names the layer when forward has not run), so a module instance
+appears once per graph (reuse it twice and the first cache is overwritten). Names of
 parameters and buffers are dotted paths like torch's (`features.0.weight`), so state dicts can
 be copied to and from an equivalent torch model.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +59,7 @@ class Module:
     def __init__(self) -> None:
         self.training = True
         self._buffer_names: list[str] = []
+        self._saved: tuple[Any, ...] | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Compute the output and cache what backward needs."""
@@ -68,6 +71,19 @@ class Module:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
+
+    def save_for_backward(self, *values: Any) -> None:
+        """Keep what backward needs from this forward (replacing the previous forward's)."""
+        self._saved = values
+
+    def saved(self) -> tuple[Any, ...]:
+        """What the most recent forward kept; a RuntimeError naming the layer if forward has not run."""
+        if self._saved is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called before forward: run forward(x) first "
+                "(backward uses what forward keeps)"
+            )
+        return self._saved
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
         """Keep `value` as attribute `name` and in the state dict, but not among the parameters."""
@@ -216,11 +232,13 @@ class Sequential(ModuleList):
         super().__init__(modules)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self.save_for_backward()
         for module in self.children():
             x = module(x)
         return x
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        self.saved()
         for module in reversed(list(self.children())):
             dy = module.backward(dy)
         return dy

@@ -1,7 +1,9 @@
 """Max, average and global average pooling over (N, C, H, W) arrays, with torch's semantics.
 
 Windows are read as one strided slice of the padded input per kernel offset; backward passes
-scatter-add through the same slices, so overlapping windows accumulate their gradients.
+scatter-add through the same slices, so overlapping windows accumulate their gradients. With
+`ceil_mode` a last partial window counts too (torch's output-size rule, `output_size`): the input
+gets extra bottom/right padding for it, which an average never counts.
 """
 
 from __future__ import annotations
@@ -24,22 +26,25 @@ from cnnkit.engine._utils import (
 
 
 def _pool_geometry(
-    x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair], padding: IntPair
+    x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair], padding: IntPair, ceil_mode: bool
 ) -> ConvGeometry:
-    """Validate a pooling call and resolve it as a one-group, undilated window sweep (floor mode)."""
+    """Validate a pooling call and resolve it as a one-group, undilated window sweep; a ceil-mode
+    window reaching past the padded input gets extra bottom/right padding to read."""
     check_nchw(x)
     kernel = check_positive(pair(kernel_size, name="kernel_size"), name="kernel_size")
     strides = kernel if stride is None else check_positive(pair(stride, name="stride"), name="stride")
-    ph, pw = pair(padding, name="padding")
-    if not (0 <= ph <= kernel[0] // 2 and 0 <= pw <= kernel[1] // 2):
-        raise ValueError(f"padding must be between 0 and half the kernel size {kernel}, got {(ph, pw)}")
-    out_hw = (
-        output_size(x.shape[2], kernel[0], strides[0], 2 * ph, 1),
-        output_size(x.shape[3], kernel[1], strides[1], 2 * pw, 1),
+    pads = pair(padding, name="padding")
+    if not (0 <= pads[0] <= kernel[0] // 2 and 0 <= pads[1] <= kernel[1] // 2):
+        raise ValueError(f"padding must be between 0 and half the kernel size {kernel}, got {pads}")
+    out_hw = tuple(
+        output_size(x.shape[2 + a], kernel[a], strides[a], 2 * pads[a], ceil_mode=ceil_mode) for a in range(2)
     )
     if out_hw[0] < 1 or out_hw[1] < 1:
         raise ValueError(f"x of spatial size {x.shape[2:]} is too small for pooling kernel {kernel}")
-    return ConvGeometry(kernel, strides, (1, 1), ((ph, ph), (pw, pw)), 1, out_hw)
+    sides = tuple(
+        (pads[a], max(pads[a], (out_hw[a] - 1) * strides[a] + kernel[a] - x.shape[2 + a] - pads[a])) for a in range(2)
+    )
+    return ConvGeometry(kernel, strides, (1, 1), sides, 1, out_hw)  # type: ignore[arg-type]
 
 
 def _offsets(geo: ConvGeometry) -> list[tuple[int, slice, slice]]:
@@ -63,10 +68,15 @@ def _check_dy(dy: np.ndarray, x: np.ndarray, out_hw: tuple[int, int]) -> np.ndar
 
 
 def max_pool2d(
-    x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0
+    x: np.ndarray,
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: IntPair = 0,
+    *,
+    ceil_mode: bool = False,
 ) -> np.ndarray:
     """Window maxima of (N, C, H, W) `x`; padding counts as -inf. stride None means kernel_size."""
-    geo = _pool_geometry(x, kernel_size, stride, padding)
+    geo = _pool_geometry(x, kernel_size, stride, padding, ceil_mode)
     xp = pad_spatial(x, geo.padding, fill=-np.inf)
     (_, first_rows, first_cols), *rest = _offsets(geo)
     y = xp[:, :, first_rows, first_cols].copy()
@@ -76,10 +86,16 @@ def max_pool2d(
 
 
 def max_pool2d_backward(
-    dy: np.ndarray, x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0
+    dy: np.ndarray,
+    x: np.ndarray,
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: IntPair = 0,
+    *,
+    ceil_mode: bool = False,
 ) -> np.ndarray:
     """Route each dy entry to its window's arg-max: the first maximum in row-major order, as torch."""
-    geo = _pool_geometry(x, kernel_size, stride, padding)
+    geo = _pool_geometry(x, kernel_size, stride, padding, ceil_mode)
     dy = _check_dy(dy, x, geo.out_hw)
     xp = pad_spatial(x, geo.padding, fill=-np.inf)
     winner = _torch_arg_max(xp, geo)
@@ -96,7 +112,7 @@ def _torch_arg_max(xp: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     that is greater than the best so far or NaN: the first maximum wins, the last NaN wins, and a
     window of -inf routes to its first cell inside the input, never to the padding.
     """
-    (pad_h, _), (pad_w, _) = geo.padding
+    (pad_h, _), (pad_w, _) = geo.padding  # every window starts inside the input or the top/left padding
     starts_h = np.arange(geo.out_hw[0]) * geo.stride[0]
     starts_w = np.arange(geo.out_hw[1]) * geo.stride[1]
     first_inside = np.maximum(0, pad_h - starts_h)[:, None] * geo.kernel[1] + np.maximum(0, pad_w - starts_w)
@@ -110,25 +126,53 @@ def _torch_arg_max(xp: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     return winner
 
 
+def _window_counts(geo: ConvGeometry, hw: tuple[int, ...], count_include_pad: bool) -> np.ndarray:
+    """(H_out, W_out) divisor of each average, as torch: the window's cells inside the padded input
+    (a ceil-mode window is clipped at its end), or with `count_include_pad=False` inside the input."""
+    counts = []
+    for a in range(2):
+        before = geo.padding[a][0]
+        starts = np.arange(geo.out_hw[a]) * geo.stride[a] - before
+        ends = np.minimum(starts + geo.kernel[a], hw[a] + before)
+        if not count_include_pad:
+            starts, ends = np.maximum(starts, 0), np.minimum(ends, hw[a])
+        counts.append(ends - starts)
+    return np.outer(counts[0], counts[1])
+
+
 def avg_pool2d(
-    x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0
+    x: np.ndarray,
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: IntPair = 0,
+    *,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> np.ndarray:
-    """Window means of (N, C, H, W) `x`; zero padding counts in the mean (torch's count_include_pad)."""
-    geo = _pool_geometry(x, kernel_size, stride, padding)
+    """Window means of (N, C, H, W) `x`; zero padding counts in the mean unless `count_include_pad`
+    is False (torch's divisor, see `_window_counts`)."""
+    geo = _pool_geometry(x, kernel_size, stride, padding, ceil_mode)
     xp = pad_spatial(x, geo.padding)
     y = np.zeros((*x.shape[:2], *geo.out_hw), dtype=x.dtype)
     for _, rows, cols in _offsets(geo):
         y += xp[:, :, rows, cols]
-    y /= geo.kernel[0] * geo.kernel[1]
+    y /= _window_counts(geo, x.shape[2:], count_include_pad).astype(x.dtype)
     return y
 
 
 def avg_pool2d_backward(
-    dy: np.ndarray, x: np.ndarray, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0
+    dy: np.ndarray,
+    x: np.ndarray,
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: IntPair = 0,
+    *,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> np.ndarray:
-    """Spread each dy entry evenly over its window (kH*kW cells, padding included)."""
-    geo = _pool_geometry(x, kernel_size, stride, padding)
-    share = _check_dy(dy, x, geo.out_hw) / (geo.kernel[0] * geo.kernel[1])
+    """Spread each dy entry evenly over its window's cells (its divisor in the forward)."""
+    geo = _pool_geometry(x, kernel_size, stride, padding, ceil_mode)
+    share = _check_dy(dy, x, geo.out_hw) / _window_counts(geo, x.shape[2:], count_include_pad).astype(x.dtype)
     dxp = np.zeros((*x.shape[:2], *padded_hw(x.shape[2:], geo.padding)), dtype=x.dtype)
     for _, rows, cols in _offsets(geo):
         dxp[:, :, rows, cols] += share

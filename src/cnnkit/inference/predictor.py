@@ -20,7 +20,7 @@ from cnnkit.data.pipeline import Pipeline, eval_pipeline
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.backends import Backend, TorchBackend
 from cnnkit.inference.images import ImageLike, source_name, to_uint8_image
-from cnnkit.models.base import DefaultCfg
+from cnnkit.models.base import DefaultCfg, require_classifier
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ class Predictor:
         cfg = default_cfg if default_cfg is not None else getattr(model, "default_cfg", None)
         if cfg is None:
             raise CnnkitError(f"{type(model).__name__} has no default_cfg: pass default_cfg=")
+        require_classifier(model, "a Predictor")
         return cls(TorchBackend(model, device=device), class_names=class_names, default_cfg=cfg,
                    batch_size=batch_size)
 

@@ -12,6 +12,7 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.models.heads import (
     HeadSpec,
+    NoClassifier,
     build_head,
     final_linear_path,
     head_in_features,
@@ -66,7 +67,8 @@ class ClassifierModel(nn.Module):
     `cnnkit.models.heads`); `forward_head(features, pre_logits=False)` pools (`pool_features`,
     global average by default) and runs the head -> (N, num_classes), or with `pre_logits=True`
     the (N, D) vector the final Linear reads. `num_classes` is `default_cfg.num_classes`, kept
-    equal to the head's outputs by `reset_classifier`.
+    equal to the head's outputs by `reset_classifier`; 0 (timm's feature extractor) means no final
+    layer, `forward` returning the (N, D) pre-logits.
     """
 
     default_cfg: DefaultCfg
@@ -111,15 +113,19 @@ class ClassifierModel(nn.Module):
         replaces the whole head (keeping a ConvNeXt-style norm before its first Linear), e.g.
         `HeadSpec(hidden=(256,), dropout=0.4)`. `default_cfg.num_classes` / `.classifier` follow;
         `generator` makes the new weights reproducible (PyTorch's default Linear init).
+        `num_classes=0`, as in timm, removes the final layer (a `NoClassifier`, an nn.Identity):
+        `forward` then returns the (N, D) pre-logits, dropout included; a later
+        `reset_classifier(k)` puts a k-class layer back.
         """
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise CnnkitError(f"num_classes must be a positive int, got {num_classes!r} ({type(self).__name__})")
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+            raise CnnkitError(f"num_classes must be an int >= 0, got {num_classes!r} ({type(self).__name__})")
         cfg = self.default_cfg
+        like = next(self.parameters())
         if head is None:
             old = self.get_submodule(cfg.classifier)
-            if not isinstance(old, (nn.Linear, nn.Conv2d)):
+            if not isinstance(old, (nn.Linear, nn.Conv2d, NoClassifier)):
                 raise CnnkitError(f"{type(self).__name__}.{cfg.classifier} is a {type(old).__name__}, not a Linear")
-            self.set_submodule(cfg.classifier, new_classifier(old, num_classes, generator=generator))
+            self.set_submodule(cfg.classifier, new_classifier(old, num_classes, like=like, generator=generator))
             classifier = cfg.classifier
         else:
             if not isinstance(head, HeadSpec):
@@ -128,19 +134,28 @@ class ClassifierModel(nn.Module):
                 raise CnnkitError(f"{type(self).__name__} classifies with a 1x1 conv: it takes no HeadSpec head")
             path = self.head_path
             current = self.get_submodule(path)
-            reference = next(p for p in current.parameters())
             module = build_head(
                 head_in_features(current),
                 num_classes,
                 head,
                 prefix=head_prefix(current),
-                bare=isinstance(current, nn.Linear),
-            ).to(device=reference.device, dtype=reference.dtype)
+                bare=isinstance(current, (nn.Linear, NoClassifier)),
+            ).to(device=like.device, dtype=like.dtype)
             for layer in module.modules():
                 if isinstance(layer, nn.Linear):
                     init_linear_default_(layer, generator=generator)
             self.set_submodule(path, module)
-            if isinstance(module, nn.Linear):
+            if not isinstance(module, nn.Sequential):
                 self.drop_rate = head.dropout or 0.0
             classifier = final_linear_path(path, module)
         self.default_cfg = replace(cfg, num_classes=num_classes, classifier=classifier)
+
+
+def require_classifier(model: nn.Module, purpose: str) -> None:
+    """A CnnkitError when `model` is a zoo model without classes (`num_classes=0`, a feature
+    extractor) and `purpose` (training, prediction, export) needs class scores."""
+    if isinstance(model, ClassifierModel) and model.num_classes == 0:
+        raise CnnkitError(
+            f"{purpose} needs class scores, but this {type(model).__name__} has num_classes=0 (a feature "
+            "extractor whose output is its pre-logits): call model.reset_classifier(k) first"
+        )

@@ -39,7 +39,9 @@ def create_model(
     """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded).
 
     `num_classes` and `in_chans` default to the model's own (1000 and 3 for ImageNet models,
-    10 and 1 for lenet5); `overrides` are the keyword options of the model's builder.
+    10 and 1 for lenet5); `num_classes=0` gives timm's feature extractor (no final layer: `forward`
+    returns the (N, D) pre-logits; see `ClassifierModel.reset_classifier`); `overrides` are the
+    keyword options of the model's builder.
 
     With `pretrained`, a classifier of another size is re-initialised and the first conv adapted
     to `in_chans` (see `cnnkit.models.pretrained.load_pretrained`; notes go to the 'cnnkit' logger).
@@ -53,25 +55,27 @@ def create_model(
     defaults = inspect.signature(builder).parameters
     num_classes = defaults["num_classes"].default if num_classes is None else num_classes
     in_chans = defaults["in_chans"].default if in_chans is None else in_chans
-    for argument, value in (("num_classes", num_classes), ("in_chans", in_chans)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise CnnkitError(f"{argument} must be a positive int, got {value!r} (model {name!r})")
+    for argument, value, least in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+            raise CnnkitError(f"{argument} must be an int >= {least}, got {value!r} (model {name!r})")
     if head is not None and not isinstance(head, HeadSpec):
         raise CnnkitError(f"head must be a cnnkit.models.heads.HeadSpec, got {type(head).__name__} (model {name!r})")
+    # num_classes=0 builds the model's own head, then removes its final layer (reset_classifier).
+    built_classes = num_classes or defaults["num_classes"].default
     try:
         if pretrained is None:
-            model = builder(num_classes=num_classes, in_chans=in_chans, **overrides)
+            model = builder(num_classes=built_classes, in_chans=in_chans, **overrides)
         else:
             from cnnkit.models.pretrained import build_with_weights
 
             model = build_with_weights(
-                builder, Path(pretrained), num_classes=num_classes, in_chans=in_chans, **overrides
+                builder, Path(pretrained), num_classes=built_classes, in_chans=in_chans, **overrides
             )
     except ValueError as error:  # a builder refusing an option's value (transform_input with 1 channel)
         raise CnnkitError(f"model {name!r}: {error}") from error
-    if head is not None:
+    if head is not None or num_classes == 0:
         if not isinstance(model, ClassifierModel):
-            raise CnnkitError(f"model {name!r} is not a ClassifierModel: it takes no head")
+            raise CnnkitError(f"model {name!r} is not a ClassifierModel: it takes no head and no num_classes=0")
         model.reset_classifier(num_classes, head=head)
     return model
 

@@ -147,7 +147,7 @@ class GoogLeNet(ClassifierModel):
         for name in ("aux1", "aux2"):
             aux = getattr(self, name, None)
             if isinstance(aux, GoogLeNetAux):
-                aux.fc2 = new_classifier(aux.fc2, num_classes, generator=generator)
+                aux.fc2 = new_classifier(aux.fc2, num_classes, like=next(self.parameters()), generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:  # type: ignore[override]
         if not (self.training and self.aux_logits):

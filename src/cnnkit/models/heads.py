@@ -3,7 +3,8 @@
 Every zoo model pools its last feature map to a (N, D) vector and feeds it to a head at one
 attribute (`fc`, `classifier`): either a bare Linear (dropout then applied functionally, so the
 state-dict names stay torchvision's `fc.weight`) or an nn.Sequential whose last module is the
-final Linear (`default_cfg.classifier`). `pre_logits` is what that final Linear reads.
+final Linear (`default_cfg.classifier`). `pre_logits` is what that final Linear reads. A model with
+`num_classes=0` (timm's feature extractor) holds a `NoClassifier` there instead of the final layer.
 """
 
 from __future__ import annotations
@@ -30,6 +31,30 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
 }
 _HEAD_TEXT = re.compile(r"^(linear|mlp:\d+(,\d+)*)$")
+
+
+class NoClassifier(nn.Identity):
+    """The final classifier of a 0-class model (timm's `num_classes=0`): passes the (N, D) pre-logits
+    through. It has no parameters; it keeps the width D and the layer's kind (Linear or 1x1 Conv2d,
+    bias) so that `reset_classifier(k)` rebuilds a k-class layer in its place."""
+
+    def __init__(self, in_features: int, *, conv: bool = False, has_bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.conv, self.has_bias = in_features, conv, has_bias
+
+    @classmethod
+    def replacing(cls, layer: nn.Linear | nn.Conv2d | NoClassifier) -> NoClassifier:
+        """The stand-in for `layer` (a Linear, a 1x1 Conv2d, or already a NoClassifier)."""
+        if isinstance(layer, NoClassifier):
+            return layer
+        if isinstance(layer, nn.Conv2d):
+            if layer.kernel_size != (1, 1) or layer.stride != (1, 1) or layer.padding != (0, 0):
+                raise CnnkitError(f"a conv classifier must be 1x1 (stride 1, no padding) to be removed, got {layer}")
+            return cls(layer.in_channels, conv=True, has_bias=layer.bias is not None)
+        return cls(layer.in_features, has_bias=layer.bias is not None)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, conv={self.conv}"
 
 
 @dataclass(frozen=True)
@@ -97,14 +122,15 @@ def build_head(
     prefix: Sequence[nn.Module] = (),
     bare: bool = False,
 ) -> nn.Module:
-    """The head module: (N, in_features) -> (N, num_classes); its last module is the final Linear.
+    """The head module: (N, in_features) -> (N, num_classes); its last module is the final Linear
+    (a `NoClassifier` when `num_classes` is 0: the head then ends on the pre-logits).
 
     `prefix` modules run first (ConvNeXt's LayerNorm + Flatten). `bare=True` returns a plain
     nn.Linear when the spec has no hidden layers and there is no prefix (dropout is then applied
     by `run_head`, as torchvision's ResNet names need).
     """
     if bare and not spec.hidden and not prefix:
-        return nn.Linear(in_features, num_classes)
+        return _final_layer(in_features, num_classes)
     layers: list[nn.Module] = list(prefix)
     width = in_features
     for hidden in spec.hidden:
@@ -114,8 +140,12 @@ def build_head(
         width = hidden
     if not spec.hidden and spec.dropout is not None:
         layers.append(nn.Dropout(spec.dropout))
-    layers.append(nn.Linear(width, num_classes))
+    layers.append(_final_layer(width, num_classes))
     return nn.Sequential(*layers)
+
+
+def _final_layer(in_features: int, num_classes: int) -> nn.Linear | NoClassifier:
+    return nn.Linear(in_features, num_classes) if num_classes else NoClassifier(in_features)
 
 
 def run_head(
@@ -150,7 +180,7 @@ def head_prefix(head: nn.Module) -> list[nn.Module]:
         return []
     prefix: list[nn.Module] = []
     for module in head:
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, NoClassifier)):
             break
         if not isinstance(module, nn.Dropout):
             prefix.append(module)
@@ -158,8 +188,8 @@ def head_prefix(head: nn.Module) -> list[nn.Module]:
 
 
 def head_in_features(head: nn.Module) -> int:
-    """Input width of a head: the in_features of its first Linear."""
-    first = next((m for m in head.modules() if isinstance(m, nn.Linear)), None)
+    """Input width of a head: the in_features of its first Linear (or of a 0-class head's NoClassifier)."""
+    first = next((m for m in head.modules() if isinstance(m, (nn.Linear, NoClassifier))), None)
     if first is None:
         raise ValueError(f"head {type(head).__name__} holds no nn.Linear")
     return first.in_features
@@ -175,12 +205,23 @@ def init_linear_default_(layer: nn.Linear | nn.Conv2d, *, generator: torch.Gener
 
 
 def new_classifier(
-    old: nn.Linear | nn.Conv2d, num_classes: int, *, generator: torch.Generator | None = None
-) -> nn.Linear | nn.Conv2d:
-    """A layer like `old` (device, dtype, bias) with `num_classes` outputs and PyTorch's default init."""
-    factory = {"device": old.weight.device, "dtype": old.weight.dtype}
-    if isinstance(old, nn.Linear):
-        layer: nn.Linear | nn.Conv2d = nn.Linear(old.in_features, num_classes, bias=old.bias is not None, **factory)
+    old: nn.Linear | nn.Conv2d | NoClassifier,
+    num_classes: int,
+    *,
+    like: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> nn.Linear | nn.Conv2d | NoClassifier:
+    """A layer like `old` (bias; device and dtype of `like`, a parameter of the model) with
+    `num_classes` outputs and PyTorch's default init; a `NoClassifier` for 0 classes."""
+    if num_classes == 0:
+        return NoClassifier.replacing(old)
+    factory = {"device": like.device, "dtype": like.dtype}
+    if isinstance(old, NoClassifier):
+        shape = (old.in_features, num_classes)
+        layer: nn.Linear | nn.Conv2d = (nn.Conv2d(*shape, 1, bias=old.has_bias, **factory) if old.conv
+                                        else nn.Linear(*shape, bias=old.has_bias, **factory))
+    elif isinstance(old, nn.Linear):
+        layer = nn.Linear(old.in_features, num_classes, bias=old.bias is not None, **factory)
     else:
         layer = nn.Conv2d(
             old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,

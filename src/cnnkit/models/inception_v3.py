@@ -293,7 +293,9 @@ class InceptionV3(ClassifierModel):
         """As ClassifierModel's; the auxiliary head (when built) gets `num_classes` outputs too."""
         super().reset_classifier(num_classes, head=head, generator=generator)
         if isinstance(getattr(self, "AuxLogits", None), InceptionAux):
-            self.AuxLogits.fc = new_classifier(self.AuxLogits.fc, num_classes, generator=generator)
+            self.AuxLogits.fc = new_classifier(
+                self.AuxLogits.fc, num_classes, like=next(self.parameters()), generator=generator
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | InceptionOutputs:  # type: ignore[override]
         if not (self.training and self.aux_logits):

@@ -113,16 +113,19 @@ def _replace_classifier_entries(
     model: nn.Module, state: StateDict, own: StateDict, source: str, classifier: str | None = None
 ) -> str | None:
     """Swap the file's classifier (default_cfg's, or `classifier`) for the model's own fresh one
-    when their shapes differ."""
+    when their shapes differ; drop it for a model with num_classes=0 (no classifier parameters)."""
     classifier = classifier or model_cfg(model).classifier
     prefix = classifier + "."
     own_keys = [key for key in own if key.startswith(prefix)]
-    if all(key in state and state[key].shape == own[key].shape for key in own_keys):
+    file_keys = [key for key in state if key.startswith(prefix)]
+    if all(key in state and state[key].shape == own[key].shape for key in own_keys) and (own_keys or not file_keys):
         return None
     file_weight = state.get(prefix + "weight")
     file_classes = file_weight.shape[0] if file_weight is not None else "none"
-    for key in [key for key in state if key.startswith(prefix)]:
+    for key in file_keys:
         del state[key]
+    if not own_keys:
+        return f"{source}: classifier {classifier!r} dropped: the model has num_classes=0 (file has {file_classes})"
     state.update({key: own[key] for key in own_keys})
     classes = own[prefix + "weight"].shape[0]
     return f"{source}: classifier {classifier!r} re-initialised for {classes} classes (file has {file_classes})"

@@ -137,8 +137,8 @@ def finetune(
     checkpoints and its own LR: the schedule (e.g. cosine) runs within each phase, from the
     phase's LR to 0, or with `schedule="across"` once across all phases (each phase's LR times
     the schedule's factor at that point of the whole run). A resume skips finished phases and
-    continues the interrupted one. Where a phase freezes a BatchNorm's parameters, its running
-    statistics stay frozen too (`Trainer._set_train_mode`)."""
+    continues the interrupted one. The BatchNorms of a phase's frozen part, affine or not, keep
+    their running statistics too (`cnnkit.train.frozen_norms`)."""
     run_dir = Path(run_dir)
     check_phases(model, phases)
     summaries = []

@@ -23,6 +23,7 @@ from cnnkit.data.epoch_sampling import SampleTransform, dataset_targets
 from cnnkit.data.loader import BatchTransform, DeviceLoader, make_loader
 from cnnkit.data.sampling import class_weights
 from cnnkit.errors import CnnkitError
+from cnnkit.models.base import require_classifier
 from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import EVENTS, Callback, EarlyStopping
 from cnnkit.train.config import TrainConfig
@@ -30,6 +31,7 @@ from cnnkit.train.determinism import deterministic_algorithms
 from cnnkit.train.distributed import DistributedContext, checked_device
 from cnnkit.train.ema import ModelEma
 from cnnkit.train.evaluate import evaluate_model
+from cnnkit.train.frozen_norms import frozen_batch_norms
 from cnnkit.train.metrics import ClassificationMeter
 from cnnkit.train.optim import (ScheduleSpan, build_optimizer, lr_factor, onecycle_momentum, parameter_groups,
                                 set_learning_rate, set_momentum)
@@ -90,6 +92,7 @@ class Trainer:
         run_record: str | None = None,
     ) -> None:
         config.check_trainable()
+        require_classifier(model, "training")
         self.config, self.num_classes = config, num_classes
         self.schedule_span = schedule_span  # None: the LR schedule spans this run's epochs
         self.run_record = run_record  # JSON of what the run is of (fit's RunInfo): kept in last.pt
@@ -305,14 +308,11 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _set_train_mode(self) -> None:
-        """train() everywhere, except norm layers whose parameters are all frozen: their running
-        statistics stay fixed too (fine-tuning a frozen backbone must not drift its BN stats)."""
+        """train() everywhere, except the BatchNorm layers of the frozen part, affine or not: their
+        running statistics stay fixed too (fine-tuning a frozen backbone must not drift its BN stats)."""
         self.model.train()
-        for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                params = list(module.parameters(recurse=False))
-                if params and not any(p.requires_grad for p in params):
-                    module.eval()
+        for module in frozen_batch_norms(self.model):
+            module.eval()
 
     def _reduced(self, meter: ClassificationMeter) -> ClassificationMeter:
         if self.dist.enabled:
