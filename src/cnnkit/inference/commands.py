@@ -16,6 +16,7 @@ from cnnkit.inference.bulk import collect_files, errors_path, in_input_order, me
 from cnnkit.inference.evaluation import evaluate_backend
 from cnnkit.inference.predictor import Failure, Predictor
 from cnnkit.inference.records import prediction_record
+from cnnkit.inference.tta import TTA, VIEWS
 from cnnkit.train import data_prep, preprocessing
 from cnnkit.train.config import load_config
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
@@ -33,6 +34,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def tta_views(text: str) -> TTA:
+    """argparse type: `--tta hflip,vflip` (the views of `cnnkit.inference.tta.VIEWS`)."""
+    try:
+        return TTA.parse(text)
+    except CnnkitError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("tta: ")) from None
+
+
+TTA_HELP = (f"test-time augmentation: also run these views of each image and average the logits, e.g. "
+            f"hflip or hflip,vflip ({', '.join(VIEWS)}; default none)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("eval", help="evaluate a finished run (or an exported .onnx) on a dataset")
     evaluate.add_argument("run", help="run directory, or an .onnx exported by `cnnkit export`")
@@ -44,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
     evaluate.add_argument("--device", default=None,
                           help="cpu, cuda, cuda:1 ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
+    evaluate.add_argument("--tta", type=tta_views, default=None, metavar="VIEWS", help=TTA_HELP)
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(func=run_eval)
 
@@ -60,13 +74,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="cpu, cuda, ... (default: CUDA if available; for an .onnx: if onnxruntime has CUDA)")
     predict.add_argument("--json", action="store_true",
                          help="print JSON (without --out): a list of the rows a .jsonl --out holds")
+    predict.add_argument("--tta", type=tta_views, default=None, metavar="VIEWS", help=TTA_HELP)
     predict.add_argument("--quiet", action="store_true", help="no progress output")
     predict.set_defaults(func=run_predict)
 
 
-def open_predictor(target: str, *, device: str | torch.device | None, batch_size: int) -> Predictor:
+def open_predictor(target: str, *, device: str | torch.device | None, batch_size: int,
+                   tta: TTA | None = None) -> Predictor:
     """A run directory's Predictor, or an .onnx file's (ONNX Runtime on `device`, default CUDA when
-    onnxruntime has it; metadata preprocessing)."""
+    onnxruntime has it; metadata preprocessing); with `tta`, averaging those views."""
     if Path(target).suffix.lower() == ".onnx":
         from cnnkit.inference.onnx_backend import onnx_providers
 
@@ -74,12 +90,19 @@ def open_predictor(target: str, *, device: str | torch.device | None, batch_size
             onnx_providers(device)
         except CnnkitError as error:
             raise CnnkitError(f"--device: {error}") from None
-        return Predictor.from_onnx(target, batch_size=batch_size, device=device)
-    return Predictor.from_run(target, device=pick_device(device), batch_size=batch_size)
+        predictor = Predictor.from_onnx(target, batch_size=batch_size, device=device)
+    else:
+        predictor = Predictor.from_run(target, device=pick_device(device), batch_size=batch_size)
+    if tta is None:
+        return predictor
+    try:
+        return predictor.with_tta(tta)
+    except CnnkitError as error:
+        raise CnnkitError(f"--{error}") from None
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    predictor = open_predictor(args.run, device=args.device, batch_size=args.batch_size)
+    predictor = open_predictor(args.run, device=args.device, batch_size=args.batch_size, tta=args.tta)
     # An .onnx has no split.json of its own: pass --seed, or keep it beside a run whose split it uses.
     run_dir = Path(args.run) if Path(args.run).is_dir() else None
     seed = args.seed if args.seed is not None else (_run_seed(run_dir) if run_dir is not None else 0)
@@ -115,7 +138,7 @@ def _run_seed(run_dir: Path) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     if args.out is not None:
         return _predict_to_file(args)
-    predictor = open_predictor(args.run, device=args.device, batch_size=args.batch_size)
+    predictor = open_predictor(args.run, device=args.device, batch_size=args.batch_size, tta=args.tta)
     predictions = predictor.predict(collect_files(args.images), top_k=args.top_k)
     for failed in (p for p in predictions if not p.ok):
         print(f"predict: skipped {failed.source}: {failed.error}", file=sys.stderr)
@@ -131,7 +154,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def _predict_to_file(args: argparse.Namespace) -> int:
     context = init_from_torchrun(args.device)
     device = context.device if context.enabled else args.device
-    predictor = open_predictor(args.run, device=device, batch_size=args.batch_size)
+    predictor = open_predictor(args.run, device=device, batch_size=args.batch_size, tta=args.tta)
     files = collect_files(args.images)
     reporter = RateReporter(0, label=f"predict (rank {context.rank})" if context.enabled else "predict",
                             stream=sys.stderr, enabled=not args.quiet and context.is_main)

@@ -20,6 +20,7 @@ from cnnkit.data.pipeline import Pipeline, eval_pipeline
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.backends import Backend, TorchBackend
 from cnnkit.inference.images import ImageLike, source_name, to_uint8_image
+from cnnkit.inference.tta import TTA, TTABackend
 from cnnkit.models.base import DefaultCfg, require_classifier
 
 
@@ -135,6 +136,14 @@ class Predictor:
         require_classifier(model, "a Predictor")
         return cls(TorchBackend(model, device=device), class_names=class_names, default_cfg=cfg,
                    batch_size=batch_size)
+
+    def with_tta(self, tta: TTA) -> Predictor:
+        """This predictor with test-time augmentation: each image's logits averaged over it and the
+        views of `tta` (`cnnkit.inference.tta`); preprocessing, temperature and batching unchanged."""
+        tta.check_input(*self.default_cfg.input_size[1:])
+        return Predictor(TTABackend(self.backend, tta), class_names=self.class_names, default_cfg=self.default_cfg,
+                         model_name=self.model_name, temperature=self.temperature, batch_size=self.batch_size,
+                         max_pixels=self.max_pixels)
 
     @property
     def model(self) -> nn.Module:
