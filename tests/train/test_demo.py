@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from cnnkit.cli import main
 from cnnkit.data.wafer import WAFER_CLASSES
+from cnnkit.inference import Predictor
 from cnnkit.train.demo import MLP_HIDDEN, build_mlp
 from cnnkit.train.demo_scores import SplitScores, macro_f1, per_class_recall
 
@@ -42,6 +44,10 @@ def test_demo_trains_both_models_and_prints_them_side_by_side(tmp_path: Path, ca
         # Four confusion tables: each model on the test and on the shifted test.
         assert len(re.findall(rf"^ *{name} +(\d+ +){{9}} *[\d.]+%$", output, re.M)) == 4, f"confusion rows of {name}"
     assert (tmp_path / "compact_cnn" / "summary.json").exists() and (tmp_path / "mlp" / "best.safetensors").exists()
+    # The kept CNN run is a run like any other (its summary named the model "compact CNN": no command loaded it).
+    predictor = Predictor.from_run(tmp_path / "compact_cnn")
+    assert predictor.model_name == "compact_cnn" and predictor.class_names == WAFER_CLASSES
+    assert len(predictor.predict(torch.zeros(1, 24, 24, dtype=torch.uint8), top_k=9)[0].top) == 9
 
 
 def test_mlp_is_fully_connected_with_the_documented_widths() -> None:

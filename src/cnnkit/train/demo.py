@@ -89,15 +89,16 @@ def run_torch_demo(config: DemoConfig, run_root: Path, *, quiet: bool = False) -
         torch.manual_seed(config.seed)
         mlp = build_mlp(config.size * config.size, len(WAFER_CLASSES))
     outcomes = []
-    for name, model in (("compact CNN", cnn), ("MLP", mlp)):
+    # (shown name, the run's model name: the zoo's, so `cnnkit predict/explain/export` load the kept run)
+    for name, run_name, model in (("compact CNN", "compact_cnn", cnn), ("MLP", "demo_mlp", mlp)):
         parameters = sum(p.numel() for p in model.parameters())
         if not quiet:
             print(f"-- {name}: {parameters:,} parameters", flush=True)
         train_config = demo_train_config(config)
         bundle = preprocessing.data_bundle(data, cfg, train_config, "none")
-        info = RunInfo(model_name=name, class_names=data.class_names, default_cfg=cfg)
+        info = RunInfo(model_name=run_name, class_names=data.class_names, default_cfg=cfg)
         start = time.perf_counter()
-        run_dir = run_root / name.replace(" ", "_").lower()
+        run_dir = run_root / run_name.removeprefix("demo_")
         fit(model, bundle, train_config, info, run_dir=run_dir, quiet=quiet)
         model.load_state_dict(load_file(run_dir / "best.safetensors"))
         _, evaluation = preprocessing.pipelines(cfg, "none")
