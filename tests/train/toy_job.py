@@ -54,11 +54,15 @@ def noisy_flip(image: torch.Tensor, *, generator: torch.Generator) -> torch.Tens
 
 
 class Pause(Callback):
+    """Sleeps before each training forward pass: per micro-batch, so that a kill lands between the
+    micro-batches of an accumulating step as often as between steps."""
+
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def after_batch(self, trainer: Trainer) -> None:
-        time.sleep(self.seconds)
+    def before_fit(self, trainer: Trainer) -> None:
+        trainer.model.register_forward_pre_hook(lambda module, inputs: time.sleep(self.seconds) if module.training
+                                                else None)
 
 
 class StopAtStep(Callback):
