@@ -205,3 +205,74 @@ def test_lr_find_sweeps_optimizer_steps_of_the_effective_batch() -> None:
                                num_classes=2, start_lr=1e-3, end_lr=1.0, num_steps=8)
     assert len(sweep[2].lrs) == 8 and sweep[2].lrs == sweep[1].lrs
     torch.testing.assert_close(torch.tensor(sweep[2].losses), torch.tensor(sweep[1].losses), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------- what trains through the Trainer
+def test_distillation_accumulates_with_the_teachers_logits_of_each_micro_batch(tmp_path: Path) -> None:
+    from cnnkit.deploy.distill import DistillationTrainer
+
+    weights = {}
+    for batch, steps in ((16, 1), (8, 2)):
+        student = DistillationTrainer(plain_model(), toy_data(), PLAIN.replace(batch_size=batch, accumulate_steps=steps),
+                                      num_classes=2, run_dir=tmp_path / str(steps))
+        student.configure(plain_model(seed=1), temperature=4.0, alpha=0.9).fit()
+        weights[steps] = student.model.state_dict()
+    for name, value in weights[1].items():
+        torch.testing.assert_close(weights[2][name], value, rtol=2e-5, atol=2e-6, msg=name)
+    undistilled = _plain_trainer(tmp_path / "plain", accumulate_steps=2)
+    undistilled.fit()
+    assert not torch.allclose(undistilled.model.state_dict()["4.weight"], weights[2]["4.weight"], atol=1e-3)
+
+
+def test_the_effective_batch_is_in_the_progress_output_and_the_summary(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    from cnnkit.train.fit import DataBundle, RunInfo, fit
+    from cnnkit.train.report import format_metrics
+    from cnnkit.train.run_summary import read_summary
+
+    fit(plain_model(), DataBundle(train=toy_data()), PLAIN.replace(epochs=1, accumulate_steps=3),
+        RunInfo("toy", ["left", "right"]), run_dir=tmp_path)
+    assert "effective batch 24 per optimizer step: --batch-size 8 x --accumulate-steps 3 x 1 process" in \
+        capsys.readouterr().out
+    summary = read_summary(tmp_path)
+    assert summary.effective_batch_size == 24
+    assert "(model toy, 1 epochs, effective batch 24, best" in format_metrics(summary, tmp_path)
+
+
+def test_pruned_weights_stay_zero_through_accumulated_steps(tmp_path: Path) -> None:
+    from cnnkit.deploy.masks import MaskHold, global_magnitude_masks
+
+    trainer = _plain_trainer(tmp_path, accumulate_steps=3)
+    masks = global_magnitude_masks(trainer.model, 0.5)
+    trainer.callbacks.append(MaskHold(masks))
+    trainer.fit()
+    for name, mask in masks.items():
+        weight = trainer.model.get_parameter(name)
+        assert torch.all(weight[~mask.bool()] == 0) and torch.any(weight[mask.bool()] != 0), name
+
+
+def test_finetune_phases_count_optimizer_steps_and_record_the_effective_batch(tmp_path: Path) -> None:
+    from cnnkit.train.checkpoint import load_checkpoint
+    from cnnkit.train.finetune import finetune, parse_phases
+    from cnnkit.train.fit import DataBundle, RunInfo
+
+    config = TrainConfig(batch_size=8, accumulate_steps=4, lr=0.05, optimizer="sgd", seed=1, weight_decay=0.0,
+                         channels_last=False)
+    summary = finetune(plain_model(), DataBundle(train=toy_data()), config, RunInfo("toy", ["left", "right"]),
+                       parse_phases("head:1,all:2"), classifier_path="4", run_dir=tmp_path, quiet=True,
+                       schedule="across")
+    assert summary.effective_batch_size == 32 and summary.epochs_run == 3
+    steps = [load_checkpoint(tmp_path / name / "last.pt")["trainer"]["step"] for name in ("phase1-head", "phase2-all")]
+    assert steps == [3, 6]  # 12 micro-batches of 8 per epoch, 4 per step
+
+
+def test_embedding_training_refuses_accumulation_by_name(tmp_path: Path) -> None:
+    from cnnkit.embeddings.losses import make_loss
+    from cnnkit.embeddings.model import EmbeddingModel, MetricLearner
+    from cnnkit.embeddings.trainer import EmbeddingTrainer
+    from cnnkit.models.factory import create_model
+
+    learner = MetricLearner(EmbeddingModel(create_model("mnist_cnn", num_classes=2), 8), make_loss("triplet", 2, 8))
+    data = torch.utils.data.TensorDataset(torch.randn(16, 1, 28, 28), torch.arange(16) % 2)
+    with pytest.raises(CnnkitError, match="accumulate_steps 2 would not make a larger batch"):
+        EmbeddingTrainer(learner, data, PLAIN.replace(accumulate_steps=2), num_classes=2, run_dir=tmp_path)
