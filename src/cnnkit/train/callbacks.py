@@ -4,6 +4,8 @@ of the trainer).
 The trainer calls `callback.<event>(trainer)` for each event in `EVENTS`, in callback order. What
 a callback may read is `TrainerView`; what it may change is `trainer.should_stop` (stop after the
 current step) and the optimizer's learning rate in `before_batch` (the LR finder does).
+`before_batch` / `after_batch` come once per optimizer step: around all its micro-batches when
+config.accumulate_steps > 1 (`last_loss` is then their mean, `batch_size_seen` their images).
 """
 
 from __future__ import annotations
