@@ -4,7 +4,6 @@ once per N micro-batches."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -104,27 +103,14 @@ def test_the_schedule_advances_once_per_optimizer_step(tmp_path: Path) -> None:
     assert {int(state["step"]) for state in trainer.optimizer.state.values()} == {8}
 
 
-def test_grad_scaler_and_ema_update_once_per_optimizer_step(tmp_path: Path) -> None:
-    """fp16: the scaler's growth tracker counts its updates (no overflow here); the EMA is the
-    average of each optimizer step's weights."""
-    trainer = make_trainer(str(tmp_path), epochs=1, precision="fp16", accumulate_steps=2, ema_decay=0.8,
+def test_the_grad_scaler_updates_once_per_optimizer_step(tmp_path: Path) -> None:
+    """fp16: the scaler's growth tracker counts its updates (no overflow here). The EMA:
+    test_step_parts.test_ema_is_the_exponential_average_of_every_steps_weights."""
+    trainer = make_trainer(str(tmp_path), epochs=1, precision="fp16", accumulate_steps=2,
                            checkpoint_every_steps=None)
-    expected = copy.deepcopy(trainer.model.state_dict())
-    recorder = []
-
-    class RecordWeights(Callback):
-        def after_batch(self, t) -> None:
-            recorder.append({k: v.detach().clone() for k, v in t.model.state_dict().items()})
-
-    trainer.callbacks.append(RecordWeights())
     trainer.fit()
-    assert trainer.steps_per_epoch == 3 and len(recorder) == 3  # 6 batches of 16
+    assert trainer.steps_per_epoch == 3  # 6 batches of 16
     assert trainer.scaler.state_dict()["_growth_tracker"] == 3
-    for state in recorder:
-        for name, value in state.items():
-            expected[name] = 0.8 * expected[name] + 0.2 * value if value.is_floating_point() else value
-    for name, value in trainer.ema.state_dict().items():
-        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 class NanAtBatch(Callback):
