@@ -21,7 +21,7 @@ from cnnkit.train.lr_find import lr_find
 from cnnkit.train.options import resolve
 from cnnkit.train.trainer import Trainer, TrainingDiverged
 
-from train.toy_job import make_trainer, plain_model, toy_data
+from train.toy_job import StopAfter, make_trainer, plain_model, toy_data
 
 # 96 toy images in micro-batches of 8: 12 loader batches per epoch.
 PLAIN = TrainConfig(epochs=2, batch_size=8, lr=0.1, optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=0.0,
@@ -262,3 +262,14 @@ def test_embedding_training_refuses_accumulation_by_name(tmp_path: Path) -> None
     data = torch.utils.data.TensorDataset(torch.randn(16, 1, 28, 28), torch.arange(16) % 2)
     with pytest.raises(CnnkitError, match="accumulate_steps 2 would not make a larger batch"):
         EmbeddingTrainer(learner, data, PLAIN.replace(accumulate_steps=2), num_classes=2, run_dir=tmp_path)
+
+
+def test_a_checkpoint_inside_another_accumulation_step_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    """Checkpoints fall between optimizer steps; one of a run with 1 step per batch, resumed with 4,
+    may fall inside a step of 4 (fit refuses the changed setting earlier, from config.yaml)."""
+    cut = make_trainer(str(tmp_path), epochs=2)
+    cut.callbacks.append(StopAfter(steps=3))
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    with pytest.raises(CnnkitError, match="after batch 3 of an epoch, inside an optimizer step of accumulate_steps 4"):
+        make_trainer(str(tmp_path), epochs=2, accumulate_steps=4).fit(resume_from=tmp_path / "last.pt")

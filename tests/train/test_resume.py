@@ -19,7 +19,7 @@ from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import Callback, CsvLogger
 from cnnkit.train.trainer import TrainingDiverged
 
-from train.toy_job import make_trainer, toy_data
+from train.toy_job import StopAfter, make_trainer, toy_data
 
 TOY_JOB = Path(__file__).with_name("toy_job.py")
 
@@ -32,18 +32,6 @@ def _assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), f"{name} differs after resume"
-
-
-class StopAfter(Callback):
-    """Simulates a crash: raises after `steps` optimizer steps (the checkpoint of that step exists)."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-
-    def after_batch(self, trainer) -> None:
-        if trainer.state.step == self.steps:
-            trainer.save_state()
-            raise KeyboardInterrupt
 
 
 def _assert_same_optimizer_state(a: dict, b: dict) -> None:

@@ -65,6 +65,18 @@ class Pause(Callback):
                                                 else None)
 
 
+class StopAfter(Callback):
+    """Simulates a crash: raises after `steps` optimizer steps (the checkpoint of that step exists)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def after_batch(self, trainer: Trainer) -> None:
+        if trainer.state.step == self.steps:
+            trainer.save_state()
+            raise KeyboardInterrupt
+
+
 class StopAtStep(Callback):
     """Ends the run after optimizer step `step`, that step not checkpointed (as a kill right after it)."""
 

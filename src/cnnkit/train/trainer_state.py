@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.train import checkpoint as ckpt
+from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.ema import ModelEma
 from cnnkit.train.metrics import ClassificationMeter
@@ -42,6 +43,7 @@ class CheckpointedTraining:
     """The Trainer's checkpoint half (a base class of `cnnkit.train.trainer.Trainer`, which sets
     the attributes below)."""
 
+    config: TrainConfig
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -115,6 +117,10 @@ class CheckpointedTraining:
             self.epoch_metrics = {k: v for k, v in (self.state.history or [{}])[-1].items() if k != "epoch"}
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CnnkitError(f"cannot resume from {path}: it does not fit this model and config ({error})") from None
+        if self.state.batch_in_epoch % self.config.accumulate_steps:
+            raise CnnkitError(f"cannot resume from {path}: saved after batch {self.state.batch_in_epoch} of an epoch, "
+                              f"inside an optimizer step of accumulate_steps {self.config.accumulate_steps}: resume "
+                              f"with the run's own accumulate_steps")
         if state["meter"] is not None and self.dist.is_main:
             self._resumed_meter = self.new_meter()
             self._resumed_meter.load_counts(state["meter"])
