@@ -14,7 +14,9 @@ class StepGroups:
     not a multiple of `size`, the epoch's last step takes the rest (timm's rule: every batch trains,
     none carries into the next epoch) and each of its micro-batch losses is divided by that smaller
     count: training batches are all full (the loader drops a partial one), so the accumulated
-    gradient is the mean over the step's images, however many micro-batches it has.
+    gradient is the mean over the step's images, however many micro-batches it has. (A class-
+    weighted loss is normalised by its weights per micro-batch, as DDP normalises it per rank;
+    MixUp/CutMix pair images within a micro-batch.)
     """
 
     size: int
