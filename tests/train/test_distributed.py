@@ -11,6 +11,8 @@ import torch
 
 from cnnkit.train.checkpoint import load_checkpoint
 
+from train.toy_job import make_trainer, plain_model
+
 TOY_JOB = Path(__file__).with_name("toy_job.py")
 
 
@@ -83,3 +85,20 @@ def test_evaluation_shards_count_every_item_once() -> None:
     assert sorted(seen) == list(range(33))
     shares = [len(make_loader(data, batch_size=4, train=True, rank=r, world_size=2).sampler) for r in range(2)]
     assert shares == [17, 17], "training shares stay padded: every rank takes the same number of steps"
+
+
+
+def test_accumulating_ranks_sync_once_per_optimizer_step_and_match_one_process_on_the_whole_batch(
+        tmp_path: Path) -> None:
+    """2 ranks x micro-batches of 8 accumulated in pairs: one gradient all-reduce per optimizer step
+    (no_sync on the first micro-batch; the toy model is one bucket), and the weights of one process
+    stepping on batches of 32 (the ranks take alternate items of the same order; a BN-free model)."""
+    _torchrun(tmp_path / "ddp", "--plain", "--batch-size", "8", "--accumulate-steps", "2",
+              "--count-syncs", str(tmp_path / "syncs"), epochs=1)
+    single = make_trainer(str(tmp_path / "single"), 1, model=plain_model(), batch_size=32)
+    single.fit()
+    accumulated = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert accumulated["trainer"]["step"] == single.state.step == 3  # 48 images per rank
+    assert [int((tmp_path / f"syncs.{rank}").read_text()) for rank in range(2)] == [3, 3]
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(accumulated["model"][name], value, rtol=2e-5, atol=2e-6, msg=name)

@@ -19,7 +19,7 @@ from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import Callback, CsvLogger
 from cnnkit.train.trainer import TrainingDiverged
 
-from train.toy_job import make_trainer, toy_data
+from train.toy_job import StopAfter, make_trainer, toy_data
 
 TOY_JOB = Path(__file__).with_name("toy_job.py")
 
@@ -34,18 +34,6 @@ def _assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
         assert torch.equal(a[name], b[name]), f"{name} differs after resume"
 
 
-class StopAfter(Callback):
-    """Simulates a crash: raises after `steps` optimizer steps (the checkpoint of that step exists)."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-
-    def after_batch(self, trainer) -> None:
-        if trainer.state.step == self.steps:
-            trainer.save_state()
-            raise KeyboardInterrupt
-
-
 def _assert_same_optimizer_state(a: dict, b: dict) -> None:
     """Param groups (LR, momentum / betas) equal; every state tensor (momentum buffers, Adam moments) bit-identical."""
     assert a["param_groups"] == b["param_groups"]
@@ -55,21 +43,26 @@ def _assert_same_optimizer_state(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("setting", ["shuffled", "balanced_10_90", "mixed_bf16_adamw", "onecycle_sgd",
-                                     "onecycle_adamw"])
+                                     "onecycle_adamw", "accumulate_4", "accumulate_2_mixed_bf16_adamw"])
 def test_in_process_resume_mid_epoch_is_bit_identical(tmp_path: Path, setting: str) -> None:
     options: dict = {}
+    stop_after = 8  # 6 batches per epoch, a step each: mid second epoch
     if setting == "balanced_10_90":  # class-balanced draws with replacement and a class-weighted loss
         options = {"train_data": toy_data(class0_every=10), "balanced_sampling": True, "class_weighted_loss": True}
-    if setting == "mixed_bf16_adamw":  # MixUp or CutMix per batch, label smoothing, clipping, bf16, AdamW
+    if "mixed_bf16_adamw" in setting:  # MixUp or CutMix per batch, label smoothing, clipping, bf16, AdamW
         options = {"batch_transform": device_stage(None, [MixUp(2, alpha=0.4), CutMix(2, alpha=1.0)]),
                    "label_smoothing": 0.1, "grad_clip_norm": 1.0, "precision": "bf16", "optimizer": "adamw"}
     if setting.startswith("onecycle"):  # momentum / beta1 cycled per step, a kill mid-cycle
         options = {"schedule": "onecycle", "warmup_epochs": 0, "optimizer": setting.split("_")[1]}
+    if setting.startswith("accumulate"):  # optimizer steps of 4 + 2 micro-batches per epoch (or 3 of 2)
+        options["accumulate_steps"] = int(setting.split("_")[1])
+        stop_after = 3 if options["accumulate_steps"] == 4 else 8  # mid second / third epoch
     make_trainer(str(tmp_path / "full"), epochs=3, **options).fit()
     interrupted = make_trainer(str(tmp_path / "cut"), epochs=3, **options)
-    interrupted.callbacks.append(StopAfter(steps=8))  # 6 steps per epoch: mid second epoch
+    interrupted.callbacks.append(StopAfter(steps=stop_after))
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
+    assert 0 < ckpt.load_checkpoint(tmp_path / "cut" / "last.pt")["trainer"]["batch_in_epoch"] < 6, "mid-epoch"
     make_trainer(str(tmp_path / "cut"), epochs=3, **options).fit(resume_from=tmp_path / "cut" / "last.pt")
     _assert_bit_identical(_final_weights(tmp_path / "full"), _final_weights(tmp_path / "cut"))
     full_ckpt = ckpt.load_checkpoint(tmp_path / "full" / "last.pt")
@@ -84,12 +77,17 @@ def _run_job(run_dir: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path: Path) -> None:
-    reference = _run_job(tmp_path / "reference")
+# Seconds after the first checkpoint: different points of the run. Accumulating (steps of 4 + 2
+# micro-batches), 4 in 6 of the pauses before a forward pass are inside a step.
+@pytest.mark.parametrize("accumulate, kill_points", [("1", (0.3, 1.1)), ("4", (0.6,))])
+def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path: Path, accumulate: str,
+                                                            kill_points: tuple[float, ...]) -> None:
+    """A kill between the micro-batches of a step too: checkpoints are written at step boundaries only."""
+    reference = _run_job(tmp_path / "reference", "--accumulate-steps", accumulate)
     assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()
-    for kill_after in (0.3, 1.1):  # seconds after the first checkpoint: different points of the run
+    for kill_after in kill_points:
         run_dir = tmp_path / f"killed_{kill_after}"
-        job = _run_job(run_dir, "--pause", "0.02")
+        job = _run_job(run_dir, "--pause", "0.02", "--accumulate-steps", accumulate)
         deadline = time.monotonic() + 60
         while not (run_dir / "last.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -97,7 +95,7 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path: Path) -> N
         os.kill(job.pid, signal.SIGKILL)
         job.wait(timeout=30)
         assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
-        resumed = _run_job(run_dir, "--resume")
+        resumed = _run_job(run_dir, "--resume", "--accumulate-steps", accumulate)
         assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
         _assert_bit_identical(_final_weights(tmp_path / "reference"), _final_weights(run_dir))
         _assert_bit_identical(load_file(tmp_path / "reference" / "best.safetensors"),

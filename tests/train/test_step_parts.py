@@ -37,13 +37,15 @@ class RecordWeights(Callback):
         self.states.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
 
 
-def test_ema_is_the_exponential_average_of_every_steps_weights(tmp_path: Path) -> None:
-    trainer = make_trainer(str(tmp_path), epochs=1, ema_decay=0.8, checkpoint_every_steps=None)
+@pytest.mark.parametrize("accumulate", [1, 4])  # 4: optimizer steps of 4 and 2 of the 6 batches
+def test_ema_is_the_exponential_average_of_every_steps_weights(tmp_path: Path, accumulate: int) -> None:
+    trainer = make_trainer(str(tmp_path), epochs=1, ema_decay=0.8, checkpoint_every_steps=None,
+                           accumulate_steps=accumulate)
     expected = copy.deepcopy(trainer.model.state_dict())
     recorder = RecordWeights()
     trainer.callbacks.append(recorder)
     trainer.fit()
-    assert len(recorder.states) == trainer.steps_per_epoch
+    assert len(recorder.states) == trainer.steps_per_epoch == (6 if accumulate == 1 else 2)
     for state in recorder.states:
         for name, value in state.items():
             expected[name] = 0.8 * expected[name] + 0.2 * value if value.is_floating_point() else value

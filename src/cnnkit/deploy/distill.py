@@ -8,6 +8,8 @@ respect to the student logits is alpha * T * (softmax(s / T) - softmax(t / T)) /
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,11 +55,13 @@ class DistillationTrainer(Trainer):
         self.temperature, self.alpha = temperature, alpha
         return self
 
-    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, soft_targets: torch.Tensor | None) -> None:
+    def _forward_backward(self, images: torch.Tensor, targets: torch.Tensor, soft_targets: torch.Tensor | None,
+                          **step: Any) -> None:
+        """The teacher's logits of this (micro-)batch beside the student's (`step`: the Trainer's)."""
         with torch.no_grad(), self._autocast():
             self._teacher_logits = self.teacher(images)
         try:
-            super()._train_step(images, targets, soft_targets)
+            super()._forward_backward(images, targets, soft_targets, **step)
         finally:
             self._teacher_logits = None
 

@@ -58,6 +58,10 @@ class EmbeddingTrainer(Trainer):
         super().__init__(model, *args, **kwargs)
         if self.config.mixup_alpha or self.config.cutmix_alpha:
             raise CnnkitError("--task embedding does not mix images: leave mixup_alpha and cutmix_alpha at 0")
+        if self.config.accumulate_steps > 1:
+            raise CnnkitError(f"--task embedding: accumulate_steps {self.config.accumulate_steps} would not make a "
+                              "larger batch: a metric-learning loss compares the items within one batch (pairs, "
+                              "mined triplets, a log-sum-exp per proxy); leave it at 1 and raise --batch-size")
         if self.config.label_smoothing or self.config.class_weighted_loss:
             raise CnnkitError("--task embedding: label_smoothing and class_weighted_loss apply to cross-entropy "
                               "classification only; leave them off")

@@ -4,6 +4,8 @@ of the trainer).
 The trainer calls `callback.<event>(trainer)` for each event in `EVENTS`, in callback order. What
 a callback may read is `TrainerView`; what it may change is `trainer.should_stop` (stop after the
 current step) and the optimizer's learning rate in `before_batch` (the LR finder does).
+`before_batch` / `after_batch` come once per optimizer step: around all its micro-batches when
+config.accumulate_steps > 1 (`last_loss` is then their mean, `batch_size_seen` their images).
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ class TrainerView(Protocol):
     should_stop: bool
 
     @property
-    def steps_per_epoch(self) -> int: ...
+    def steps_per_epoch(self) -> int: ...  # optimizer steps
+
+    @property
+    def step_in_epoch(self) -> int: ...
+
+    @property
+    def effective_batch_size(self) -> int: ...  # images per optimizer step, all processes
 
 
 class Callback:
@@ -154,6 +162,14 @@ class ProgressBar(Callback):
         epoch = f"epoch {trainer.state.epoch + 1}/{trainer.config.epochs}"
         return epoch if self.phase is None else f"{self.phase} {epoch}"
 
+    def before_fit(self, trainer: TrainerView) -> None:
+        batch, steps = trainer.config.batch_size, trainer.config.accumulate_steps
+        if trainer.effective_batch_size != batch:  # accumulating, or several processes
+            processes = trainer.effective_batch_size // (batch * steps)
+            print(f"effective batch {trainer.effective_batch_size} per optimizer step: --batch-size {batch} x "
+                  f"--accumulate-steps {steps} x {processes} process{'es' if processes > 1 else ''}",
+                  file=self.stream, flush=True)
+
     def before_epoch(self, trainer: TrainerView) -> None:
         self.start = self.last_line = time.perf_counter()
         self.images, self.steps = 0, 0
@@ -167,7 +183,7 @@ class ProgressBar(Callback):
             )
             self.progress.start()
             self.task = self.progress.add_task("train", total=trainer.steps_per_epoch, info="",
-                                               completed=trainer.state.batch_in_epoch)
+                                               completed=trainer.step_in_epoch)
 
     def after_batch(self, trainer: TrainerView) -> None:
         self.images += trainer.batch_size_seen
@@ -178,7 +194,7 @@ class ProgressBar(Callback):
             self.progress.update(self.task, advance=1, info=f"loss {trainer.last_loss:.4f}  {rate:.0f} img/s")
         elif now - self.last_line >= self.interval_s:
             self.last_line = now
-            done = trainer.state.batch_in_epoch
+            done = trainer.step_in_epoch
             left = (trainer.steps_per_epoch - done) * (now - self.start) / self.steps
             print(f"{self._epoch(trainer)}  step {done}/{trainer.steps_per_epoch}  "
                   f"loss {trainer.last_loss:.4f}  {rate:.1f} img/s  ETA {format_eta(left)}",

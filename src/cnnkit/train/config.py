@@ -28,6 +28,9 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 64
+    # Micro-batches of batch_size whose gradients add up to one optimizer step (timm's
+    # --grad-accum-steps): the effective batch is batch_size x accumulate_steps (x world size).
+    accumulate_steps: int = 1
     lr: float = 1e-3
     optimizer: OptimizerName = "adamw"
     momentum: float = 0.9
@@ -63,6 +66,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise CnnkitError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+        steps = self.accumulate_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise CnnkitError(f"config: accumulate_steps must be a whole number >= 1 (micro-batches per optimizer "
+                              f"step; 1: no accumulation), got {steps!r}")
         if not 0 < self.lr < math.inf:
             raise CnnkitError(f"config: lr must be a finite number > 0, got {self.lr}")
         for name in ("early_stopping_patience", "checkpoint_every_steps"):

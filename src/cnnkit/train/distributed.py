@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-
 import os
 from dataclasses import dataclass, field
 
@@ -37,6 +37,14 @@ class DistributedContext:
             return model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    def gradient_sync(self, wrapped: nn.Module, *, sync: bool) -> contextlib.AbstractContextManager:
+        """Around a micro-batch's forward and backward through `wrapped` (what `wrap` returned, maybe
+        torch.compile'd): without `sync`, DDP's `no_sync()`, so the gradients add up locally and are
+        all-reduced once, by the step's last micro-batch (its backward averages the sum over ranks)."""
+        if sync or not self.enabled:
+            return contextlib.nullcontext()
+        return getattr(wrapped, "_orig_mod", wrapped).no_sync()
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         # gloo reduces CPU tensors; nccl needs them on the GPU.

@@ -164,7 +164,8 @@ def fit(
         model_options=dict(info.model_options), head=info.head,
         epochs_run=trainer.state.epoch,
         best_epoch=trainer.state.best_epoch, best_metric=trainer.state.best_metric,
-        monitor=trainer.state.monitor, final=final, train_seconds=time.perf_counter() - start, **test,
+        monitor=trainer.state.monitor, final=final, train_seconds=time.perf_counter() - start,
+        effective_batch_size=trainer.effective_batch_size, **test,
     )
     if dist.is_main:
         write_summary(run_dir, summary)

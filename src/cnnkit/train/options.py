@@ -87,7 +87,11 @@ FLAG_METAVARS: dict[type, str] = {int: "N", float: "FLOAT", str: "NAME"}
 # (None: the default is the field's own value, "on"/"off" for a switch).
 _HELP: dict[str, tuple[str, str | None]] = {
     "epochs": ("passes over the training set", None),
-    "batch_size": ("images per optimizer step (per process under torchrun)", None),
+    "batch_size": ("images per forward/backward pass (per process under torchrun); an optimizer step takes "
+                   "--accumulate-steps of them", None),
+    "accumulate_steps": ("gradient accumulation: micro-batches of --batch-size summed into one optimizer step, "
+                         "an effective batch of batch-size x N (x processes under torchrun); the LR schedule, "
+                         "clipping and EMA count optimizer steps", "1: a step per batch"),
     "lr": ("base learning rate, which --schedule scales step by step", None),
     "optimizer": ("adamw: decoupled weight decay; adam: decay added to the gradient (L2); sgd: see --momentum",
                   None),

@@ -14,7 +14,8 @@ def format_metrics(summary: RunSummary, run_dir: Path) -> str:
     where = f"epoch {(summary.best_epoch or 0) + 1}"
     if summary.phases:
         where = f"phase {len(summary.phases)} {where}"
-    lines = [f"run: {run_dir}  (model {summary.model_name}, {summary.epochs_run} epochs, "
+    batch = "" if summary.effective_batch_size is None else f"effective batch {summary.effective_batch_size}, "
+    lines = [f"run: {run_dir}  (model {summary.model_name}, {summary.epochs_run} epochs, {batch}"
              f"best {summary.monitor} {summary.best_metric:.4f} at {where})"]
     if summary.phases:
         lines.append(format_phases(summary.phases, summary.epochs_run))

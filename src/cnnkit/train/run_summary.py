@@ -49,6 +49,7 @@ class RunSummary:
     monitor: str | None = None
     final: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
+    effective_batch_size: int | None = None  # images per optimizer step: batch x accumulate_steps x processes
     test: dict[str, float] | None = None
     test_per_class: list[float] | None = None
     test_confusion: list[list[int]] | None = None

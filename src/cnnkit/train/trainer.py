@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +23,7 @@ from cnnkit.data.sampling import class_weights
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import require_classifier
 from cnnkit.train import checkpoint as ckpt
+from cnnkit.train.accumulation import StepGroups
 from cnnkit.train.callbacks import EVENTS, Callback, EarlyStopping
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.determinism import deterministic_algorithms
@@ -36,25 +35,7 @@ from cnnkit.train.metrics import ClassificationMeter
 from cnnkit.train.optim import (ScheduleSpan, build_optimizer, lr_factor, onecycle_momentum, parameter_groups,
                                 set_learning_rate, set_momentum)
 from cnnkit.train.precision import resolve_precision
-
-
-class TrainingDiverged(CnnkitError):
-    """The loss became NaN or Inf; the last good checkpoint is left untouched."""
-
-
-@dataclass
-class TrainState:
-    """Where the run is: saved in every checkpoint."""
-
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    step: int = 0
-    best_metric: float | None = None
-    best_epoch: int | None = None
-    monitor: str | None = None  # config.monitor, or train_loss when there is no validation set
-    epochs_without_improvement: int = 0
-    skipped_batches: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+from cnnkit.train.trainer_state import CheckpointedTraining, TrainingDiverged, TrainState
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -64,7 +45,7 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class Trainer:
+class Trainer(CheckpointedTraining):
     """Fits `model` on `train_data` (a dataset of (image, label)); see `fit` for the loop.
 
     Data comes through `cnnkit.data.loader.make_loader`: `sample_transform` per item in the
@@ -139,8 +120,23 @@ class Trainer:
         )
 
     @property
+    def step_groups(self) -> StepGroups:
+        """How the epoch's loader batches group into optimizer steps (config.accumulate_steps each)."""
+        return StepGroups(self.config.accumulate_steps, self.train_loader.batches_per_epoch)
+
+    @property
     def steps_per_epoch(self) -> int:
-        return self.train_loader.batches_per_epoch
+        """Optimizer steps per epoch: what the LR schedule, warm-up and progress count."""
+        return self.step_groups.steps_per_epoch
+
+    @property
+    def step_in_epoch(self) -> int:
+        return self.step_groups.steps_done(self.state.batch_in_epoch)
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step: batch_size x accumulate_steps x processes."""
+        return self.config.batch_size * self.config.accumulate_steps * self.dist.world_size
 
     # ----------------------------------------------------------------- events
     def _emit(self, event: str) -> None:
@@ -175,42 +171,74 @@ class Trainer:
             return False
         span = self.schedule_span or ScheduleSpan(0, self.config.epochs)
         total_steps, offset = span.total_epochs * self.steps_per_epoch, span.epochs_before * self.steps_per_epoch
+        groups, batches = self.step_groups, self.train_loader.batches_per_epoch
         for images, targets, soft_targets in self.train_loader.labelled_batches():
-            factor = lr_factor(self.config, offset + self.state.step, total_steps, self.steps_per_epoch)
-            self.current_lr = self.config.lr * factor
-            set_learning_rate(self.optimizer, self.config.lr, self.current_lr / self.config.lr)
-            if (momentum := onecycle_momentum(self.config, offset + self.state.step, total_steps)) is not None:
-                set_momentum(self.optimizer, momentum)
-            self._emit("before_batch")
-            self._train_step(images, targets, soft_targets)
+            batch = self.state.batch_in_epoch
+            if groups.starts_step(batch):
+                self._start_step(offset + self.state.step, total_steps)
+            self._forward_backward(images, targets, soft_targets, micro_batches=groups.micro_batches(batch),
+                                   sync=groups.ends_step(batch))
             self.state.batch_in_epoch += 1
+            if not groups.ends_step(batch):
+                continue
+            self._optimizer_step()
             self.state.step += 1
             self._emit("after_batch")
-            if self.should_stop and self.state.batch_in_epoch < self.steps_per_epoch:
+            # Checkpoints and stops only at optimizer-step boundaries: no partial accumulation to save.
+            if self.should_stop and self.state.batch_in_epoch < batches:
                 return False
             every = self.config.checkpoint_every_steps
-            if every and self.state.step % every == 0 and self.state.batch_in_epoch < self.steps_per_epoch:
+            if every and self.state.step % every == 0 and self.state.batch_in_epoch < batches:
                 self.save_state()
         return True
 
-    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, soft_targets: torch.Tensor | None) -> None:
-        """One optimizer step on a device batch: labels (N,) for the meter, soft (N, K) after mixing."""
-        with self._autocast():
-            logits = self.forward_model(images)
-            loss = self.loss(logits, soft_targets if soft_targets is not None else targets)
-        # The step's only host sync, right after the forward pass: the NaN check needs the value
-        # before the optimizer step anyway, and reading it (and the logits, for the meter) here,
-        # before backward is queued, lets an accelerator run backward + step while the host
-        # fetches the next batch, instead of draining its queue for a later float(loss).
-        # Under DDP every rank stops or skips together (a rank skipping its backward alone left
-        # the others waiting in the gradient all-reduce).
-        loss_value, non_finite = self.dist.value_and_any_non_finite(loss)
-        if non_finite:
-            self._on_non_finite(loss_value if not math.isfinite(loss_value) else "non-finite on another rank")
-            return
-        self.meter.update(logits, targets, loss_value)
+    def _start_step(self, step: int, total_steps: int) -> None:
+        """The schedule's LR (and onecycle momentum) for optimizer step `step`, then `before_batch`."""
+        factor = lr_factor(self.config, step, total_steps, self.steps_per_epoch)
+        self.current_lr = self.config.lr * factor
+        set_learning_rate(self.optimizer, self.config.lr, self.current_lr / self.config.lr)
+        if (momentum := onecycle_momentum(self.config, step, total_steps)) is not None:
+            set_momentum(self.optimizer, momentum)
+        self._emit("before_batch")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self._step_losses: list[float] = []
+        self._step_images, self._step_skipped = 0, False
+
+    def _forward_backward(self, images: torch.Tensor, targets: torch.Tensor, soft_targets: torch.Tensor | None,
+                          *, micro_batches: int, sync: bool) -> None:
+        """Forward and backward of one (micro-)batch: labels (N,) for the meter, soft (N, K) after
+        mixing. Its loss, divided by the step's `micro_batches`, adds into the gradients (their mean
+        over the step's images); under DDP they are all-reduced only when `sync` (the step's last).
+        After a non-finite loss with nan_policy skip, the step's remaining micro-batches are not run."""
+        if self._step_skipped:
+            return
+        with self.dist.gradient_sync(self.forward_model, sync=sync):
+            with self._autocast():
+                logits = self.forward_model(images)
+                loss = self.loss(logits, soft_targets if soft_targets is not None else targets)
+            # The micro-batch's only host sync, right after the forward pass: the NaN check needs the
+            # value before the optimizer step anyway, and reading it (and the logits, for the meter)
+            # here, before backward is queued, lets an accelerator run backward + step while the host
+            # fetches the next batch, instead of draining its queue for a later float(loss).
+            # Under DDP every rank stops or skips together (a rank skipping its backward alone left
+            # the others waiting in the gradient all-reduce).
+            loss_value, non_finite = self.dist.value_and_any_non_finite(loss)
+            if non_finite:
+                self._on_non_finite(loss_value if not math.isfinite(loss_value) else "non-finite on another rank",
+                                    micro_batches)
+                return
+            self.meter.update(logits, targets, loss_value)
+            self.scaler.scale(loss if micro_batches == 1 else loss / micro_batches).backward()
+        self._step_losses.append(loss_value)
+        self._step_images += images.shape[0]
+
+    def _optimizer_step(self) -> None:
+        """Once per optimizer step, on the accumulated gradients: clipping (of their unscaled global
+        norm), the (scaled) optimizer step, the scaler's update and the EMA."""
+        if self._step_skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.batch_size_seen = 0
+            return
         if self.config.grad_clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
@@ -218,7 +246,9 @@ class Trainer:
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model)
-        self.last_loss, self.batch_size_seen = loss_value, images.shape[0]
+        losses = self._step_losses
+        self.last_loss = losses[0] if len(losses) == 1 else sum(losses) / len(losses)
+        self.batch_size_seen = self._step_images
 
     def new_meter(self) -> ClassificationMeter:
         """The training meter of an epoch (a subclass may track only the loss: metric learning)."""
@@ -230,13 +260,15 @@ class Trainer:
         return F.cross_entropy(logits.float(), targets, weight=self.class_weight,
                                label_smoothing=self.config.label_smoothing)
 
-    def _on_non_finite(self, loss: float | str) -> None:
-        where = (f"step {self.state.step} (epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch + 1}), "
-                 f"learning rate {self.current_lr:.3g}")
+    def _on_non_finite(self, loss: float | str, micro_batches: int) -> None:
+        """nan_policy skip: the whole optimizer step is skipped (counted in skipped_batches); stop: raise."""
+        within = (f", micro-batch {self.state.batch_in_epoch % self.config.accumulate_steps + 1}/{micro_batches} "
+                  f"of the step" if self.config.accumulate_steps > 1 else "")
+        where = (f"step {self.state.step} (epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch + 1}"
+                 f"{within}), learning rate {self.current_lr:.3g}")
         if self.config.nan_policy == "skip":
             self.state.skipped_batches += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            self.batch_size_seen = 0
+            self._step_skipped = True
             return
         raise TrainingDiverged(
             f"loss is {loss} at {where}; stopped. The last good checkpoint in {self.run_dir} is intact "
@@ -318,70 +350,3 @@ class Trainer:
         if self.dist.enabled:
             meter.load_counts(self.dist.all_reduce_sum(meter.merge_counts()))
         return meter
-
-    # ----------------------------------------------------------------- checkpoints
-    _resumed_meter: ClassificationMeter | None = None
-
-    def _check_finite_weights(self) -> None:
-        """A finite loss with an overflowing gradient leaves Inf/NaN weights: stop before they
-        overwrite the last good checkpoint (or best.safetensors). One host sync per checkpoint."""
-        tensors = [p.detach() for p in self.model.parameters()]
-        if self.ema is not None:
-            tensors += list(self.ema.module.parameters())
-        if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
-            raise TrainingDiverged(
-                f"the weights are not finite after step {self.state.step} (epoch {self.state.epoch + 1}), learning "
-                f"rate {self.current_lr:.3g}: a gradient overflowed; stopped. The last good checkpoint in "
-                f"{self.run_dir} is intact (lower the learning rate or add gradient clipping)")
-
-    def save_state(self) -> None:
-        """Atomically write `last.pt`: model, optimizer, scaler, EMA, progress and RNG states; never
-        weights made non-finite (`_check_finite_weights`)."""
-        self._check_finite_weights()
-        self._write_state()
-
-    def _write_state(self) -> None:
-        # Mid-epoch: the training meter of all ranks so far (a collective: every rank saves at the
-        # same steps); rank 0 resumes with the sum, the others from zero.
-        meter = self.meter.merge_counts() if self.state.batch_in_epoch else None
-        if meter is not None and self.dist.enabled:
-            meter = self.dist.all_reduce_sum(meter)
-        if not self.dist.is_main:
-            return
-        state: dict[str, Any] = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "trainer": asdict(self.state),
-            "meter": meter,
-            "rng": ckpt.capture_rng_state(),
-            "requires_grad": [name for name, p in self.model.named_parameters() if p.requires_grad],
-            "run": self.run_record,
-        }
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        ckpt.save_checkpoint(state, self.run_dir / "last.pt")
-
-    def load_state(self, path: str | Path) -> None:
-        """Restore everything `save_state` wrote; a checkpoint of another model or run setup is a
-        CnnkitError naming the file."""
-        state = ckpt.load_checkpoint(path)
-        ckpt.check_same_run(state.get("run"), self.run_record, path)
-        try:
-            trainable = set(state["requires_grad"])
-            for name, param in self.model.named_parameters():
-                param.requires_grad_(name in trainable)
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
-            if self.ema is not None:
-                self.ema.load_state_dict(state["ema"])
-            self.state = TrainState(**state["trainer"])
-            # the last finished epoch's metrics: what fit returns when nothing is left to train
-            self.epoch_metrics = {k: v for k, v in (self.state.history or [{}])[-1].items() if k != "epoch"}
-        except (KeyError, RuntimeError, ValueError, TypeError) as error:
-            raise CnnkitError(f"cannot resume from {path}: it does not fit this model and config ({error})") from None
-        if state["meter"] is not None and self.dist.is_main:
-            self._resumed_meter = self.new_meter()
-            self._resumed_meter.load_counts(state["meter"])
-        ckpt.restore_rng_state(state["rng"])
