@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnkit.layers.xception_block import SeparableConv2d, XceptionBlock
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 
@@ -70,6 +71,13 @@ class Xception(ClassifierModel):
                 start_with_relu=row.start_with_relu, grow_first=row.grow_first,
             )
             self.add_module(f"block{index}", block)
+        # timm's stages: block i's output is read where block i + 1 opens with its (not in-place) ReLU.
+        count = len(XCEPTION_BLOCKS)
+        blocks = [
+            (f"block{i + 1}.rep.0" if i < count else f"block{i}", row.out_channels, row.stride)
+            for i, row in enumerate(XCEPTION_BLOCKS, start=1)
+        ]
+        self.feature_info = last_per_reduction([("act2", 64, 2), *blocks, ("act4", NUM_FEATURES, 1)])
         self.conv3 = SeparableConv2d(1024, 1536)
         self.bn3 = nn.BatchNorm2d(1536)
         self.act3 = nn.ReLU(inplace=True)
