@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.base import ClassifierModel
+from cnnkit.models.feature_info import FeatureInfo
+from cnnkit.models.features import measured_feature_info
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ def narrow_group(model: nn.Module, group: ChannelGroup, keep: torch.Tensor) -> N
         _replace(model, group.norm, thin.to(next(iter(state.values())).device).train(norm.training))
     for consumer in group.consumers:
         _narrow_input(model, consumer, keep)
+    if isinstance(model, ClassifierModel) and isinstance(getattr(model, "feature_info", None), FeatureInfo):
+        model.feature_info = measured_feature_info(model)  # a stage may end on the narrowed conv
 
 
 def _narrow_input(model: nn.Module, consumer: ChannelConsumer, keep: torch.Tensor) -> None:

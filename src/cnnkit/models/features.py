@@ -10,6 +10,7 @@ the last stages) are removed, so the extractor holds none of their parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import chain
 from typing import Any
 
@@ -94,25 +95,51 @@ class FeatureExtractor(nn.Module):
         model = self.model
         ran: set[int] = set()
         handles = [m.register_forward_pre_hook(lambda m, args: ran.add(id(m))) for m in model.modules()]
-        state = {
-            name: torch.empty_like(tensor, device="meta")
-            for name, tensor in chain(self.named_parameters(), self.named_buffers())
-        }
-        like = next(chain(model.parameters(), [torch.empty(())]))
-        cfg = model.default_cfg
-        first = model.get_submodule(cfg.first_conv)
-        channels = first.in_channels if isinstance(first, nn.Conv2d) else cfg.input_size[0]
-        probe = torch.empty((2, channels, *cfg.input_size[1:]), dtype=like.dtype, device="meta")
         training = model.training
         try:
             for mode in (False, True):
                 model.train(mode)
-                functional_call(self, state, (probe,))
+                _run_on_meta(self, model)
         finally:
             model.train(training)
             for handle in handles:
                 handle.remove()
         return ran
+
+
+def measured_feature_info(model: ClassifierModel) -> FeatureInfo:
+    """`model.feature_info` with each stage's channels as its module outputs them now (one eval-mode
+    pass on the meta device): after a channel plan narrowed the layers the family declared."""
+    widths: dict[str, int] = {}
+
+    def record(name: str) -> Any:
+        return lambda module, args, output: widths.__setitem__(name, output.shape[1])
+
+    stages = model.feature_info.stages
+    handles = [model.get_submodule(s.module).register_forward_hook(record(s.module)) for s in stages]
+    training = model.training
+    try:
+        model.eval()
+        _run_on_meta(model, model)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    return FeatureInfo(tuple(replace(stage, channels=widths[stage.module]) for stage in stages))
+
+
+def _run_on_meta(module: nn.Module, model: ClassifierModel) -> None:
+    """`module(x)` with its parameters and buffers swapped for meta tensors and x a meta batch of two
+    images of `model`'s input size: shapes and module calls only, no compute, no weights touched."""
+    state = {
+        name: torch.empty_like(tensor, device="meta")
+        for name, tensor in chain(module.named_parameters(), module.named_buffers())
+    }
+    like = next(chain(model.parameters(), [torch.empty(())]))
+    cfg = model.default_cfg
+    first = model.get_submodule(cfg.first_conv)
+    channels = first.in_channels if isinstance(first, nn.Conv2d) else cfg.input_size[0]
+    functional_call(module, state, (torch.empty((2, channels, *cfg.input_size[1:]), dtype=like.dtype, device="meta"),))
 
 
 def _remove_unused(module: nn.Module, ran: set[int], prefix: str) -> None:
