@@ -17,7 +17,8 @@ tests/models/reference/features.json: for every zoo model timm has (TIMM_FEATURE
 `features_only=True` feature_info (channels, reductions, module names) and parameter count, the
 feature-map shapes on a FEATURE_SHAPE_SIZE input for the models of FEATURE_SHAPES, and for the
 models of FEATURE_VALUES (state-dict names shared with cnnkit) the per-channel means of each
-feature map after the name-keyed fill, on the reference input in float64.
+feature map (the output of each module timm's feature_info names, in timm's full model) after the
+name-keyed fill, on the reference input in float64.
 
 Runs ONLY in the scratch venv where torchvision and timm are installed (never in the project venv;
 it does not import cnnkit):
@@ -227,6 +228,8 @@ def timm_features(timm_name: str, **kwargs: Any) -> nn.Module:
 
 def feature_record(name: str, fill: ModuleType) -> dict[str, Any]:
     """timm's features_only description of model `name` (see the module docstring)."""
+    import timm
+
     timm_name = TIMM_FEATURES[name]
     with torch.device("meta"):
         model = timm_features(timm_name)
@@ -246,10 +249,18 @@ def feature_record(name: str, fill: ModuleType) -> dict[str, Any]:
     if name in FEATURE_SHAPES:
         record["shapes"] = shapes
     if name in FEATURE_VALUES:
-        model = timm_features(timm_name).double()
-        model.load_state_dict(fill.name_keyed_state_dict(model), strict=True, assign=True)
+        # The features_only model renames modules (features_norm0): fill the full model by its own
+        # names and read the modules timm's feature_info names with hooks (cloned: ReLUs work in place).
+        full = timm.create_model(timm_name, pretrained=False).double().eval()
+        full.load_state_dict(fill.name_keyed_state_dict(full), strict=True)
+        captured: dict[str, torch.Tensor] = {}
+        for module in info.module_name():
+            full.get_submodule(module).register_forward_hook(
+                lambda m, args, out, module=module: captured.__setitem__(module, out.clone())
+            )
         with torch.no_grad():
-            maps = model(fill.reference_input(FEATURE_VALUES[name]))
+            full(fill.reference_input(FEATURE_VALUES[name]))
+        maps = [captured[module] for module in info.module_name()]
         record["values_input_size"] = FEATURE_VALUES[name]
         record["channel_means"] = [f.mean(dim=(0, 2, 3)).tolist() for f in maps]
     return record
