@@ -21,8 +21,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from cnnkit.deploy.channels import prune_channels
 from cnnkit.errors import CnnkitError
-from cnnkit.models.channel_plan import ChannelConsumer, ChannelGroup, narrow_group
+from cnnkit.models.channel_plan import ChannelConsumer, ChannelGroup, NarrowedGroup, apply_channel_plan
 from cnnkit.models.factory import create_model, list_models
 from cnnkit.models.feature_info import FeatureInfo, FeatureStage, last_per_reduction
 from cnnkit.models.features import FeatureExtractor, RemovedModule
@@ -181,10 +182,13 @@ def test_the_extractor_trains_its_stages():
 
 def test_a_channel_plan_keeps_feature_info_true():
     model = create_model("compact_cnn")
-    narrow_group(model, ChannelGroup("features.0.0", "features.0.1", (ChannelConsumer("features.2.0"),)),
-                 torch.arange(20))
+    group = ChannelGroup("features.0.0", "features.0.1", (ChannelConsumer("features.2.0"),))
+    apply_channel_plan(model, [NarrowedGroup(group, 20)])
     assert model.feature_info.channels() == [20, 64, 128, 256]
     assert [m.shape[1] for m in FeatureExtractor(model)(torch.randn(2, 1, 32, 32))] == [20, 64, 128, 256]
+    pruned, _ = prune_channels(create_model("compact_cnn").eval(), 0.5)  # cnnkit prune --structured channels
+    assert pruned.feature_info.channels() == [16, 32, 64, 128]
+    assert [m.shape[1] for m in FeatureExtractor(pruned)(torch.randn(2, 1, 32, 32))] == [16, 32, 64, 128]
 
 
 def test_last_per_reduction_keeps_the_last_layer_at_each_stride():
