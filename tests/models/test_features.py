@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -172,7 +173,10 @@ def test_the_extractor_stops_at_the_deepest_requested_stage_as_timm(name: str, o
         extractor.model(torch.empty(1, 3, 64, 64, device="meta"))
 
 
-def test_the_extractor_trains_its_stages():
+def test_the_extractor_trains_its_stages_and_keeps_each_modules_mode():
+    model = create_model("resnet18").train()
+    model.bn1.eval()  # a frozen norm (cnnkit.train.frozen_norms) stays frozen through the meta passes
+    assert not FeatureExtractor(model).model.bn1.training and model.layer1.training
     extractor = create_model("resnet18", features_only=True, out_indices=(1, 2)).train()
     maps = extractor(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     sum(m.square().mean() for m in maps).backward()
@@ -197,6 +201,17 @@ def test_last_per_reduction_keeps_the_last_layer_at_each_stride():
     assert info.channels() == [8, 16, 32] and info.reduction() == [2, 4, 8]
     assert info.resolve(None) == (0, 1, 2) and info.resolve((-1, 0)) == (2, 0)
     assert info.select((2, 0)).module_name() == ["c", "a"]
+
+
+def test_concurrent_forwards_through_one_extractor_each_get_their_own_maps():
+    extractor = create_model("resnet18", features_only=True, out_indices=(0, 1)).eval()
+    inputs = [torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) for seed in range(8)]
+    with torch.no_grad():
+        expected = [extractor(x) for x in inputs]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(extractor, inputs))
+    for mine, theirs in zip(got, expected, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(mine, theirs, strict=True))
 
 
 def test_a_model_without_feature_info_is_refused():

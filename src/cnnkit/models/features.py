@@ -9,7 +9,9 @@ the last stages) are removed, so the extractor holds none of their parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from itertools import chain
 from typing import Any
@@ -68,8 +70,12 @@ class FeatureExtractor(nn.Module):
         wanted = self.feature_info.module_name()
         outputs: dict[str, torch.Tensor] = {}
 
+        caller = threading.get_ident()
+
         def capture(name: str) -> Any:
             def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+                if threading.get_ident() != caller:  # another thread's forward through the same modules
+                    return
                 outputs[name] = output
                 if name == self.last_module:
                     raise _StageReached
@@ -95,13 +101,12 @@ class FeatureExtractor(nn.Module):
         model = self.model
         ran: set[int] = set()
         handles = [m.register_forward_pre_hook(lambda m, args: ran.add(id(m))) for m in model.modules()]
-        training = model.training
         try:
-            for mode in (False, True):
-                model.train(mode)
-                _run_on_meta(self, model)
+            with _modes_kept(model):
+                for mode in (False, True):
+                    model.train(mode)
+                    _run_on_meta(self, model)
         finally:
-            model.train(training)
             for handle in handles:
                 handle.remove()
         return ran
@@ -117,15 +122,24 @@ def measured_feature_info(model: ClassifierModel) -> FeatureInfo:
 
     stages = model.feature_info.stages
     handles = [model.get_submodule(s.module).register_forward_hook(record(s.module)) for s in stages]
-    training = model.training
     try:
-        model.eval()
-        _run_on_meta(model, model)
+        with _modes_kept(model):
+            _run_on_meta(model.eval(), model)
     finally:
-        model.train(training)
         for handle in handles:
             handle.remove()
     return FeatureInfo(tuple(replace(stage, channels=widths[stage.module]) for stage in stages))
+
+
+@contextmanager
+def _modes_kept(model: nn.Module) -> Iterator[None]:
+    """Restore every module's train/eval mode on exit (a frozen BatchNorm stays in eval mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _run_on_meta(module: nn.Module, model: ClassifierModel) -> None:
