@@ -18,7 +18,8 @@ tests/models/reference/features.json: for every zoo model timm has (TIMM_FEATURE
 feature-map shapes on a FEATURE_SHAPE_SIZE input for the models of FEATURE_SHAPES, and for the
 models of FEATURE_VALUES (state-dict names shared with cnnkit) the per-channel means of each
 feature map (the output of each module timm's feature_info names, in timm's full model) after the
-name-keyed fill, on the reference input in float64.
+name-keyed fill, on the reference input in float64; under "_variants", the feature_info of the timm
+models that our builder options give (TIMM_FEATURE_VARIANTS: width_mult).
 
 Runs ONLY in the scratch venv where torchvision and timm are installed (never in the project venv;
 it does not import cnnkit):
@@ -91,6 +92,11 @@ TIMM_FEATURES: dict[str, str] = {
     "mobilenet_v3_small": "mobilenetv3_small_100",
     "regnet_y_400mf": "regnety_004",
     "regnet_y_1_6gf": "regnety_016",
+}
+# Builder options of ours that give another timm model: (cnnkit name, option, value) -> timm name.
+TIMM_FEATURE_VARIANTS: dict[tuple[str, str, float], str] = {
+    ("mobilenet_v2", "width_mult", 0.5): "mobilenetv2_050",
+    ("mobilenet_v3_small", "width_mult", 0.75): "mobilenetv3_small_075",
 }
 # Models whose truncated extractor is recorded too: out_indices -> parameter count.
 FEATURE_TRUNCATED: dict[str, tuple[int, ...]] = {"resnet18": (1,), "densenet121": (2,)}
@@ -271,6 +277,13 @@ def write_features(path: Path, fill: ModuleType) -> None:
     import timm
 
     rows = [f"  {json.dumps(name)}: {json.dumps(feature_record(name, fill))}" for name in sorted(TIMM_FEATURES)]
+    variants = []
+    for (name, option, value), timm_name in TIMM_FEATURE_VARIANTS.items():
+        with torch.device("meta"):
+            info = timm_features(timm_name).feature_info
+        variants.append({"model": name, "options": {option: value}, "timm": timm_name,
+                         "channels": info.channels(), "reduction": info.reduction()})
+    rows.append(f'  "_variants": {json.dumps(variants)}')
     about = (
         f"timm {timm.__version__}, features_only=True; shapes at {FEATURE_SHAPE_SIZE}x{FEATURE_SHAPE_SIZE}; "
         "written by tools/make_reference_fixtures.py --features-only"

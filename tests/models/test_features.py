@@ -82,18 +82,36 @@ def test_feature_info_matches_timm_and_the_maps_it_describes(name: str):
             renamed = [name_of(module) for module in info.module_name()]
             assert renamed == timm["module"], timm["timm"]
     extractor = FeatureExtractor(model)
-    size = SIZE.get(name, DEFAULT_SIZE)
-    small, large = stage_shapes(extractor, size), stage_shapes(extractor, size + 32)
-    for stage, (c, h, w), (_, h2, _) in zip(info.stages, small, large):
-        assert c == stage.channels and h == w, stage
-        assert h2 - h == 32 // stage.reduction, stage
-        if name not in UNPADDED:
-            assert h == size // stage.reduction, stage
+    assert_maps_described(extractor, info, SIZE.get(name, DEFAULT_SIZE), padded=name not in UNPADDED)
     if name in TIMM:  # the extractor keeps exactly timm's parameters: no classifier, nothing after the stages
         assert sum(p.numel() for p in extractor.parameters()) == TIMM[name]["params"]
         if "shapes" in TIMM[name]:
             assert stage_shapes(extractor, 96) == [tuple(s) for s in TIMM[name]["shapes"]]
     assert not any(key.startswith(f"model.{model.head_path}") for key in extractor.state_dict())
+
+
+def assert_maps_described(extractor: FeatureExtractor, info: FeatureInfo, size: int, *, padded: bool) -> None:
+    """Each map has its stage's channels and shrinks by 32 / reduction per 32 more input pixels
+    (exactly size / reduction when every conv is padded)."""
+    small, large = stage_shapes(extractor, size), stage_shapes(extractor, size + 32)
+    for stage, (c, h, w), (_, h2, _) in zip(info.stages, small, large, strict=True):
+        assert c == stage.channels and h == w, stage
+        assert h2 - h == 32 // stage.reduction, stage
+        if padded:
+            assert h == size // stage.reduction, stage
+
+
+@pytest.mark.parametrize("name, options, channels, reductions", [
+    ("resnet18", {"stem": "cifar"}, [64, 128, 256, 512], [1, 2, 4, 8]),  # no stride-2 stem, no max-pool
+    ("resnet50", {"stem": "deep"}, [128, 256, 512, 1024, 2048], [2, 4, 8, 16, 32]),  # 64-64-128 stem
+    *[(v["model"], v["options"], v["channels"], v["reduction"]) for v in REFERENCE["_variants"]],  # timm's
+])
+def test_feature_info_follows_the_builder_options(name: str, options: dict, channels: list, reductions: list):
+    """Widths and strides come from the config the options change (width_mult: timm's *_050, *_075)."""
+    with torch.device("meta"):
+        model = create_model(name, **options)
+    assert (model.feature_info.channels(), model.feature_info.reduction()) == (channels, reductions)
+    assert_maps_described(FeatureExtractor(model), model.feature_info, 64, padded=True)
 
 
 def name_of(module: str) -> str:

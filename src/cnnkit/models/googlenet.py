@@ -105,9 +105,10 @@ class GoogLeNet(ClassifierModel):
         self.conv2 = BasicConv2d(64, 64, 1)
         self.conv3 = BasicConv2d(64, 192, 3, padding=1)
         self.maxpool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        channels = 192
+        channels = self.conv3.conv.out_channels
         # (module, out_channels, stride) in `_run`'s order: the stem, then the table with its pools.
-        layers = [("conv1", 64, 2), ("maxpool1", 64, 2), ("conv3", 192, 1), ("maxpool2", 192, 2)]
+        stem = self.conv1.conv.out_channels
+        layers = [("conv1", stem, 2), ("maxpool1", stem, 2), ("conv3", channels, 1), ("maxpool2", channels, 2)]
         aux_inputs: dict[str, int] = {}
         for pool_index, row in enumerate((r for r in GOOGLENET_TABLE if r.pool_after), start=3):
             self.add_module(f"maxpool{pool_index}", nn.MaxPool2d(row.pool_after, 2, ceil_mode=True))

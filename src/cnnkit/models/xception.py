@@ -77,7 +77,8 @@ class Xception(ClassifierModel):
             (f"block{i + 1}.rep.0" if i < count else f"block{i}", row.out_channels, row.stride)
             for i, row in enumerate(XCEPTION_BLOCKS, start=1)
         ]
-        self.feature_info = last_per_reduction([("act2", 64, 2), *blocks, ("act4", NUM_FEATURES, 1)])
+        stem = [("act2", self.conv2.out_channels, self.conv1.stride[0] * self.conv2.stride[0])]
+        self.feature_info = last_per_reduction([*stem, *blocks, ("act4", NUM_FEATURES, 1)])
         self.conv3 = SeparableConv2d(1024, 1536)
         self.bn3 = nn.BatchNorm2d(1536)
         self.act3 = nn.ReLU(inplace=True)
