@@ -8,6 +8,12 @@ _small -> mobilenetv3_large_100 / _small_100, regnet_y_400mf / _1_6gf -> regnety
 others share the name), feature-map shapes on a 96x96 input for a few, and per-channel means of
 the feature maps of a few after the name-keyed fill. Shapes of every model are checked on the meta
 device (no compute); the extractor's maps equal the full model's intermediate activations bit for bit.
+
+No model's stage choice differs from timm's: channels, reductions and parameter counts agree for
+all 43 models timm has (including VGG's stride-1 first stage and its last max-pool as the stride-32
+stage, MobileNetV3's final 1x1 conv as its last stage, and ResNetV2's last stage taken before the
+final pre-activation norm, so that map is not `forward_features`' output). The 8 models timm lacks
+(NOT_IN_TIMM) follow the same rule: the last module at each total stride, checked on their shapes.
 """
 
 from __future__ import annotations

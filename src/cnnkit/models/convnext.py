@@ -115,8 +115,9 @@ class ConvNeXt(ClassifierModel):
         # Stem (stride 4), then each stage of blocks and the stride-2 downsampler after it: timm's
         # stages are the block stages (`stages.0`..`stages.3`).
         shapes = [(stages[0].channels, 4)]
-        for index, stage in enumerate(stages):
-            shapes += [(stage.channels, 1)] + ([(stages[index + 1].channels, 2)] if index + 1 < len(stages) else [])
+        for stage, following in zip(stages, stages[1:]):
+            shapes += [(stage.channels, 1), (following.channels, 2)]
+        shapes.append((stages[-1].channels, 1))
         self.feature_info = sequential_feature_info("features", shapes)
         self.num_features = stages[-1].channels
         # The head's LayerNorm runs on the pooled (N, C, 1, 1) map, then Flatten (torchvision's names).
