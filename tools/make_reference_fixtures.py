@@ -12,7 +12,14 @@ IMAGENET1K_V1 weights' transforms (the original recipe the zoo's default_cfg fol
 pretrained_cfg of the tag named in TIMM_WEIGHTS (else the default tag). And it writes
 tests/models/reference/headless.json: for the timm models of HEADLESS_TIMM built with
 `num_classes=0` (timm's feature extractor), the parameter count and the width of `forward`'s output
-(`--headless-only` writes just that file).
+(`--headless-only` writes just that file). And `--features-only` writes just
+tests/models/reference/features.json: for every zoo model timm has (TIMM_FEATURES), timm's
+`features_only=True` feature_info (channels, reductions, module names) and parameter count, the
+feature-map shapes on a FEATURE_SHAPE_SIZE input for the models of FEATURE_SHAPES, and for the
+models of FEATURE_VALUES (state-dict names shared with cnnkit) the per-channel means of each
+feature map (the output of each module timm's feature_info names, in timm's full model) after the
+name-keyed fill, on the reference input in float64; under "_variants", the feature_info of the timm
+models that our builder options give (TIMM_FEATURE_VARIANTS: width_mult).
 
 Runs ONLY in the scratch venv where torchvision and timm are installed (never in the project venv;
 it does not import cnnkit):
@@ -69,6 +76,34 @@ HEADLESS_TIMM: dict[str, str] = {
     "vgg16": "vgg16",
     "inception_v3": "inception_v3",
 }
+FEATURES = "features.json"
+# cnnkit name -> the timm model of the same architecture (timm's name where it differs).
+TIMM_FEATURES: dict[str, str] = {
+    **{name: name for name in (
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+        "wide_resnet50_2", "wide_resnet101_2", "seresnet50", "resnet50d", "resnetv2_50", "convnext_tiny",
+        "convnext_small", "convnext_base", "convnext_large", "densenet121", "densenet161", "densenet169",
+        "densenet201", "inception_v3", "legacy_xception", "mobilenetv1_100", "vgg11", "vgg13", "vgg16", "vgg19",
+        "vgg16_bn", "vgg19_bn", *(f"efficientnet_b{i}" for i in range(8)),
+    )},
+    "efficientnet_v2_s": "tf_efficientnetv2_s",
+    "mobilenet_v2": "mobilenetv2_100",
+    "mobilenet_v3_large": "mobilenetv3_large_100",
+    "mobilenet_v3_small": "mobilenetv3_small_100",
+    "regnet_y_400mf": "regnety_004",
+    "regnet_y_1_6gf": "regnety_016",
+}
+# Builder options of ours that give another timm model: (cnnkit name, option, value) -> timm name.
+TIMM_FEATURE_VARIANTS: dict[tuple[str, str, float], str] = {
+    ("mobilenet_v2", "width_mult", 0.5): "mobilenetv2_050",
+    ("mobilenet_v3_small", "width_mult", 0.75): "mobilenetv3_small_075",
+}
+# Models whose truncated extractor is recorded too: out_indices -> parameter count.
+FEATURE_TRUNCATED: dict[str, tuple[int, ...]] = {"resnet18": (1,), "densenet121": (2,)}
+FEATURE_SHAPE_SIZE = 96
+FEATURE_SHAPES = ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "inception_v3", "legacy_xception", "vgg11")
+# Same state-dict names in both libraries, so the name-keyed fill gives both the same weights.
+FEATURE_VALUES: dict[str, int] = {"resnet18": 64, "densenet121": 64, "legacy_xception": 64, "inception_v3": 80}
 PREPROCESSING = "preprocessing.json"
 # The timm weights whose preprocessing the zoo's default_cfg follows, where not timm's default tag.
 TIMM_WEIGHTS: dict[str, str] = {"seresnet50": "seresnet50.ra2_in1k", "resnet50d": "resnet50d.ra2_in1k"}
@@ -191,6 +226,71 @@ def write_headless(path: Path) -> None:
     path.write_text("{\n" + f'  "_about": {json.dumps(about)},\n' + ",\n".join(rows) + "\n}\n")
 
 
+def timm_features(timm_name: str, **kwargs: Any) -> nn.Module:
+    import timm
+
+    return timm.create_model(timm_name, pretrained=False, features_only=True, **kwargs).eval()
+
+
+def feature_record(name: str, fill: ModuleType) -> dict[str, Any]:
+    """timm's features_only description of model `name` (see the module docstring)."""
+    import timm
+
+    timm_name = TIMM_FEATURES[name]
+    with torch.device("meta"):
+        model = timm_features(timm_name)
+        shapes = [list(f.shape[1:]) for f in model(torch.empty(1, 3, FEATURE_SHAPE_SIZE, FEATURE_SHAPE_SIZE))]
+        indices = FEATURE_TRUNCATED.get(name)
+        truncated = sum(p.numel() for p in timm_features(timm_name, out_indices=indices).parameters()) if indices else 0
+    info = model.feature_info
+    record: dict[str, Any] = {
+        "timm": timm_name,
+        "channels": info.channels(),
+        "reduction": info.reduction(),
+        "module": info.module_name(),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    if indices:
+        record["truncated"] = {"out_indices": list(indices), "params": truncated}
+    if name in FEATURE_SHAPES:
+        record["shapes"] = shapes
+    if name in FEATURE_VALUES:
+        # The features_only model renames modules (features_norm0): fill the full model by its own
+        # names and read the modules timm's feature_info names with hooks (cloned: ReLUs work in place).
+        full = timm.create_model(timm_name, pretrained=False).double().eval()
+        full.load_state_dict(fill.name_keyed_state_dict(full), strict=True)
+        captured: dict[str, torch.Tensor] = {}
+        for module in info.module_name():
+            full.get_submodule(module).register_forward_hook(
+                lambda m, args, out, module=module: captured.__setitem__(module, out.clone())
+            )
+        with torch.no_grad():
+            full(fill.reference_input(FEATURE_VALUES[name]))
+        maps = [captured[module] for module in info.module_name()]
+        record["values_input_size"] = FEATURE_VALUES[name]
+        record["channel_means"] = [f.mean(dim=(0, 2, 3)).tolist() for f in maps]
+    return record
+
+
+def write_features(path: Path, fill: ModuleType) -> None:
+    """features.json: one line per model of TIMM_FEATURES."""
+    import timm
+
+    rows = [f"  {json.dumps(name)}: {json.dumps(feature_record(name, fill))}" for name in sorted(TIMM_FEATURES)]
+    variants = []
+    for (name, option, value), timm_name in TIMM_FEATURE_VARIANTS.items():
+        with torch.device("meta"):
+            info = timm_features(timm_name).feature_info
+        variants.append({"model": name, "options": {option: value}, "timm": timm_name,
+                         "channels": info.channels(), "reduction": info.reduction()})
+    rows.append(f'  "_variants": {json.dumps(variants)}')
+    about = (
+        f"timm {timm.__version__}, features_only=True; shapes at {FEATURE_SHAPE_SIZE}x{FEATURE_SHAPE_SIZE}; "
+        "written by tools/make_reference_fixtures.py --features-only"
+    )
+    path.write_text("{\n" + f'  "_about": {json.dumps(about)},\n' + ",\n".join(rows) + "\n}\n")
+
+
 def versions() -> dict[str, str]:
     """Versions of the libraries the fixtures come from."""
     import timm
@@ -206,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=None, help="subset of zoo.json names (default: all)")
     parser.add_argument("--missing", action="store_true", help="only models without a fixture file yet")
     parser.add_argument("--headless-only", action="store_true", help=f"write only {HEADLESS} (timm, num_classes=0)")
+    parser.add_argument("--features-only", action="store_true", help=f"write only {FEATURES} (timm, features_only)")
     args = parser.parse_args(argv)
+    if args.features_only:
+        write_features(args.out / FEATURES, load_fill_module())
+        return 0
     write_headless(args.out / HEADLESS)
     if args.headless_only:
         return 0

@@ -19,7 +19,13 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.layers.bottleneck import Bottleneck
 from cnnkit.layers.residual import BasicBlock
-from cnnkit.models.channel_plan import ChannelConsumer, ChannelGroup, NarrowedGroup, narrow_group
+from cnnkit.models.channel_plan import (
+    ChannelConsumer,
+    ChannelGroup,
+    NarrowedGroup,
+    narrow_group,
+    refresh_feature_info,
+)
 from cnnkit.models.resnet import ResNet
 
 # Leaves a plain `features` stack may hold: anything else (SE, concat, depthwise) breaks the chain.
@@ -115,6 +121,7 @@ def prune_channels(model: nn.Module, fraction_removed: float) -> tuple[nn.Module
         zero_channels(masked, group, keep)
         narrow_group(pruned, group, keep)
         plan.append(NarrowedGroup(group, len(keep)))
+    refresh_feature_info(pruned)
     _check_equivalent(pruned, masked, model)
     first = model.get_submodule(groups[0].conv).weight
     if first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last):

@@ -35,7 +35,7 @@ class AlexNet(ClassifierModel):
             feature_layer="features",
         )
         relu = partial(nn.ReLU, inplace=True)
-        self.features = plain_conv_stack(ALEXNET_CONVS, in_chans, relu, partial(nn.MaxPool2d, 3, 2))
+        self.features, self.feature_info = plain_conv_stack(ALEXNET_CONVS, in_chans, relu, partial(nn.MaxPool2d, 3, 2))
         self.avgpool = nn.AdaptiveAvgPool2d(6)
         # torchvision's layout: dropout before each hidden Linear, none before the last (not a HeadSpec).
         self.classifier = nn.Sequential(

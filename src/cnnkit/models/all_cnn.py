@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import sequential_feature_info
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_kaiming_
 
@@ -69,13 +70,17 @@ class AllConvNet(ClassifierModel):
             feature_layer="features",
         )
         layers: list[nn.Module] = [nn.Dropout(input_drop_rate)]
+        shapes = [(in_chans, 1)]  # (out_channels, stride) of each layer
         channels = in_chans
         for row in rows:
             layers += [nn.Conv2d(channels, row.out_channels, row.kernel_size, row.stride, row.padding), nn.ReLU()]
+            shapes += [(row.out_channels, row.stride), (row.out_channels, 1)]
             if row.dropout_after:
                 layers.append(nn.Dropout(drop_rate))
+                shapes.append((row.out_channels, 1))
             channels = row.out_channels
         self.features = nn.Sequential(*layers)
+        self.feature_info = sequential_feature_info("features", shapes)
         self.num_features = channels
         self.classifier = nn.Sequential(nn.Conv2d(channels, num_classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
         init_kaiming_(self, mode="fan_in")

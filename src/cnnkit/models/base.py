@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.feature_info import FeatureInfo
 from cnnkit.models.heads import (
     HeadSpec,
     NoClassifier,
@@ -73,6 +74,9 @@ class ClassifierModel(nn.Module):
 
     default_cfg: DefaultCfg
     num_features: int
+    # The multi-scale stages (module, channels, reduction), declared by each family from its config;
+    # `cnnkit.models.features.FeatureExtractor` (create_model(..., features_only=True)) reads them.
+    feature_info: FeatureInfo
     drop_rate: float = 0.0  # functional dropout before a bare Linear head (torchvision's ResNet)
     conv_classifier: bool = False  # classes from a 1x1 conv (SqueezeNet, timm's ResNetV2): no HeadSpec
     # Final Linear paths of optional auxiliary heads (GoogLeNet, Inception-v3 with aux_logits=True):

@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.base import ClassifierModel
+from cnnkit.models.feature_info import FeatureInfo
+from cnnkit.models.features import measured_feature_info
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,13 @@ def narrow_group(model: nn.Module, group: ChannelGroup, keep: torch.Tensor) -> N
         _narrow_input(model, consumer, keep)
 
 
+def refresh_feature_info(model: nn.Module) -> None:
+    """After `narrow_group` calls: a zoo model's stage widths as its narrowed layers now give them
+    (a stage may end on a narrowed conv); one pass on the meta device."""
+    if isinstance(model, ClassifierModel) and isinstance(getattr(model, "feature_info", None), FeatureInfo):
+        model.feature_info = measured_feature_info(model)
+
+
 def _narrow_input(model: nn.Module, consumer: ChannelConsumer, keep: torch.Tensor) -> None:
     layer = model.get_submodule(consumer.name)
     if isinstance(layer, nn.Conv2d) and layer.groups == 1:
@@ -114,4 +124,5 @@ def apply_channel_plan(model: nn.Module, plan: Sequence[NarrowedGroup]) -> nn.Mo
     """Give `model` the narrow shapes a saved plan records (its weights are loaded afterwards)."""
     for step in plan:
         narrow_group(model, step.group, torch.arange(step.kept))
+    refresh_feature_info(model)
     return model

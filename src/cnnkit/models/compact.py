@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnkit.layers.conv_norm_act import ConvNormAct, NormFactory
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import sequential_feature_info
 from cnnkit.models.heads import HeadSpec, build_head, final_linear_path
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_kaiming_
@@ -69,13 +70,17 @@ class CompactCNN(ClassifierModel):
             feature_layer="features",
         )
         layers: list[nn.Module] = []
+        shapes: list[tuple[int, int]] = []  # (out_channels, stride) of each layer
         channels = in_chans
         for width, pool in zip(config.widths, config.pool_after):
             layers.append(ConvNormAct(channels, width, 3, norm_layer=norm_layer, bias=config.conv_bias))
+            shapes.append((width, 1))
             if pool:
                 layers.append(nn.MaxPool2d(2))
+                shapes.append((width, 2))
             channels = width
         self.features = nn.Sequential(*layers)
+        self.feature_info = sequential_feature_info("features", shapes)
         self.head_pool = nn.AdaptiveAvgPool2d(config.head_grid)
         self.num_features = channels
         self.drop_rate = drop_rate

@@ -17,6 +17,7 @@ from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.layers.convnext_block import ConvNeXtBlock
 from cnnkit.layers.layer_norm import LayerNorm2d
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import sequential_feature_info
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 
@@ -111,6 +112,13 @@ class ConvNeXt(ClassifierModel):
                     )
                 )
         self.features = nn.Sequential(*features)
+        # Stem (stride 4), then each stage of blocks and the stride-2 downsampler after it: timm's
+        # stages are the block stages (`stages.0`..`stages.3`).
+        shapes = [(stages[0].channels, 4)]
+        for stage, following in zip(stages, stages[1:]):
+            shapes += [(stage.channels, 1), (following.channels, 2)]
+        shapes.append((stages[-1].channels, 1))
+        self.feature_info = sequential_feature_info("features", shapes)
         self.num_features = stages[-1].channels
         # The head's LayerNorm runs on the pooled (N, C, 1, 1) map, then Flatten (torchvision's names).
         self.classifier = build_head(

@@ -15,6 +15,7 @@ from torch import nn
 from cnnkit.layers.conv_norm_act import NormFactory
 from cnnkit.layers.dense import DenseBlock, Transition
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 from cnnkit.models.weight_init import init_kaiming_
@@ -55,16 +56,21 @@ class DenseNet(ClassifierModel):
             )
         )
         last = len(config.block_config) - 1
+        # (module, out_channels, stride) in order; timm's norm0 / norm5 include the ReLU: our relu0 / relu5.
+        layers = [("features.relu0", width, 2), ("features.pool0", width, 2)]
         for i, num_layers in enumerate(config.block_config):
             block = DenseBlock(num_layers, width, config.growth_rate, config.bn_size, drop_rate, norm_layer)
             self.features.add_module(f"denseblock{i + 1}", block)
             width = block.out_channels
+            layers.append((f"features.denseblock{i + 1}", width, 1))
             if i != last:
                 # Compression 0.5 (the "C" of DenseNet-BC).
                 self.features.add_module(f"transition{i + 1}", Transition(width, width // 2, norm_layer))
                 width //= 2
+                layers.append((f"features.transition{i + 1}", width, 2))
         self.features.add_module("norm5", norm_layer(width))
         self.features.add_module("relu5", nn.ReLU(inplace=True))  # torchvision applies it functionally
+        self.feature_info = last_per_reduction([*layers, ("features.relu5", width, 1)])
         self.num_features = width
         self.classifier = build_head(width, num_classes, HeadSpec(), bare=True)
         init_kaiming_(self, mode="fan_in")

@@ -18,6 +18,7 @@ from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.layers.inverted_residual import MBConv
 from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import sequential_feature_info
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 from cnnkit.models.weight_init import init_mobilenet_weights
@@ -136,6 +137,10 @@ class EfficientNet(ClassifierModel):
                 channels = stage.out_channels
                 block_id += 1
             features.append(nn.Sequential(*blocks))
+        # timm's stages: the last MBConv stage at each stride (the stem and the 1x1 head conv are none).
+        self.feature_info = sequential_feature_info(
+            "features", [(scaled[0].in_channels, 2)] + [(stage.out_channels, stage.stride) for stage in scaled]
+        )
         self.num_features = 4 * scaled[-1].out_channels
         features.append(
             ConvNormAct(scaled[-1].out_channels, self.num_features, 1, norm_layer=norm_layer, activation_layer=nn.SiLU)

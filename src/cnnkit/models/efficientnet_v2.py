@@ -14,6 +14,7 @@ from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.layers.inverted_residual import FusedMBConv, MBConv
 from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import sequential_feature_info
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_mobilenet_weights
@@ -90,6 +91,10 @@ class EfficientNetV2(ClassifierModel):
                 channels = stage.out_channels
                 block_id += 1
             features.append(nn.Sequential(*blocks))
+        # timm's stages: the last stage at each stride (the stem and the 1x1 head conv are none).
+        self.feature_info = sequential_feature_info(
+            "features", [(stages[0].in_channels, 2)] + [(stage.out_channels, stage.stride) for stage in stages]
+        )
         self.num_features = LAST_CHANNELS
         features.append(
             ConvNormAct(stages[-1].out_channels, LAST_CHANNELS, 1, norm_layer=norm_layer, activation_layer=nn.SiLU)

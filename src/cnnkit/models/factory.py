@@ -7,6 +7,7 @@ import inspect
 import numbers
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.models import zoo  # noqa: F401  (each family registers its builders when imported)
 from cnnkit.models.base import ClassifierModel
+from cnnkit.models.features import FeatureExtractor
 from cnnkit.models.heads import HeadSpec
 from cnnkit.models.registry import _REGISTRY, ModelBuilder
 
@@ -34,6 +36,8 @@ def create_model(
     pretrained: str | Path | None = None,
     *,
     head: HeadSpec | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build model `name`; `pretrained` is a local `.safetensors`/`.pth` file (never downloaded).
@@ -47,6 +51,10 @@ def create_model(
     to `in_chans` (see `cnnkit.models.pretrained.load_pretrained`; notes go to the 'cnnkit' logger).
     `head` (a `HeadSpec`, e.g. `HeadSpec(hidden=(256,), dropout=0.4)`) replaces the model's own
     head by a fresh one (`ClassifierModel.reset_classifier`), after any pretrained weights loaded.
+
+    `features_only=True` (timm's) returns a `cnnkit.models.features.FeatureExtractor`: its forward
+    gives the feature maps of the stages `out_indices` of `model.feature_info` (None: all;
+    negative from the end), without the classifier; pretrained weights load before it is cut.
     """
     if name not in _REGISTRY:
         raise _unknown_model_error(name)
@@ -58,6 +66,10 @@ def create_model(
     for argument, value, least in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
             raise CnnkitError(f"{argument} must be an int >= {least}, got {value!r} (model {name!r})")
+    if out_indices is not None and not features_only:
+        raise CnnkitError(f"out_indices needs features_only=True (model {name!r})")
+    if features_only and head is not None:
+        raise CnnkitError(f"features_only=True builds no classifier: it takes no head (model {name!r})")
     if head is not None and not isinstance(head, HeadSpec):
         raise CnnkitError(f"head must be a cnnkit.models.heads.HeadSpec, got {type(head).__name__} (model {name!r})")
     # num_classes=0 builds the model's own head, then removes its final layer (reset_classifier).
@@ -77,6 +89,13 @@ def create_model(
         if not isinstance(model, ClassifierModel):
             raise CnnkitError(f"model {name!r} is not a ClassifierModel: it takes no head and no num_classes=0")
         model.reset_classifier(num_classes, head=head)
+    if features_only:
+        if not isinstance(model, ClassifierModel):
+            raise CnnkitError(f"model {name!r} is not a ClassifierModel: it has no feature_info")
+        try:
+            return FeatureExtractor(model, out_indices)
+        except CnnkitError as error:
+            raise CnnkitError(f"model {name!r}: {error}") from error
     return model
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from cnnkit.layers.inception import BasicConv2d, Inception, InceptionWidths
 from cnnkit.models.base import ClassifierModel, DefaultCfg, imagenet_to_unit_range
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.heads import HeadSpec, build_head, new_classifier
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_trunc_normal_
@@ -104,18 +105,27 @@ class GoogLeNet(ClassifierModel):
         self.conv2 = BasicConv2d(64, 64, 1)
         self.conv3 = BasicConv2d(64, 192, 3, padding=1)
         self.maxpool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        channels = 192
+        channels = self.conv3.conv.out_channels
+        # (module, out_channels, stride) in `_run`'s order: the stem, then the table with its pools.
+        stem = self.conv1.conv.out_channels
+        layers = [("conv1", stem, 2), ("maxpool1", stem, 2), ("conv3", channels, 1), ("maxpool2", channels, 2)]
         aux_inputs: dict[str, int] = {}
         for pool_index, row in enumerate((r for r in GOOGLENET_TABLE if r.pool_after), start=3):
             self.add_module(f"maxpool{pool_index}", nn.MaxPool2d(row.pool_after, 2, ceil_mode=True))
+        pool_index = 3
         for row in GOOGLENET_TABLE:
             self.add_module(row.name, Inception(channels, row.widths, large_kernel=3))
             channels = row.widths.out_channels
+            layers.append((row.name, channels, 1))
+            if row.pool_after:
+                layers.append((f"maxpool{pool_index}", channels, 2))
+                pool_index += 1
             if row.aux_head is not None:
                 aux_inputs[row.aux_head] = channels
         if aux_logits:
             for name, width in aux_inputs.items():
                 self.add_module(name, GoogLeNetAux(width, num_classes, aux_drop_rate))
+        self.feature_info = last_per_reduction(layers)
         self.num_features = channels
         self.fc = build_head(channels, num_classes, HeadSpec(dropout=drop_rate), bare=True)
         init_trunc_normal_(self, std=0.01)

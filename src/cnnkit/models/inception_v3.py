@@ -20,6 +20,7 @@ from torch import nn
 
 from cnnkit.layers.inception import BasicConv2d, KernelSize
 from cnnkit.models.base import ClassifierModel, DefaultCfg, imagenet_to_unit_range
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.heads import HeadSpec, build_head, new_classifier
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_trunc_normal_
@@ -255,17 +256,23 @@ class InceptionV3(ClassifierModel):
         self.transform_input = transform_input
         self.drop_rate = drop_rate
         channels = in_chans
+        layers: list[tuple[str, int, int]] = []  # (module, out_channels, stride) in `_run`'s order
         for index, group in enumerate(STEM, start=1):
             for conv in group:
                 self.add_module(conv.name, conv.build(channels))
                 channels = conv.out_channels
+                layers.append((conv.name, channels, conv.stride))
             self.add_module(f"maxpool{index}", nn.MaxPool2d(3, 2))
+            layers.append((f"maxpool{index}", channels, 2))
         for name, branches in MIXED_TABLE:
             mixed = MixedModule(channels, branches)
             self.add_module(name, mixed)
             channels = mixed.out_channels
+            # A grid reduction (Mixed_6a, Mixed_7a) has a stride-2 max-pool branch.
+            layers.append((name, channels, 2 if any(branch.pool == "max" for branch in branches) else 1))
             if name == AUX_AFTER and aux_logits:
                 self.AuxLogits = InceptionAux(channels, num_classes)
+        self.feature_info = last_per_reduction(layers)
         self.num_features = channels
         self.fc = build_head(channels, num_classes, HeadSpec(dropout=drop_rate), bare=True)
         init_trunc_normal_(self, std=0.1)

@@ -40,7 +40,7 @@ class LeNet5(ClassifierModel):
             crop_pct=1.0,
             feature_layer="features",
         )
-        self.features = plain_conv_stack(LENET5_CONVS, in_chans, nn.Tanh, partial(nn.AvgPool2d, 2))
+        self.features, self.feature_info = plain_conv_stack(LENET5_CONVS, in_chans, nn.Tanh, partial(nn.AvgPool2d, 2))
         self.avgpool = nn.AdaptiveAvgPool2d(5)
         self.classifier = build_head(16 * 5 * 5, num_classes, HeadSpec((120, 84), activation="tanh"))
 

@@ -15,6 +15,7 @@ from torch import nn
 from cnnkit.layers.depthwise_separable import DepthwiseSeparableConv
 from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 
@@ -87,6 +88,7 @@ class MobileNetV1(ClassifierModel):
         self.bn1 = nn.BatchNorm2d(channels)
         self.act1 = nn.ReLU6(inplace=True)
         blocks: list[nn.Module] = []
+        layers = [("act1", channels, 2)]  # (module, out_channels, stride); timm's stages: blocks.0..4
         for stage in stages:
             out_channels = make_divisible(stage.out_channels * width_mult)
             stage_blocks: list[nn.Module] = []
@@ -94,8 +96,10 @@ class MobileNetV1(ClassifierModel):
                 stride = stage.stride if index == 0 else 1
                 stage_blocks.append(DepthwiseSeparableConv(channels, out_channels, 3, stride))
                 channels = out_channels
+            layers.append((f"blocks.{len(blocks)}", out_channels, stage.stride))
             blocks.append(nn.Sequential(*stage_blocks))
         self.blocks = nn.Sequential(*blocks)
+        self.feature_info = last_per_reduction(layers)
         self.num_features = channels
         self.drop_rate = drop_rate
         self.classifier = build_head(channels, num_classes, HeadSpec(dropout=drop_rate), bare=True)

@@ -15,6 +15,7 @@ from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.layers.inverted_residual import InvertedResidual
 from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import sequential_feature_info
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_mobilenet_weights
@@ -69,12 +70,16 @@ class MobileNetV2(ClassifierModel):
         channels = make_divisible(STEM_CHANNELS * width_mult)
         self.num_features = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
         features: list[nn.Module] = [ConvNormAct(in_chans, channels, 3, stride=2, activation_layer=nn.ReLU6)]
+        shapes = [(channels, 2)]  # (out_channels, stride) of each block
         for stage in stages:
             out_channels = make_divisible(stage.out_channels * width_mult)
             for index in range(stage.num_blocks):
                 stride = stage.stride if index == 0 else 1
                 features.append(InvertedResidual(channels, out_channels, stride, stage.expand_ratio))
+                shapes.append((out_channels, stride))
                 channels = out_channels
+        # timm's stages: the last block at each stride (the 1x1 head conv is none).
+        self.feature_info = sequential_feature_info("features", shapes)
         features.append(ConvNormAct(channels, self.num_features, 1, activation_layer=nn.ReLU6))
         self.features = nn.Sequential(*features)
         self.classifier = build_head(self.num_features, num_classes, HeadSpec(dropout=drop_rate))

@@ -17,6 +17,7 @@ from cnnkit.layers.conv_norm_act import ActFactory, ConvNormAct
 from cnnkit.layers.inverted_residual import MBConv
 from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import sequential_feature_info
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_mobilenet_weights
@@ -112,6 +113,7 @@ class MobileNetV3(ClassifierModel):
         features: list[nn.Module] = [
             ConvNormAct(in_chans, channels, 3, stride=2, norm_layer=norm_layer, activation_layer=nn.Hardswish)
         ]
+        shapes = [(channels, 2)]  # (out_channels, stride) of each layer
         for row in arch.blocks:
             expanded = make_divisible(row.expanded_channels * width_mult)
             out_channels = make_divisible(row.out_channels * width_mult)
@@ -130,6 +132,7 @@ class MobileNetV3(ClassifierModel):
                     se_gate=nn.Hardsigmoid,
                 )
             )
+            shapes.append((out_channels, row.stride))
             channels = out_channels
         # num_features: channels of forward_features (timm's meaning); head_hidden_size: pre-logits width.
         self.num_features = 6 * channels
@@ -137,6 +140,8 @@ class MobileNetV3(ClassifierModel):
             ConvNormAct(channels, self.num_features, 1, norm_layer=norm_layer, activation_layer=nn.Hardswish)
         )
         self.features = nn.Sequential(*features)
+        # timm's stages: the last layer at each stride, the final 1x1 conv included (a block in timm).
+        self.feature_info = sequential_feature_info("features", shapes + [(self.num_features, 1)])
         self.head_hidden_size = make_divisible(arch.last_channels * width_mult)
         self.classifier = build_head(
             self.num_features, num_classes, HeadSpec((self.head_hidden_size,), drop_rate, activation="hardswish")

@@ -17,6 +17,7 @@ from torch import nn
 from cnnkit.layers.conv_norm_act import ConvNormAct
 from cnnkit.layers.regnet_block import ResBottleneckBlock
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 
@@ -64,6 +65,9 @@ class RegNet(ClassifierModel):
             stages.append((f"block{index}", nn.Sequential(blocks)))
             width = width_out
         self.trunk_output = nn.Sequential(OrderedDict(stages))
+        self.feature_info = last_per_reduction(
+            [("stem", STEM_WIDTH, 2)] + [(f"trunk_output.{name}", w, 2) for (name, _), w in zip(stages, config.widths)]
+        )
         self.num_features = width
         self.fc = build_head(width, num_classes, HeadSpec(), bare=True)
         for m in self.modules():  # torchvision's init

@@ -22,6 +22,7 @@ from cnnkit.layers.make_divisible import make_divisible
 from cnnkit.layers.residual import AttentionFactory, BasicBlock, projection_shortcut
 from cnnkit.layers.squeeze_excitation import SqueezeExcitation
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 from cnnkit.models.weight_init import init_kaiming_
@@ -95,6 +96,8 @@ class ResNet(ClassifierModel):
         self.bn1 = norm_layer(inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1) if config.stem != "cifar" else nn.Identity()
+        stem_stride = 1 if config.stem == "cifar" else 2
+        layers = [("relu", inplanes, stem_stride), ("maxpool", inplanes, stem_stride)]
         attention = se_attention(config.se_ratio) if config.se_ratio > 0 else None
         block = config.block
         for index, (planes, depth) in enumerate(zip(STAGE_PLANES, config.layers)):
@@ -107,7 +110,10 @@ class ResNet(ClassifierModel):
             blocks = [block(inplanes, planes, stride, downsample, *shape)]
             blocks += [block(out_channels, planes, 1, None, *shape) for _ in range(depth - 1)]
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
+            layers.append((f"layer{index + 1}", out_channels, stride))
             inplanes = out_channels
+        # timm's stages: the stem's activation (its `act1`) at stride 2, then layer1..layer4.
+        self.feature_info = last_per_reduction(layers)
         self.num_features = inplanes
         self.fc = build_head(inplanes, num_classes, HeadSpec(dropout=drop_rate), bare=True)
         init_kaiming_(self)

@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnkit.layers.preact import BatchNormAct2d, PreActBottleneck
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.registry import register_model
 from cnnkit.models.weight_init import init_kaiming_
 
@@ -63,12 +64,16 @@ class ResNetV2(ClassifierModel):
         )
         stages: list[nn.Module] = []
         channels = 64
+        # timm's stages: the stem conv, then each stage (before the final pre-activation `norm`).
+        layers = [("stem.conv", channels, 2), ("stem.pool", channels, 2)]
         for index, (depth, width) in enumerate(zip(config.layers, STAGE_WIDTHS)):
             stride = 1 if index == 0 else 2
             blocks = [PreActBottleneck(channels if i == 0 else width, width, stride if i == 0 else 1) for i in range(depth)]
             stages.append(_Stage(blocks))
+            layers.append((f"stages.{index}", width, stride))
             channels = width
         self.stages = nn.Sequential(*stages)
+        self.feature_info = last_per_reduction(layers)
         self.norm = BatchNormAct2d(channels)
         self.num_features = channels
         self.head = nn.Module()

@@ -9,6 +9,7 @@ from torch import nn
 
 from cnnkit.layers.shuffle_block import ShuffleUnit
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 
@@ -49,11 +50,14 @@ class ShuffleNetV2(ClassifierModel):
         self.conv1 = _conv_bn_relu(in_chans, config.widths[0], 3, 2)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         channels = config.widths[0]
+        layers = [("conv1", channels, 2), ("maxpool", channels, 2)]  # (module, out_channels, stride)
         for index, (repeats, width) in enumerate(zip(config.repeats, config.widths[1:4]), start=2):
             units = [ShuffleUnit(channels, width, 2)] + [ShuffleUnit(width, width, 1) for _ in range(repeats - 1)]
             self.add_module(f"stage{index}", nn.Sequential(*units))
+            layers.append((f"stage{index}", width, 2))
             channels = width
         self.conv5 = _conv_bn_relu(channels, config.widths[4], 1, 1)
+        self.feature_info = last_per_reduction([*layers, ("conv5", config.widths[4], 1)])
         self.num_features = config.widths[4]
         self.fc = build_head(self.num_features, num_classes, HeadSpec(), bare=True)
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from cnnkit.layers.fire import Fire
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import sequential_feature_info
 from cnnkit.models.registry import register_model
 
 # (squeeze, expand1x1, expand3x3) per Fire module; 0 marks a 3x3/2 max-pool (ceil mode).
@@ -35,15 +36,19 @@ class SqueezeNet(ClassifierModel):
             feature_layer="features",
         )
         layers: list[nn.Module] = [nn.Conv2d(in_chans, 64, kernel_size=3, stride=2), nn.ReLU(inplace=True)]
+        shapes = [(64, 2), (64, 1)]  # (out_channels, stride) of each layer
         channels = 64
         for row in SQUEEZENET_1_1:
             if row == 0:
                 layers.append(nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True))
+                shapes.append((channels, 2))
             else:
                 fire = Fire(channels, *row)
                 layers.append(fire)
                 channels = fire.out_channels
+                shapes.append((channels, 1))
         self.features = nn.Sequential(*layers)
+        self.feature_info = sequential_feature_info("features", shapes)
         self.num_features = channels
         final_conv = nn.Conv2d(channels, num_classes, kernel_size=1)
         self.classifier = nn.Sequential(

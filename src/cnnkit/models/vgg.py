@@ -13,6 +13,7 @@ from torch import nn
 
 from cnnkit.layers.conv_norm_act import NormFactory
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import FeatureInfo, sequential_feature_info
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import ModelBuilder, register_model
 from cnnkit.models.weight_init import init_kaiming_
@@ -32,19 +33,26 @@ VGG16 = VGGConfig(((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512,
 VGG19 = VGGConfig(((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)))
 
 
-def vgg_features(config: VGGConfig, in_chans: int, norm_layer: NormFactory | None) -> nn.Sequential:
-    """The flat conv[-norm]-ReLU ... max-pool stack: (N, in_chans, H, W) -> (N, 512, H/32, W/32)."""
+def vgg_features(
+    config: VGGConfig, in_chans: int, norm_layer: NormFactory | None
+) -> tuple[nn.Sequential, FeatureInfo]:
+    """The flat conv[-norm]-ReLU ... max-pool stack: (N, in_chans, H, W) -> (N, 512, H/32, W/32), and
+    its stages: the ReLU before each max-pool, then the last pool (timm's VGG feature_info)."""
     layers: list[nn.Module] = []
+    shapes: list[tuple[int, int]] = []  # (out_channels, stride) of each layer
     channels = in_chans
     for stage in config.stages:
         for width in stage:
-            layers.append(nn.Conv2d(channels, width, 3, padding=1))
+            conv_norm_act: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1)]
             if norm_layer is not None:
-                layers.append(norm_layer(width))
-            layers.append(nn.ReLU(inplace=True))
+                conv_norm_act.append(norm_layer(width))
+            conv_norm_act.append(nn.ReLU(inplace=True))
+            layers += conv_norm_act
+            shapes += [(width, 1)] * len(conv_norm_act)
             channels = width
         layers.append(nn.MaxPool2d(2, 2))
-    return nn.Sequential(*layers)
+        shapes.append((channels, 2))
+    return nn.Sequential(*layers), sequential_feature_info("features", shapes)
 
 
 class VGG(ClassifierModel):
@@ -62,7 +70,7 @@ class VGG(ClassifierModel):
     ) -> None:
         super().__init__()
         self.default_cfg = default_cfg
-        self.features = vgg_features(config, in_chans, norm_layer)
+        self.features, self.feature_info = vgg_features(config, in_chans, norm_layer)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         width = config.stages[-1][-1]
         self.classifier = build_head(width * 7 * 7, num_classes, HeadSpec((4096, 4096), drop_rate))

@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnkit.layers.xception_block import SeparableConv2d, XceptionBlock
 from cnnkit.models.base import ClassifierModel, DefaultCfg
+from cnnkit.models.feature_info import last_per_reduction
 from cnnkit.models.heads import HeadSpec, build_head
 from cnnkit.models.registry import register_model
 
@@ -70,6 +71,14 @@ class Xception(ClassifierModel):
                 start_with_relu=row.start_with_relu, grow_first=row.grow_first,
             )
             self.add_module(f"block{index}", block)
+        # timm's stages: block i's output is read where block i + 1 opens with its (not in-place) ReLU.
+        count = len(XCEPTION_BLOCKS)
+        blocks = [
+            (f"block{i + 1}.rep.0" if i < count else f"block{i}", row.out_channels, row.stride)
+            for i, row in enumerate(XCEPTION_BLOCKS, start=1)
+        ]
+        stem = [("act2", self.conv2.out_channels, self.conv1.stride[0] * self.conv2.stride[0])]
+        self.feature_info = last_per_reduction([*stem, *blocks, ("act4", NUM_FEATURES, 1)])
         self.conv3 = SeparableConv2d(1024, 1536)
         self.bn3 = nn.BatchNorm2d(1536)
         self.act3 = nn.ReLU(inplace=True)
