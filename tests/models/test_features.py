@@ -240,3 +240,15 @@ def test_concurrent_forwards_through_one_extractor_each_get_their_own_maps():
 def test_a_model_without_feature_info_is_refused():
     with pytest.raises(CnnkitError, match="no feature_info"):
         FeatureExtractor(nn.Sequential(nn.Conv2d(3, 4, 3)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("out_indices", [(0,), (3,)])
+def test_a_model_already_cut_by_an_extractor_is_refused_by_name(out_indices: tuple[int, ...]):
+    """A second FeatureExtractor over the same model (a deeper or a shallower stage) is a CnnkitError
+    saying the model was cut (was: AttributeError 'RemovedModule has no attribute rep')."""
+    model = meta_model("legacy_xception")
+    extractor = FeatureExtractor(model, out_indices=(1,))
+    with pytest.raises(CnnkitError, match="already cut by a FeatureExtractor.*block3"):
+        FeatureExtractor(model, out_indices=out_indices)
+    with pytest.raises(CnnkitError, match="is a FeatureExtractor"):
+        FeatureExtractor(extractor, out_indices=(0,))  # type: ignore[arg-type]

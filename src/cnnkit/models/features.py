@@ -55,9 +55,16 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, model: ClassifierModel, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
+        if isinstance(model, FeatureExtractor):
+            raise CnnkitError("the model is a FeatureExtractor already: pick its stages with out_indices on the "
+                              "zoo model (create_model(name, features_only=True, out_indices=...))")
         info = getattr(model, "feature_info", None)
         if not isinstance(info, FeatureInfo) or not isinstance(model, ClassifierModel):
             raise CnnkitError(f"{type(model).__name__} has no feature_info: FeatureExtractor needs a cnnkit zoo model")
+        removed = [module.path for module in model.modules() if isinstance(module, RemovedModule)]
+        if removed:
+            raise CnnkitError(f"this {type(model).__name__} was already cut by a FeatureExtractor ({', '.join(removed)} "
+                              "removed): build a fresh model for other stages")
         for stage in info.stages:
             model.get_submodule(stage.module)  # a misnamed stage fails here, not at the first forward
         self.out_indices = info.resolve(out_indices)
