@@ -61,8 +61,8 @@ def small_input(model: ClassifierModel, name: str, **factory) -> torch.Tensor:
 def test_zero_classes_drop_exactly_the_classifier_in_every_zoo_model(name: str):
     """create_model(num_classes=0) and reset_classifier(0) agree: num_classes 0 everywhere, a
     parameter-free Identity at default_cfg.classifier, the zoo count minus the classifier's
-    parameters, forward giving the (N, D) pre-logits, D = num_features unless the head has hidden
-    layers; reset_classifier(k) brings k classes back."""
+    parameters, forward giving the (N, D) pre-logits, D = num_features (forward_features' channels)
+    unless the head has hidden layers; reset_classifier(k) brings k classes back."""
     with torch.device("meta"):
         full = create_model(name, num_classes=10)
         headless = create_model(name, num_classes=0)
@@ -77,7 +77,10 @@ def test_zero_classes_drop_exactly_the_classifier_in_every_zoo_model(name: str):
     hidden = [m for m in headless.get_submodule(headless.head_path).modules() if isinstance(m, nn.Linear)]
     width = hidden[-1].out_features if hidden else headless.num_features
     x = small_input(headless, name, device="meta")
-    pre_logits = headless.eval().forward_head(headless.forward_features(x), pre_logits=True)
+    features = headless.eval().forward_features(x)
+    # num_features is timm's: the channels of forward_features (AlexNet, VGG and LeNet-5 had none).
+    assert headless.num_features == features.shape[1]
+    pre_logits = headless.forward_head(features, pre_logits=True)
     assert headless(x).shape == pre_logits.shape == (2, width) and removed.in_features == width
     full.reset_classifier(0)
     assert full.num_classes == 0 and parameter_count(full) == expected

@@ -36,11 +36,12 @@ class AlexNet(ClassifierModel):
         )
         relu = partial(nn.ReLU, inplace=True)
         self.features, self.feature_info = plain_conv_stack(ALEXNET_CONVS, in_chans, relu, partial(nn.MaxPool2d, 3, 2))
+        self.num_features = ALEXNET_CONVS[-1].out_channels
         self.avgpool = nn.AdaptiveAvgPool2d(6)
         # torchvision's layout: dropout before each hidden Linear, none before the last (not a HeadSpec).
         self.classifier = nn.Sequential(
             nn.Dropout(drop_rate),
-            nn.Linear(256 * 6 * 6, 4096),
+            nn.Linear(self.num_features * 6 * 6, 4096),
             relu(),
             nn.Dropout(drop_rate),
             nn.Linear(4096, 4096),

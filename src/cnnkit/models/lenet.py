@@ -41,8 +41,9 @@ class LeNet5(ClassifierModel):
             feature_layer="features",
         )
         self.features, self.feature_info = plain_conv_stack(LENET5_CONVS, in_chans, nn.Tanh, partial(nn.AvgPool2d, 2))
+        self.num_features = LENET5_CONVS[-1].out_channels
         self.avgpool = nn.AdaptiveAvgPool2d(5)
-        self.classifier = build_head(16 * 5 * 5, num_classes, HeadSpec((120, 84), activation="tanh"))
+        self.classifier = build_head(self.num_features * 5 * 5, num_classes, HeadSpec((120, 84), activation="tanh"))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

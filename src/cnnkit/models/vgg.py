@@ -72,8 +72,8 @@ class VGG(ClassifierModel):
         self.default_cfg = default_cfg
         self.features, self.feature_info = vgg_features(config, in_chans, norm_layer)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
-        width = config.stages[-1][-1]
-        self.classifier = build_head(width * 7 * 7, num_classes, HeadSpec((4096, 4096), drop_rate))
+        self.num_features = config.stages[-1][-1]
+        self.classifier = build_head(self.num_features * 7 * 7, num_classes, HeadSpec((4096, 4096), drop_rate))
         init_kaiming_(self, linear_std=0.01)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
