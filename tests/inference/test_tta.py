@@ -102,3 +102,13 @@ def test_bad_views_are_refused_by_name(trained_run: Path, capsys: pytest.Capture
     with pytest.raises(SystemExit):
         main(["predict", str(trained_run), "x.png", "--tta", "mirror"])
     assert "argument --tta: unknown view 'mirror'" in capsys.readouterr().err
+
+
+def test_tta_twice_and_views_not_a_tuple_of_names_are_refused(trained_run: Path) -> None:
+    """A second with_tta would average views of views (hflip of hflip is the image again, weighted
+    twice): refused, naming the views already averaged. A bare string is not read letter by letter."""
+    tta = Predictor.from_run(trained_run).with_tta(TTA(("hflip",)))
+    with pytest.raises(CnnkitError, match=r"already averages the views hflip; name all views in one TTA"):
+        tta.with_tta(TTA(("vflip",)))
+    with pytest.raises(CnnkitError, match=r"tta: views must be a tuple of view names .* got 'hflip'"):
+        TTA("hflip")  # type: ignore[arg-type]

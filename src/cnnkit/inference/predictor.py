@@ -139,7 +139,11 @@ class Predictor:
 
     def with_tta(self, tta: TTA) -> Predictor:
         """This predictor with test-time augmentation: each image's logits averaged over it and the
-        views of `tta` (`cnnkit.inference.tta`); preprocessing, temperature and batching unchanged."""
+        views of `tta` (`cnnkit.inference.tta`); preprocessing, temperature and batching unchanged.
+        Once: a TTA predictor refuses a second `with_tta` (it would average views of views)."""
+        if isinstance(self.backend, TTABackend):
+            raise CnnkitError(f"this predictor already averages the views {self.backend.tta.describe()}; name all "
+                              "views in one TTA, e.g. TTA(('hflip', 'vflip'))")
         tta.check_input(*self.default_cfg.input_size[1:])
         return Predictor(TTABackend(self.backend, tta), class_names=self.class_names, default_cfg=self.default_cfg,
                          model_name=self.model_name, temperature=self.temperature, batch_size=self.batch_size,

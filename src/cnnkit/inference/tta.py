@@ -34,6 +34,8 @@ class TTA:
     views: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.views, tuple) or not all(isinstance(v, str) for v in self.views):
+            raise CnnkitError(f"tta: views must be a tuple of view names ({', '.join(VIEWS)}), got {self.views!r}")
         if not self.views:
             raise CnnkitError(f"tta: name at least one view ({', '.join(VIEWS)})")
         unknown = [v for v in self.views if v not in VIEWS]
