@@ -231,10 +231,14 @@ def test_reset_classifier_replaces_head_reproducibly(tiny_name, source):
         source.reset_classifier(-1)
 
 
-def test_zero_classes_from_a_weight_file_keep_its_backbone(tiny_name, source, tmp_path):
-    """timm's `create_model(name, pretrained=True, num_classes=0)`: the file's backbone, no classifier."""
+def test_zero_classes_from_a_weight_file_keep_its_backbone(tiny_name, source, tmp_path, caplog):
+    """timm's `create_model(name, pretrained=True, num_classes=0)`: the file's backbone, no classifier;
+    the note says the file's classifier was dropped (it said: re-initialised for the default count)."""
     path = save(source.state_dict(), tmp_path / "w.safetensors")
+    caplog.set_level(logging.INFO, logger="cnnkit")
     model = create_model(tiny_name, num_classes=0, pretrained=path).eval()
+    assert [r.getMessage() for r in caplog.records if r.name == "cnnkit"] == [
+        f"{path}: classifier 'head.fc' dropped: the model has num_classes=0 (file has 10)"]
     expected = {k: v for k, v in source.state_dict().items() if not k.startswith("head.fc.")}
     assert model.state_dict().keys() == expected.keys()
     assert all(torch.equal(model.state_dict()[key], value) for key, value in expected.items())

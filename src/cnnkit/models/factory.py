@@ -72,7 +72,8 @@ def create_model(
         raise CnnkitError(f"features_only=True builds no classifier: it takes no head (model {name!r})")
     if head is not None and not isinstance(head, HeadSpec):
         raise CnnkitError(f"head must be a cnnkit.models.heads.HeadSpec, got {type(head).__name__} (model {name!r})")
-    # num_classes=0 builds the model's own head, then removes its final layer (reset_classifier).
+    # num_classes=0 builds the model's own head, then removes its final layer (reset_classifier), before any
+    # weights load: the file's classifier is dropped, not re-initialised for the default count.
     built_classes = num_classes or defaults["num_classes"].default
     try:
         if pretrained is None:
@@ -80,9 +81,8 @@ def create_model(
         else:
             from cnnkit.models.pretrained import build_with_weights
 
-            model = build_with_weights(
-                builder, Path(pretrained), num_classes=built_classes, in_chans=in_chans, **overrides
-            )
+            model = build_with_weights(builder, Path(pretrained), num_classes=built_classes, in_chans=in_chans,
+                                       remove_classifier=num_classes == 0, **overrides)
     except ValueError as error:  # a builder refusing an option's value (transform_input with 1 channel)
         raise CnnkitError(f"model {name!r}: {error}") from error
     if head is not None or num_classes == 0:

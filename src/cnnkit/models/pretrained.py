@@ -213,11 +213,22 @@ def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
 
 
 def build_with_weights(
-    builder: Callable[..., nn.Module], path: Path, *, num_classes: int, in_chans: int, **overrides: Any
+    builder: Callable[..., nn.Module],
+    path: Path,
+    *,
+    num_classes: int,
+    in_chans: int,
+    remove_classifier: bool = False,
+    **overrides: Any,
 ) -> nn.Module:
-    """Read `path`, build a model with `builder`, load the weights; each adaptation is logged at INFO on 'cnnkit'."""
+    """Read `path`, build a model with `builder`, load the weights; each adaptation is logged at INFO on 'cnnkit'.
+    `remove_classifier` (num_classes=0) removes the final layer before loading: the file's is dropped."""
     state = read_state_dict(path)  # first, so that a bad file fails before an expensive build
     model = builder(num_classes=num_classes, in_chans=in_chans, **overrides)
+    if remove_classifier:
+        if not callable(getattr(model, "reset_classifier", None)):
+            raise CnnkitError(f"{type(model).__name__} is not a ClassifierModel: it takes no num_classes=0")
+        model.reset_classifier(0)
     for note in fit_and_load(model, state, source=str(path)):
         logger.info(note)
     return model
