@@ -252,3 +252,18 @@ def test_a_model_already_cut_by_an_extractor_is_refused_by_name(out_indices: tup
         FeatureExtractor(model, out_indices=out_indices)
     with pytest.raises(CnnkitError, match="is a FeatureExtractor"):
         FeatureExtractor(extractor, out_indices=(0,))  # type: ignore[arg-type]
+
+
+def test_features_only_from_a_file_of_other_classes_drops_its_classifier(tmp_path: Path, caplog):
+    """The extractor has no classifier: the file's is dropped, as for num_classes=0 (the note said it
+    was re-initialised for the default 9 classes, a layer the extractor then removed)."""
+    source = create_model("compact_cnn", num_classes=3)
+    path = tmp_path / "w.safetensors"
+    save_file({key: value.contiguous() for key, value in source.state_dict().items()}, path)
+    caplog.set_level("INFO", logger="cnnkit")
+    extractor = create_model("compact_cnn", features_only=True, pretrained=path)
+    assert [r.getMessage() for r in caplog.records if r.name == "cnnkit"] == [
+        f"{path}: classifier '{source.default_cfg.classifier}' dropped: the model has no classifier (file has 3)"]
+    assert extractor.model.num_classes == 0
+    assert torch.equal(extractor.model.get_submodule(source.default_cfg.first_conv).weight,
+                       source.get_submodule(source.default_cfg.first_conv).weight)

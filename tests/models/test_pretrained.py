@@ -238,14 +238,14 @@ def test_zero_classes_from_a_weight_file_keep_its_backbone(tiny_name, source, tm
     caplog.set_level(logging.INFO, logger="cnnkit")
     model = create_model(tiny_name, num_classes=0, pretrained=path).eval()
     assert [r.getMessage() for r in caplog.records if r.name == "cnnkit"] == [
-        f"{path}: classifier 'head.fc' dropped: the model has num_classes=0 (file has 10)"]
+        f"{path}: classifier 'head.fc' dropped: the model has no classifier (file has 10)"]
     expected = {k: v for k, v in source.state_dict().items() if not k.startswith("head.fc.")}
     assert model.state_dict().keys() == expected.keys()
     assert all(torch.equal(model.state_dict()[key], value) for key, value in expected.items())
     with torch.no_grad():
         torch.testing.assert_close(model(images()), source.forward_head(source.forward_features(images()), True))
     notes = load_pretrained(create_model(tiny_name, num_classes=0), path)
-    assert notes == [f"{path}: classifier 'head.fc' dropped: the model has num_classes=0 (file has 10)"]
+    assert notes == [f"{path}: classifier 'head.fc' dropped: the model has no classifier (file has 10)"]
 
 
 def test_adapt_input_conv_follows_timm_rules():

@@ -73,7 +73,9 @@ def create_model(
     if head is not None and not isinstance(head, HeadSpec):
         raise CnnkitError(f"head must be a cnnkit.models.heads.HeadSpec, got {type(head).__name__} (model {name!r})")
     # num_classes=0 builds the model's own head, then removes its final layer (reset_classifier), before any
-    # weights load: the file's classifier is dropped, not re-initialised for the default count.
+    # weights load: the file's classifier is dropped, not re-initialised for the default count. A
+    # FeatureExtractor has no classifier either: features_only removes it the same way.
+    headless = num_classes == 0 or features_only
     built_classes = num_classes or defaults["num_classes"].default
     try:
         if pretrained is None:
@@ -82,16 +84,15 @@ def create_model(
             from cnnkit.models.pretrained import build_with_weights
 
             model = build_with_weights(builder, Path(pretrained), num_classes=built_classes, in_chans=in_chans,
-                                       remove_classifier=num_classes == 0, **overrides)
+                                       remove_classifier=headless, **overrides)
     except ValueError as error:  # a builder refusing an option's value (transform_input with 1 channel)
         raise CnnkitError(f"model {name!r}: {error}") from error
-    if head is not None or num_classes == 0:
+    if head is not None or headless:
         if not isinstance(model, ClassifierModel):
-            raise CnnkitError(f"model {name!r} is not a ClassifierModel: it takes no head and no num_classes=0")
-        model.reset_classifier(num_classes, head=head)
+            raise CnnkitError(f"model {name!r} is not a ClassifierModel: it takes no head, no num_classes=0 and "
+                              "no features_only")
+        model.reset_classifier(0 if headless else num_classes, head=head)
     if features_only:
-        if not isinstance(model, ClassifierModel):
-            raise CnnkitError(f"model {name!r} is not a ClassifierModel: it has no feature_info")
         try:
             return FeatureExtractor(model, out_indices)
         except CnnkitError as error:

@@ -125,7 +125,7 @@ def _replace_classifier_entries(
     for key in file_keys:
         del state[key]
     if not own_keys:
-        return f"{source}: classifier {classifier!r} dropped: the model has num_classes=0 (file has {file_classes})"
+        return f"{source}: classifier {classifier!r} dropped: the model has no classifier (file has {file_classes})"
     state.update({key: own[key] for key in own_keys})
     classes = own[prefix + "weight"].shape[0]
     return f"{source}: classifier {classifier!r} re-initialised for {classes} classes (file has {file_classes})"
