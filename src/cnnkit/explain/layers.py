@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.modes import modes_kept
 
 _HEAD_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -32,13 +33,8 @@ class SpatialLayer:
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """`model` in eval mode inside the block; every module's own train/eval flag restored after."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
+    with modes_kept(model):
+        yield model.eval()
 
 
 def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[SpatialLayer]:

@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.targets import in_model_dtype
+from cnnkit.models.modes import modes_kept
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,11 @@ def dropout_active(model: nn.Module) -> Iterator[None]:
     if not layers:
         raise CnnkitError(f"{type(model).__name__} has no dropout layer (nn.Dropout): MC dropout needs one "
                           "(dropout written as F.dropout inside forward cannot be switched on alone)")
-    modes = [(module, module.training) for module in model.modules()]
-    try:
+    with modes_kept(model):
         model.eval()
         for layer in layers:
             layer.train()
         yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _entropy(probabilities: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,7 @@ the last stages) are removed, so the extractor holds none of their parameters.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from itertools import chain
 from typing import Any
@@ -23,6 +22,7 @@ from torch.func import functional_call
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import ClassifierModel
 from cnnkit.models.feature_info import FeatureInfo
+from cnnkit.models.modes import modes_kept
 
 
 class _StageReached(Exception):
@@ -109,7 +109,7 @@ class FeatureExtractor(nn.Module):
         ran: set[int] = set()
         handles = [m.register_forward_pre_hook(lambda m, args: ran.add(id(m))) for m in model.modules()]
         try:
-            with _modes_kept(model):
+            with modes_kept(model):
                 for mode in (False, True):
                     model.train(mode)
                     _run_on_meta(self, model)
@@ -130,23 +130,12 @@ def measured_feature_info(model: ClassifierModel) -> FeatureInfo:
     stages = model.feature_info.stages
     handles = [model.get_submodule(s.module).register_forward_hook(record(s.module)) for s in stages]
     try:
-        with _modes_kept(model):
+        with modes_kept(model):
             _run_on_meta(model.eval(), model)
     finally:
         for handle in handles:
             handle.remove()
     return FeatureInfo(tuple(replace(stage, channels=widths[stage.module]) for stage in stages))
-
-
-@contextmanager
-def _modes_kept(model: nn.Module) -> Iterator[None]:
-    """Restore every module's train/eval mode on exit (a frozen BatchNorm stays in eval mode)."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _run_on_meta(module: nn.Module, model: ClassifierModel) -> None:
