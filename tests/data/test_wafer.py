@@ -217,3 +217,13 @@ def test_no_single_pixel_tells_the_class(maps: WaferMaps) -> None:
         counts = np.stack([((states == state) & (maps.labels == k)[:, None]).sum(axis=0) for k in range(9)])
         correct += counts.max(axis=0)
     assert correct.max() / len(maps) < 0.35
+
+
+def test_per_class_counts_may_be_a_numpy_array() -> None:
+    """An array of 9 counts is per-class counts, as a list is (it was refused as 'must be an int'),
+    and a float array is named element by element."""
+    counts = np.array([1, 2, 0, 1, 1, 0, 1, 1, 3])
+    maps = make_wafer_maps(counts, 16, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(np.bincount(maps.labels, minlength=9), counts)
+    with pytest.raises(CnnkitError, match=r"per_class\[0\] must be an int, got .*1\.5"):
+        make_wafer_maps(np.full(9, 1.5), 16, rng=np.random.default_rng(0))

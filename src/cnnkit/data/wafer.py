@@ -167,7 +167,7 @@ def make_wafer_maps(per_class: int | Sequence[int], size: int = 32, *, rng: np.r
     `per_class[k]` of class k (see `class_counts`), size x size pixels. `placement` confines loc and
     scratch defects to one half of the wafer; `die_range` bounds the die grid's side (default
     15 to 2 * size dies, so a die is at least half a pixel)."""
-    if isinstance(per_class, Sequence) and not isinstance(per_class, str):
+    if isinstance(per_class, np.ndarray | Sequence) and not isinstance(per_class, str):  # a count per class
         counts = [_whole(count, f"per_class[{k}]") for k, count in enumerate(per_class)]
     else:
         counts = [_whole(per_class, "per_class")] * len(WAFER_CLASSES)
