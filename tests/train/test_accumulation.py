@@ -260,8 +260,26 @@ def test_embedding_training_refuses_accumulation_by_name(tmp_path: Path) -> None
 
     learner = MetricLearner(EmbeddingModel(create_model("mnist_cnn", num_classes=2), 8), make_loss("triplet", 2, 8))
     data = torch.utils.data.TensorDataset(torch.randn(16, 1, 28, 28), torch.arange(16) % 2)
-    with pytest.raises(CnnkitError, match="accumulate_steps 2 would not make a larger batch"):
+    with pytest.raises(CnnkitError, match="accumulate_steps 2 would not make a larger batch for the triplet loss"):
         EmbeddingTrainer(learner, data, PLAIN.replace(accumulate_steps=2), num_classes=2, run_dir=tmp_path)
+
+
+def test_a_proxy_loss_accumulates_to_the_whole_batch_s_loss(tmp_path: Path) -> None:
+    """ArcFace is a mean over samples against its proxies: the mean of two halves' losses is the
+    whole batch's (what makes accumulating it exact), and its trainer accepts accumulate_steps."""
+    from cnnkit.embeddings.losses import make_loss
+    from cnnkit.embeddings.model import EmbeddingModel, MetricLearner
+    from cnnkit.embeddings.trainer import EmbeddingTrainer
+    from cnnkit.models.factory import create_model
+
+    loss = make_loss("arcface", 3, 8, generator=torch.Generator().manual_seed(0))
+    embeddings, labels = torch.randn(8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3
+    halves = (loss(embeddings[:4], labels[:4]) + loss(embeddings[4:], labels[4:])) / 2
+    torch.testing.assert_close(halves, loss(embeddings, labels), rtol=1e-6, atol=1e-6)
+    learner = MetricLearner(EmbeddingModel(create_model("mnist_cnn", num_classes=2), 8), make_loss("arcface", 2, 8))
+    data = torch.utils.data.TensorDataset(torch.randn(16, 1, 28, 28), torch.arange(16) % 2)
+    trainer = EmbeddingTrainer(learner, data, PLAIN.replace(accumulate_steps=2), num_classes=2, run_dir=tmp_path)
+    assert trainer.effective_batch_size == 2 * PLAIN.batch_size
 
 
 def test_a_checkpoint_inside_another_accumulation_step_is_refused_naming_the_setting(tmp_path: Path) -> None:

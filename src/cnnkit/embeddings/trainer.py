@@ -58,10 +58,12 @@ class EmbeddingTrainer(Trainer):
         super().__init__(model, *args, **kwargs)
         if self.config.mixup_alpha or self.config.cutmix_alpha:
             raise CnnkitError("--task embedding does not mix images: leave mixup_alpha and cutmix_alpha at 0")
-        if self.config.accumulate_steps > 1:
+        # A proxy loss (ArcFace, CosFace, NormSoftmax) is a mean over samples against the proxies, so
+        # accumulated micro-batches give the large batch's gradient; a triplet loss mines within a batch.
+        if self.config.accumulate_steps > 1 and not model.uses_proxies:
             raise CnnkitError(f"--task embedding: accumulate_steps {self.config.accumulate_steps} would not make a "
-                              "larger batch: a metric-learning loss compares the items within one batch (pairs, "
-                              "mined triplets, a log-sum-exp per proxy); leave it at 1 and raise --batch-size")
+                              "larger batch for the triplet loss: it mines its triplets within one batch; leave it "
+                              "at 1 and raise --batch-size (the proxy losses, e.g. arcface, accumulate)")
         if self.config.label_smoothing or self.config.class_weighted_loss:
             raise CnnkitError("--task embedding: label_smoothing and class_weighted_loss apply to cross-entropy "
                               "classification only; leave them off")
