@@ -95,16 +95,15 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from cnnkit.deploy.bench import bench_target, format_table, parse_backends, resolve_target, rows_json, write_csv
     from cnnkit.device_info import device_info
-    from cnnkit.errors import CnnkitError
 
     backends = parse_backends(args.backends)
     threads = args.threads or torch.get_num_threads()
     rows = []
     for text in args.targets:
         target = resolve_target(text, img_size=args.img_size)
-        chosen = tuple(b for b in backends if not (target.model is None and b == "torch"))
+        chosen = tuple(b for b in backends if b in target.backends)
         if not chosen:
-            raise CnnkitError(f"{text}: an .onnx file has no torch backend; use --backends onnx,int8")
+            raise target.refuse(backends)
         rows += bench_target(target, backends=chosen, batch_sizes=args.batch_sizes, threads=threads,
                              repeats=args.repeats)
     write_csv(rows, Path(args.csv))
