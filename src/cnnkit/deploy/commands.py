@@ -98,9 +98,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
     backends = parse_backends(args.backends)
     threads = args.threads or torch.get_num_threads()
-    rows = []
+    rows, requantized = [], False
     for text in args.targets:
         target = resolve_target(text, img_size=args.img_size)
+        requantized |= "int8" in backends and not target.quantized
         chosen = tuple(b for b in backends if b in target.backends)
         if not chosen:
             raise target.refuse(backends)
@@ -112,8 +113,8 @@ def run_bench(args: argparse.Namespace) -> int:
     else:
         print(f"machine: {device_info().describe()}")
         print(format_table(rows))
-        if "int8" in backends:
-            print("int8 rows are calibrated on random inputs: their speed is real, their accuracy is not measured "
+        if requantized:
+            print("int8 rows (but an int8 .onnx's own) are calibrated on random inputs: their speed is real, their accuracy is not measured "
                   "(cnnkit export --int8 measures it)")
         unknown = sorted({row.target for row in rows if row.params is None})
         if unknown:
