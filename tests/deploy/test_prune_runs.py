@@ -186,3 +186,20 @@ def test_bad_prune_arguments_are_named(tiny, tmp_path: Path, capsys) -> None:
     assert main(["prune", str(run), str(data), "--iterative", "--sparsity", "0.9", "--out", str(tmp_path / "c")]) == 2
     assert "--sparsity 0.9 has no effect with --iterative" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_pruning_names_the_split_it_measures_before_and_after(tmp_path: Path, capsys) -> None:
+    """Data given as train/val has no test split: the before/after figures are the val split's, said so
+    (was 'test top-1 ... before pruning', measured on val), and 'after' is the pruned run's own."""
+    data = tmp_path / "given"
+    make_tiny_folder(data / "train")
+    make_tiny_folder(data / "val")
+    run = train_tiny_run(data, tmp_path / "run", epochs=1)
+    out = tmp_path / "pruned"
+    capsys.readouterr()
+    assert main(["prune", str(run), str(data), "--sparsity", "0.5", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "test top-1" not in line and " val top-1 " in line, line
+    after = float(line.split("before pruning, ")[1].split("%")[0])
+    assert main(["eval", str(out), str(data), "--json"]) == 0
+    assert after == pytest.approx(100 * json.loads(capsys.readouterr().out)["val_top1"], abs=0.01)
