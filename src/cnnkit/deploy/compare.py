@@ -4,6 +4,7 @@ the accuracy-latency Pareto front (a model is on it when no other is both more a
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,18 +123,27 @@ def front_of(rows: Sequence[CompareRow], backend: str) -> list[bool]:
                         [r.backends[backend].latency.p50_ms_batch1 for r in rows])
 
 
+def row_labels(rows: Sequence[CompareRow]) -> list[str]:
+    """Each row's name in the table and plot: its model, with its run folder's name when another
+    row has the same model (e.g. a run and its pruned copy)."""
+    counts = Counter(row.model for row in rows)
+    return [row.model if counts[row.model] == 1 else f"{row.model} ({Path(row.run_dir).name})" for row in rows]
+
+
 def format_compare(rows: Sequence[CompareRow]) -> str:
     """The table, a model starred when it is on the accuracy-latency front of any backend (which
     ones in the last column)."""
     backends = _backends(rows)
     fronts = {backend: front_of(rows, backend) for backend in backends}
-    header = f"  {'model':<18} {'params':>10} {'MACs':>12} {'macro-F1':>8}"
+    labels = row_labels(rows)
+    width = max(18, *map(len, labels))
+    header = f"  {'model':<{width}} {'params':>10} {'MACs':>12} {'macro-F1':>8}"
     for backend in backends:
         header += f" | {backend + ' top-1':>11} {'p50 b1 ms':>9} {'img/s b32':>9} {'MB':>7}"
     lines = [header + " | front"]
-    for index, row in enumerate(rows):
+    for index, (row, label) in enumerate(zip(rows, labels)):
         on = [backend for backend in backends if fronts[backend][index]]
-        line = f"{'*' if on else ' '} {row.model:<18} {row.params:>10,} {row.macs:>12,} {row.macro_f1:8.4f}"
+        line = f"{'*' if on else ' '} {label:<{width}} {row.params:>10,} {row.macs:>12,} {row.macro_f1:8.4f}"
         for backend in backends:
             figures = row.backends[backend]
             line += (f" | {100 * figures.test_top1:10.2f}% {figures.latency.p50_ms_batch1:9.2f} "
@@ -161,9 +171,9 @@ def plot_pareto(rows: Sequence[CompareRow], path: Path) -> None:
         ordered = sorted((x, y) for x, y, on in zip(latency, accuracy, front) if on)
         axes.plot([p[0] for p in ordered], [p[1] for p in ordered], color=colour, linestyle="--",
                   label=f"{backend} front")
-    for row in rows:  # each model named once, at its fastest backend (its points share a row of accuracies)
+    for row, label in zip(rows, row_labels(rows)):  # each named once, at its fastest backend
         fastest = min(row.backends.values(), key=lambda figures: figures.latency.p50_ms_batch1)
-        axes.annotate(row.model, (fastest.latency.p50_ms_batch1, 100 * fastest.test_top1), textcoords="offset points",
+        axes.annotate(label, (fastest.latency.p50_ms_batch1, 100 * fastest.test_top1), textcoords="offset points",
                       xytext=(-5, 6), ha="right", fontsize=8)
     axes.set_xlabel("latency p50, batch 1 (ms)")
     axes.set_ylabel("test top-1 (%)")
