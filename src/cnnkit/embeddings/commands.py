@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from cnnkit.data.folders import IMAGE_EXTENSIONS, is_image_folder, list_image_folder
+from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.data.splits import held_out_split
 from cnnkit.embeddings.fit import EmbeddingOptions, fit_embedding, holdout_split
 from cnnkit.embeddings.gallery import Gallery
@@ -137,8 +138,10 @@ def run_embedding_train(args: argparse.Namespace) -> int:
     else:
         name = held_out_split(splits) or "train"
         evaluation = [splits[name]]
+    # Decoded as validation decodes (the eval pipeline's JPEG scale): the final figures are then the best epoch's.
+    hint = eval_pipeline(backbone.default_cfg).decode_hint
     summary = fit_embedding(MetricLearner(embedder, criterion), bundle, config, info, options,
-                            evaluation_sets=evaluation, evaluation_name=name, run_dir=out, resume=args.resume,
+                            evaluation_sets=[dataset.with_decode_hint(hint) for dataset in evaluation], evaluation_name=name, run_dir=out, resume=args.resume,
                             distributed=context, quiet=args.quiet,
                             holdout_names=data.class_names[len(train_classes):])
     if context.is_main:
