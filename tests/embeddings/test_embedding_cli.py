@@ -16,6 +16,7 @@ from cnnkit.cli import main
 from cnnkit.embeddings.runs import embed_files, embedding_predictor
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import read_summary, write_summary
+from cnnkit.inference.bulk import collect_files
 
 COLOURS = {"blue": (30, 30, 220), "cyan": (30, 210, 210), "green": (30, 200, 30), "red": (220, 30, 30),
            "yellow": (220, 220, 30)}
@@ -193,3 +194,15 @@ def test_final_retrieval_figures_are_the_best_epochs(tmp_path: Path) -> None:
     assert summary.evaluated_on == "val"
     for name in ("precision_at_1", "map_at_r", "mrr", "recall_at_5"):
         assert summary.retrieval[name] == pytest.approx(summary.final[f"val_{name}"], abs=1e-12), name
+
+
+def test_search_takes_a_folder_of_queries_as_predict_does(run: Path, folder: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """`cnnkit search GALLERY FOLDER` walks the folder (as predict and explain do; it skipped it: 'is a folder')."""
+    gallery = tmp_path / "gallery"
+    assert main(["index", str(run), str(folder), "--out", str(gallery)]) == 0
+    capsys.readouterr()
+    assert main(["search", str(gallery), str(folder / "red"), "--top-k", "1", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["query"] for r in results] == collect_files([folder / "red"]) and len(results) == 12
+    assert all(r["matches"][0]["path"] == r["query"] for r in results), "each query finds itself"

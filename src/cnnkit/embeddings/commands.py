@@ -27,6 +27,7 @@ from cnnkit.embeddings.search import KINDS
 from cnnkit.embeddings.verification import verification_metrics
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import RunSummary, update_summary
+from cnnkit.inference.bulk import collect_files
 from cnnkit.train import model_setup, preprocessing
 from cnnkit.train.commands import start_run
 from cnnkit.train.distributed import shutdown
@@ -59,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     search = subparsers.add_parser("search", help="the gallery items most similar to query images")
     search.add_argument("gallery", help="a gallery folder from `cnnkit index`")
-    search.add_argument("queries", nargs="+", help="query image files")
+    search.add_argument("queries", nargs="+", help="query image files and/or folders (walked recursively)")
     search.add_argument("--top-k", type=int, default=5, help="matches per query (default 5)")
     search.add_argument("--json", action="store_true", help="print JSON")
     search.set_defaults(func=run_search)
@@ -278,7 +279,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise CnnkitError(f"--top-k must be >= 1, got {args.top_k}")
     gallery = Gallery.load(args.gallery)
     predictor, _ = embedding_predictor(gallery.run)
-    vectors, kept, skipped = embed_files(predictor, args.queries)
+    vectors, kept, skipped = embed_files(predictor, collect_files(args.queries))
     for path, why in skipped:
         print(f"search: skipped {path}: {why}", file=sys.stderr)  # stdout stays parseable with --json
     results = gallery.search(vectors, args.top_k) if len(kept) else []
