@@ -273,3 +273,24 @@ def test_an_out_path_of_the_wrong_kind_is_refused_before_any_work(
     assert main(["calibrate", str(run_dir), "wafer", "--plot", str(tmp_path)]) == 2
     assert f"--plot {tmp_path} is a directory" in capsys.readouterr().err
     assert (run_dir / "summary.json").read_text() == before, "nothing stored by a failed call"
+
+
+def test_a_fine_tuning_reports_its_phases_curves_and_best_epoch(tmp_path: Path) -> None:
+    """A `cnnkit finetune` run keeps metrics.csv per phase: the report draws them one after another (it said
+    'The run has no metrics.csv'), and gives the best epoch as training printed it ('phase 2 epoch 1'; it said
+    'epoch 1', the epoch within the last phase)."""
+    from colour_folders import make_tiny_folder
+
+    from cnnkit.explain.report import _metrics_rows, build_report
+
+    data = make_tiny_folder(tmp_path / "tiny")
+    out = tmp_path / "ft"
+    assert main(["finetune", str(data), "--model", "compact_cnn", "--phases", "head:1,all:2", "--img-size", "16",
+                 "--batch-size", "8", "--out", str(out), "--quiet"]) == 0
+    run = open_run(out, str(data))
+    rows = _metrics_rows(out, run.summary)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"], "three epochs across the two phases"
+    content = build_report(out, str(data), top_losses=2, per_class=1)
+    assert content.learning_curves is not None
+    best = dict(content.run_facts)["best epoch"]
+    assert best.startswith(f"phase 2 epoch {run.summary.best_epoch + 1} (val_top1 "), best

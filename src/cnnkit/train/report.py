@@ -8,15 +8,19 @@ from pathlib import Path
 from cnnkit.train.run_summary import RunSummary
 
 
+def best_epoch_text(summary: RunSummary) -> str:
+    """Where the best weights come from, counted from 1: `epoch 3`, or for a fine-tuning (whose
+    best_epoch is within its last phase) `phase 2 epoch 1`."""
+    where = f"epoch {(summary.best_epoch or 0) + 1}"
+    return f"phase {len(summary.phases)} {where}" if summary.phases else where
+
+
 def format_metrics(summary: RunSummary, run_dir: Path) -> str:
     """Final metrics, best epoch, test accuracy and confusion table of a finished run (of a
     fine-tuning: the epochs of each phase, their total, and the last phase's best epoch)."""
-    where = f"epoch {(summary.best_epoch or 0) + 1}"
-    if summary.phases:
-        where = f"phase {len(summary.phases)} {where}"
     batch = "" if summary.effective_batch_size is None else f"effective batch {summary.effective_batch_size}, "
     lines = [f"run: {run_dir}  (model {summary.model_name}, {summary.epochs_run} epochs, {batch}"
-             f"best {summary.monitor} {summary.best_metric:.4f} at {where})"]
+             f"best {summary.monitor} {summary.best_metric:.4f} at {best_epoch_text(summary)})"]
     if summary.phases:
         lines.append(format_phases(summary.phases, summary.epochs_run))
     lines.append("final: " + "  ".join(f"{k} {v:.4f}" for k, v in summary.final.items()))
