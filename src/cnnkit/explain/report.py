@@ -24,7 +24,7 @@ from cnnkit.explain.layer_advice import LayerAdvice, advise_layer
 from cnnkit.explain.run_access import RunWithData, calibration_split, open_run
 from cnnkit.explain.visuals import cam_overlays, check_cam_choice, enlarge, top_loss_tiles
 from cnnkit.train.config import load_config
-from cnnkit.train.report import best_epoch_text
+from cnnkit.train.report import best_epoch_text, format_metric
 from cnnkit.train.run_summary import RunSummary
 
 
@@ -105,7 +105,7 @@ def _run_facts(run: RunWithData) -> list[tuple[str, str]]:
              ("epochs run", str(summary.epochs_run))]
     if summary.best_epoch is not None and summary.best_metric is not None:
         facts.append(("best epoch", f"{best_epoch_text(summary).removeprefix('epoch ')} "
-                                    f"({summary.monitor} {summary.best_metric:.4f})"))
+                                    f"({summary.monitor} {format_metric(summary.monitor, summary.best_metric)})"))
     if summary.train_seconds:
         facts.append(("training time", f"{summary.train_seconds:.1f} s"))
     return facts
@@ -209,7 +209,7 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
     images, captions = top_loss_tiles(run, interpretation, method=cam_method, layer=cam_layer)
     rows = _metrics_rows(run.run_dir, run.summary)
     report = interpretation.report
-    test_metrics = [(name, f"{value:.4f}") for name, value in (run.summary.test or {}).items()]
+    test_metrics = [(name, format_metric(name, value)) for name, value in (run.summary.test or {}).items()]
     test_metrics += [(f"{split} accuracy (recomputed)", f"{report.accuracy:.4f}"),
                      (f"{split} macro F1", f"{report.macro.f1:.4f}"), (f"{split} weighted F1", f"{report.weighted.f1:.4f}")]
     return ReportContent(
