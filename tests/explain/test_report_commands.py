@@ -49,6 +49,7 @@ def test_interpret_agrees_with_the_run_and_recomputed_losses(run_dir: Path, tmp_
     assert {p.name for p in tmp_path.iterdir()} >= {"interpretation.json", "confusion.png", "top_losses.png"}
     top = result["top_losses"]
     assert len(top) == 6 and [t["loss"] for t in top] == sorted((t["loss"] for t in top), reverse=True)
+    assert all(t["path"] is None for t in top), "wafer maps are made in memory: no file to name"
     # Each kept index, re-read and re-run, gives the loss and classes recorded for it.
     run = open_run(run_dir, "wafer")
     _, inputs, labels = run.items("test", [t["index"] for t in top])
@@ -294,3 +295,20 @@ def test_a_fine_tuning_reports_its_phases_curves_and_best_epoch(tmp_path: Path) 
     assert content.learning_curves is not None
     best = dict(content.run_facts)["best epoch"]
     assert best.startswith(f"phase 2 epoch {run.summary.best_epoch + 1} (val_top1 "), best
+
+
+def test_interpret_names_the_file_of_each_top_loss(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """A top loss of an image folder carries its file (it had only an index into a split), and the file,
+    predicted alone, has that loss; data held in memory (wafer) has none to name."""
+    assert main(["interpret", str(trained_run), str(tiny_folder), "--out", str(tmp_path), "--top-losses", "3",
+                 "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["top_losses"]
+    assert top == json.loads((tmp_path / "interpretation.json").read_text())["top_losses"]
+    predictor = Predictor.from_run(trained_run)
+    names = list(predictor.class_names)
+    for item in top:
+        assert Path(item["path"]).parent.name == item["true"], "the file lies in its class's folder"
+        logits = predictor.logits([item["path"]])
+        loss = F.cross_entropy(logits, torch.tensor([names.index(item["true"])]))
+        assert float(loss) == pytest.approx(item["loss"], rel=1e-4, abs=1e-6)
