@@ -177,12 +177,18 @@ def run_distill(args: argparse.Namespace) -> int:
 
     fit(student, teacher.bundle(config, student), config, teacher.info(student, args.student), run_dir=out,
         quiet=args.quiet, trainer_class=make_trainer)
-    teacher_top1 = (teacher.summary.test or {}).get("test_top1")
+    # Teacher and student scored on one split (test, else val), the student with its best weights.
+    device, split = pick_device(config.device), test_split(teacher)
+    teacher_top1 = test_metrics(teacher, device=device)[0]
+    student.load_state_dict(load_file(out / "best.safetensors"))
+    student_top1 = test_metrics(dataclasses.replace(teacher, model=student), device=device)[0]
     summary = update_summary(out, teacher=str(teacher.path),
-                             distillation={"teacher_model": teacher.summary.model_name,
-                                           "teacher_test_top1": teacher_top1, "temperature": args.temperature,
-                                           "alpha": args.alpha})
+                             distillation={"teacher_model": teacher.summary.model_name, "split": split,
+                                           "teacher_top1": teacher_top1, "student_top1": student_top1,
+                                           "temperature": args.temperature, "alpha": args.alpha})
     print(format_metrics(summary, out))
+    print(f"{split} top-1: teacher {teacher.summary.model_name} {100 * teacher_top1:.2f}%, "
+          f"student {args.student} {100 * student_top1:.2f}%")
     return 0
 
 
