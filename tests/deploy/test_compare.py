@@ -177,4 +177,18 @@ def test_two_runs_of_one_model_are_told_apart_in_the_table() -> None:
     rows = [row("resnet18", "runs/hym"), row("resnet18", "runs/slim"), row("compact_cnn", "runs/student")]
     assert row_labels(rows) == ["resnet18 (hym)", "resnet18 (slim)", "compact_cnn"]
     table = format_compare(rows).splitlines()
+    assert table[-1].endswith("top-1 and macro-F1 on the test split")
     assert "resnet18 (hym)" in table[1] and "resnet18 (slim)" in table[2] and "compact_cnn " in table[3]
+
+
+def test_compare_names_the_split_its_accuracies_are_on(tmp_path: Path, capsys) -> None:
+    """Data given as train/val: compare's accuracies are val figures, and the table and compare.csv say so."""
+    data = tmp_path / "given"
+    make_tiny_folder(data / "train")
+    make_tiny_folder(data / "val")
+    run = train_tiny_run(data, tmp_path / "run", epochs=1)
+    capsys.readouterr()
+    assert main(["compare", str(data), "--runs", str(run), "--backends", "torch", "--out", str(tmp_path / "c")]) == 0
+    assert "top-1 and macro-F1 on the val split" in capsys.readouterr().out
+    (row,) = csv.DictReader((tmp_path / "c" / "compare.csv").open())
+    assert row["split"] == "val"

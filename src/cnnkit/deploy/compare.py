@@ -22,7 +22,8 @@ from cnnkit.train.preprocessing import batch_stage
 
 @dataclass(frozen=True)
 class CompareRow:
-    """One run's figures; `backends` per backend name (torch, onnx, int8) in the order chosen."""
+    """One run's figures; `backends` per backend name (torch, onnx, int8) in the order chosen; the
+    accuracies are on `split` (test, else val: `test_split`)."""
 
     model: str
     run_dir: str
@@ -31,6 +32,7 @@ class CompareRow:
     test_top1: float
     macro_f1: float
     backends: dict[str, BackendFigures] = field(default_factory=dict)
+    split: str = "test"
 
 
 def macro_f1(confusion: torch.Tensor) -> float:
@@ -81,7 +83,7 @@ def compare_row(source: SourceRun, *, device: torch.device, backends: Sequence[s
                                calibration_size=calibration_size, seed=seed, budget_s=latency_budget_s)
     return CompareRow(model=source.summary.model_name, run_dir=str(source.path),
                       params=sum(p.numel() for p in model.parameters()), macs=costs.total_macs,
-                      test_top1=top1, macro_f1=f1, backends=figures)
+                      test_top1=top1, macro_f1=f1, backends=figures, split=test_split(source))
 
 
 def _backends(rows: Sequence[CompareRow]) -> list[str]:
@@ -94,7 +96,7 @@ def _columns(rows: Sequence[CompareRow]) -> list[str]:
         columns += [f"test_top1_{backend}"] if backend != "torch" else []
         columns += [f"latency_p50_ms_b1_{backend}", f"images_per_s_b32_{backend}", f"size_bytes_{backend}",
                     f"pareto_{backend}"]
-    return columns + ["run_dir"]
+    return columns + ["split", "run_dir"]
 
 
 def write_compare_csv(rows: Sequence[CompareRow], path: Path) -> None:
@@ -106,7 +108,7 @@ def write_compare_csv(rows: Sequence[CompareRow], path: Path) -> None:
         for index, row in enumerate(rows):
             values: dict[str, object] = {"model": row.model, "params": row.params, "macs": row.macs,
                                          "test_top1": round(row.test_top1, 6), "macro_f1": round(row.macro_f1, 6),
-                                         "run_dir": row.run_dir}
+                                         "split": row.split, "run_dir": row.run_dir}
             for backend, figures in row.backends.items():
                 if backend != "torch":
                     values[f"test_top1_{backend}"] = round(figures.test_top1, 6)
@@ -149,7 +151,8 @@ def format_compare(rows: Sequence[CompareRow]) -> str:
             line += (f" | {100 * figures.test_top1:10.2f}% {figures.latency.p50_ms_batch1:9.2f} "
                      f"{figures.latency.images_per_s_batch32:9.1f} {figures.size_bytes / 1e6:7.2f}")
         lines.append(line + " | " + ",".join(on))
-    lines.append("models marked * are on the accuracy-latency (batch 1) Pareto front of the backends named last")
+    lines.append("models marked * are on the accuracy-latency (batch 1) Pareto front of the backends named last; "
+                 f"top-1 and macro-F1 on the {'/'.join(dict.fromkeys(row.split for row in rows))} split")
     return "\n".join(lines)
 
 
