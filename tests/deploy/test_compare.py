@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from colour_folders import make_tiny_folder, write_colour_folders
-from tiny_runs import train_tiny_run
+from tiny_runs import train_tiny_run, train_val_run
 
 from cnnkit.cli import main
 from cnnkit.data.folders import FolderDataset
@@ -183,10 +183,7 @@ def test_two_runs_of_one_model_are_told_apart_in_the_table() -> None:
 
 def test_compare_names_the_split_its_accuracies_are_on(tmp_path: Path, capsys) -> None:
     """Data given as train/val: compare's accuracies are val figures, and the table and compare.csv say so."""
-    data = tmp_path / "given"
-    make_tiny_folder(data / "train")
-    make_tiny_folder(data / "val")
-    run = train_tiny_run(data, tmp_path / "run", epochs=1)
+    data, run = train_val_run(tmp_path)
     capsys.readouterr()
     assert main(["compare", str(data), "--runs", str(run), "--backends", "torch", "--out", str(tmp_path / "c")]) == 0
     assert "top-1 and macro-F1 on the val split" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from colour_folders import make_tiny_folder
-from tiny_runs import train_tiny_run
+from tiny_runs import train_tiny_run, train_val_run
 
 from cnnkit.cli import main
 from cnnkit.deploy.distill import distillation_loss, soft_target_loss
@@ -113,10 +113,7 @@ def test_teacher_sees_the_students_very_batches(tiny, tmp_path: Path) -> None:
 def test_distill_scores_teacher_and_student_on_one_split(tmp_path: Path, capsys) -> None:
     """Data given as train/val: teacher and student are both scored on val and printed side by side (the
     teacher's figure was `teacher_test_top1: null`, read from a test split the data does not have)."""
-    data = tmp_path / "given"
-    make_tiny_folder(data / "train")
-    make_tiny_folder(data / "val")
-    teacher = train_tiny_run(data, tmp_path / "teacher", epochs=1)
+    data, teacher = train_val_run(tmp_path)
     out = tmp_path / "student"
     capsys.readouterr()
     assert main(["distill", str(teacher), str(data), "--student", "mnist_cnn", "--epochs", "1", "--batch-size", "8",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from colour_folders import make_tiny_folder
-from tiny_runs import train_tiny_run
+from tiny_runs import train_tiny_run, train_val_run
 
 from cnnkit.cli import main
 from cnnkit.deploy.from_run import open_run
@@ -192,10 +192,7 @@ def test_bad_prune_arguments_are_named(tiny, tmp_path: Path, capsys) -> None:
 def test_pruning_names_the_split_it_measures_before_and_after(tmp_path: Path, capsys) -> None:
     """Data given as train/val has no test split: the before/after figures are the val split's, said so
     (was 'test top-1 ... before pruning', measured on val), and 'after' is the pruned run's own."""
-    data = tmp_path / "given"
-    make_tiny_folder(data / "train")
-    make_tiny_folder(data / "val")
-    run = train_tiny_run(data, tmp_path / "run", epochs=1)
+    data, run = train_val_run(tmp_path)
     out = tmp_path / "pruned"
     capsys.readouterr()
     assert main(["prune", str(run), str(data), "--sparsity", "0.5", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
@@ -209,10 +206,7 @@ def test_pruning_names_the_split_it_measures_before_and_after(tmp_path: Path, ca
 def test_the_lottery_table_names_its_split_and_scores_each_rounds_best_weights(tmp_path: Path, capsys) -> None:
     """Without a test split the table is the val split's (was a `test_top1` column holding val figures),
     and each round's figure is what `cnnkit eval` measures on that round's best weights."""
-    data = tmp_path / "given"
-    make_tiny_folder(data / "train")
-    make_tiny_folder(data / "val")
-    run = train_tiny_run(data, tmp_path / "run", epochs=1)
+    data, run = train_val_run(tmp_path)
     rows = lottery_ticket(open_run(run, str(data)), open_run(run, str(data)).config.replace(epochs=2),
                           LotterySettings(rounds=1, rate=0.5, rewind_epoch=0, control=False), tmp_path / "lt")
     assert [row.split for row in rows] == ["val", "val"]
