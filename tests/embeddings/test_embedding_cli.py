@@ -206,3 +206,14 @@ def test_search_takes_a_folder_of_queries_as_predict_does(run: Path, folder: Pat
     results = json.loads(capsys.readouterr().out)
     assert [r["query"] for r in results] == collect_files([folder / "red"]) and len(results) == 12
     assert all(r["matches"][0]["path"] == r["query"] for r in results), "each query finds itself"
+
+
+def test_verify_says_how_many_folds_its_accuracy_has(run: Path, folder: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """Four pairs make four folds of one pair: the accuracy is called 4-fold (it said 10-fold)."""
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"{folder}/red/0.png {folder}/red/1.png same\n{folder}/red/2.png {folder}/yellow/2.png different\n"
+                     f"{folder}/red/3.png {folder}/red/4.png same\n{folder}/red/5.png {folder}/yellow/5.png different\n")
+    assert main(["verify", str(run), "--pairs", str(pairs)]) == 0
+    printed = capsys.readouterr().out
+    assert "4 pairs: " in printed and " 4-fold accuracy " in printed and "10-fold" not in printed

@@ -208,14 +208,15 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"verify: {len(pairs) - len(usable)} pairs skipped (unreadable images, e.g. {skipped[0][0]})",
               file=sys.stderr)  # stdout stays parseable with --json
     scores = [float(vectors[row[a]] @ vectors[row[b]]) for a, b, _ in usable]
-    metrics = verification_metrics(scores, [s for _, _, s in usable])
+    folds = max(2, min(10, len(usable)))  # LFW's 10 folds; with fewer pairs, one pair a fold
+    metrics = verification_metrics(scores, [s for _, _, s in usable], folds=folds)
     metrics.pop("fpr"), metrics.pop("tpr")
     update_summary(args.run, verification_threshold=metrics["threshold"], verification_pairs=metrics)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         print(f"{len(usable)} pairs: AUC {metrics['auc']:.4f}  EER {metrics['eer']:.4f} (threshold "
-              f"{metrics['eer_threshold']:.4f})  10-fold accuracy {metrics['accuracy']:.4f} +- {metrics['accuracy_std']:.4f}")
+              f"{metrics['eer_threshold']:.4f})  {folds}-fold accuracy {metrics['accuracy']:.4f} +- {metrics['accuracy_std']:.4f}")
         tars = [f"TAR@FAR={k[len('tar_at_far_'):]} {v:.4f}" for k, v in metrics.items()
                 if k.startswith("tar_at_far_") and v is not None]
         if tars:
