@@ -215,3 +215,19 @@ def test_the_lottery_table_names_its_split_and_scores_each_rounds_best_weights(t
         capsys.readouterr()
         assert main(["eval", row.run_dir, str(data), "--json"]) == 0
         assert row.top1 == pytest.approx(json.loads(capsys.readouterr().out)["val_top1"]), row.run_dir
+
+
+def test_a_finetune_run_can_be_pruned_and_distilled(tmp_path: Path, capsys) -> None:
+    """`cnnkit finetune` writes the top-level files of a run, config.yaml included: prune and distill take it
+    (both said 'has no config.yaml: not a run directory written by cnnkit'), and its resume still passes."""
+    data = make_tiny_folder(tmp_path / "data")
+    ft = tmp_path / "ft"
+    finetune = ["finetune", str(data), "--model", "compact_cnn", "--phases", "head:1,all:1", "--img-size", "16",
+                "--batch-size", "8", "--out", str(ft), "--quiet"]
+    assert main(finetune) == 0
+    assert main([*finetune, "--resume"]) == 0, capsys.readouterr().err
+    common = ["--epochs", "1", "--batch-size", "8", "--quiet"]
+    assert main(["prune", str(ft), str(data), "--sparsity", "0.5", "--out", str(tmp_path / "sparse"), *common]) == 0
+    assert main(["distill", str(ft), str(data), "--student", "mnist_cnn", "--out", str(tmp_path / "student"),
+                 *common]) == 0, capsys.readouterr().err
+    assert read_summary(tmp_path / "sparse").pruned_from == str(ft)
