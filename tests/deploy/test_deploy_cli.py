@@ -211,7 +211,8 @@ def test_bench_times_an_int8_export_as_it_is(exported: tuple[Path, str], tmp_pat
     cells = [(r["target"], r["backend"]) for r in csv.DictReader(table.open())]
     assert cells == [(str(out), "onnx"), (str(out), "int8"), (str(int8), "int8")]
     assert "int8 rows (except an int8 .onnx's own) are calibrated on random inputs" in capsys.readouterr().out
-    assert main(["bench", str(int8), "--batch-sizes", "1", "--repeats", "3", "--threads", "1", "--csv", str(table)]) == 0
+    assert main(["bench", str(int8), "--batch-sizes", "1", "--repeats", "3", "--threads", "1",
+                 "--csv", str(table)]) == 0
     assert "calibrated on random inputs" not in capsys.readouterr().out, "the file's own calibration"
     assert main(["bench", str(int8), "--backends", "onnx", "--csv", str(table)]) == 2
     assert f"{int8}: an int8 .onnx file has no onnx backend; use --backends int8" in capsys.readouterr().err

@@ -212,8 +212,8 @@ def test_verify_says_how_many_folds_its_accuracy_has(run: Path, folder: Path, tm
                                                      capsys: pytest.CaptureFixture) -> None:
     """Four pairs make four folds of one pair: the accuracy is called 4-fold (it said 10-fold)."""
     pairs = tmp_path / "pairs.txt"
-    pairs.write_text(f"{folder}/red/0.png {folder}/red/1.png same\n{folder}/red/2.png {folder}/yellow/2.png different\n"
-                     f"{folder}/red/3.png {folder}/red/4.png same\n{folder}/red/5.png {folder}/yellow/5.png different\n")
+    pairs.write_text("".join(f"{folder}/red/{a}.png {folder}/{other}/{b}.png {word}\n" for a, other, b, word in (
+        (0, "red", 1, "same"), (2, "yellow", 2, "different"), (3, "red", 4, "same"), (5, "yellow", 5, "different"))))
     assert main(["verify", str(run), "--pairs", str(pairs)]) == 0
     printed = capsys.readouterr().out
     assert "4 pairs: " in printed and " 4-fold accuracy " in printed and "10-fold" not in printed

@@ -221,5 +221,6 @@ def test_tuning_returns_its_report_without_logging_it(caplog: pytest.LogCaptureF
     pytest.importorskip("faiss")
     data, _ = clustered(300)
     with caplog.at_level("DEBUG", logger="cnnkit"):
-        index = VectorIndex.build(data, "hnsw", target_recall=0.9, sample=100, generator=torch.Generator().manual_seed(0))
+        index = VectorIndex.build(data, "hnsw", target_recall=0.9, sample=100,
+                                  generator=torch.Generator().manual_seed(0))
     assert "recall@10" in index.report.describe() and not caplog.records

@@ -114,7 +114,8 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"machine: {device_info().describe()}")
         print(format_table(rows))
         if requantized:
-            print("int8 rows (except an int8 .onnx's own) are calibrated on random inputs: their speed is real, their accuracy is not measured "
+            print("int8 rows (except an int8 .onnx's own) are calibrated on random inputs: their speed is real, "
+                  "their accuracy is not measured "
                   "(cnnkit export --int8 measures it)")
         unknown = sorted({row.target for row in rows if row.params is None})
         if unknown:

@@ -166,7 +166,8 @@ def write_lottery_csv(rows: Sequence[LotteryRound], path: Path) -> None:
 def format_lottery(rows: Sequence[LotteryRound]) -> str:
     """The sparsity-vs-accuracy table: ticket (rewound) against the random-reinit control."""
     split = rows[0].split
-    lines = [f"{'round':>5}  {'sparsity':>8}  {'ticket ' + split + ' top-1':>16}  {'random reinit ' + split + ' top-1':>23}"]
+    ticket, control = f"ticket {split} top-1", f"random reinit {split} top-1"
+    lines = [f"{'round':>5}  {'sparsity':>8}  {ticket:>16}  {control:>23}"]
     for row in rows:
         control = "-" if row.control_top1 is None else f"{100 * row.control_top1:.2f}%"
         lines.append(f"{row.round:>5}  {100 * (1 - row.density):7.2f}%  {100 * row.top1:15.2f}%  {control:>23}")

@@ -142,7 +142,8 @@ def run_embedding_train(args: argparse.Namespace) -> int:
     # Decoded as validation decodes (the eval pipeline's JPEG scale): the final figures are then the best epoch's.
     hint = eval_pipeline(backbone.default_cfg).decode_hint
     summary = fit_embedding(MetricLearner(embedder, criterion), bundle, config, info, options,
-                            evaluation_sets=[dataset.with_decode_hint(hint) for dataset in evaluation], evaluation_name=name, run_dir=out, resume=args.resume,
+                            evaluation_sets=[dataset.with_decode_hint(hint) for dataset in evaluation],
+                            evaluation_name=name, run_dir=out, resume=args.resume,
                             distributed=context, quiet=args.quiet,
                             holdout_names=data.class_names[len(train_classes):])
     if context.is_main:
@@ -216,7 +217,8 @@ def run_verify(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2))
     else:
         print(f"{len(usable)} pairs: AUC {metrics['auc']:.4f}  EER {metrics['eer']:.4f} (threshold "
-              f"{metrics['eer_threshold']:.4f})  {folds}-fold accuracy {metrics['accuracy']:.4f} +- {metrics['accuracy_std']:.4f}")
+              f"{metrics['eer_threshold']:.4f})  {folds}-fold accuracy {metrics['accuracy']:.4f} "
+              f"+- {metrics['accuracy_std']:.4f}")
         tars = [f"TAR@FAR={k[len('tar_at_far_'):]} {v:.4f}" for k, v in metrics.items()
                 if k.startswith("tar_at_far_") and v is not None]
         if tars:
