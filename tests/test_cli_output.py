@@ -34,3 +34,12 @@ def test_an_unknown_argument_is_refused_with_the_command_s_own_usage(capsys) -> 
     err = capsys.readouterr().err
     assert err.startswith("usage: cnnkit summary "), err  # argparse's default showed `cnnkit [-h] COMMAND ...`
     assert err.rstrip().endswith("cnnkit summary: error: unrecognized arguments: stray.jpg"), err
+
+
+def test_an_error_names_its_command_once(capsys) -> None:
+    """'cnnkit serve: error: serve: binding to 0.0.0.0 ...' named the command twice."""
+    from cnnkit.cli import main
+
+    assert main(["serve", "no/such/run", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnnkit serve: error: binding to 0.0.0.0 (not loopback) needs --api-key-file"), err

@@ -67,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CnnkitError as error:
-        print(f"cnnkit {args.command}: error: {error}", file=sys.stderr)
+        # A library message may name its command itself ("serve: ..."), which the prefix already says.
+        message = str(error).removeprefix(f"{args.command}: ")
+        print(f"cnnkit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from colour_folders import make_tiny_folder, write_colour_folders
-from tiny_runs import train_tiny_run
+from tiny_runs import train_tiny_run, train_val_run
 
 from cnnkit.cli import main
 from cnnkit.data.folders import FolderDataset
@@ -163,3 +163,29 @@ def test_accuracy_is_measured_on_test_else_val_never_on_train() -> None:
     assert test_split(source("train", "val")) == "val"
     with pytest.raises(CnnkitError, match=r"runs/x has no test or val split .* \['train'\]"):
         test_split(source("train"))
+
+
+def test_two_runs_of_one_model_are_told_apart_in_the_table() -> None:
+    """A run and its pruned copy (both resnet18) were two identical 'resnet18' rows; each now carries its run folder."""
+    from cnnkit.deploy.compare import CompareRow, format_compare, row_labels
+    from cnnkit.deploy.compare_backends import BackendFigures
+    from cnnkit.deploy.latency import Latency
+
+    def row(model: str, run_dir: str) -> CompareRow:
+        return CompareRow(model, run_dir, 10, 20, 0.5, 0.5, {"torch": BackendFigures(0.5, 100, Latency(1.0, 50.0, 1))})
+
+    rows = [row("resnet18", "runs/hym"), row("resnet18", "runs/slim"), row("compact_cnn", "runs/student")]
+    assert row_labels(rows) == ["resnet18 (hym)", "resnet18 (slim)", "compact_cnn"]
+    table = format_compare(rows).splitlines()
+    assert table[-1].endswith("top-1 and macro-F1 on the test split")
+    assert "resnet18 (hym)" in table[1] and "resnet18 (slim)" in table[2] and "compact_cnn " in table[3]
+
+
+def test_compare_names_the_split_its_accuracies_are_on(tmp_path: Path, capsys) -> None:
+    """Data given as train/val: compare's accuracies are val figures, and the table and compare.csv say so."""
+    data, run = train_val_run(tmp_path)
+    capsys.readouterr()
+    assert main(["compare", str(data), "--runs", str(run), "--backends", "torch", "--out", str(tmp_path / "c")]) == 0
+    assert "top-1 and macro-F1 on the val split" in capsys.readouterr().out
+    (row,) = csv.DictReader((tmp_path / "c" / "compare.csv").open())
+    assert row["split"] == "val"

@@ -196,6 +196,30 @@ def test_bench_counts_an_onnx_file_only_when_its_graph_is_the_zoo_architecture(
     assert (pruned["params"], pruned["macs"]) == (other_head["params"], other_head["macs"]) == ("", "")
 
 
+def test_bench_times_an_int8_export_as_it_is(exported: tuple[Path, str], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """`export --int8`'s file is benched as the int8 backend, not quantized a second time (which
+    ONNX Runtime refused: 'two nodes with same node name')."""
+    from cnnkit.deploy.quantize import Int8Quantizer, is_quantized
+
+    out, _ = exported
+    int8 = out.with_name("model.int8.onnx")
+    assert is_quantized(int8) and not is_quantized(out)
+    table = tmp_path / "bench.csv"
+    assert main(["bench", str(out), str(int8), "--batch-sizes", "1", "--repeats", "3", "--backends", "onnx,int8",
+                 "--threads", "1", "--csv", str(table)]) == 0, capsys.readouterr().err
+    cells = [(r["target"], r["backend"]) for r in csv.DictReader(table.open())]
+    assert cells == [(str(out), "onnx"), (str(out), "int8"), (str(int8), "int8")]
+    assert "int8 rows (except an int8 .onnx's own) are calibrated on random inputs" in capsys.readouterr().out
+    assert main(["bench", str(int8), "--batch-sizes", "1", "--repeats", "3", "--threads", "1",
+                 "--csv", str(table)]) == 0
+    assert "calibrated on random inputs" not in capsys.readouterr().out, "the file's own calibration"
+    assert main(["bench", str(int8), "--backends", "onnx", "--csv", str(table)]) == 2
+    assert f"{int8}: an int8 .onnx file has no onnx backend; use --backends int8" in capsys.readouterr().err
+    with pytest.raises(CnnkitError, match="already quantized"):
+        Int8Quantizer(int8, [np.zeros((1, 3, 16, 16), np.float32)])
+
+
 def test_bench_refuses_unknown_targets_and_backends(exported: tuple[Path, str], capsys: pytest.CaptureFixture,
                                                    tmp_path: Path) -> None:
     assert main(["bench", "no_such_model", "--csv", str(tmp_path / "b.csv")]) == 2

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from colour_folders import make_tiny_folder
-from tiny_runs import train_tiny_run
+from tiny_runs import train_tiny_run, train_val_run
 
 from cnnkit.cli import main
 from cnnkit.deploy.distill import distillation_loss, soft_target_loss
@@ -107,3 +108,24 @@ def test_teacher_sees_the_students_very_batches(tiny, tmp_path: Path) -> None:
         quiet=True, trainer_class=make_trainer)
     assert len(seen["teacher"]) == len(seen["student"]) > 1
     assert all(torch.equal(t, s) for t, s in zip(seen["teacher"], seen["student"]))
+
+
+def test_distill_scores_teacher_and_student_on_one_split(tmp_path: Path, capsys) -> None:
+    """Data given as train/val: teacher and student are both scored on val and printed side by side (the
+    teacher's figure was `teacher_test_top1: null`, read from a test split the data does not have)."""
+    data, teacher = train_val_run(tmp_path)
+    out = tmp_path / "student"
+    capsys.readouterr()
+    assert main(["distill", str(teacher), str(data), "--student", "mnist_cnn", "--epochs", "1", "--batch-size", "8",
+                 "--out", str(out), "--quiet"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    record = read_summary(out).distillation
+    assert record["split"] == "val" and line.startswith("val top-1: teacher compact_cnn ")
+
+    def eval_top1(run: Path) -> float:
+        assert main(["eval", str(run), str(data), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["val_top1"]
+
+    assert record["teacher_top1"] == pytest.approx(eval_top1(teacher))
+    assert record["student_top1"] == pytest.approx(eval_top1(out))
+    assert f"{100 * record['student_top1']:.2f}%" in line

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from colour_folders import make_tiny_folder
-from tiny_runs import train_tiny_run
+from tiny_runs import train_tiny_run, train_val_run
 
 from cnnkit.cli import main
 from cnnkit.deploy.from_run import open_run
@@ -99,7 +99,8 @@ def test_lottery_ticket_invariants(tiny, tmp_path: Path) -> None:
         assert (tmp_path / "lt" / name / "split.json").read_bytes() == (run / "split.json").read_bytes(), name
     assert [row.round for row in rows] == [0, 1, 2] and rows[2].density == pytest.approx(0.64, abs=1e-4)
     assert all(row.control_top1 is not None for row in rows[1:])
-    assert (tmp_path / "lt" / "lottery.csv").read_text().startswith("round,density,test_top1,control_top1")
+    assert (tmp_path / "lt" / "lottery.csv").read_text().startswith("round,density,split,top1,control_top1")
+    assert {row.split for row in rows} == {"test"}
 
 
 def test_rewind_epoch_k_is_the_training_weights_after_epoch_k_not_their_ema(tiny, tmp_path: Path) -> None:
@@ -146,7 +147,7 @@ def test_pruning_a_channel_pruned_run_keeps_its_narrow_shapes(tiny, tmp_path: Pa
     assert main(["prune", str(slim), str(data), "--iterative", "--rounds", "1", "--no-control", "--out", str(lottery),
                  *common]) == 0
     printed = capsys.readouterr().out
-    assert "sparsity" in printed and "random reinit top-1" in printed, "the sparsity-accuracy table"
+    assert "sparsity" in printed and "random reinit test top-1" in printed, "the sparsity-accuracy table"
     for out in (sparse, lottery / "round0", lottery / "round1"):
         assert read_summary(out).channel_plan == plan
         model, _ = load_run(out)
@@ -186,3 +187,47 @@ def test_bad_prune_arguments_are_named(tiny, tmp_path: Path, capsys) -> None:
     assert main(["prune", str(run), str(data), "--iterative", "--sparsity", "0.9", "--out", str(tmp_path / "c")]) == 2
     assert "--sparsity 0.9 has no effect with --iterative" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_pruning_names_the_split_it_measures_before_and_after(tmp_path: Path, capsys) -> None:
+    """Data given as train/val has no test split: the before/after figures are the val split's, said so
+    (was 'test top-1 ... before pruning', measured on val), and 'after' is the pruned run's own."""
+    data, run = train_val_run(tmp_path)
+    out = tmp_path / "pruned"
+    capsys.readouterr()
+    assert main(["prune", str(run), str(data), "--sparsity", "0.5", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "test top-1" not in line and " val top-1 " in line, line
+    after = float(line.split("before pruning, ")[1].split("%")[0])
+    assert main(["eval", str(out), str(data), "--json"]) == 0
+    assert after == pytest.approx(100 * json.loads(capsys.readouterr().out)["val_top1"], abs=0.01)
+
+
+def test_the_lottery_table_names_its_split_and_scores_each_rounds_best_weights(tmp_path: Path, capsys) -> None:
+    """Without a test split the table is the val split's (was a `test_top1` column holding val figures),
+    and each round's figure is what `cnnkit eval` measures on that round's best weights."""
+    data, run = train_val_run(tmp_path)
+    rows = lottery_ticket(open_run(run, str(data)), open_run(run, str(data)).config.replace(epochs=2),
+                          LotterySettings(rounds=1, rate=0.5, rewind_epoch=0, control=False), tmp_path / "lt")
+    assert [row.split for row in rows] == ["val", "val"]
+    assert (tmp_path / "lt" / "lottery.csv").read_text().startswith("round,density,split,top1,")
+    for row in rows:
+        capsys.readouterr()
+        assert main(["eval", row.run_dir, str(data), "--json"]) == 0
+        assert row.top1 == pytest.approx(json.loads(capsys.readouterr().out)["val_top1"]), row.run_dir
+
+
+def test_a_finetune_run_can_be_pruned_and_distilled(tmp_path: Path, capsys) -> None:
+    """`cnnkit finetune` writes the top-level files of a run, config.yaml included: prune and distill take it
+    (both said 'has no config.yaml: not a run directory written by cnnkit'), and its resume still passes."""
+    data = make_tiny_folder(tmp_path / "data")
+    ft = tmp_path / "ft"
+    finetune = ["finetune", str(data), "--model", "compact_cnn", "--phases", "head:1,all:1", "--img-size", "16",
+                "--batch-size", "8", "--out", str(ft), "--quiet"]
+    assert main(finetune) == 0
+    assert main([*finetune, "--resume"]) == 0, capsys.readouterr().err
+    common = ["--epochs", "1", "--batch-size", "8", "--quiet"]
+    assert main(["prune", str(ft), str(data), "--sparsity", "0.5", "--out", str(tmp_path / "sparse"), *common]) == 0
+    assert main(["distill", str(ft), str(data), "--student", "mnist_cnn", "--out", str(tmp_path / "student"),
+                 *common]) == 0, capsys.readouterr().err
+    assert read_summary(tmp_path / "sparse").pruned_from == str(ft)

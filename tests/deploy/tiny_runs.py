@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from colour_folders import make_tiny_folder
 from torch import nn
 
 from cnnkit.cli import main
@@ -15,6 +16,15 @@ def train_tiny_run(data: Path, out: Path, *, model: str = "compact_cnn", epochs:
                  "--img-size", "16", "--out", str(out), "--quiet"])
     assert code == 0
     return out
+
+
+def train_val_run(root: Path, *, epochs: int = 1) -> tuple[Path, Path]:
+    """(data, run): `make_tiny_folder`'s colours given as root/given/{train,val} (no test split, as
+    hymenoptera), and a tiny run trained on them in root/run."""
+    data = root / "given"
+    make_tiny_folder(data / "train")
+    make_tiny_folder(data / "val")
+    return data, train_tiny_run(data, root / "run", epochs=epochs)
 
 
 def randomise_batchnorm(model: nn.Module, generator: torch.Generator) -> None:

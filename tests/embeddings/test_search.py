@@ -213,3 +213,14 @@ def test_corrupt_gallery_files_are_named(tmp_path, damage: str) -> None:
         expected = "vectors.npy holds vectors of shape"
     with pytest.raises(CnnkitError, match=expected):
         Gallery.load(tmp_path)
+
+
+def test_tuning_returns_its_report_without_logging_it(caplog: pytest.LogCaptureFixture) -> None:
+    """`cnnkit index` prints the build report in its summary line; the index logged it too, so the CLI
+    showed the recall line twice."""
+    pytest.importorskip("faiss")
+    data, _ = clustered(300)
+    with caplog.at_level("DEBUG", logger="cnnkit"):
+        index = VectorIndex.build(data, "hnsw", target_recall=0.9, sample=100,
+                                  generator=torch.Generator().manual_seed(0))
+    assert "recall@10" in index.report.describe() and not caplog.records

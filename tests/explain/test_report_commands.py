@@ -49,6 +49,7 @@ def test_interpret_agrees_with_the_run_and_recomputed_losses(run_dir: Path, tmp_
     assert {p.name for p in tmp_path.iterdir()} >= {"interpretation.json", "confusion.png", "top_losses.png"}
     top = result["top_losses"]
     assert len(top) == 6 and [t["loss"] for t in top] == sorted((t["loss"] for t in top), reverse=True)
+    assert all(t["path"] is None for t in top), "wafer maps are made in memory: no file to name"
     # Each kept index, re-read and re-run, gives the loss and classes recorded for it.
     run = open_run(run_dir, "wafer")
     _, inputs, labels = run.items("test", [t["index"] for t in top])
@@ -273,3 +274,41 @@ def test_an_out_path_of_the_wrong_kind_is_refused_before_any_work(
     assert main(["calibrate", str(run_dir), "wafer", "--plot", str(tmp_path)]) == 2
     assert f"--plot {tmp_path} is a directory" in capsys.readouterr().err
     assert (run_dir / "summary.json").read_text() == before, "nothing stored by a failed call"
+
+
+def test_a_fine_tuning_reports_its_phases_curves_and_best_epoch(tmp_path: Path) -> None:
+    """A `cnnkit finetune` run keeps metrics.csv per phase: the report draws them one after another (it said
+    'The run has no metrics.csv'), and gives the best epoch as training printed it ('phase 2 epoch 1'; it said
+    'epoch 1', the epoch within the last phase)."""
+    from colour_folders import make_tiny_folder
+
+    from cnnkit.explain.report import _metrics_rows, build_report
+
+    data = make_tiny_folder(tmp_path / "tiny")
+    out = tmp_path / "ft"
+    assert main(["finetune", str(data), "--model", "compact_cnn", "--phases", "head:1,all:2", "--img-size", "16",
+                 "--batch-size", "8", "--out", str(out), "--quiet"]) == 0
+    run = open_run(out, str(data))
+    rows = _metrics_rows(out, run.summary)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"], "three epochs across the two phases"
+    content = build_report(out, str(data), top_losses=2, per_class=1)
+    assert content.learning_curves is not None
+    best = dict(content.run_facts)["best epoch"]
+    assert best.startswith(f"phase 2 epoch {run.summary.best_epoch + 1} (val_top1 "), best
+
+
+def test_interpret_names_the_file_of_each_top_loss(trained_run: Path, tiny_folder: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """A top loss of an image folder carries its file (it had only an index into a split), and the file,
+    predicted alone, has that loss; data held in memory (wafer) has none to name."""
+    assert main(["interpret", str(trained_run), str(tiny_folder), "--out", str(tmp_path), "--top-losses", "3",
+                 "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["top_losses"]
+    assert top == json.loads((tmp_path / "interpretation.json").read_text())["top_losses"]
+    predictor = Predictor.from_run(trained_run)
+    names = list(predictor.class_names)
+    for item in top:
+        assert Path(item["path"]).parent.name == item["true"], "the file lies in its class's folder"
+        logits = predictor.logits([item["path"]])
+        loss = F.cross_entropy(logits, torch.tensor([names.index(item["true"])]))
+        assert float(loss) == pytest.approx(item["loss"], rel=1e-4, abs=1e-6)

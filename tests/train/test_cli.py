@@ -258,3 +258,22 @@ def test_model_options_are_checked_and_kept_in_the_run(tiny_folder: Path, tmp_pa
     assert "has no option dropout; its options: drop_rate, norm_layer" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "y"), "--model-opt", "drop_rate=high"]) == 2
     assert "drop_rate=high: model 'compact_cnn' expects <class 'float'>" in capsys.readouterr().err
+
+
+def test_a_metric_is_spelt_the_same_in_every_line_of_train_and_eval(tiny_folder: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """`val_top1 57.52%` in the epoch lines, `val_top1 0.5752` in the final, best and eval lines, `lr 0.0000`
+    for a learning rate of 1.25e-05: now one spelling, `format_metric`'s, in all of them."""
+    import re
+
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", str(tiny_folder), "--model", "compact_cnn", "--epochs", "1", "--batch-size", "8",
+                 "--img-size", "16", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert main(["eval", str(out), str(tiny_folder), "--split", "val"]) == 0
+    printed += capsys.readouterr().out
+    spelt = set(re.findall(r"\bval_top1 (\S+)", printed))
+    assert len(spelt) == 1 and spelt.pop().endswith("%"), printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"lr {summary['final']['lr']:.3g}" in printed and "lr 0.0000" not in printed

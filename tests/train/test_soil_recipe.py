@@ -113,4 +113,4 @@ def test_finetune_and_lr_find_refuse_settings_they_would_ignore(photos: Path, tm
     assert not out.exists()
     assert main(["lr-find", str(photos), "--img-size", "16", "--batch-size", "8", "--num-steps", "4", "--lr", "0.1",
                  "--epochs", "3", "--plot", str(tmp_path / "lr.png")]) == 2
-    assert "lr-find: --lr, --epochs do not apply: it sweeps the LR itself" in capsys.readouterr().err
+    assert "cnnkit lr-find: error: --lr, --epochs do not apply: it sweeps the LR itself" in capsys.readouterr().err

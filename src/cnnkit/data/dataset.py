@@ -35,6 +35,10 @@ class ImageDataset(Dataset):
         """The item at `index` before the transform: (uint8 (C, H, W), label)."""
         raise NotImplementedError
 
+    def source(self, index: int) -> str | None:
+        """Where the item at `index` comes from (its file), None for data held in memory."""
+        return None
+
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, label = self.load(index)
         if self.transform is not None:
@@ -103,6 +107,9 @@ class SubsetDataset(ImageDataset):
 
     def load(self, index: int) -> tuple[torch.Tensor, int]:
         return self.base.load(self.indices[index])
+
+    def source(self, index: int) -> str | None:
+        return self.base.source(self.indices[index])
 
     def with_decode_hint(self, size_hint: tuple[int, int] | None) -> SubsetDataset:
         return SubsetDataset(self.base.with_decode_hint(size_hint), self.indices, transform=self.transform)

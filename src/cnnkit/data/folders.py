@@ -128,6 +128,9 @@ class FolderDataset(ImageDataset):
         view.size_hint = size_hint
         return view
 
+    def source(self, index: int) -> str | None:
+        return str(self.files[index])
+
     def load(self, index: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self.files)):
             position = (index + attempt) % len(self.files)

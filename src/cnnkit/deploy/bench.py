@@ -17,7 +17,7 @@ from torch import nn
 from cnnkit.analysis.summary import summary as analyse
 from cnnkit.deploy.latency import eager_runner
 from cnnkit.deploy.onnx_export import write_onnx
-from cnnkit.deploy.quantize import Int8Quantizer
+from cnnkit.deploy.quantize import Int8Quantizer, is_quantized
 from cnnkit.deploy.timing import Timing, time_side_by_side
 from cnnkit.device_info import torch_threads
 from cnnkit.errors import CnnkitError
@@ -67,13 +67,29 @@ def onnx_runner(path: Path | OnnxBackend, batch: torch.Tensor, *, threads: int |
 
 @dataclass
 class Target:
-    """A model to bench: its name as given, a torch model (None for an .onnx), cfg, fp32 .onnx."""
+    """A model to bench: its name as given, a torch model (None for an .onnx), cfg, its .onnx and
+    whether that file is already quantized (an `export --int8` file: benched as int8, as it is)."""
 
     label: str
     model: nn.Module | None
     cfg: DefaultCfg
     model_name: str
     onnx_path: Path | None = None
+    quantized: bool = False
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The backends this target has: all for a model; onnx and int8 for an fp32 .onnx; int8 for an int8 one."""
+        if self.model is not None:
+            return BACKENDS
+        return ("int8",) if self.quantized else ("onnx", "int8")
+
+    def refuse(self, wanted: Sequence[str]) -> CnnkitError:
+        """The error for backends this target lacks, naming the ones it has."""
+        kind = "an int8 .onnx file" if self.quantized else "an .onnx file"
+        missing = [backend for backend in wanted if backend not in self.backends]
+        return CnnkitError(f"{self.label}: {kind} has no {' or '.join(missing)} backend; "
+                           f"use --backends {','.join(self.backends)}")
 
 
 def resolve_target(text: str, *, img_size: int | None) -> Target:
@@ -84,7 +100,7 @@ def resolve_target(text: str, *, img_size: int | None) -> Target:
         cfg, model_name = meta.default_cfg, meta.model_name
         if img_size is not None and img_size != cfg.input_size[1]:
             raise CnnkitError(f"{path}: exported at {cfg.input_size[1]} px; --img-size {img_size} needs a new export")
-        return Target(text, None, cfg, model_name, path)
+        return Target(text, None, cfg, model_name, path, quantized=is_quantized(path))
     if path.is_dir():
         model, summary = load_run(path)
         name = summary.model_name
@@ -151,8 +167,8 @@ def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequen
     is calibrated on random inputs: its speed is representative, its accuracy is not (use
     `cnnkit export --int8` for that)."""
     parse_backends(",".join(backends))
-    if target.model is None and "torch" in backends:
-        raise CnnkitError(f"{target.label}: an .onnx file has no torch backend; use --backends onnx,int8")
+    if any(backend not in target.backends for backend in backends):
+        raise target.refuse(backends)
     params, macs = _costs(target)
     generator = torch.Generator().manual_seed(seed)
     with torch_threads(threads), tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
@@ -172,6 +188,8 @@ def bench_target(target: Target, *, backends: Sequence[str], batch_sizes: Sequen
 
 def _onnx_paths(target: Target, backends: Sequence[str], tmp: Path, generator: torch.Generator) -> dict[str, Path]:
     paths: dict[str, Path] = {}
+    if target.quantized:
+        return {"int8": target.onnx_path} if "int8" in backends and target.onnx_path is not None else {}
     if {"onnx", "int8"} & set(backends):
         paths["onnx"] = target.onnx_path or write_onnx(target.model, tmp / "fp32.onnx",
                                                        input_size=target.cfg.input_size, model_name=target.model_name)

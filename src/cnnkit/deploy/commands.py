@@ -95,16 +95,16 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from cnnkit.deploy.bench import bench_target, format_table, parse_backends, resolve_target, rows_json, write_csv
     from cnnkit.device_info import device_info
-    from cnnkit.errors import CnnkitError
 
     backends = parse_backends(args.backends)
     threads = args.threads or torch.get_num_threads()
-    rows = []
+    rows, requantized = [], False
     for text in args.targets:
         target = resolve_target(text, img_size=args.img_size)
-        chosen = tuple(b for b in backends if not (target.model is None and b == "torch"))
+        requantized |= "int8" in backends and not target.quantized
+        chosen = tuple(b for b in backends if b in target.backends)
         if not chosen:
-            raise CnnkitError(f"{text}: an .onnx file has no torch backend; use --backends onnx,int8")
+            raise target.refuse(backends)
         rows += bench_target(target, backends=chosen, batch_sizes=args.batch_sizes, threads=threads,
                              repeats=args.repeats)
     write_csv(rows, Path(args.csv))
@@ -113,8 +113,9 @@ def run_bench(args: argparse.Namespace) -> int:
     else:
         print(f"machine: {device_info().describe()}")
         print(format_table(rows))
-        if "int8" in backends:
-            print("int8 rows are calibrated on random inputs: their speed is real, their accuracy is not measured "
+        if requantized:
+            print("int8 rows (except an int8 .onnx's own) are calibrated on random inputs: their speed is real, "
+                  "their accuracy is not measured "
                   "(cnnkit export --int8 measures it)")
         unknown = sorted({row.target for row in rows if row.params is None})
         if unknown:

@@ -4,6 +4,7 @@ the accuracy-latency Pareto front (a model is on it when no other is both more a
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from cnnkit.train.preprocessing import batch_stage
 
 @dataclass(frozen=True)
 class CompareRow:
-    """One run's figures; `backends` per backend name (torch, onnx, int8) in the order chosen."""
+    """One run's figures; `backends` per backend name (torch, onnx, int8) in the order chosen; the
+    accuracies are on `split` (test, else val: `test_split`)."""
 
     model: str
     run_dir: str
@@ -30,6 +32,7 @@ class CompareRow:
     test_top1: float
     macro_f1: float
     backends: dict[str, BackendFigures] = field(default_factory=dict)
+    split: str = "test"
 
 
 def macro_f1(confusion: torch.Tensor) -> float:
@@ -80,7 +83,7 @@ def compare_row(source: SourceRun, *, device: torch.device, backends: Sequence[s
                                calibration_size=calibration_size, seed=seed, budget_s=latency_budget_s)
     return CompareRow(model=source.summary.model_name, run_dir=str(source.path),
                       params=sum(p.numel() for p in model.parameters()), macs=costs.total_macs,
-                      test_top1=top1, macro_f1=f1, backends=figures)
+                      test_top1=top1, macro_f1=f1, backends=figures, split=test_split(source))
 
 
 def _backends(rows: Sequence[CompareRow]) -> list[str]:
@@ -93,7 +96,7 @@ def _columns(rows: Sequence[CompareRow]) -> list[str]:
         columns += [f"test_top1_{backend}"] if backend != "torch" else []
         columns += [f"latency_p50_ms_b1_{backend}", f"images_per_s_b32_{backend}", f"size_bytes_{backend}",
                     f"pareto_{backend}"]
-    return columns + ["run_dir"]
+    return columns + ["split", "run_dir"]
 
 
 def write_compare_csv(rows: Sequence[CompareRow], path: Path) -> None:
@@ -105,7 +108,7 @@ def write_compare_csv(rows: Sequence[CompareRow], path: Path) -> None:
         for index, row in enumerate(rows):
             values: dict[str, object] = {"model": row.model, "params": row.params, "macs": row.macs,
                                          "test_top1": round(row.test_top1, 6), "macro_f1": round(row.macro_f1, 6),
-                                         "run_dir": row.run_dir}
+                                         "split": row.split, "run_dir": row.run_dir}
             for backend, figures in row.backends.items():
                 if backend != "torch":
                     values[f"test_top1_{backend}"] = round(figures.test_top1, 6)
@@ -122,24 +125,34 @@ def front_of(rows: Sequence[CompareRow], backend: str) -> list[bool]:
                         [r.backends[backend].latency.p50_ms_batch1 for r in rows])
 
 
+def row_labels(rows: Sequence[CompareRow]) -> list[str]:
+    """Each row's name in the table and plot: its model, with its run folder's name when another
+    row has the same model (e.g. a run and its pruned copy)."""
+    counts = Counter(row.model for row in rows)
+    return [row.model if counts[row.model] == 1 else f"{row.model} ({Path(row.run_dir).name})" for row in rows]
+
+
 def format_compare(rows: Sequence[CompareRow]) -> str:
     """The table, a model starred when it is on the accuracy-latency front of any backend (which
     ones in the last column)."""
     backends = _backends(rows)
     fronts = {backend: front_of(rows, backend) for backend in backends}
-    header = f"  {'model':<18} {'params':>10} {'MACs':>12} {'macro-F1':>8}"
+    labels = row_labels(rows)
+    width = max(18, *map(len, labels))
+    header = f"  {'model':<{width}} {'params':>10} {'MACs':>12} {'macro-F1':>8}"
     for backend in backends:
         header += f" | {backend + ' top-1':>11} {'p50 b1 ms':>9} {'img/s b32':>9} {'MB':>7}"
     lines = [header + " | front"]
-    for index, row in enumerate(rows):
+    for index, (row, label) in enumerate(zip(rows, labels)):
         on = [backend for backend in backends if fronts[backend][index]]
-        line = f"{'*' if on else ' '} {row.model:<18} {row.params:>10,} {row.macs:>12,} {row.macro_f1:8.4f}"
+        line = f"{'*' if on else ' '} {label:<{width}} {row.params:>10,} {row.macs:>12,} {row.macro_f1:8.4f}"
         for backend in backends:
             figures = row.backends[backend]
             line += (f" | {100 * figures.test_top1:10.2f}% {figures.latency.p50_ms_batch1:9.2f} "
                      f"{figures.latency.images_per_s_batch32:9.1f} {figures.size_bytes / 1e6:7.2f}")
         lines.append(line + " | " + ",".join(on))
-    lines.append("models marked * are on the accuracy-latency (batch 1) Pareto front of the backends named last")
+    lines.append("models marked * are on the accuracy-latency (batch 1) Pareto front of the backends named last; "
+                 f"top-1 and macro-F1 on the {'/'.join(dict.fromkeys(row.split for row in rows))} split")
     return "\n".join(lines)
 
 
@@ -161,9 +174,9 @@ def plot_pareto(rows: Sequence[CompareRow], path: Path) -> None:
         ordered = sorted((x, y) for x, y, on in zip(latency, accuracy, front) if on)
         axes.plot([p[0] for p in ordered], [p[1] for p in ordered], color=colour, linestyle="--",
                   label=f"{backend} front")
-    for row in rows:  # each model named once, at its fastest backend (its points share a row of accuracies)
+    for row, label in zip(rows, row_labels(rows)):  # each named once, at its fastest backend
         fastest = min(row.backends.values(), key=lambda figures: figures.latency.p50_ms_batch1)
-        axes.annotate(row.model, (fastest.latency.p50_ms_batch1, 100 * fastest.test_top1), textcoords="offset points",
+        axes.annotate(label, (fastest.latency.p50_ms_batch1, 100 * fastest.test_top1), textcoords="offset points",
                       xytext=(-5, 6), ha="right", fontsize=8)
     axes.set_xlabel("latency p50, batch 1 (ms)")
     axes.set_ylabel("test top-1 (%)")

@@ -9,7 +9,7 @@ trains the same masks from a fresh random initialisation: a winning ticket beats
     OUT/rewind.safetensors     the weights every round rewinds to
     OUT/round<r>/              a normal run directory per round (mask.safetensors = its mask)
     OUT/control<r>/            the random-reinitialisation control at round r's mask
-    OUT/lottery.csv            round, density, test top-1 of the ticket and of the control
+    OUT/lottery.csv            round, density, split, top-1 of the ticket and of the control on it
 """
 
 from __future__ import annotations
@@ -55,11 +55,13 @@ class LotterySettings:
 
 @dataclass(frozen=True)
 class LotteryRound:
-    """One row of the table: round (0 = dense), measured density, test top-1 of ticket and control."""
+    """One row of the table: round (0 = dense), measured density, and the top-1 of ticket and control
+    on `split` (test, or val when the data has no test split)."""
 
     round: int
     density: float
-    test_top1: float
+    split: str
+    top1: float
     control_top1: float | None
     run_dir: str
 
@@ -95,9 +97,13 @@ def rewound_model(source: SourceRun, rewind_state: dict[str, torch.Tensor], mask
     return model
 
 
-def _test_top1(summary: RunSummary) -> float:
-    metrics = summary.test or summary.final or {}
-    return float(metrics.get("test_top1", metrics.get("val_top1", float("nan"))))
+def _held_out_top1(summary: RunSummary) -> tuple[str, float]:
+    """(split, top-1) of a round's best weights: its test figures, else the val top-1 of its best epoch."""
+    if summary.test and "test_top1" in summary.test:
+        return "test", float(summary.test["test_top1"])
+    if summary.monitor == "val_top1" and summary.best_metric is not None:
+        return "val", float(summary.best_metric)
+    return "val", float((summary.final or {}).get("val_top1", float("nan")))
 
 
 def _train(model: nn.Module, source: SourceRun, config: TrainConfig, masks: Masks | None, run_dir: Path,
@@ -129,7 +135,7 @@ def lottery_ticket(source: SourceRun, config: TrainConfig, settings: LotterySett
     rewind_state = capture.state if settings.rewind_epoch > 0 else initial
     save_file({k: v.contiguous() for k, v in rewind_state.items()}, out / "rewind.safetensors")
     masks = full_masks(dense)
-    rows = [LotteryRound(0, 1.0, _test_top1(summary), None, str(out / "round0"))]
+    rows = [LotteryRound(0, 1.0, *_held_out_top1(summary), None, str(out / "round0"))]
     trained = out / "round0" / "best.safetensors"
     for r in range(1, settings.rounds + 1):
         scored = source.fresh_model(config.seed)
@@ -141,9 +147,9 @@ def lottery_ticket(source: SourceRun, config: TrainConfig, settings: LotterySett
         if settings.control:
             control = source.fresh_model(config.seed + CONTROL_SEED_OFFSET + r)
             apply_masks(control, masks)
-            control_top1 = _test_top1(_train(control, source, config, masks, out / f"control{r}", (), quiet))
+            control_top1 = _held_out_top1(_train(control, source, config, masks, out / f"control{r}", (), quiet))[1]
         rows.append(LotteryRound(r, 1.0 - summary.global_sparsity,
-                                 _test_top1(summary), control_top1, str(out / f"round{r}")))
+                                 *_held_out_top1(summary), control_top1, str(out / f"round{r}")))
         trained = out / f"round{r}" / "best.safetensors"
     write_lottery_csv(rows, out / "lottery.csv")
     return rows
@@ -159,9 +165,11 @@ def write_lottery_csv(rows: Sequence[LotteryRound], path: Path) -> None:
 
 def format_lottery(rows: Sequence[LotteryRound]) -> str:
     """The sparsity-vs-accuracy table: ticket (rewound) against the random-reinit control."""
-    lines = [f"{'round':>5}  {'sparsity':>8}  {'ticket top-1':>12}  {'random reinit top-1':>19}"]
+    split = rows[0].split
+    ticket, control = f"ticket {split} top-1", f"random reinit {split} top-1"
+    lines = [f"{'round':>5}  {'sparsity':>8}  {ticket:>16}  {control:>23}"]
     for row in rows:
         control = "-" if row.control_top1 is None else f"{100 * row.control_top1:.2f}%"
-        lines.append(f"{row.round:>5}  {100 * (1 - row.density):7.2f}%  {100 * row.test_top1:11.2f}%  {control:>19}")
+        lines.append(f"{row.round:>5}  {100 * (1 - row.density):7.2f}%  {100 * row.top1:15.2f}%  {control:>23}")
     return "\n".join(lines)
 

@@ -114,6 +114,9 @@ class Int8Quantizer:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         self.fp32_path = Path(fp32_path)
+        if is_quantized(self.fp32_path):
+            raise CnnkitError(f"{self.fp32_path}: already quantized (it has QuantizeLinear/DequantizeLinear "
+                              "nodes): quantize the fp32 .onnx instead")
         self.method = method
         self._ort_method = _ort_method(method)
         # A private folder (inside `workdir` when given): the prepared graph and the calibration
@@ -175,6 +178,18 @@ class Int8Quantizer:
     def close(self) -> None:
         """Remove the prepared graph and the calibration cache."""
         self._tmp.cleanup()
+
+
+QUANTIZATION_NODES = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
+                                "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
+
+
+def is_quantized(path: str | Path) -> bool:
+    """True when the .onnx graph at `path` already holds quantization nodes (an int8 export)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in QUANTIZATION_NODES for node in graph.node)
 
 
 def _input_name(path: Path) -> str:

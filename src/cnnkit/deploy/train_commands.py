@@ -20,6 +20,7 @@ from cnnkit.deploy.from_run import SourceRun, open_run
 from cnnkit.deploy.latency import torch_latency
 from cnnkit.deploy.lottery import LotterySettings, format_lottery, lottery_ticket, parse_rewind
 from cnnkit.deploy.masks import MaskHold, global_magnitude_masks, sparsity_report
+from cnnkit.deploy.run_images import test_split
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import update_summary
 from cnnkit.models.factory import list_models
@@ -117,14 +118,17 @@ def run_prune(args: argparse.Namespace) -> int:
     masks = global_magnitude_masks(source.model, 1.0 - sparsity)
     fit(source.model, source.bundle(config), config, source.info(), run_dir=out,
         callbacks=[MaskHold(masks)], quiet=args.quiet)
-    report = sparsity_report(load_file(out / "best.safetensors"), list(masks))
+    best = load_file(out / "best.safetensors")
+    report = sparsity_report(best, list(masks))
+    source.model.load_state_dict(best)
+    after = test_metrics(source, device=device)[0]
     summary = update_summary(out, sparsity=report.layers, global_sparsity=report.global_sparsity,
                              pruned_from=str(source.path), channel_plan=source.summary.channel_plan,
                              pruning={"method": "global_magnitude", "target_sparsity": sparsity,
                                       "prunable_weights": report.prunable_weights, "source_test_top1": before})
     print(format_metrics(summary, out))
     print(f"sparsity {100 * report.global_sparsity:.2f}% of {report.prunable_weights:,} conv/linear weights; "
-          f"test top-1 {100 * before:.2f}% before pruning")
+          f"{test_split(source)} top-1 {100 * before:.2f}% before pruning, {100 * after:.2f}% after")
     return 0
 
 
@@ -173,12 +177,18 @@ def run_distill(args: argparse.Namespace) -> int:
 
     fit(student, teacher.bundle(config, student), config, teacher.info(student, args.student), run_dir=out,
         quiet=args.quiet, trainer_class=make_trainer)
-    teacher_top1 = (teacher.summary.test or {}).get("test_top1")
+    # Teacher and student scored on one split (test, else val), the student with its best weights.
+    device, split = pick_device(config.device), test_split(teacher)
+    teacher_top1 = test_metrics(teacher, device=device)[0]
+    student.load_state_dict(load_file(out / "best.safetensors"))
+    student_top1 = test_metrics(dataclasses.replace(teacher, model=student), device=device)[0]
     summary = update_summary(out, teacher=str(teacher.path),
-                             distillation={"teacher_model": teacher.summary.model_name,
-                                           "teacher_test_top1": teacher_top1, "temperature": args.temperature,
-                                           "alpha": args.alpha})
+                             distillation={"teacher_model": teacher.summary.model_name, "split": split,
+                                           "teacher_top1": teacher_top1, "student_top1": student_top1,
+                                           "temperature": args.temperature, "alpha": args.alpha})
     print(format_metrics(summary, out))
+    print(f"{split} top-1: teacher {teacher.summary.model_name} {100 * teacher_top1:.2f}%, "
+          f"student {args.student} {100 * student_top1:.2f}%")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from cnnkit.data.folders import IMAGE_EXTENSIONS, is_image_folder, list_image_folder
+from cnnkit.data.pipeline import eval_pipeline
 from cnnkit.data.splits import held_out_split
 from cnnkit.embeddings.fit import EmbeddingOptions, fit_embedding, holdout_split
 from cnnkit.embeddings.gallery import Gallery
@@ -26,6 +27,7 @@ from cnnkit.embeddings.search import KINDS
 from cnnkit.embeddings.verification import verification_metrics
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import RunSummary, update_summary
+from cnnkit.inference.bulk import collect_files
 from cnnkit.train import model_setup, preprocessing
 from cnnkit.train.commands import start_run
 from cnnkit.train.distributed import shutdown
@@ -58,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     search = subparsers.add_parser("search", help="the gallery items most similar to query images")
     search.add_argument("gallery", help="a gallery folder from `cnnkit index`")
-    search.add_argument("queries", nargs="+", help="query image files")
+    search.add_argument("queries", nargs="+", help="query image files and/or folders (walked recursively)")
     search.add_argument("--top-k", type=int, default=5, help="matches per query (default 5)")
     search.add_argument("--json", action="store_true", help="print JSON")
     search.set_defaults(func=run_search)
@@ -137,8 +139,11 @@ def run_embedding_train(args: argparse.Namespace) -> int:
     else:
         name = held_out_split(splits) or "train"
         evaluation = [splits[name]]
+    # Decoded as validation decodes (the eval pipeline's JPEG scale): the final figures are then the best epoch's.
+    hint = eval_pipeline(backbone.default_cfg).decode_hint
     summary = fit_embedding(MetricLearner(embedder, criterion), bundle, config, info, options,
-                            evaluation_sets=evaluation, evaluation_name=name, run_dir=out, resume=args.resume,
+                            evaluation_sets=[dataset.with_decode_hint(hint) for dataset in evaluation],
+                            evaluation_name=name, run_dir=out, resume=args.resume,
                             distributed=context, quiet=args.quiet,
                             holdout_names=data.class_names[len(train_classes):])
     if context.is_main:
@@ -204,14 +209,16 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"verify: {len(pairs) - len(usable)} pairs skipped (unreadable images, e.g. {skipped[0][0]})",
               file=sys.stderr)  # stdout stays parseable with --json
     scores = [float(vectors[row[a]] @ vectors[row[b]]) for a, b, _ in usable]
-    metrics = verification_metrics(scores, [s for _, _, s in usable])
+    folds = max(2, min(10, len(usable)))  # LFW's 10 folds; with fewer pairs, one pair a fold
+    metrics = verification_metrics(scores, [s for _, _, s in usable], folds=folds)
     metrics.pop("fpr"), metrics.pop("tpr")
     update_summary(args.run, verification_threshold=metrics["threshold"], verification_pairs=metrics)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         print(f"{len(usable)} pairs: AUC {metrics['auc']:.4f}  EER {metrics['eer']:.4f} (threshold "
-              f"{metrics['eer_threshold']:.4f})  10-fold accuracy {metrics['accuracy']:.4f} +- {metrics['accuracy_std']:.4f}")
+              f"{metrics['eer_threshold']:.4f})  {folds}-fold accuracy {metrics['accuracy']:.4f} "
+              f"+- {metrics['accuracy_std']:.4f}")
         tars = [f"TAR@FAR={k[len('tar_at_far_'):]} {v:.4f}" for k, v in metrics.items()
                 if k.startswith("tar_at_far_") and v is not None]
         if tars:
@@ -275,7 +282,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise CnnkitError(f"--top-k must be >= 1, got {args.top_k}")
     gallery = Gallery.load(args.gallery)
     predictor, _ = embedding_predictor(gallery.run)
-    vectors, kept, skipped = embed_files(predictor, args.queries)
+    vectors, kept, skipped = embed_files(predictor, collect_files(args.queries))
     for path, why in skipped:
         print(f"search: skipped {path}: {why}", file=sys.stderr)  # stdout stays parseable with --json
     results = gallery.search(vectors, args.top_k) if len(kept) else []

@@ -9,7 +9,6 @@ vectors reaches `target_recall`, and that recall is reported (not faiss's defaul
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,7 +21,6 @@ from cnnkit.errors import CnnkitError
 
 IndexKind = Literal["exact", "hnsw", "ivf"]
 KINDS: tuple[str, ...] = ("exact", "hnsw", "ivf")
-_log = logging.getLogger("cnnkit")
 # HNSW graph: M links per node (2M on the bottom layer), each node's links chosen among
 # efConstruction candidates. efConstruction must be well above 2M or the bottom layer's lists fill
 # with poor links: faiss's default 40 with M 32 plateaued at recall@10 0.957 even at efSearch 256 on
@@ -197,7 +195,6 @@ class VectorIndex:
             if recall >= target_recall:
                 break
         self.report = BuildReport(self.kind, name, value, recall, len(rows))
-        _log.info(self.report.describe())
         return self.report
 
     def _set_parameter(self, value: int) -> None:

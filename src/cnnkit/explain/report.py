@@ -24,6 +24,8 @@ from cnnkit.explain.layer_advice import LayerAdvice, advise_layer
 from cnnkit.explain.run_access import RunWithData, calibration_split, open_run
 from cnnkit.explain.visuals import cam_overlays, check_cam_choice, enlarge, top_loss_tiles
 from cnnkit.train.config import load_config
+from cnnkit.train.report import best_epoch_text, format_metric
+from cnnkit.train.run_summary import RunSummary
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,20 @@ def image_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "metrics.csv"
+def _metrics_rows(run_dir: Path, summary: RunSummary) -> list[dict[str, str]]:
+    """metrics.csv's rows; for a fine-tuning, its phases' (RUN/phase<i>-<trainable>/metrics.csv)
+    one after another, epochs counted across the phases."""
+    if not summary.phases:
+        return _read_metrics(run_dir / "metrics.csv")
+    rows: list[dict[str, str]] = []
+    for index, phase in enumerate(summary.phases, start=1):
+        offset = len(rows)
+        rows += [{**row, "epoch": str(offset + int(row["epoch"]))}
+                 for row in _read_metrics(run_dir / f"phase{index}-{phase['trainable']}" / "metrics.csv")]
+    return rows
+
+
+def _read_metrics(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
@@ -90,7 +104,8 @@ def _run_facts(run: RunWithData) -> list[tuple[str, str]]:
              ("input size (C, H, W)", " x ".join(map(str, summary.default_cfg.input_size))),
              ("epochs run", str(summary.epochs_run))]
     if summary.best_epoch is not None and summary.best_metric is not None:
-        facts.append(("best epoch", f"{summary.best_epoch + 1} ({summary.monitor} {summary.best_metric:.4f})"))
+        facts.append(("best epoch", f"{best_epoch_text(summary).removeprefix('epoch ')} "
+                                    f"({summary.monitor} {format_metric(summary.monitor, summary.best_metric)})"))
     if summary.train_seconds:
         facts.append(("training time", f"{summary.train_seconds:.1f} s"))
     return facts
@@ -192,9 +207,9 @@ def build_report(run_dir: str | Path, data_path: str, *, top_losses: int = 12, p
     interpretation, logits, labels = interpret_split(run, split, top_k=top_losses, examples_per_class=per_class,
                                                      batch_size=batch_size, device=device, keep_logits=True)
     images, captions = top_loss_tiles(run, interpretation, method=cam_method, layer=cam_layer)
-    rows = _metrics_rows(run.run_dir)
+    rows = _metrics_rows(run.run_dir, run.summary)
     report = interpretation.report
-    test_metrics = [(name, f"{value:.4f}") for name, value in (run.summary.test or {}).items()]
+    test_metrics = [(name, format_metric(name, value)) for name, value in (run.summary.test or {}).items()]
     test_metrics += [(f"{split} accuracy (recomputed)", f"{report.accuracy:.4f}"),
                      (f"{split} macro F1", f"{report.macro.f1:.4f}"), (f"{split} weighted F1", f"{report.weighted.f1:.4f}")]
     return ReportContent(

@@ -84,13 +84,17 @@ def run_interpret(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)  # before the pass over the data, so a bad --out fails first
     interpretation, _, _ = interpret_split(run, split, top_k=args.top_losses, batch_size=args.batch_size,
                                            device=device)
-    (out / "interpretation.json").write_text(json.dumps(interpretation.to_dict(), indent=2))
+    record = interpretation.to_dict()
+    dataset = run.data.splits[split]
+    for top in record["top_losses"]:  # the file, to look at or relabel (None for data held in memory)
+        top["path"] = dataset.source(top["index"])
+    (out / "interpretation.json").write_text(json.dumps(record, indent=2))
     save_png(plot_confusion(interpretation.confusion, interpretation.class_names), out / "confusion.png")
     images, captions = top_loss_tiles(run, interpretation, method=args.cam_method, layer=args.cam_layer)
     if images:
         save_png(plot_gallery(images, captions, columns=4, tile=3.0), out / "top_losses.png")
     if args.json:
-        print(json.dumps(interpretation.to_dict(), indent=2))
+        print(json.dumps(record, indent=2))
     else:
         print(format_interpretation(interpretation))
         print(f"wrote {out}/interpretation.json, confusion.png" + (", top_losses.png" if images else ""))

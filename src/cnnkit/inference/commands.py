@@ -22,7 +22,7 @@ from cnnkit.train.config import load_config
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.evaluate import ordered_loader
 from cnnkit.train.progress import RateReporter
-from cnnkit.train.report import format_confusion
+from cnnkit.train.report import format_confusion, format_metrics_line
 from cnnkit.train.trainer import pick_device
 
 
@@ -125,7 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"split": split, **metrics, "confusion": confusion}, indent=2))
     else:
-        print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        print(format_metrics_line(metrics))
         print(format_confusion(confusion, data.class_names))
     return 0
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from cnnkit.train.checkpoint import atomic_write
 from cnnkit.train.progress import LINE_INTERVAL_S, format_eta
+from cnnkit.train.report import format_metrics_line
 
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_batch", "after_epoch", "after_fit")
 
@@ -204,10 +205,6 @@ class ProgressBar(Callback):
         if self.progress is not None:
             self.progress.stop()
         elapsed = time.perf_counter() - self.start
-        shown = "  ".join(f"{k} {_format(k, v)}" for k, v in trainer.epoch_metrics.items())
+        shown = format_metrics_line(trainer.epoch_metrics)
         print(f"{self._epoch(trainer)}  {shown}  "
               f"({self.images / max(elapsed, 1e-9):.0f} img/s, {elapsed:.1f}s)", file=self.stream, flush=True)
-
-
-def _format(name: str, value: float) -> str:
-    return f"{100 * value:.2f}%" if "top" in name else f"{value:.4f}"

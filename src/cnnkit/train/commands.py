@@ -15,7 +15,7 @@ from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistributedContext, init_from_torchrun, shutdown
 from cnnkit.train.finetune import Phase, finetune, parse_phases
 from cnnkit.train.fit import RunInfo, check_resume_config, fit
-from cnnkit.train.lr_find import check_plot_path, lr_find, plot_lr_find
+from cnnkit.train.lr_find import check_plot_path, loss_fell, lr_find, plot_lr_find
 from cnnkit.train.options import CONFIG_TITLE, RunOptions, add_train_config_flags, flags_given, resolve
 from cnnkit.train.report import format_metrics
 
@@ -184,4 +184,8 @@ def run_lr_find(args: argparse.Namespace) -> int:
                      start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps)
     plot_lr_find(result, args.plot)
     print(f"suggested learning rate: {result.suggestion:.3g} (plot: {args.plot})")
+    if not loss_fell(result.losses):
+        print(f"lr-find: warning: the loss did not fall during the sweep ({result.losses[0]:.4f} at the start, at "
+              f"best {min(result.losses):.4f}), so the suggestion is a guess: sweep longer (--num-steps) or check the "
+              "data and model", file=sys.stderr)
     return 0

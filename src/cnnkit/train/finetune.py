@@ -16,7 +16,7 @@ from cnnkit.models.adapt import module_at
 from cnnkit.models.heads import head_path_of
 from cnnkit.train.callbacks import PhaseLabel
 from cnnkit.train.checkpoint import atomic_copy, load_checkpoint, remove_stale_temporaries
-from cnnkit.train.config import TrainConfig
+from cnnkit.train.config import TrainConfig, save_config
 from cnnkit.train.distributed import DistributedContext
 from cnnkit.train.fit import DataBundle, RunInfo, fit
 from cnnkit.train.optim import ScheduleSpan, layerwise_lr_scale, parameter_groups
@@ -174,5 +174,8 @@ def finetune(
         last_dir = run_dir / f"phase{len(phases)}-{phases[-1].trainable}"
         remove_stale_temporaries(run_dir)  # of a copy killed midway by an earlier run
         atomic_copy(last_dir / "best.safetensors", run_dir / "best.safetensors")
+        # The run's recipe (its base LR; the epochs of all phases): what a resume of the whole run is
+        # checked against, and what prune, distill and compare start from, as for any run directory.
+        save_config(config.replace(epochs=sum(p.epochs for p in phases)), run_dir / "config.yaml")
         write_summary(run_dir, summary)
     return summary

@@ -99,11 +99,19 @@ def _result(lrs: list[float], losses: list[float]) -> LrFindResult:
 
 
 def suggest_lr(lrs: list[float], losses: list[float]) -> float:
-    """The LR of the steepest descent of loss against log(LR), ignoring the noisy ends."""
-    log_lrs = torch.tensor(lrs).log()
-    values = torch.tensor(losses)
+    """The LR of the steepest descent of loss against log(LR) (central differences, so not at the
+    ends), searched up to the loss's minimum: past it the loss rises, and a dip in that noise is
+    no descent to train at (it suggested 0.42 on a sweep whose loss only rose)."""
+    lowest = max(2, int(torch.tensor(losses).argmin()))
+    log_lrs = torch.tensor(lrs[:lowest + 1]).log()
+    values = torch.tensor(losses[:lowest + 1])
     slopes = (values[2:] - values[:-2]) / (log_lrs[2:] - log_lrs[:-2])
     return float(lrs[1 + int(slopes.argmin())])
+
+
+def loss_fell(losses: list[float]) -> bool:
+    """Whether the sweep's smoothed loss fell below its start by 1% at least (else no LR trained)."""
+    return min(losses) < 0.99 * losses[0]
 
 
 def check_plot_path(path: str | Path) -> Path:

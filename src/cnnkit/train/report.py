@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cnnkit.train.run_summary import RunSummary
 
 
+def format_metric(name: str, value: float) -> str:
+    """One metric as every text output spells it: top-k accuracies in percent (`val_top1 57.52%`),
+    the learning rate to 3 significant digits (`lr 1.25e-05`, not 0.0000), anything else to 4
+    decimals (`val_loss 0.6637`); JSON and CSV keep the fractions."""
+    if "top" in name:
+        return f"{100 * value:.2f}%"
+    return f"{value:.3g}" if name == "lr" else f"{value:.4f}"
+
+
+def format_metrics_line(metrics: Mapping[str, float]) -> str:
+    """`train_loss 0.6753  train_top1 60.27%  ...`: metrics as `format_metric` spells them."""
+    return "  ".join(f"{name} {format_metric(name, value)}" for name, value in metrics.items())
+
+
+def best_epoch_text(summary: RunSummary) -> str:
+    """Where the best weights come from, counted from 1: `epoch 3`, or for a fine-tuning (whose
+    best_epoch is within its last phase) `phase 2 epoch 1`."""
+    where = f"epoch {(summary.best_epoch or 0) + 1}"
+    return f"phase {len(summary.phases)} {where}" if summary.phases else where
+
+
 def format_metrics(summary: RunSummary, run_dir: Path) -> str:
     """Final metrics, best epoch, test accuracy and confusion table of a finished run (of a
     fine-tuning: the epochs of each phase, their total, and the last phase's best epoch)."""
-    where = f"epoch {(summary.best_epoch or 0) + 1}"
-    if summary.phases:
-        where = f"phase {len(summary.phases)} {where}"
     batch = "" if summary.effective_batch_size is None else f"effective batch {summary.effective_batch_size}, "
     lines = [f"run: {run_dir}  (model {summary.model_name}, {summary.epochs_run} epochs, {batch}"
-             f"best {summary.monitor} {summary.best_metric:.4f} at {where})"]
+             f"best {summary.monitor} {format_metric(summary.monitor, summary.best_metric)} "
+             f"at {best_epoch_text(summary)})"]
     if summary.phases:
         lines.append(format_phases(summary.phases, summary.epochs_run))
-    lines.append("final: " + "  ".join(f"{k} {v:.4f}" for k, v in summary.final.items()))
+    lines.append("final: " + format_metrics_line(summary.final))
     if summary.test is not None and summary.test_confusion is not None:
-        lines.append("test:  " + "  ".join(f"{k} {v:.4f}" for k, v in summary.test.items()))
+        lines.append("test:  " + format_metrics_line(summary.test))
         lines.append(format_confusion(summary.test_confusion, summary.class_names))
     return "\n".join(lines)
 

@@ -74,7 +74,7 @@ class RunSummary:
     pruning: dict[str, Any] | None = None  # method, target, prunable_weights, source_test_top1
     structured: dict[str, dict[str, float]] | None = None  # "before"/"after" costs of channel pruning
     channel_plan: tuple[NarrowedGroup, ...] | None = None  # convs a channel-pruned run narrowed
-    distillation: dict[str, Any] | None = None  # teacher_model, teacher_test_top1, temperature, alpha
+    distillation: dict[str, Any] | None = None  # teacher_model, split, teacher_top1, student_top1, temperature, alpha
 
     @property
     def num_classes(self) -> int:
