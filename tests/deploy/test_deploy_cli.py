@@ -323,3 +323,15 @@ def test_onnx_providers_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
         onnx_providers("cuda:0")
     with pytest.raises(CnnkitError, match="'gpu0' is not a device name"):
         onnx_providers("gpu0")
+
+
+def test_bench_records_keep_a_sub_millisecond_latency_to_its_significant_digits() -> None:
+    """A 45.5 us forward was written as 0.045 ms (3 decimals): 1% off, and images_per_s then disagreed
+    with batch / p50 in the same row (a fast machine failed the test above)."""
+    from cnnkit.deploy.bench import BenchRow, row_values
+    from cnnkit.deploy.timing import Timing
+
+    timing = Timing(batch=1, p50=45.5123e-6, p90=51.0e-6, p99=2.5, repeats=3)
+    values = row_values(BenchRow("m", "onnx", 1, None, None, timing))
+    assert values["p50_ms"] == pytest.approx(0.0455123, rel=1e-4) and values["p99_ms"] == 2500.0
+    assert values["images_per_s"] == pytest.approx(1 / (values["p50_ms"] / 1e3), rel=1e-4)
