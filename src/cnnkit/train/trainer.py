@@ -246,8 +246,7 @@ class Trainer(CheckpointedTraining):
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model)
-        losses = self._step_losses
-        self.last_loss = losses[0] if len(losses) == 1 else sum(losses) / len(losses)
+        self.last_loss = sum(self._step_losses) / len(self._step_losses)
         self.batch_size_seen = self._step_images
 
     def new_meter(self) -> ClassificationMeter:
